@@ -1,0 +1,329 @@
+//! The filter's configuration: the JSON in the Wasm filter's `configuration`.
+//!
+//! Validation is strict because a typo in a proxy config otherwise shows up as
+//! silently wrong routing much later: an unknown key, a bad value or a missing
+//! required key is refused, and the error names the key so the single log line
+//! Envoy prints is enough to fix it.
+
+use crate::address::{AddrError, NodeAddr};
+use serde_json::{Map, Value};
+use std::fmt;
+
+pub const DEFAULT_PORT: u16 = 8000;
+pub const DEFAULT_DISCOVERY_CLUSTER: &str = "alternator_discovery";
+pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 2_000;
+
+/// Polling faster than this would only load the cluster; one day is the
+/// longest interval that still makes sense for a node list.
+const REFRESH_INTERVAL_RANGE: (u64, u64) = (100, 86_400_000);
+const DISCOVERY_TIMEOUT_RANGE: (u64, u64) = (10, 300_000);
+const MAX_SEEDS: usize = 256;
+const MAX_NAME_LEN: usize = 255;
+
+/// Every key the filter understands, in the order the README documents them.
+pub const KEYS: [&str; 7] = [
+    "seeds",
+    "port",
+    "discovery_cluster",
+    "refresh_interval_ms",
+    "discovery_timeout_ms",
+    "datacenter",
+    "rack",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where discovery starts, and the node list until it first succeeds.
+    pub seeds: Vec<NodeAddr>,
+    /// Alternator port of every discovered node (`/localnodes` answers bare IPs).
+    pub port: u16,
+    /// Envoy cluster used for `/localnodes` callouts.
+    pub discovery_cluster: String,
+    pub refresh_interval_ms: u64,
+    pub discovery_timeout_ms: u64,
+    pub datacenter: Option<String>,
+    pub rack: Option<String>,
+}
+
+/// A refused configuration: which key, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The offending key; `None` when the document as a whole is wrong.
+    pub key: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "invalid configuration: key \"{key}\": {}", self.problem),
+            None => write!(f, "invalid configuration: {}", self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: Some(key.to_string()),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Parses and validates the filter configuration.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(err("seeds", "is required, but the configuration is empty"));
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError {
+            key: None,
+            problem: format!("not valid JSON: {e}"),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ConfigError {
+                key: None,
+                problem: "must be a JSON object".to_string(),
+            });
+        };
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(err(
+                unknown,
+                format!("unknown key (known keys: {})", KEYS.join(", ")),
+            ));
+        }
+        let port = match map.get("port") {
+            None => DEFAULT_PORT,
+            Some(v) => u16::try_from(integer(v, "port", 1, 65_535)?).unwrap_or(DEFAULT_PORT),
+        };
+        let seeds = seeds(&map, port)?;
+        let discovery_cluster = optional_name(&map, "discovery_cluster")?
+            .unwrap_or_else(|| DEFAULT_DISCOVERY_CLUSTER.to_string());
+        let refresh_interval_ms = optional_integer(
+            &map,
+            "refresh_interval_ms",
+            REFRESH_INTERVAL_RANGE,
+            DEFAULT_REFRESH_INTERVAL_MS,
+        )?;
+        let discovery_timeout_ms = optional_integer(
+            &map,
+            "discovery_timeout_ms",
+            DISCOVERY_TIMEOUT_RANGE,
+            DEFAULT_DISCOVERY_TIMEOUT_MS,
+        )?;
+        Ok(Config {
+            seeds,
+            port,
+            discovery_cluster,
+            refresh_interval_ms,
+            discovery_timeout_ms,
+            datacenter: optional_name(&map, "datacenter")?,
+            rack: optional_name(&map, "rack")?,
+        })
+    }
+
+    /// The identity of the discovery this configuration performs. Filters
+    /// configured alike share one poller and one node list; different ones
+    /// (another cluster, another dc) must not see each other's state, even in
+    /// an Istio proxy where every plugin shares one `vm_id`.
+    pub fn discovery_identity(&self) -> String {
+        let seeds: Vec<String> = self.seeds.iter().map(NodeAddr::to_string).collect();
+        format!(
+            "{}|{}|{}|{}|{}",
+            seeds.join(","),
+            self.port,
+            self.discovery_cluster,
+            self.datacenter.as_deref().unwrap_or(""),
+            self.rack.as_deref().unwrap_or("")
+        )
+    }
+}
+
+fn seeds(map: &Map<String, Value>, port: u16) -> Result<Vec<NodeAddr>, ConfigError> {
+    let Some(value) = map.get("seeds") else {
+        return Err(err(
+            "seeds",
+            "is required: list at least one Alternator node address",
+        ));
+    };
+    let Value::Array(items) = value else {
+        return Err(err(
+            "seeds",
+            "must be an array of node addresses like \"10.0.0.1\" or \"10.0.0.1:8000\"",
+        ));
+    };
+    if items.is_empty() {
+        return Err(err("seeds", "must not be empty"));
+    }
+    if items.len() > MAX_SEEDS {
+        return Err(err(
+            "seeds",
+            format!(
+                "lists {} addresses; at most {MAX_SEEDS} are accepted",
+                items.len()
+            ),
+        ));
+    }
+    let mut seeds = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::String(s) = item else {
+            return Err(err(
+                "seeds",
+                format!("entry {i} must be a string, got {item}"),
+            ));
+        };
+        let addr = NodeAddr::parse(s, port)
+            .map_err(|e: AddrError| err("seeds", format!("entry {i}: {e}")))?;
+        seeds.push(addr);
+    }
+    seeds.sort();
+    seeds.dedup();
+    Ok(seeds)
+}
+
+fn integer(v: &Value, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match v.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(err(
+            key,
+            format!("must be an integer from {min} to {max}, got {v}"),
+        )),
+    }
+}
+
+fn optional_integer(
+    map: &Map<String, Value>,
+    key: &str,
+    (min, max): (u64, u64),
+    default: u64,
+) -> Result<u64, ConfigError> {
+    map.get(key)
+        .map_or(Ok(default), |v| integer(v, key, min, max))
+}
+
+fn optional_name(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control) => {
+            Ok(Some(s.clone()))
+        }
+        Some(v) => Err(err(
+            key,
+            format!("must be a non-empty string of at most {MAX_NAME_LEN} characters without control characters, got {v}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s.as_bytes())
+    }
+
+    fn key_of(s: &str) -> Option<String> {
+        parse(s).unwrap_err().key
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse(r#"{"seeds": ["10.0.0.2", "10.0.0.1:9000"]}"#).unwrap();
+        let seeds: Vec<String> = c.seeds.iter().map(|s| s.to_string()).collect();
+        assert_eq!(seeds, ["10.0.0.1:9000", "10.0.0.2:8000"]);
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.discovery_cluster, "alternator_discovery");
+        assert_eq!(c.refresh_interval_ms, 1000);
+        assert_eq!(c.discovery_timeout_ms, 2000);
+        assert_eq!(c.datacenter, None);
+        assert_eq!(c.rack, None);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(
+            r#"{"seeds": ["::1"], "port": 8043, "discovery_cluster": "disc",
+                "refresh_interval_ms": 250, "discovery_timeout_ms": 900,
+                "datacenter": "eu west", "rack": "r1"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.seeds[0].to_string(), "[::1]:8043");
+        assert_eq!(c.port, 8043);
+        assert_eq!(c.discovery_cluster, "disc");
+        assert_eq!(c.refresh_interval_ms, 250);
+        assert_eq!(c.discovery_timeout_ms, 900);
+        assert_eq!(c.datacenter.as_deref(), Some("eu west"));
+        assert_eq!(c.rack.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn seeds_are_deduplicated() {
+        let c = parse(r#"{"seeds": ["10.0.0.1", "10.0.0.1:8000", "::ffff:10.0.0.1"]}"#).unwrap();
+        assert_eq!(c.seeds.len(), 1);
+    }
+
+    #[test]
+    fn missing_or_empty_seeds_are_named() {
+        assert_eq!(key_of(r#"{}"#).as_deref(), Some("seeds"));
+        assert_eq!(key_of(r#"{"seeds": []}"#).as_deref(), Some("seeds"));
+        assert_eq!(key_of(r#"{"seeds": "10.0.0.1"}"#).as_deref(), Some("seeds"));
+        assert_eq!(key_of(r#"{"seeds": [1]}"#).as_deref(), Some("seeds"));
+        assert_eq!(
+            key_of(r#"{"seeds": ["alternator.local"]}"#).as_deref(),
+            Some("seeds")
+        );
+        assert_eq!(key_of("").as_deref(), Some("seeds"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(r#"{"seeds": ["10.0.0.1"], "refresh_intervall_ms": 5}"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("refresh_intervall_ms"));
+        assert!(e.to_string().contains("unknown key"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            (r#""port": 0"#, "port"),
+            (r#""port": 65536"#, "port"),
+            (r#""port": "8000""#, "port"),
+            (r#""port": 80.5"#, "port"),
+            (r#""refresh_interval_ms": 5"#, "refresh_interval_ms"),
+            (r#""refresh_interval_ms": -1"#, "refresh_interval_ms"),
+            (r#""discovery_timeout_ms": null"#, "discovery_timeout_ms"),
+            (r#""discovery_cluster": """#, "discovery_cluster"),
+            (r#""datacenter": 3"#, "datacenter"),
+            (r#""rack": "a\nb""#, "rack"),
+        ];
+        for (fragment, key) in cases {
+            let doc = format!(r#"{{"seeds": ["10.0.0.1"], {fragment}}}"#);
+            let e = parse(&doc).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{doc}");
+            assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn document_errors_have_no_key() {
+        assert_eq!(key_of("{"), None);
+        assert_eq!(key_of("[]"), None);
+        assert!(parse("{")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn identity_differs_when_discovery_differs() {
+        let a = parse(r#"{"seeds": ["10.0.0.1"]}"#).unwrap();
+        let b = parse(r#"{"seeds": ["10.0.0.1"], "datacenter": "dc2"}"#).unwrap();
+        let c = parse(r#"{"seeds": ["10.0.0.1"], "refresh_interval_ms": 500}"#).unwrap();
+        assert_ne!(a.discovery_identity(), b.discovery_identity());
+        assert_eq!(a.discovery_identity(), c.discovery_identity());
+    }
+}

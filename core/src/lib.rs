@@ -1,0 +1,41 @@
+//! Every decision alternator-lb makes, as plain Rust with no host calls.
+//!
+//! The proxy-wasm glue in the `alternator-lb` crate only moves bytes between
+//! Envoy and these modules. Keeping them free of host calls is what lets the
+//! same unit tests run natively and compiled to WebAssembly, and it keeps each
+//! decision in one obvious place:
+//!
+//! | decision                                   | module          |
+//! |--------------------------------------------|-----------------|
+//! | what a node address is and how it is spelled | [`address`]   |
+//! | whether a configuration is acceptable      | [`config`]      |
+//! | what a `/localnodes` answer means           | [`localnodes`]  |
+//! | which node the next request goes to         | [`picker`]      |
+//! | who polls, when, whom, and what a result does to the shared state | [`discovery`] |
+//! | how that state is stored in shared data     | [`shared_state`] |
+//! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
+//! | when a repeated failure is worth a log line | [`log_throttle`] |
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod address;
+pub mod config;
+pub mod discovery;
+pub mod error_body;
+pub mod filter_state;
+pub mod localnodes;
+pub mod log_throttle;
+pub mod picker;
+pub mod rng;
+pub mod shared_state;
+
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

@@ -1,0 +1,179 @@
+//! The discovery state every VM of one Envoy process shares, and its encoding.
+//!
+//! Envoy runs one Wasm VM per worker thread plus one on the main thread, and
+//! each ticks on its own. They coordinate through one proxy-wasm shared-data
+//! entry holding this record, updated only by compare-and-swap: who polls next
+//! and when (a lease), which targets failed, and the current node list. One
+//! entry rather than several keeps every update atomic.
+//!
+//! The encoding is a few text lines, cheap to write and to read on a tick, and
+//! readable in a debugger:
+//!
+//! ```text
+//! alternator-lb/1 <round> <next_due_ms> <list_round> <consecutive_failures>
+//! F <failed target>        (oldest first)
+//! N <node>                 (sorted)
+//! ```
+
+use crate::address::NodeAddr;
+use std::fmt::{self, Write as _};
+
+const MAGIC: &str = "alternator-lb/1";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedState {
+    /// Number of discovery rounds started so far; a round is one lease.
+    pub round: u64,
+    /// Wall-clock milliseconds before which no new round may start.
+    pub next_due_ms: u64,
+    /// Round whose answer produced `nodes`; 0 while nothing was discovered.
+    pub list_round: u64,
+    pub consecutive_failures: u32,
+    /// Discovery targets that failed since the last success, oldest first.
+    pub failed: Vec<NodeAddr>,
+    /// The discovered node list, sorted and deduplicated.
+    pub nodes: Vec<NodeAddr>,
+}
+
+/// A shared-data value that is not a record this version wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt shared state: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The shared-data key for a discovery identity (see
+/// [`Config::discovery_identity`](crate::config::Config::discovery_identity)).
+/// Prefixed because Istio gives every plugin of a proxy the same `vm_id`, so
+/// all of them share one key space; hashed to keep the key short.
+pub fn key_for(identity: &str) -> String {
+    // FNV-1a, 64 bit: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in identity.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("alternator_lb.discovery.{h:016x}")
+}
+
+impl SharedState {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = String::with_capacity(64 + 32 * (self.failed.len() + self.nodes.len()));
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            s,
+            "{MAGIC} {} {} {} {}",
+            self.round, self.next_due_ms, self.list_round, self.consecutive_failures
+        );
+        for f in &self.failed {
+            let _ = writeln!(s, "F {f}");
+        }
+        for n in &self.nodes {
+            let _ = writeln!(s, "N {n}");
+        }
+        s.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SharedState, DecodeError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| DecodeError("not UTF-8".into()))?;
+        let mut lines = text.lines();
+        let header = lines.next().ok_or_else(|| DecodeError("empty".into()))?;
+        let mut fields = header.split(' ');
+        if fields.next() != Some(MAGIC) {
+            return Err(DecodeError(format!("unknown header {header:?}")));
+        }
+        let mut number = |what: &str| -> Result<u64, DecodeError> {
+            fields
+                .next()
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| DecodeError(format!("bad {what} in header {header:?}")))
+        };
+        let round = number("round")?;
+        let next_due_ms = number("next_due_ms")?;
+        let list_round = number("list_round")?;
+        let consecutive_failures = u32::try_from(number("consecutive_failures")?)
+            .map_err(|_| DecodeError("consecutive_failures out of range".into()))?;
+        let mut state = SharedState {
+            round,
+            next_due_ms,
+            list_round,
+            consecutive_failures,
+            failed: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for line in lines {
+            let (kind, addr) = line
+                .split_once(' ')
+                .ok_or_else(|| DecodeError(format!("bad line {line:?}")))?;
+            let addr: NodeAddr = addr
+                .parse()
+                .map_err(|_| DecodeError(format!("bad address in line {line:?}")))?;
+            match kind {
+                "F" => state.failed.push(addr),
+                "N" => state.nodes.push(addr),
+                _ => return Err(DecodeError(format!("bad line {line:?}"))),
+            }
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn addr(s: &str) -> NodeAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        assert_eq!(key_for("a"), "alternator_lb.discovery.af63dc4c8601ec8c");
+        assert_ne!(key_for("a|8000"), key_for("a|8001"));
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = SharedState {
+            round: 12,
+            next_due_ms: 1_700_000_000_123,
+            list_round: 11,
+            consecutive_failures: 1,
+            failed: vec![addr("10.0.0.9:8000")],
+            nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+        };
+        assert_eq!(SharedState::decode(&s.encode()), Ok(s.clone()));
+        assert_eq!(
+            SharedState::decode(&SharedState::default().encode()),
+            Ok(SharedState::default())
+        );
+    }
+
+    #[test]
+    fn foreign_or_damaged_values_are_errors() {
+        for bad in [
+            &b""[..],
+            b"hello",
+            b"alternator-lb/1 1 2 3",
+            b"alternator-lb/1 1 2 3 x",
+            b"alternator-lb/1 1 2 3 4\nN nonsense",
+            b"alternator-lb/1 1 2 3 4\nX 10.0.0.1:1",
+            b"alternator-lb/1 1 2 3 4\nN",
+            b"alternator-lb/1 1 2 3 99999999999",
+            b"\xff",
+        ] {
+            assert!(
+                SharedState::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

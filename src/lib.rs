@@ -1,0 +1,28 @@
+//! alternator-lb: a proxy-wasm HTTP filter that spreads DynamoDB requests over
+//! the live nodes of a ScyllaDB Alternator cluster.
+//!
+//! This crate is the thin shell: it moves data between Envoy and the
+//! decisions in `alternator_lb_core`, and nothing here decides anything that
+//! could be tested without a host.
+//!
+//! - [`root`]: one per VM (every worker thread and the main thread): reads the
+//!   configuration, ticks, takes part in discovery, keeps the VM's node list.
+//! - [`http`]: one per request: picks the node and hands it to Envoy.
+//! - [`host`]: the few host facts the shell needs (time, randomness).
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod host;
+mod http;
+mod root;
+
+proxy_wasm::main! {{
+    // Also installs a panic hook that logs through Envoy before the VM traps.
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_context_id| Box::new(root::Root::new()));
+}}
