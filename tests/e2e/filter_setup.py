@@ -1,0 +1,86 @@
+"""The filter as the tests run it: the release .wasm and Envoy configs derived
+from the shipped envoy/envoy.yaml.
+
+Tests start from the very file users copy, changing only what a test must
+(addresses, ports, the filter's JSON configuration), so a mistake in the
+shipped config fails the suite.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIG = REPO / "envoy" / "envoy.yaml"
+WASM = REPO / "target" / "wasm32-wasip1" / "release" / "alternator_lb.wasm"
+
+_built = False
+
+
+def build_wasm() -> Path:
+    """Builds the release module once per test process (cargo is incremental,
+    so this is quick when scripts/test already built it)."""
+    global _built
+    if not _built:
+        subprocess.run(
+            ["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"],
+            cwd=REPO,
+            check=True,
+        )
+        _built = True
+    return WASM
+
+
+def shipped_config() -> dict:
+    with open(SHIPPED_CONFIG) as f:
+        return yaml.safe_load(f)
+
+
+def _http_filters(config: dict) -> list:
+    listener = config["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["http_filters"]
+
+
+def wasm_plugin(config: dict) -> dict:
+    """The Wasm filter's PluginConfig inside an Envoy config."""
+    for f in _http_filters(config):
+        if f["name"] == "alternator_lb":
+            return f["typed_config"]["config"]
+    raise KeyError("no alternator_lb filter in config")
+
+
+def filter_configuration(config: dict) -> dict:
+    return json.loads(wasm_plugin(config)["configuration"]["value"])
+
+
+def envoy_config(
+    *,
+    listener_port: int,
+    admin_port: int,
+    filter_config: dict | None = None,
+    raw_filter_config: str | None = None,
+    **filter_keys,
+) -> dict:
+    """envoy/envoy.yaml with the listener and admin on the given loopback
+    ports, the module path made absolute, and the filter's JSON configuration
+    either replaced (`filter_config` / `raw_filter_config`) or updated with
+    `filter_keys`."""
+    config = copy.deepcopy(shipped_config())
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listener_port)
+    plugin = wasm_plugin(config)
+    plugin["vm_config"]["code"]["local"]["filename"] = str(build_wasm())
+    if raw_filter_config is not None:
+        plugin["configuration"]["value"] = raw_filter_config
+    else:
+        doc = filter_config if filter_config is not None else filter_configuration(config)
+        doc = {**doc, **filter_keys}
+        plugin["configuration"]["value"] = json.dumps(doc)
+    return config

@@ -1,0 +1,150 @@
+"""Discovery through a real Envoy: one /localnodes call per process per
+interval, list changes followed, bad answers survived, and a clean 503 when
+no node is reachable."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from harness import net
+from proxy import Load, counts_since, create_table, sleep_intervals, start_proxied, wait_discovered
+
+
+def test_one_localnodes_call_per_interval_with_four_workers(make_cluster, make_envoy):
+    p = start_proxied(make_cluster, make_envoy, concurrency=4, refresh_interval_ms=500)
+    wait_discovered(p, 3)
+    time.sleep(1.0)  # past start-up
+    start = time.monotonic()
+    sleep_intervals(p, 10)
+    calls = [c for c in p.cluster.localnodes_calls(since=start) if c[0] < start + 10 * p.interval_s]
+    assert 8 <= len(calls) <= 12, f"{len(calls)} /localnodes calls in 10 intervals: {calls}"
+    # The calls are spread over the known nodes, chosen at random.
+    assert len({addr for _, addr, _ in calls}) >= 2, calls
+
+
+def test_added_node_gets_traffic_and_removed_node_loses_it(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, refresh_interval_ms=500)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    with Load(lambda: dynamodb(p.endpoint), table_name) as load:
+        new = p.cluster.add_node()
+        added_at = time.monotonic()
+        net.wait_for(lambda: p.cluster.requests_per_node().get(new, 0) > 0, timeout=10,
+                     message="the added node to get traffic")
+        took = time.monotonic() - added_at
+        assert took <= 2 * p.interval_s, f"new node got traffic after {took:.2f}s"
+
+        gone = p.cluster.addresses[0]
+        p.cluster.remove_node(gone)  # no longer listed, still serving
+        sleep_intervals(p, 2)
+        before = p.cluster.requests_per_node()
+        sleep_intervals(p, 2)
+        after = counts_since(p.cluster, before)
+        assert after.get(gone, 0) == 0, f"removed node still got {after[gone]} requests"
+        assert all(after[a] > 0 for a in p.cluster.addresses if a != gone), after
+    assert load.errors == []
+    log = p.envoy.log_text()
+    assert "node list changed, now 4 nodes; added" in log
+    assert "node list changed, now 3 nodes; added [], removed" in log
+
+
+@pytest.mark.parametrize("mode", ["garbage", "error", "empty", "not_array", "slow"])
+def test_bad_localnodes_answers_keep_the_last_good_list(make_cluster, make_envoy, dynamodb, table_name, mode):
+    p = start_proxied(make_cluster, make_envoy, refresh_interval_ms=300, discovery_timeout_ms=250)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    p.cluster.set_localnodes_mode(None, mode, delay=1.0)
+    with Load(lambda: dynamodb(p.endpoint), table_name) as load:
+        sleep_intervals(p, 2)
+        before = p.cluster.requests_per_node()
+        failures_before = p.cluster.localnodes_calls()
+        sleep_intervals(p, 10)
+        during = counts_since(p.cluster, before)
+    assert load.errors == []
+    assert len(p.cluster.localnodes_calls()) > len(failures_before), "discovery kept trying"
+    assert all(n > 0 for n in during.values()) and len(during) == 3, during
+    log = p.envoy.log_text()
+    warnings = [line for line in log.splitlines() if "/localnodes from" in line and "failed" in line]
+    assert 1 <= len(warnings) <= 2, "failures are logged once per streak, not once per attempt:\n" + "\n".join(warnings)
+    assert "keeping the last good list of 3 nodes" in warnings[0]
+    # Attempts move on to other nodes after a failure.
+    targets = [addr for _, addr, _ in p.cluster.localnodes_calls()[len(failures_before):]]
+    assert len(set(targets)) >= 2, targets
+
+
+def test_bad_entries_are_dropped_with_a_warning(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, refresh_interval_ms=300)
+    wait_discovered(p, 3)
+    p.cluster.set_localnodes_mode(None, "bad_entries")
+    net.wait_for(lambda: "unusable entries, ignored" in p.envoy.log_text(), timeout=5,
+                 message="a warning about dropped entries")
+    create_table(dynamodb(p.endpoint), table_name)
+    with Load(lambda: dynamodb(p.endpoint), table_name) as load:
+        before = p.cluster.requests_per_node()
+        sleep_intervals(p, 4)
+    assert load.errors == []
+    assert all(n > 0 for n in counts_since(p.cluster, before).values())
+
+
+def test_no_reachable_node_gives_an_immediate_dynamodb_style_503(make_envoy, make_cluster):
+    # Two seeds where nothing listens, nothing ever discovered.
+    block = net.reserve_loopback_block()
+    try:
+        port = net.free_port()
+        seeds = [f"{block.address(1)}:{port}", f"{block.address(2)}:{port}"]
+        p = start_proxied(make_cluster, make_envoy, cluster=object(), seeds=seeds, port=port)
+        ready = time.monotonic()
+
+        def answer():
+            req = urllib.request.Request(p.endpoint + "/", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/x-amz-json-1.0",
+                                                  "X-Amz-Target": "DynamoDB_20120810.ListTables"})
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, dict(r.headers), r.read(), time.monotonic() - t0
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), e.read(), time.monotonic() - t0
+
+        def json_503():
+            status, headers, body, took = answer()
+            assert took < 1.0, f"a request took {took:.2f}s: the proxy must not hang"
+            return status == 503 and headers.get("content-type") == "application/x-amz-json-1.0" and (status, body)
+
+        status, body = net.wait_for(json_503, timeout=5, interval=0.05)
+        assert time.monotonic() - ready <= 2.0, "503 JSON error should come within the discovery timeout"
+        doc = json.loads(body)
+        assert doc["__type"].endswith("#ServiceUnavailableException")
+        assert "no Alternator node" in doc["message"]
+        # Every worker picks the empty list up on its next tick (100 ms here);
+        # from then on it stays that way, request after request.
+        time.sleep(0.3)
+        for _ in range(20):
+            status, headers, body, took = answer()
+            assert (status, headers.get("content-type")) == (503, "application/x-amz-json-1.0"), body
+            assert took < 1.0
+    finally:
+        block.release()
+
+
+def test_datacenter_and_rack_are_sent_and_honoured(make_cluster, make_envoy, dynamodb, table_name):
+    topo = [("dc1", "r1"), ("dc1", "r2"), ("dc 2", "r/1"), ("dc 2", "r/1"), ("dc 2", "r2")]
+    cluster = make_cluster(topology=topo)
+    p = start_proxied(make_cluster, make_envoy, cluster=cluster, refresh_interval_ms=300,
+                      seeds=[cluster.addresses[0]], datacenter="dc 2", rack="r/1")
+    wait_discovered(p, 2)
+    queries = {tuple(sorted(q.items())) for _, _, q in cluster.localnodes_calls()}
+    assert (("dc", "dc 2"), ("rack", "r/1")) in queries, queries
+    create_table(dynamodb(p.endpoint), table_name)
+    before = cluster.requests_per_node()
+    db = dynamodb(p.endpoint)
+    for i in range(40):
+        db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
+    got = {a: n for a, n in counts_since(cluster, before).items() if n}
+    assert sorted(got) == sorted(cluster.addresses[2:4]), got
+    assert all(n == 20 for n in got.values()), got
