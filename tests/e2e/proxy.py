@@ -38,9 +38,13 @@ def start_proxied(make_cluster, make_envoy, *, n_nodes=3, concurrency=2, seeds=N
 
 
 def wait_discovered(p: Proxied, n: int, timeout: float = 10.0) -> None:
-    """Waits until the filter has logged a discovered list of `n` nodes."""
+    """Waits until the filter has logged a discovered list of `n` nodes, and
+    then two ticks (a tenth of the interval each), by which every worker VM
+    routes over that list."""
     net.wait_for(lambda: f"discovered {n} nodes" in p.envoy.log_text(), timeout=timeout,
                  message=f"filter to discover {n} nodes")
+    tick = min(max(p.interval_s / 10, 0.02), 1.0)
+    time.sleep(2 * tick + 0.05)
 
 
 def create_table(client, name: str) -> None:

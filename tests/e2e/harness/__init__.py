@@ -1,0 +1,11 @@
+"""End-to-end test harness for the Alternator load-balancing Envoy filter.
+
+Modules:
+
+* :mod:`.net` - loopback address blocks, common-port binding, free ports, wait_for.
+* :mod:`.backend` - a real DynamoDB-compatible server (moto) as a subprocess.
+* :mod:`.sigv4` - AWS SigV4 verification, as Alternator does it.
+* :mod:`.alternator` - a simulated, controllable Alternator cluster (in-process).
+* :mod:`.envoy` - running a real Envoy from a config dict.
+* :mod:`.clients` - boto3 clients with explicit credentials.
+"""
