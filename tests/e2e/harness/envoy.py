@@ -193,18 +193,15 @@ class EnvoyProcess:
 
     # -- admin -------------------------------------------------------------
     def admin_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        conn = http.client.HTTPConnection(self.admin_host, self.admin_port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
+        return self._admin("GET", path, timeout)
 
     def admin_post(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        return self._admin("POST", path, timeout)
+
+    def _admin(self, method: str, path: str, timeout: float) -> tuple[int, str]:
         conn = http.client.HTTPConnection(self.admin_host, self.admin_port, timeout=timeout)
         try:
-            conn.request("POST", path)
+            conn.request(method, path)
             resp = conn.getresponse()
             return resp.status, resp.read().decode("utf-8", "replace")
         finally:
