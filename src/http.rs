@@ -1,70 +1,75 @@
-//! The per-request path: pick the next node, hand it to Envoy, continue.
+//! The per-request path: pick the next node, hand it to Envoy, continue; on
+//! the response, notice a node that did not answer.
 //!
 //! This is the only code that runs per request, so it does as little as
 //! possible: no JSON, no shared-data read, no formatting, no allocation. The
 //! node list and its pre-encoded filter-state arguments are kept current by
-//! the VM's root context on its tick.
+//! the VM's root context on its tick; counters are plain cells the root
+//! flushes to Envoy's stats on its tick.
 
+use crate::routes::{Route, Routes};
 use alternator_lb_core::error_body;
 use alternator_lb_core::filter_state::FOREIGN_FUNCTION;
-use alternator_lb_core::picker::RoundRobin;
+use alternator_lb_core::health::outcome_from_flags;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-
-/// What one VM routes over; owned by the root context, shared with requests.
-pub struct Routes {
-    /// Encoded `set_envoy_filter_state` arguments, one per node.
-    pub picker: RefCell<RoundRobin<Vec<u8>>>,
-    /// Whether a refusal by Envoy was already logged in this VM.
-    refusal_logged: Cell<bool>,
-}
-
-impl Routes {
-    pub fn new() -> Self {
-        Routes {
-            picker: RefCell::new(RoundRobin::new(Vec::new(), 0)),
-            refusal_logged: Cell::new(false),
-        }
-    }
-}
 
 pub struct Http {
     pub routes: Rc<Routes>,
+    /// The node this request went to, to attribute a failure.
+    pub chosen: Option<Rc<Route>>,
 }
 
 impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let refusal = {
-            let Ok(mut picker) = self.routes.picker.try_borrow_mut() else {
-                return reject(error_body::ROUTING_FAILED);
-            };
-            match picker.pick() {
-                None => return reject(error_body::NO_NODE),
-                Some(args) => {
-                    match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(args)) {
-                        Ok(_) => return Action::Continue,
-                        Err(status) => status,
-                    }
-                }
-            }
+        let Some(route) = self.routes.pick() else {
+            self.routes.count_rejected();
+            return reject(error_body::NO_NODE);
         };
-        // Without the filter state the ORIGINAL_DST cluster would connect to
-        // Envoy's own listener address: fail closed instead.
-        if !self.routes.refusal_logged.replace(true) {
-            log::error!(
-                "Envoy refused {FOREIGN_FUNCTION} ({refusal:?}); requests are answered with 503. \
-                 Is this Envoy older than 1.27, or built without that foreign function?"
-            );
+        match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(&route.args)) {
+            Ok(_) => {
+                self.routes.count_routed();
+                self.chosen = Some(route);
+                Action::Continue
+            }
+            Err(status) => {
+                // Without the filter state the ORIGINAL_DST cluster would
+                // connect to Envoy's own listener address: fail closed.
+                self.routes.refused(status);
+                reject(error_body::ROUTING_FAILED)
+            }
         }
-        reject(error_body::ROUTING_FAILED)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(route) = self.chosen.take() {
+            // Flags are 0 unless something went wrong; a node that answered,
+            // whatever its status, is reachable.
+            let flags = hostcalls::get_property(vec!["response", "flags"])
+                .ok()
+                .flatten()
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map_or(0, u64::from_le_bytes);
+            self.routes.observe(&route.node, outcome_from_flags(flags));
+        }
+        Action::Continue
     }
 }
 
+impl Http {
+    pub fn new(routes: Rc<Routes>) -> Self {
+        Http {
+            routes,
+            chosen: None,
+        }
+    }
+}
+
+/// Answers the request locally with the DynamoDB-style 503.
 fn reject(body: &[u8]) -> Action {
     let sent = hostcalls::send_http_response(
         error_body::STATUS,

@@ -19,7 +19,9 @@
 
 mod host;
 mod http;
+mod metrics;
 mod root;
+mod routes;
 
 proxy_wasm::main! {{
     // Also installs a panic hook that logs through Envoy before the VM traps.

@@ -6,6 +6,8 @@
 //! Envoy prints is enough to fix it.
 
 use crate::address::{AddrError, NodeAddr};
+use crate::cidr::{self, Cidr};
+use crate::health::ProbePeriods;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -13,23 +15,37 @@ pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_DISCOVERY_CLUSTER: &str = "alternator_discovery";
 pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 2_000;
+/// The client libraries poll every minute when idle.
+pub const DEFAULT_IDLE_REFRESH_INTERVAL_MS: u64 = 60_000;
+/// As the client libraries: a Down node is retried every 30 s.
+pub const DEFAULT_DOWN_PROBE_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_QUARANTINE_PROBE_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_DOWN_AFTER_FAILURES: u64 = 1;
 
 /// Polling faster than this would only load the cluster; one day is the
 /// longest interval that still makes sense for a node list.
 const REFRESH_INTERVAL_RANGE: (u64, u64) = (100, 86_400_000);
 const DISCOVERY_TIMEOUT_RANGE: (u64, u64) = (10, 300_000);
+const PROBE_INTERVAL_RANGE: (u64, u64) = (100, 3_600_000);
+const DOWN_AFTER_FAILURES_RANGE: (u64, u64) = (1, 100);
+const MAX_CIDRS: usize = 256;
 const MAX_SEEDS: usize = 256;
 const MAX_NAME_LEN: usize = 255;
 
 /// Every key the filter understands, in the order the README documents them.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 12] = [
     "seeds",
     "port",
     "discovery_cluster",
     "refresh_interval_ms",
+    "idle_refresh_interval_ms",
     "discovery_timeout_ms",
     "datacenter",
     "rack",
+    "down_after_failures",
+    "down_probe_interval_ms",
+    "quarantine_probe_interval_ms",
+    "allowed_cidrs",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +57,16 @@ pub struct Config {
     /// Envoy cluster used for `/localnodes` callouts.
     pub discovery_cluster: String,
     pub refresh_interval_ms: u64,
+    /// Used instead of `refresh_interval_ms` after a minute without requests.
+    pub idle_refresh_interval_ms: u64,
     pub discovery_timeout_ms: u64,
     pub datacenter: Option<String>,
     pub rack: Option<String>,
+    /// Consecutive connection failures a worker sees before a node is Down.
+    pub down_after_failures: u32,
+    pub probe_periods: ProbePeriods,
+    /// Where requests may ever go; empty means anywhere.
+    pub allowed_cidrs: Vec<Cidr>,
 }
 
 /// A refused configuration: which key, and what is wrong with it.
@@ -98,7 +121,11 @@ impl Config {
             None => DEFAULT_PORT,
             Some(v) => u16::try_from(integer(v, "port", 1, 65_535)?).unwrap_or(DEFAULT_PORT),
         };
+        let allowed_cidrs = cidrs(&map)?;
         let seeds = seeds(&map, port)?;
+        if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
+            return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
+        }
         let discovery_cluster = optional_name(&map, "discovery_cluster")?
             .unwrap_or_else(|| DEFAULT_DISCOVERY_CLUSTER.to_string());
         let refresh_interval_ms = optional_integer(
@@ -113,14 +140,37 @@ impl Config {
             DISCOVERY_TIMEOUT_RANGE,
             DEFAULT_DISCOVERY_TIMEOUT_MS,
         )?;
+        let interval = |key, default| optional_integer(&map, key, PROBE_INTERVAL_RANGE, default);
+        let probe_periods = ProbePeriods {
+            down_ms: interval("down_probe_interval_ms", DEFAULT_DOWN_PROBE_INTERVAL_MS)?,
+            quarantine_ms: interval(
+                "quarantine_probe_interval_ms",
+                DEFAULT_QUARANTINE_PROBE_INTERVAL_MS,
+            )?,
+        };
+        let down_after_failures = optional_integer(
+            &map,
+            "down_after_failures",
+            DOWN_AFTER_FAILURES_RANGE,
+            DEFAULT_DOWN_AFTER_FAILURES,
+        )?;
         Ok(Config {
             seeds,
             port,
             discovery_cluster,
             refresh_interval_ms,
+            idle_refresh_interval_ms: optional_integer(
+                &map,
+                "idle_refresh_interval_ms",
+                REFRESH_INTERVAL_RANGE,
+                DEFAULT_IDLE_REFRESH_INTERVAL_MS,
+            )?,
             discovery_timeout_ms,
             datacenter: optional_name(&map, "datacenter")?,
             rack: optional_name(&map, "rack")?,
+            down_after_failures: u32::try_from(down_after_failures).unwrap_or(1),
+            probe_periods,
+            allowed_cidrs,
         })
     }
 
@@ -183,6 +233,30 @@ fn seeds(map: &Map<String, Value>, port: u16) -> Result<Vec<NodeAddr>, ConfigErr
     Ok(seeds)
 }
 
+fn cidrs(map: &Map<String, Value>) -> Result<Vec<Cidr>, ConfigError> {
+    let key = "allowed_cidrs";
+    let Some(value) = map.get(key) else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = value else {
+        return Err(err(key, "must be an array of ranges like \"10.0.0.0/8\""));
+    };
+    if items.is_empty() || items.len() > MAX_CIDRS {
+        return Err(err(
+            key,
+            format!("must list 1 to {MAX_CIDRS} ranges (leave it out to allow any address)"),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => s.parse().map_err(|e| err(key, format!("entry {i}: {e}"))),
+            other => Err(err(key, format!("entry {i} must be a string, got {other}"))),
+        })
+        .collect()
+}
+
 fn integer(v: &Value, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match v.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n),
@@ -241,6 +315,48 @@ mod tests {
         assert_eq!(c.discovery_timeout_ms, 2000);
         assert_eq!(c.datacenter, None);
         assert_eq!(c.rack, None);
+        assert_eq!(c.idle_refresh_interval_ms, 60_000);
+        assert_eq!(c.down_after_failures, 1);
+        assert_eq!(
+            c.probe_periods,
+            ProbePeriods {
+                down_ms: 30_000,
+                quarantine_ms: 1_000
+            }
+        );
+        assert!(c.allowed_cidrs.is_empty());
+    }
+
+    #[test]
+    fn health_and_range_keys_are_read() {
+        let c = parse(
+            r#"{"seeds": ["10.0.0.1"], "idle_refresh_interval_ms": 5000, "down_after_failures": 3,
+                "down_probe_interval_ms": 2000, "quarantine_probe_interval_ms": 300,
+                "allowed_cidrs": ["10.0.0.0/8", "fd00::/8"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.idle_refresh_interval_ms, 5000);
+        assert_eq!(c.down_after_failures, 3);
+        assert_eq!(
+            c.probe_periods,
+            ProbePeriods {
+                down_ms: 2000,
+                quarantine_ms: 300
+            }
+        );
+        assert_eq!(c.allowed_cidrs.len(), 2);
+    }
+
+    #[test]
+    fn seeds_outside_allowed_cidrs_are_refused() {
+        let e = parse(r#"{"seeds": ["10.0.0.1", "192.0.2.1"], "allowed_cidrs": ["10.0.0.0/8"]}"#)
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("seeds"));
+        assert!(
+            e.problem
+                .contains("192.0.2.1:8000 is outside allowed_cidrs"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -299,6 +415,19 @@ mod tests {
             (r#""discovery_cluster": """#, "discovery_cluster"),
             (r#""datacenter": 3"#, "datacenter"),
             (r#""rack": "a\nb""#, "rack"),
+            (r#""down_after_failures": 0"#, "down_after_failures"),
+            (r#""down_probe_interval_ms": 50"#, "down_probe_interval_ms"),
+            (
+                r#""quarantine_probe_interval_ms": true"#,
+                "quarantine_probe_interval_ms",
+            ),
+            (
+                r#""idle_refresh_interval_ms": 1"#,
+                "idle_refresh_interval_ms",
+            ),
+            (r#""allowed_cidrs": []"#, "allowed_cidrs"),
+            (r#""allowed_cidrs": ["10.0.0.0/40"]"#, "allowed_cidrs"),
+            (r#""allowed_cidrs": "10.0.0.0/8""#, "allowed_cidrs"),
         ];
         for (fragment, key) in cases {
             let doc = format!(r#"{{"seeds": ["10.0.0.1"], {fragment}}}"#);

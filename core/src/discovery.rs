@@ -8,6 +8,7 @@
 //! derives the list it routes over with [`routing_nodes`].
 
 use crate::address::NodeAddr;
+use crate::health;
 use crate::log_throttle::should_log_failure;
 use crate::rng::Rng;
 use crate::shared_state::SharedState;
@@ -15,6 +16,70 @@ use crate::shared_state::SharedState;
 /// How many failed targets are remembered; enough to walk a large seed list,
 /// small enough to keep the shared record short.
 pub const MAX_FAILED: usize = 64;
+
+/// Without requests for this long, discovery slows to the idle interval.
+pub const IDLE_AFTER_MS: u64 = 60_000;
+/// Workers report activity at most this often (each report is a write).
+pub const ACTIVITY_RESOLUTION_MS: u64 = 1_000;
+/// Failed rounds double the interval up to this factor.
+pub const MAX_BACKOFF_FACTOR: u64 = 8;
+
+/// The discovery rhythm, from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// While requests flow.
+    pub interval_ms: u64,
+    /// After [`IDLE_AFTER_MS`] without requests.
+    pub idle_interval_ms: u64,
+}
+
+impl Timing {
+    /// The interval before the round after this one: the idle interval when
+    /// nothing was routed for a minute; otherwise the active one, doubled per
+    /// failure in a row after the first (bounded by [`MAX_BACKOFF_FACTOR`]
+    /// and by the idle interval), so a dead cluster is not hammered.
+    pub fn next_interval(&self, state: &SharedState, now_ms: u64) -> u64 {
+        if is_idle(state, now_ms) {
+            return self.idle_interval_ms;
+        }
+        let doublings = state.consecutive_failures.saturating_sub(1).min(3);
+        let factor = (1u64 << doublings).min(MAX_BACKOFF_FACTOR);
+        let backed_off = self.interval_ms.saturating_mul(factor);
+        backed_off.min(self.idle_interval_ms.max(self.interval_ms))
+    }
+}
+
+fn is_idle(state: &SharedState, now_ms: u64) -> bool {
+    state.last_activity_ms.saturating_add(IDLE_AFTER_MS) <= now_ms
+}
+
+/// A fresh shared state, created by the first VM to tick. Start-up counts as
+/// activity, so discovery runs at the active pace for the first minute.
+pub fn initial_state(now_ms: u64) -> SharedState {
+    SharedState {
+        last_activity_ms: now_ms,
+        ..SharedState::default()
+    }
+}
+
+/// Records that requests were routed. Returns the state to write, or `None`
+/// when the last report is recent enough. The first request after an idle
+/// spell makes a round due at once, so the list is fresh again quickly.
+pub fn note_activity(state: &SharedState, now_ms: u64) -> Option<SharedState> {
+    if now_ms
+        < state
+            .last_activity_ms
+            .saturating_add(ACTIVITY_RESOLUTION_MS)
+    {
+        return None;
+    }
+    let mut next = state.clone();
+    next.last_activity_ms = now_ms;
+    if is_idle(state, now_ms) {
+        next.next_due_ms = next.next_due_ms.min(now_ms);
+    }
+    Some(next)
+}
 
 /// A discovery round this VM has won: ask `target`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +98,7 @@ pub struct Round {
 pub fn try_start_round(
     state: &SharedState,
     now_ms: u64,
-    interval_ms: u64,
+    timing: Timing,
     seeds: &[NodeAddr],
     rng: &mut Rng,
 ) -> Option<(SharedState, Round)> {
@@ -41,6 +106,7 @@ pub fn try_start_round(
         return None;
     }
     let target = choose_target(state, seeds, rng)?;
+    let interval_ms = timing.next_interval(state, now_ms);
     let on_rhythm = state.next_due_ms.saturating_add(interval_ms);
     let next_due_ms = if state.next_due_ms != 0 && on_rhythm > now_ms {
         on_rhythm
@@ -112,11 +178,13 @@ pub fn apply_answer(
     state: &SharedState,
     round: &Round,
     nodes: Vec<NodeAddr>,
+    now_ms: u64,
 ) -> (SharedState, Event) {
     let recovered_after = state.consecutive_failures;
     let mut next = SharedState {
         consecutive_failures: 0,
         failed: Vec::new(),
+        last_success_ms: now_ms,
         ..state.clone()
     };
     if round.number < state.list_round {
@@ -129,14 +197,16 @@ pub fn apply_answer(
     let old = known_nodes(state);
     let added = nodes.iter().filter(|n| !old.contains(n)).copied().collect();
     let removed = old.iter().filter(|n| !nodes.contains(n)).copied().collect();
+    let first = state.list_round == 0;
     let event = Event::ListChanged {
         added,
         removed,
         total: nodes.len(),
-        first: state.list_round == 0,
+        first,
         recovered_after,
     };
     next.nodes = nodes;
+    health::on_new_list(&mut next, old, first, now_ms);
     (next, event)
 }
 
@@ -161,16 +231,21 @@ pub fn apply_failure(state: &SharedState, round: &Round) -> (SharedState, Event)
     )
 }
 
-/// The nodes requests are routed over: the last discovered list; before the
-/// first discovery, the seeds that have not failed it. Seeds that all failed
-/// leave no node, and requests then get an immediate error instead of a
-/// connection attempt to an address that is known not to answer.
+/// The nodes requests are routed over: the healthy nodes of the last
+/// discovered list; before the first discovery, the healthy seeds that have
+/// not failed it. When none is left, requests get an immediate error instead
+/// of a connection attempt to an address that is known not to answer.
 pub fn routing_nodes(state: Option<&SharedState>, seeds: &[NodeAddr]) -> Vec<NodeAddr> {
     match state {
-        Some(s) if s.list_round > 0 => s.nodes.clone(),
+        Some(s) if s.list_round > 0 => s
+            .nodes
+            .iter()
+            .filter(|n| health::is_routable(s, n))
+            .copied()
+            .collect(),
         Some(s) => seeds
             .iter()
-            .filter(|n| !s.failed.contains(n))
+            .filter(|n| !s.failed.contains(n) && health::is_routable(s, n))
             .copied()
             .collect(),
         None => seeds.to_vec(),
@@ -182,6 +257,11 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const T: Timing = Timing {
+        interval_ms: 1000,
+        idle_interval_ms: 60_000,
+    };
 
     fn a(s: &str) -> NodeAddr {
         s.parse().unwrap()
@@ -209,13 +289,13 @@ mod tests {
             next_due_ms: 5000,
             ..SharedState::default()
         };
-        assert!(try_start_round(&s, 4999, 1000, &seeds, &mut rng).is_none());
-        let (next, round) = try_start_round(&s, 5000, 1000, &seeds, &mut rng).unwrap();
+        assert!(try_start_round(&s, 4999, T, &seeds, &mut rng).is_none());
+        let (next, round) = try_start_round(&s, 5000, T, &seeds, &mut rng).unwrap();
         assert_eq!(round.number, 1);
         assert_eq!(next.round, 1);
         assert_eq!(next.next_due_ms, 6000);
         // The new state is not due again within the interval.
-        assert!(try_start_round(&next, 5999, 1000, &seeds, &mut rng).is_none());
+        assert!(try_start_round(&next, 5999, T, &seeds, &mut rng).is_none());
     }
 
     #[test]
@@ -227,7 +307,7 @@ mod tests {
         let mut rounds = 0;
         // Ticks every 90 ms for 10 s: a late tick must not delay later rounds.
         while now < 20_000 {
-            if let Some((next, _)) = try_start_round(&s, now, 1000, &seeds, &mut rng) {
+            if let Some((next, _)) = try_start_round(&s, now, T, &seeds, &mut rng) {
                 s = next;
                 rounds += 1;
             }
@@ -244,7 +324,7 @@ mod tests {
             next_due_ms: 1000,
             ..SharedState::default()
         };
-        let (next, _) = try_start_round(&s, 60_000, 1000, &seeds, &mut rng).unwrap();
+        let (next, _) = try_start_round(&s, 60_000, T, &seeds, &mut rng).unwrap();
         assert_eq!(next.next_due_ms, 61_000);
     }
 
@@ -258,9 +338,9 @@ mod tests {
             next_due_ms: 100,
             ..SharedState::default()
         };
-        let (after_first, _) = try_start_round(&shared, 100, 1000, &seeds, &mut rng).unwrap();
+        let (after_first, _) = try_start_round(&shared, 100, T, &seeds, &mut rng).unwrap();
         for _ in 0..4 {
-            assert!(try_start_round(&after_first, 150, 1000, &seeds, &mut rng).is_none());
+            assert!(try_start_round(&after_first, 150, T, &seeds, &mut rng).is_none());
         }
     }
 
@@ -353,7 +433,7 @@ mod tests {
             number: 2,
             target: a("10.0.0.1:8000"),
         };
-        let (next, ev) = apply_answer(&s, &r, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
+        let (next, ev) = apply_answer(&s, &r, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]), 0);
         assert_eq!(next.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
         assert_eq!(next.list_round, 2);
         assert_eq!(
@@ -386,6 +466,7 @@ mod tests {
                 target: seeds[1],
             },
             seeds.clone(),
+            0,
         );
         assert!(
             matches!(
@@ -412,6 +493,7 @@ mod tests {
                 target: s.nodes[0],
             },
             s.nodes.clone(),
+            0,
         );
         assert_eq!(ev, Event::ListUnchanged { recovered_after: 0 });
         assert_eq!(next.list_round, 3);
@@ -428,6 +510,7 @@ mod tests {
                 target: s.nodes[0],
             },
             addrs(&["10.0.0.7:8000"]),
+            0,
         );
         assert_eq!(ev, Event::Stale);
         assert_eq!(next.nodes, s.nodes);
@@ -492,6 +575,7 @@ mod tests {
                 target: seeds[1],
             },
             addrs(&["10.0.0.5:8000"]),
+            0,
         );
         assert_eq!(routing_nodes(Some(&s), &seeds), addrs(&["10.0.0.5:8000"]));
         // Later failures never empty a discovered list.
@@ -504,5 +588,82 @@ mod tests {
         )
         .0;
         assert_eq!(routing_nodes(Some(&s), &seeds), addrs(&["10.0.0.5:8000"]));
+    }
+
+    #[test]
+    fn idle_pace_after_a_minute_without_requests() {
+        let active = SharedState {
+            last_activity_ms: 100_000,
+            ..SharedState::default()
+        };
+        assert_eq!(T.next_interval(&active, 159_999), 1000);
+        assert_eq!(T.next_interval(&active, 160_000), 60_000);
+    }
+
+    #[test]
+    fn failures_back_off_boundedly() {
+        let mut s = SharedState {
+            last_activity_ms: 0,
+            ..SharedState::default()
+        };
+        let intervals: Vec<u64> = (0..7)
+            .map(|k| {
+                s.consecutive_failures = k;
+                T.next_interval(&s, 1)
+            })
+            .collect();
+        assert_eq!(intervals, [1000, 1000, 2000, 4000, 8000, 8000, 8000]);
+        let short_idle = Timing {
+            interval_ms: 1000,
+            idle_interval_ms: 3000,
+        };
+        s.consecutive_failures = 6;
+        assert_eq!(
+            short_idle.next_interval(&s, 1),
+            3000,
+            "never slower than idle"
+        );
+    }
+
+    #[test]
+    fn first_request_after_idle_makes_a_round_due() {
+        let idle = SharedState {
+            last_activity_ms: 1_000,
+            next_due_ms: 120_000,
+            ..SharedState::default()
+        };
+        let next = note_activity(&idle, 70_000).unwrap();
+        assert_eq!(next.last_activity_ms, 70_000);
+        assert_eq!(next.next_due_ms, 70_000);
+        // While active, reports are rate-limited and leave the rhythm alone.
+        assert!(note_activity(&next, 70_500).is_none());
+        let later = note_activity(&next, 71_000).unwrap();
+        assert_eq!(later.next_due_ms, 70_000);
+        assert_eq!(initial_state(5).last_activity_ms, 5);
+    }
+
+    #[test]
+    fn unhealthy_nodes_are_not_routed() {
+        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let periods = health::ProbePeriods {
+            down_ms: 1,
+            quarantine_ms: 1,
+        };
+        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, periods).unwrap();
+        assert_eq!(routing_nodes(Some(&s), &[]), addrs(&["10.0.0.2:8000"]));
+        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, periods).unwrap();
+        assert!(routing_nodes(Some(&s), &[]).is_empty());
+    }
+
+    #[test]
+    fn nodes_joining_later_are_quarantined() {
+        let s = discovered(&["10.0.0.1:8000"]);
+        let r = Round {
+            number: 2,
+            target: s.nodes[0],
+        };
+        let (next, _) = apply_answer(&s, &r, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]), 7);
+        assert_eq!(routing_nodes(Some(&next), &[]), addrs(&["10.0.0.1:8000"]));
+        assert_eq!(next.last_success_ms, 7);
     }
 }

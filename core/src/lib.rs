@@ -11,6 +11,8 @@
 //! | whether a configuration is acceptable      | [`config`]      |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
 //! | which node the next request goes to         | [`picker`]      |
+//! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
+//! | where requests may ever go                  | [`cidr`]        |
 //! | who polls, when, whom, and what a result does to the shared state | [`discovery`] |
 //! | how that state is stored in shared data     | [`shared_state`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
@@ -27,10 +29,12 @@
 )]
 
 pub mod address;
+pub mod cidr;
 pub mod config;
 pub mod discovery;
 pub mod error_body;
 pub mod filter_state;
+pub mod health;
 pub mod localnodes;
 pub mod log_throttle;
 pub mod picker;

@@ -7,6 +7,7 @@
 //! list for the same cluster state.
 
 use crate::address::{self, NodeAddr};
+use crate::cidr::{self, Cidr};
 use serde_json::Value;
 use std::fmt;
 use std::net::IpAddr;
@@ -98,7 +99,8 @@ impl fmt::Display for AnswerError {
 impl std::error::Error for AnswerError {}
 
 /// Reads a `/localnodes` body; each IP gets the configured Alternator `port`.
-pub fn parse(body: &[u8], port: u16) -> Result<Answer, AnswerError> {
+/// Addresses outside `allowed` (when non-empty) are dropped like bad entries.
+pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(AnswerError::TooLarge(body.len()));
     }
@@ -114,7 +116,7 @@ pub fn parse(body: &[u8], port: u16) -> Result<Answer, AnswerError> {
     let mut nodes = Vec::with_capacity(items.len().min(MAX_NODES));
     let mut dropped = Vec::new();
     for item in &items {
-        match entry(item, port) {
+        match entry(item, port, allowed) {
             Ok(node) => nodes.push(node),
             Err(why) => dropped.push(why),
         }
@@ -134,7 +136,7 @@ pub fn parse(body: &[u8], port: u16) -> Result<Answer, AnswerError> {
     Ok(Answer { nodes, dropped })
 }
 
-fn entry(item: &Value, port: u16) -> Result<NodeAddr, String> {
+fn entry(item: &Value, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
     let Value::String(s) = item else {
         return Err(format!(
             "non-string entry {}",
@@ -143,7 +145,11 @@ fn entry(item: &Value, port: u16) -> Result<NodeAddr, String> {
     };
     let ip =
         IpAddr::from_str(s).map_err(|_| format!("{:?} is not an IP literal", abbreviate(s)))?;
-    address::checked(ip, port).map_err(|e| e.to_string())
+    let node = address::checked(ip, port).map_err(|e| e.to_string())?;
+    if !cidr::allowed(allowed, &node.ip) {
+        return Err(format!("{} is outside allowed_cidrs", node.ip));
+    }
+    Ok(node)
 }
 
 /// Keeps warnings about hostile entries short.
@@ -162,7 +168,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn nodes(body: &str) -> Vec<String> {
-        parse(body.as_bytes(), 8000)
+        parse(body.as_bytes(), 8000, &[])
             .unwrap()
             .nodes
             .iter()
@@ -199,6 +205,7 @@ mod tests {
         let a = parse(
             br#"["10.0.0.1", "node2", 7, null, "10.0.0.2:8000", "0.0.0.0", {"a":1}, " 10.0.0.3"]"#,
             8000,
+            &[],
         )
         .unwrap();
         assert_eq!(a.nodes.len(), 1);
@@ -208,32 +215,68 @@ mod tests {
 
     #[test]
     fn unusable_answers_are_errors() {
-        assert_eq!(parse(b"[]", 8000), Err(AnswerError::Empty));
+        assert_eq!(parse(b"[]", 8000, &[]), Err(AnswerError::Empty));
         assert_eq!(
-            parse(br#"{"nodes":[]}"#, 8000),
+            parse(br#"{"nodes":[]}"#, 8000, &[]),
             Err(AnswerError::NotAnArray)
         );
-        assert_eq!(parse(br#""10.0.0.1""#, 8000), Err(AnswerError::NotAnArray));
-        assert!(matches!(
-            parse(b"<html>", 8000),
-            Err(AnswerError::NotJson(_))
-        ));
-        assert!(matches!(parse(b"", 8000), Err(AnswerError::NotJson(_))));
-        assert!(matches!(
-            parse(br#"["10.0.0.1""#, 8000),
-            Err(AnswerError::NotJson(_))
-        ));
-        assert_eq!(parse(b"[\"\xff\"]", 8000), Err(AnswerError::NotUtf8));
-        assert!(
-            matches!(parse(br#"["x", 1]"#, 8000), Err(AnswerError::NoValidEntry(d)) if d.len() == 2)
+        assert_eq!(
+            parse(br#""10.0.0.1""#, 8000, &[]),
+            Err(AnswerError::NotAnArray)
         );
+        assert!(matches!(
+            parse(b"<html>", 8000, &[]),
+            Err(AnswerError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse(b"", 8000, &[]),
+            Err(AnswerError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse(br#"["10.0.0.1""#, 8000, &[]),
+            Err(AnswerError::NotJson(_))
+        ));
+        assert_eq!(parse(b"[\"\xff\"]", 8000, &[]), Err(AnswerError::NotUtf8));
+        assert!(
+            matches!(parse(br#"["x", 1]"#, 8000, &[]), Err(AnswerError::NoValidEntry(d)) if d.len() == 2)
+        );
+    }
+
+    #[test]
+    fn addresses_outside_allowed_ranges_are_dropped() {
+        let allowed: Vec<Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
+        let a = parse(br#"["10.0.0.1","10.0.1.1","192.0.2.1"]"#, 8000, &allowed).unwrap();
+        assert_eq!(a.nodes.len(), 1);
+        assert_eq!(a.dropped.len(), 2);
+        assert!(
+            a.dropped[0].contains("outside allowed_cidrs"),
+            "{:?}",
+            a.dropped
+        );
+        assert!(matches!(
+            parse(br#"["192.0.2.1"]"#, 8000, &allowed),
+            Err(AnswerError::NoValidEntry(_))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(
+            parse(deep.as_bytes(), 8000, &[]),
+            Err(AnswerError::NotJson(_))
+        ));
+        let nested_entry = format!(r#"["10.0.0.1", {}1{}]"#, "[".repeat(100), "]".repeat(100));
+        let a = parse(nested_entry.as_bytes(), 8000, &[]).unwrap();
+        assert_eq!(a.nodes.len(), 1);
+        assert_eq!(a.dropped.len(), 1);
     }
 
     #[test]
     fn oversized_answer_is_refused_unread() {
         let big = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(
-            parse(&big, 8000),
+            parse(&big, 8000, &[]),
             Err(AnswerError::TooLarge(MAX_BODY_BYTES + 1))
         );
     }
@@ -243,7 +286,7 @@ mod tests {
         let body: Vec<String> = (0..(MAX_NODES + 10))
             .map(|i| format!("\"10.1.{}.{}\"", i / 250, i % 250 + 1))
             .collect();
-        let a = parse(format!("[{}]", body.join(",")).as_bytes(), 8000).unwrap();
+        let a = parse(format!("[{}]", body.join(",")).as_bytes(), 8000, &[]).unwrap();
         assert_eq!(a.nodes.len(), MAX_NODES);
         assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
     }
@@ -251,7 +294,7 @@ mod tests {
     #[test]
     fn long_bad_entries_are_abbreviated() {
         let long = "x".repeat(10_000);
-        let a = parse(format!(r#"["10.0.0.1","{long}"]"#).as_bytes(), 8000).unwrap();
+        let a = parse(format!(r#"["10.0.0.1","{long}"]"#).as_bytes(), 8000, &[]).unwrap();
         assert!(a.dropped[0].len() < 100, "{}", a.dropped[0]);
     }
 

@@ -48,6 +48,17 @@ impl<T> RoundRobin<T> {
         self.entries = entries;
     }
 
+    /// Drops entries at once (a node this worker just saw fail), keeping
+    /// the position valid.
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.entries.retain(keep);
+        self.next = if self.entries.is_empty() {
+            0
+        } else {
+            self.next % self.entries.len()
+        };
+    }
+
     pub fn entries(&self) -> &[T] {
         &self.entries
     }
@@ -91,6 +102,16 @@ mod tests {
         rr.replace(vec![7]);
         assert_eq!(rr.pick(), Some(&7));
         assert_eq!(rr.len(), 1);
+    }
+
+    #[test]
+    fn retain_drops_entries_and_keeps_cycling() {
+        let mut rr = RoundRobin::new(vec![1, 2, 3], 2);
+        rr.retain(|&n| n != 2);
+        let got: Vec<i32> = (0..4).filter_map(|_| rr.pick().copied()).collect();
+        assert_eq!(got, [1, 3, 1, 3]);
+        rr.retain(|_| false);
+        assert!(rr.pick().is_none());
     }
 
     #[test]

@@ -10,15 +10,19 @@
 //! readable in a debugger:
 //!
 //! ```text
-//! alternator-lb/1 <round> <next_due_ms> <list_round> <consecutive_failures>
-//! F <failed target>        (oldest first)
-//! N <node>                 (sorted)
+//! alternator-lb/2 <round> <next_due_ms> <list_round> <consecutive_failures> <last_success_ms> <last_activity_ms>
+//! F <failed target>                 (oldest first)
+//! N <node>                          (sorted)
+//! D <node> <next_probe_ms>          (a Down node)
+//! Q <node> <next_probe_ms>          (a Quarantined node)
 //! ```
 
 use crate::address::NodeAddr;
+use crate::health::{Health, HealthState};
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-const MAGIC: &str = "alternator-lb/1";
+const MAGIC: &str = "alternator-lb/2";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SharedState {
@@ -33,6 +37,12 @@ pub struct SharedState {
     pub failed: Vec<NodeAddr>,
     /// The discovered node list, sorted and deduplicated.
     pub nodes: Vec<NodeAddr>,
+    /// Wall-clock time of the last usable `/localnodes` answer (0: never).
+    pub last_success_ms: u64,
+    /// Last time any worker reported requests, at most a second stale.
+    pub last_activity_ms: u64,
+    /// Nodes that may not take requests; a node not here is Active.
+    pub health: BTreeMap<NodeAddr, Health>,
 }
 
 /// A shared-data value that is not a record this version wrote.
@@ -67,14 +77,26 @@ impl SharedState {
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "{MAGIC} {} {} {} {}",
-            self.round, self.next_due_ms, self.list_round, self.consecutive_failures
+            "{MAGIC} {} {} {} {} {} {}",
+            self.round,
+            self.next_due_ms,
+            self.list_round,
+            self.consecutive_failures,
+            self.last_success_ms,
+            self.last_activity_ms
         );
         for f in &self.failed {
             let _ = writeln!(s, "F {f}");
         }
         for n in &self.nodes {
             let _ = writeln!(s, "N {n}");
+        }
+        for (n, h) in &self.health {
+            let kind = match h.state {
+                HealthState::Down => 'D',
+                HealthState::Quarantined => 'Q',
+            };
+            let _ = writeln!(s, "{kind} {n} {}", h.next_probe_ms);
         }
         s.into_bytes()
     }
@@ -98,25 +120,46 @@ impl SharedState {
         let list_round = number("list_round")?;
         let consecutive_failures = u32::try_from(number("consecutive_failures")?)
             .map_err(|_| DecodeError("consecutive_failures out of range".into()))?;
+        let last_success_ms = number("last_success_ms")?;
+        let last_activity_ms = number("last_activity_ms")?;
         let mut state = SharedState {
             round,
             next_due_ms,
             list_round,
             consecutive_failures,
-            failed: Vec::new(),
-            nodes: Vec::new(),
+            last_success_ms,
+            last_activity_ms,
+            ..SharedState::default()
         };
         for line in lines {
-            let (kind, addr) = line
-                .split_once(' ')
-                .ok_or_else(|| DecodeError(format!("bad line {line:?}")))?;
-            let addr: NodeAddr = addr
-                .parse()
-                .map_err(|_| DecodeError(format!("bad address in line {line:?}")))?;
+            let bad = || DecodeError(format!("bad line {line:?}"));
+            let mut parts = line.split(' ');
+            let (Some(kind), Some(addr)) = (parts.next(), parts.next()) else {
+                return Err(bad());
+            };
+            let addr: NodeAddr = addr.parse().map_err(|_| bad())?;
+            let mut state_of = |s| -> Result<(NodeAddr, Health), DecodeError> {
+                let next_probe_ms = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+                Ok((
+                    addr,
+                    Health {
+                        state: s,
+                        next_probe_ms,
+                    },
+                ))
+            };
             match kind {
                 "F" => state.failed.push(addr),
                 "N" => state.nodes.push(addr),
-                _ => return Err(DecodeError(format!("bad line {line:?}"))),
+                "D" => {
+                    let (a, h) = state_of(HealthState::Down)?;
+                    state.health.insert(a, h);
+                }
+                "Q" => {
+                    let (a, h) = state_of(HealthState::Quarantined)?;
+                    state.health.insert(a, h);
+                }
+                _ => return Err(bad()),
             }
         }
         Ok(state)
@@ -141,14 +184,31 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let s = SharedState {
+        let mut s = SharedState {
             round: 12,
             next_due_ms: 1_700_000_000_123,
             list_round: 11,
             consecutive_failures: 1,
             failed: vec![addr("10.0.0.9:8000")],
             nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+            last_success_ms: 1_700_000_000_000,
+            last_activity_ms: 1_700_000_000_001,
+            health: BTreeMap::new(),
         };
+        s.health.insert(
+            addr("10.0.0.1:8000"),
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 5,
+            },
+        );
+        s.health.insert(
+            addr("[fd00::1]:8000"),
+            Health {
+                state: HealthState::Quarantined,
+                next_probe_ms: 6,
+            },
+        );
         assert_eq!(SharedState::decode(&s.encode()), Ok(s.clone()));
         assert_eq!(
             SharedState::decode(&SharedState::default().encode()),
@@ -161,12 +221,15 @@ mod tests {
         for bad in [
             &b""[..],
             b"hello",
-            b"alternator-lb/1 1 2 3",
-            b"alternator-lb/1 1 2 3 x",
-            b"alternator-lb/1 1 2 3 4\nN nonsense",
-            b"alternator-lb/1 1 2 3 4\nX 10.0.0.1:1",
-            b"alternator-lb/1 1 2 3 4\nN",
-            b"alternator-lb/1 1 2 3 99999999999",
+            b"alternator-lb/1 1 2 3 4",
+            b"alternator-lb/2 1 2 3 4 5",
+            b"alternator-lb/2 1 2 3 x 5 6",
+            b"alternator-lb/2 1 2 3 4 5 6\nN nonsense",
+            b"alternator-lb/2 1 2 3 4 5 6\nX 10.0.0.1:1",
+            b"alternator-lb/2 1 2 3 4 5 6\nN",
+            b"alternator-lb/2 1 2 3 4 5 6\nD 10.0.0.1:1",
+            b"alternator-lb/2 1 2 3 4 5 6\nQ 10.0.0.1:1 x",
+            b"alternator-lb/2 1 2 3 99999999999 5 6",
             b"\xff",
         ] {
             assert!(

@@ -62,13 +62,14 @@ class Load:
     """Steady SDK traffic in background threads until stopped; records every
     error the application would see."""
 
-    def __init__(self, make_client, table: str, threads: int = 2):
+    def __init__(self, make_client, table: str, threads: int = 2, pause: float = 0.0):
         self.make_client = make_client
         self.table = table
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
         self.errors: list[str] = []
+        self.pause = pause
         self.pool = ThreadPoolExecutor(threads)
         self.futures = [self.pool.submit(self._run, i) for i in range(threads)]
 
@@ -84,6 +85,8 @@ class Load:
                 with self.lock:
                     self.errors.append(repr(e))
             i += 1
+            if self.pause:
+                time.sleep(self.pause)
 
     def stop(self) -> None:
         self.done.set()
@@ -105,3 +108,20 @@ def counts_since(cluster, before: dict) -> dict:
 
 def sleep_intervals(p: Proxied, n: float) -> None:
     time.sleep(p.interval_s * n)
+
+
+def host_stats(envoy, cluster_name: str = "alternator") -> dict:
+    """Envoy's per-host stats of a cluster, from /clusters:
+    {"IP:PORT": {"rq_total": n, "cx_connect_fail": n, ...}}."""
+    status, body = envoy.admin_get("/clusters")
+    assert status == 200, body[:200]
+    hosts: dict = {}
+    for line in body.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and parts[0] == cluster_name:
+            _, host, stat, value = parts
+            try:
+                hosts.setdefault(host, {})[stat] = int(value)
+            except ValueError:
+                pass
+    return hosts

@@ -1,0 +1,349 @@
+//! Node health: which listed nodes may take requests, shared by every worker.
+//!
+//! A node is Active unless the shared state says otherwise:
+//! - **Down**: a connection to it failed, or was reset before any response.
+//!   It gets no requests until `/localnodes` still lists it *and* a direct
+//!   probe succeeds; probes come every `down_probe_interval_ms`.
+//! - **Quarantined**: it joined the list after the first discovery. Alternator
+//!   lists a node some seconds before it serves, so it gets requests only once
+//!   a probe (every `quarantine_probe_interval_ms`) succeeds.
+//!
+//! HTTP errors answered by a node (500, 502, 503, 504) say nothing about
+//! whether it is reachable, so they are health-neutral; see [`Outcome`].
+//! Probes are leased like discovery rounds: at most one probe per node per
+//! period per Envoy process.
+
+use crate::address::NodeAddr;
+use crate::shared_state::SharedState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    Down,
+    Quarantined,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub state: HealthState,
+    /// Wall-clock time at which the next probe may start.
+    pub next_probe_ms: u64,
+}
+
+/// Probe periods, from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbePeriods {
+    pub down_ms: u64,
+    pub quarantine_ms: u64,
+}
+
+impl ProbePeriods {
+    fn of(&self, state: HealthState) -> u64 {
+        match state {
+            HealthState::Down => self.down_ms,
+            HealthState::Quarantined => self.quarantine_ms,
+        }
+    }
+}
+
+/// What Envoy reports about one proxied request, reduced to what health
+/// needs. Envoy's response flags say whether the upstream connection failed
+/// (UF), was reset (UR) or terminated (UC) before a response started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node answered (any status, 5xx included).
+    Answered,
+    /// No answer: connection failure or reset before the response.
+    Unreachable,
+}
+
+/// Envoy `ResponseFlag` bits (`StreamInfo::CoreResponseFlag`) that mean the
+/// node did not answer at all.
+pub const FLAG_UPSTREAM_REMOTE_RESET: u64 = 0x10;
+pub const FLAG_UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+pub const FLAG_UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+
+/// Classifies a response from Envoy's `response.flags`.
+pub fn outcome_from_flags(flags: u64) -> Outcome {
+    let unreachable = FLAG_UPSTREAM_REMOTE_RESET
+        | FLAG_UPSTREAM_CONNECTION_FAILURE
+        | FLAG_UPSTREAM_CONNECTION_TERMINATION;
+    if flags & unreachable != 0 {
+        Outcome::Unreachable
+    } else {
+        Outcome::Answered
+    }
+}
+
+/// Marks `node` Down. Returns the new state, or `None` if there is nothing
+/// to change (already Down, or a node the state does not route to), so that
+/// only the VM that made the transition logs and counts it.
+pub fn mark_down(
+    state: &SharedState,
+    node: NodeAddr,
+    now_ms: u64,
+    periods: ProbePeriods,
+) -> Option<SharedState> {
+    if state.list_round > 0 && !state.nodes.contains(&node) {
+        return None;
+    }
+    if state.health.get(&node).map(|h| h.state) == Some(HealthState::Down) {
+        return None;
+    }
+    let mut next = state.clone();
+    next.health.insert(
+        node,
+        Health {
+            state: HealthState::Down,
+            next_probe_ms: now_ms.saturating_add(periods.down_ms),
+        },
+    );
+    Some(next)
+}
+
+/// Quarantines the nodes a new list adds (except in the first list, whose
+/// nodes are the serving cluster) and forgets nodes the list dropped.
+pub fn on_new_list(state: &mut SharedState, old_nodes: &[NodeAddr], first: bool, now_ms: u64) {
+    let nodes = &state.nodes;
+    state.health.retain(|n, _| nodes.contains(n));
+    if first {
+        return;
+    }
+    for n in state.nodes.iter().filter(|n| !old_nodes.contains(n)) {
+        state.health.entry(*n).or_insert(Health {
+            state: HealthState::Quarantined,
+            next_probe_ms: now_ms,
+        });
+    }
+}
+
+/// A probe this VM has leased: `GET /` to `node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub node: NodeAddr,
+    pub state: HealthState,
+}
+
+/// Leases the probe of the first node that is due. The returned state moves
+/// that node's next probe one period ahead; writing it by compare-and-swap
+/// makes this VM the only prober of that node for the period.
+pub fn try_start_probe(
+    state: &SharedState,
+    now_ms: u64,
+    periods: ProbePeriods,
+) -> Option<(SharedState, Probe)> {
+    let (node, health) = state
+        .health
+        .iter()
+        .find(|(_, h)| h.next_probe_ms <= now_ms)?;
+    let probe = Probe {
+        node: *node,
+        state: health.state,
+    };
+    let mut next = state.clone();
+    next.health.insert(
+        *node,
+        Health {
+            state: health.state,
+            next_probe_ms: now_ms.saturating_add(periods.of(health.state)),
+        },
+    );
+    Some((next, probe))
+}
+
+/// Folds a probe result in. Returns the new state and whether the node came
+/// back (became Active). A node no longer listed is left alone: it is gone.
+pub fn apply_probe(state: &SharedState, probe: &Probe, ok: bool) -> (SharedState, bool) {
+    let mut next = state.clone();
+    if ok && next.health.remove(&probe.node).is_some() {
+        return (next, true);
+    }
+    (next, false)
+}
+
+/// Counts of nodes per state among the listed ones: (down, quarantined).
+pub fn counts(state: &SharedState) -> (usize, usize) {
+    let down = state
+        .health
+        .values()
+        .filter(|h| h.state == HealthState::Down)
+        .count();
+    (down, state.health.len() - down)
+}
+
+/// Whether `node` may take requests.
+pub fn is_routable(state: &SharedState, node: &NodeAddr) -> bool {
+    !state.health.contains_key(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const P: ProbePeriods = ProbePeriods {
+        down_ms: 30_000,
+        quarantine_ms: 1_000,
+    };
+
+    fn a(s: &str) -> NodeAddr {
+        s.parse().unwrap()
+    }
+
+    fn listed(nodes: &[&str]) -> SharedState {
+        SharedState {
+            list_round: 1,
+            nodes: nodes.iter().map(|n| a(n)).collect(),
+            ..SharedState::default()
+        }
+    }
+
+    #[test]
+    fn flags_tell_unreachable_from_answered() {
+        assert_eq!(outcome_from_flags(0), Outcome::Answered);
+        assert_eq!(
+            outcome_from_flags(FLAG_UPSTREAM_CONNECTION_FAILURE),
+            Outcome::Unreachable
+        );
+        assert_eq!(
+            outcome_from_flags(FLAG_UPSTREAM_REMOTE_RESET),
+            Outcome::Unreachable
+        );
+        assert_eq!(
+            outcome_from_flags(FLAG_UPSTREAM_CONNECTION_TERMINATION),
+            Outcome::Unreachable
+        );
+        // Upstream request timeout (0x4) and overflow (0x80) are not the node's absence.
+        assert_eq!(outcome_from_flags(0x4 | 0x80), Outcome::Answered);
+    }
+
+    #[test]
+    fn mark_down_once_then_no_change() {
+        let s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let down = mark_down(&s, a("10.0.0.1:8000"), 100, P).unwrap();
+        assert_eq!(
+            down.health[&a("10.0.0.1:8000")],
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 30_100
+            }
+        );
+        assert!(!is_routable(&down, &a("10.0.0.1:8000")));
+        assert!(is_routable(&down, &a("10.0.0.2:8000")));
+        assert!(
+            mark_down(&down, a("10.0.0.1:8000"), 200, P).is_none(),
+            "already down"
+        );
+        assert!(
+            mark_down(&s, a("10.9.9.9:8000"), 100, P).is_none(),
+            "not listed"
+        );
+        assert_eq!(counts(&down), (1, 0));
+    }
+
+    #[test]
+    fn a_quarantined_node_that_fails_goes_down() {
+        let mut s = listed(&["10.0.0.1:8000"]);
+        s.health.insert(
+            a("10.0.0.1:8000"),
+            Health {
+                state: HealthState::Quarantined,
+                next_probe_ms: 0,
+            },
+        );
+        let down = mark_down(&s, a("10.0.0.1:8000"), 5, P).unwrap();
+        assert_eq!(down.health[&a("10.0.0.1:8000")].state, HealthState::Down);
+    }
+
+    #[test]
+    fn new_nodes_are_quarantined_except_in_the_first_list() {
+        let mut first = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        on_new_list(&mut first, &[], true, 10);
+        assert!(first.health.is_empty());
+
+        let old = first.nodes.clone();
+        let mut s = listed(&["10.0.0.2:8000", "10.0.0.3:8000"]);
+        s.health.insert(
+            a("10.0.0.1:8000"),
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 0,
+            },
+        );
+        on_new_list(&mut s, &old, false, 10);
+        assert_eq!(
+            s.health.len(),
+            1,
+            "the removed node is forgotten: {:?}",
+            s.health
+        );
+        assert_eq!(
+            s.health[&a("10.0.0.3:8000")],
+            Health {
+                state: HealthState::Quarantined,
+                next_probe_ms: 10
+            }
+        );
+    }
+
+    #[test]
+    fn probes_are_leased_one_per_node_per_period() {
+        let mut s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        s.health.insert(
+            a("10.0.0.1:8000"),
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 1_000,
+            },
+        );
+        s.health.insert(
+            a("10.0.0.2:8000"),
+            Health {
+                state: HealthState::Quarantined,
+                next_probe_ms: 5_000,
+            },
+        );
+        assert!(try_start_probe(&s, 999, P).is_none());
+        let (s, probe) = try_start_probe(&s, 1_000, P).unwrap();
+        assert_eq!(
+            probe,
+            Probe {
+                node: a("10.0.0.1:8000"),
+                state: HealthState::Down
+            }
+        );
+        assert_eq!(s.health[&probe.node].next_probe_ms, 31_000);
+        assert!(
+            try_start_probe(&s, 4_999, P).is_none(),
+            "the Down node is leased for 30 s"
+        );
+        let (s, probe) = try_start_probe(&s, 5_000, P).unwrap();
+        assert_eq!(probe.state, HealthState::Quarantined);
+        assert_eq!(s.health[&probe.node].next_probe_ms, 6_000);
+    }
+
+    #[test]
+    fn a_successful_probe_restores_the_node() {
+        let mut s = listed(&["10.0.0.1:8000"]);
+        s.health.insert(
+            a("10.0.0.1:8000"),
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 0,
+            },
+        );
+        let probe = Probe {
+            node: a("10.0.0.1:8000"),
+            state: HealthState::Down,
+        };
+        let (same, back) = apply_probe(&s, &probe, false);
+        assert!(!back);
+        assert_eq!(same.health.len(), 1);
+        let (up, back) = apply_probe(&s, &probe, true);
+        assert!(back);
+        assert!(is_routable(&up, &probe.node));
+        // A probe answer for a node that is no longer tracked changes nothing.
+        let (_, back) = apply_probe(&up, &probe, true);
+        assert!(!back);
+    }
+}

@@ -1,0 +1,181 @@
+"""Node health through a real Envoy: a node killed under SDK load costs the
+application nothing, comes back after a probe, and every node down gives an
+immediate DynamoDB-style 503 until they return."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from harness import net
+from proxy import Load, counts_since, create_table, host_stats, sleep_intervals, start_proxied, wait_discovered
+
+FAST = dict(refresh_interval_ms=500, down_probe_interval_ms=1000, quarantine_probe_interval_ms=300)
+
+
+def raw_request(endpoint: str):
+    req = urllib.request.Request(endpoint + "/", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/x-amz-json-1.0",
+                                          "X-Amz-Target": "DynamoDB_20120810.ListTables"})
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers.get("content-type"), r.read(), time.monotonic() - t0
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type"), e.read(), time.monotonic() - t0
+
+
+def test_node_killed_under_load_costs_the_application_nothing(make_cluster, make_envoy, dynamodb, table_name):
+    concurrency = 2
+    p = start_proxied(make_cluster, make_envoy, concurrency=concurrency, **FAST)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    victim = p.cluster.addresses[1]
+    victim_host = f"{victim}:{p.cluster.port}"
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=8) as load:
+        time.sleep(2.0)
+        rate = load.ok / 2.0
+        before_5xx = p.envoy.stat("http.dynamodb.downstream_rq_5xx")
+        in_flight = host_stats(p.envoy).get(victim_host, {}).get("rq_active", 0)
+        p.cluster.stop_node(victim)
+        time.sleep(1.0)
+        attempts_after_1s = host_stats(p.envoy)[victim_host]
+        time.sleep(2.0)
+        attempts_later = host_stats(p.envoy)[victim_host]
+        proxy_503s = p.envoy.stat("http.dynamodb.downstream_rq_5xx") - before_5xx
+
+        # Restart: back in rotation within 2 refresh intervals plus one probe period.
+        p.cluster.start_node(victim)
+        restarted = time.monotonic()
+        net.wait_for(lambda: any(r.node == victim for r in p.cluster.dynamodb_requests(since=restarted)),
+                     timeout=10, message="the restarted node to get traffic again")
+        back_after = time.monotonic() - restarted
+    print(f"\nload {rate:.0f} req/s; {in_flight} in flight to the victim at the stop; {proxy_503s} proxy 503s; "
+          f"victim attempts 1 s after: {attempts_after_1s.get('rq_total')}, 3 s after: {attempts_later.get('rq_total')}; "
+          f"back after {back_after:.2f}s; {load.ok} SDK calls, {len(load.errors)} errors")
+    assert rate >= 200, f"load was only {rate:.0f} requests/s"
+    assert load.errors == [], load.errors[:5]
+    assert attempts_later["rq_total"] == attempts_after_1s["rq_total"], \
+        f"the stopped node still got requests more than 1 s after it stopped: {attempts_after_1s} -> {attempts_later}"
+    assert proxy_503s <= in_flight + concurrency, f"{proxy_503s} 503s, {in_flight} in flight at the stop"
+    assert back_after <= 2 * p.interval_s + 1.0 + 0.5, f"node back after {back_after:.2f}s"
+    log = p.envoy.log_text()
+    assert log.count(f"node {victim_host} marked Down") == 1, "one log line per transition"
+    assert f"node {victim_host} is back" in log
+
+
+def test_all_nodes_down_gives_503_at_once_and_traffic_resumes(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, **FAST)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    for addr in p.cluster.addresses:
+        p.cluster.stop_node(addr)
+    # Each worker learns each node is gone from a failed request, or from the
+    # shared state on its next tick; then answers come at once, as JSON.
+    def json_503():
+        status, ctype, body, took = raw_request(p.endpoint)
+        return status == 503 and ctype == "application/x-amz-json-1.0" and (body, took)
+    net.wait_for(json_503, timeout=5, interval=0.05, message="the proxy's own 503")
+    time.sleep(0.3)
+    for _ in range(10):
+        status, ctype, body, took = raw_request(p.endpoint)
+        assert (status, ctype) == (503, "application/x-amz-json-1.0"), body
+        assert json.loads(body)["__type"].endswith("#ServiceUnavailableException")
+        assert took < 0.5
+    for addr in p.cluster.addresses:
+        p.cluster.start_node(addr)
+    db = dynamodb(p.endpoint)
+    net.wait_for(lambda: db.get_item(TableName=table_name, Key={"pk": {"S": "a"}, "sk": {"S": "b"}}) is not None,
+                 timeout=10, message="traffic to resume by itself")
+    # Each node comes back with its own probe (1 s apart at most here).
+    net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.nodes_down") == 0, timeout=5,
+                 message="every node to pass its probe")
+    time.sleep(0.2)  # two ticks: every worker routes over all of them
+    resumed = time.monotonic()
+    for i in range(12):
+        db.get_item(TableName=table_name, Key={"pk": {"S": "a"}, "sk": {"S": str(i)}})
+    assert {r.node for r in p.cluster.dynamodb_requests(since=resumed)} == set(p.cluster.addresses)
+
+
+def test_flapping_node_costs_nothing_and_ends_in_rotation(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, **FAST)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    flappy = p.cluster.addresses[2]
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=4) as load:
+        for _ in range(4):
+            p.cluster.stop_node(flappy)
+            time.sleep(0.7)
+            p.cluster.start_node(flappy)
+            time.sleep(0.7)
+        settled = time.monotonic()
+        net.wait_for(lambda: any(r.node == flappy for r in p.cluster.dynamodb_requests(since=settled)),
+                     timeout=10, message="the flapping node to be back in rotation")
+    assert load.errors == [], load.errors[:5]
+    assert p.envoy.stat("wasmcustom.alternator_lb.nodes_marked_down") >= 1
+
+
+def test_new_node_is_quarantined_until_its_probe_succeeds(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, **FAST)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    # A node that /localnodes lists before it serves, as Alternator does.
+    new = p.cluster.add_node()
+    p.cluster.stop_node(new)
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=2) as load:
+        net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.nodes_quarantined") == 1, timeout=5,
+                     message="the listed, not yet serving node to be quarantined")
+        sleep_intervals(p, 3)
+        assert p.envoy.stat("wasmcustom.alternator_lb.nodes_marked_down") == 0
+        p.cluster.start_node(new)
+        started = time.monotonic()
+        net.wait_for(lambda: p.cluster.requests_per_node().get(new, 0) > 0, timeout=5,
+                     message="the node to get traffic once its probe succeeds")
+        assert time.monotonic() - started <= 0.3 + 0.5
+    assert load.errors == []
+    assert f"node {new}:{p.cluster.port} passed its probe" in p.envoy.log_text()
+
+
+def test_every_metric_moves(make_cluster, make_envoy, dynamodb, table_name):
+    p = start_proxied(make_cluster, make_envoy, **FAST)
+    wait_discovered(p, 3)
+    db = dynamodb(p.endpoint)
+    create_table(db, table_name)
+    for i in range(30):
+        db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
+    p.cluster.set_localnodes_mode(None, "garbage")
+    sleep_intervals(p, 3)
+    p.cluster.set_localnodes_mode(None, "normal")
+    # Failures back off (1, 1, 2, 4 intervals ...); success comes back.
+    net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.discovery_successes") >= 2, timeout=5,
+                 message="discovery to succeed again")
+    victim = p.cluster.addresses[0]
+    p.cluster.stop_node(victim)
+    for i in range(6):
+        db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
+    sleep_intervals(p, 1)
+    stats = p.envoy.stats(filter="alternator_lb")
+    print(stats)
+    s = lambda name: stats.get("wasmcustom.alternator_lb." + name)  # noqa: E731
+    assert s("nodes_known") == 3
+    assert s("nodes_down") == 1
+    assert s("nodes_quarantined") == 0
+    assert s("discovery_successes") >= 2
+    assert s("discovery_failures") >= 1
+    assert s("requests_routed") >= 37
+    assert s("nodes_marked_down") == 1
+    assert 0 < s("node_list_age_ms") < 3000
+    # all nodes down: rejected for lack of a node
+    for addr in p.cluster.addresses:
+        p.cluster.stop_node(addr)
+    net.wait_for(lambda: raw_request(p.endpoint)[0] == 503 and
+                 p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") > 0, timeout=5)
+    sleep_intervals(p, 1)
+    assert p.envoy.stat("wasmcustom.alternator_lb.nodes_down") == 3
+    assert p.envoy.stat("wasmcustom.alternator_lb.probe_failures") >= 1
+    # Prometheus names start with alternator_lb.
+    status, prom = p.envoy.admin_get("/stats/prometheus")
+    names = {line.split("{")[0].split(" ")[0] for line in prom.splitlines() if "alternator_lb" in line and not line.startswith("#")}
+    assert "alternator_lb_requests_routed" in names, sorted(names)
