@@ -226,6 +226,7 @@ impl RootContext for Root {
             timing: Timing {
                 interval_ms: config.refresh_interval_ms,
                 idle_interval_ms: config.idle_refresh_interval_ms,
+                idle_after_ms: config.idle_after_ms,
             },
             config,
             rng,
@@ -350,7 +351,7 @@ impl Active {
             }
         }
         if requests != self.seen_requests {
-            if let Some(noted) = discovery::note_activity(&next, now_ms) {
+            if let Some(noted) = self.timing.note_activity(&next, now_ms) {
                 next = noted;
             }
         }

@@ -17,6 +17,8 @@ pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 2_000;
 /// The client libraries poll every minute when idle.
 pub const DEFAULT_IDLE_REFRESH_INTERVAL_MS: u64 = 60_000;
+/// "Idle" means a minute without requests, as in the client libraries.
+pub const DEFAULT_IDLE_AFTER_MS: u64 = 60_000;
 /// As the client libraries: a Down node is retried every 30 s.
 pub const DEFAULT_DOWN_PROBE_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_QUARANTINE_PROBE_INTERVAL_MS: u64 = 1_000;
@@ -33,12 +35,13 @@ const MAX_SEEDS: usize = 256;
 const MAX_NAME_LEN: usize = 255;
 
 /// Every key the filter understands, in the order the README documents them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "seeds",
     "port",
     "discovery_cluster",
     "refresh_interval_ms",
     "idle_refresh_interval_ms",
+    "idle_after_ms",
     "discovery_timeout_ms",
     "datacenter",
     "rack",
@@ -57,8 +60,10 @@ pub struct Config {
     /// Envoy cluster used for `/localnodes` callouts.
     pub discovery_cluster: String,
     pub refresh_interval_ms: u64,
-    /// Used instead of `refresh_interval_ms` after a minute without requests.
+    /// Used instead of `refresh_interval_ms` after `idle_after_ms` without
+    /// requests.
     pub idle_refresh_interval_ms: u64,
+    pub idle_after_ms: u64,
     pub discovery_timeout_ms: u64,
     pub datacenter: Option<String>,
     pub rack: Option<String>,
@@ -164,6 +169,12 @@ impl Config {
                 "idle_refresh_interval_ms",
                 REFRESH_INTERVAL_RANGE,
                 DEFAULT_IDLE_REFRESH_INTERVAL_MS,
+            )?,
+            idle_after_ms: optional_integer(
+                &map,
+                "idle_after_ms",
+                REFRESH_INTERVAL_RANGE,
+                DEFAULT_IDLE_AFTER_MS,
             )?,
             discovery_timeout_ms,
             datacenter: optional_name(&map, "datacenter")?,
@@ -316,6 +327,7 @@ mod tests {
         assert_eq!(c.datacenter, None);
         assert_eq!(c.rack, None);
         assert_eq!(c.idle_refresh_interval_ms, 60_000);
+        assert_eq!(c.idle_after_ms, 60_000);
         assert_eq!(c.down_after_failures, 1);
         assert_eq!(
             c.probe_periods,

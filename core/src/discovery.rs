@@ -17,8 +17,6 @@ use crate::shared_state::SharedState;
 /// small enough to keep the shared record short.
 pub const MAX_FAILED: usize = 64;
 
-/// Without requests for this long, discovery slows to the idle interval.
-pub const IDLE_AFTER_MS: u64 = 60_000;
 /// Workers report activity at most this often (each report is a write).
 pub const ACTIVITY_RESOLUTION_MS: u64 = 1_000;
 /// Failed rounds double the interval up to this factor.
@@ -29,8 +27,9 @@ pub const MAX_BACKOFF_FACTOR: u64 = 8;
 pub struct Timing {
     /// While requests flow.
     pub interval_ms: u64,
-    /// After [`IDLE_AFTER_MS`] without requests.
+    /// After `idle_after_ms` without requests.
     pub idle_interval_ms: u64,
+    pub idle_after_ms: u64,
 }
 
 impl Timing {
@@ -39,7 +38,7 @@ impl Timing {
     /// failure in a row after the first (bounded by [`MAX_BACKOFF_FACTOR`]
     /// and by the idle interval), so a dead cluster is not hammered.
     pub fn next_interval(&self, state: &SharedState, now_ms: u64) -> u64 {
-        if is_idle(state, now_ms) {
+        if self.is_idle(state, now_ms) {
             return self.idle_interval_ms;
         }
         let doublings = state.consecutive_failures.saturating_sub(1).min(3);
@@ -47,10 +46,30 @@ impl Timing {
         let backed_off = self.interval_ms.saturating_mul(factor);
         backed_off.min(self.idle_interval_ms.max(self.interval_ms))
     }
-}
 
-fn is_idle(state: &SharedState, now_ms: u64) -> bool {
-    state.last_activity_ms.saturating_add(IDLE_AFTER_MS) <= now_ms
+    fn is_idle(&self, state: &SharedState, now_ms: u64) -> bool {
+        state.last_activity_ms.saturating_add(self.idle_after_ms) <= now_ms
+    }
+
+    /// Records that requests were routed. Returns the state to write, or
+    /// `None` when the last report is recent enough. The first request after
+    /// an idle spell makes a round due at once, so the list is fresh again
+    /// quickly.
+    pub fn note_activity(&self, state: &SharedState, now_ms: u64) -> Option<SharedState> {
+        if now_ms
+            < state
+                .last_activity_ms
+                .saturating_add(ACTIVITY_RESOLUTION_MS)
+        {
+            return None;
+        }
+        let mut next = state.clone();
+        next.last_activity_ms = now_ms;
+        if self.is_idle(state, now_ms) {
+            next.next_due_ms = next.next_due_ms.min(now_ms);
+        }
+        Some(next)
+    }
 }
 
 /// A fresh shared state, created by the first VM to tick. Start-up counts as
@@ -60,25 +79,6 @@ pub fn initial_state(now_ms: u64) -> SharedState {
         last_activity_ms: now_ms,
         ..SharedState::default()
     }
-}
-
-/// Records that requests were routed. Returns the state to write, or `None`
-/// when the last report is recent enough. The first request after an idle
-/// spell makes a round due at once, so the list is fresh again quickly.
-pub fn note_activity(state: &SharedState, now_ms: u64) -> Option<SharedState> {
-    if now_ms
-        < state
-            .last_activity_ms
-            .saturating_add(ACTIVITY_RESOLUTION_MS)
-    {
-        return None;
-    }
-    let mut next = state.clone();
-    next.last_activity_ms = now_ms;
-    if is_idle(state, now_ms) {
-        next.next_due_ms = next.next_due_ms.min(now_ms);
-    }
-    Some(next)
 }
 
 /// A discovery round this VM has won: ask `target`.
@@ -261,6 +261,7 @@ mod tests {
     const T: Timing = Timing {
         interval_ms: 1000,
         idle_interval_ms: 60_000,
+        idle_after_ms: 60_000,
     };
 
     fn a(s: &str) -> NodeAddr {
@@ -616,6 +617,7 @@ mod tests {
         let short_idle = Timing {
             interval_ms: 1000,
             idle_interval_ms: 3000,
+            idle_after_ms: 60_000,
         };
         s.consecutive_failures = 6;
         assert_eq!(
@@ -632,12 +634,12 @@ mod tests {
             next_due_ms: 120_000,
             ..SharedState::default()
         };
-        let next = note_activity(&idle, 70_000).unwrap();
+        let next = T.note_activity(&idle, 70_000).unwrap();
         assert_eq!(next.last_activity_ms, 70_000);
         assert_eq!(next.next_due_ms, 70_000);
         // While active, reports are rate-limited and leave the rhythm alone.
-        assert!(note_activity(&next, 70_500).is_none());
-        let later = note_activity(&next, 71_000).unwrap();
+        assert!(T.note_activity(&next, 70_500).is_none());
+        let later = T.note_activity(&next, 71_000).unwrap();
         assert_eq!(later.next_due_ms, 70_000);
         assert_eq!(initial_state(5).last_activity_ms, 5);
     }
