@@ -156,7 +156,7 @@ fn entry(item: &Value, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> 
 fn abbreviate(s: &str) -> String {
     const MAX: usize = 64;
     match s.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &s[..cut]),
+        Some((cut, _)) => format!("{}...", s.get(..cut).unwrap_or_default()),
         None => s.to_string(),
     }
 }

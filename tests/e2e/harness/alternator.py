@@ -317,6 +317,10 @@ class _NodeHandler(BaseHTTPRequestHandler):
         cluster._record_localnodes(node.address, query)
         with cluster._lock:
             mode, delay = node.localnodes_mode, node.slow_delay
+            body = cluster._localnodes_body
+        if body is not None:
+            self._send(200, [("Content-Type", "application/json")], body)
+            return
         if mode == "slow":
             if self.server.stopping.wait(delay):
                 raise _Aborted()
@@ -446,6 +450,7 @@ class SimulatedCluster:
         self._lock = threading.RLock()
         self._nodes: dict[str, SimulatedNode] = {}
         self._default_mode = ("normal", 2.0)
+        self._localnodes_body: bytes | None = None
         self._closed = False
         self._retired: list[_NodeServer] = []      # stopped servers, joined by close()
         self._errors: list[tuple[str, str]] = []   # not cleared by reset_counters
@@ -573,6 +578,13 @@ class SimulatedCluster:
                 self._default_mode = (mode, delay)
             for n in targets:
                 n.localnodes_mode, n.slow_delay = mode, delay
+
+    def set_localnodes_body(self, body: bytes | None) -> None:
+        """Make every node answer /localnodes with exactly ``body`` (HTTP 200,
+        JSON content type), e.g. a huge or hostile answer; ``None`` restores
+        the modes above."""
+        with self._lock:
+            self._localnodes_body = body
 
     def set_request_hook(self, hook: RequestHook | None) -> None:
         """Register (or clear) a hook called with each verified DynamoDB request."""
