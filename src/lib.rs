@@ -28,7 +28,14 @@ mod root;
 mod routes;
 
 proxy_wasm::main! {{
-    // Also installs a panic hook that logs through Envoy before the VM traps.
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    // Replaces the SDK's hook: a panic traps this VM, so say so in Envoy's log
+    // (with the failure policy's consequence) before it happens.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(
+            proxy_wasm::types::LogLevel::Critical,
+            &format!("alternator-lb panicked, this Wasm VM stops (failure_policy applies): {info}"),
+        );
+    }));
     proxy_wasm::set_root_context(|_context_id| Box::new(root::Root::new()));
 }}
