@@ -92,6 +92,7 @@ def test_all_nodes_down_gives_503_at_once_and_traffic_resumes(make_cluster, make
     # Each node comes back with its own probe (1 s apart at most here).
     net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.nodes_down") == 0, timeout=5,
                  message="every node to pass its probe")
+    assert p.envoy.stat("wasmcustom.alternator_lb.probe_successes") >= 3
     time.sleep(0.2)  # two ticks: every worker routes over all of them
     resumed = time.monotonic()
     for i in range(12):
