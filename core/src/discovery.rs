@@ -127,8 +127,17 @@ pub fn try_start_round(
 /// longest ago, so that every candidate gets its turn.
 pub fn choose_target(state: &SharedState, seeds: &[NodeAddr], rng: &mut Rng) -> Option<NodeAddr> {
     let known = known_nodes(state);
-    for pool in [known, seeds] {
-        let fresh: Vec<&NodeAddr> = pool.iter().filter(|n| !state.failed.contains(n)).collect();
+    // Healthy known nodes first (a Down node would most likely fail too),
+    // then any known node, then the seeds; never one that failed since the
+    // last success.
+    let stages = [(known, true), (known, false), (seeds, false)];
+    for (pool, healthy_only) in stages {
+        let fresh: Vec<&NodeAddr> = pool
+            .iter()
+            .filter(|n| {
+                !state.failed.contains(n) && (!healthy_only || health::is_routable(state, n))
+            })
+            .collect();
         if let Some(pick) = fresh.get(rng.below(fresh.len())) {
             return Some(**pick);
         }
@@ -417,6 +426,25 @@ mod tests {
         // The list itself never changed.
         assert_eq!(s.nodes, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]));
         assert_eq!(s.consecutive_failures, 4);
+    }
+
+    #[test]
+    fn down_nodes_are_asked_only_when_no_healthy_node_is_left() {
+        let mut rng = Rng::new(5);
+        let periods = health::ProbePeriods {
+            down_ms: 1,
+            quarantine_ms: 1,
+        };
+        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, periods).unwrap();
+        for _ in 0..20 {
+            assert_eq!(choose_target(&s, &[], &mut rng), Some(a("10.0.0.2:8000")));
+        }
+        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, periods).unwrap();
+        assert!(
+            choose_target(&s, &[], &mut rng).is_some(),
+            "all down: still try someone"
+        );
     }
 
     #[test]
