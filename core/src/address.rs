@@ -85,6 +85,8 @@ impl NodeAddr {
 
 /// Refuses addresses that cannot belong to a node.
 pub fn checked(ip: IpAddr, port: u16) -> Result<NodeAddr, AddrError> {
+    // Fold first: `::ffff:224.0.0.1` is the IPv4 multicast address it maps.
+    let ip = canonical(ip);
     if port == 0 {
         return Err(AddrError::BadPort(format!("{ip}:0")));
     }
@@ -93,10 +95,7 @@ pub fn checked(ip: IpAddr, port: u16) -> Result<NodeAddr, AddrError> {
         IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
     };
     if unicast {
-        Ok(NodeAddr {
-            ip: canonical(ip),
-            port,
-        })
+        Ok(NodeAddr { ip, port })
     } else {
         Err(AddrError::NotUnicast(ip))
     }
@@ -204,6 +203,22 @@ mod tests {
     #[test]
     fn non_unicast_is_refused() {
         for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
+            assert!(
+                matches!(NodeAddr::parse(bad, 8000), Err(AddrError::NotUnicast(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn mapped_non_unicast_is_refused() {
+        // Found by fuzzing: the mapped form used to pass the unicast check.
+        for bad in [
+            "::ffff:224.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:255.255.255.255",
+            "::ffff:Efff:2",
+        ] {
             assert!(
                 matches!(NodeAddr::parse(bad, 8000), Err(AddrError::NotUnicast(_))),
                 "{bad}"

@@ -47,10 +47,6 @@ impl FromStr for Cidr {
         };
         let ip = IpAddr::from_str(ip)
             .map_err(|_| format!("{s:?} is not an IP range (expected e.g. 10.0.0.0/8)"))?;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -59,6 +55,21 @@ impl FromStr for Cidr {
                 _ => return Err(format!("{s:?} has a prefix length outside 0-{max}")),
             },
         };
+        // Node addresses fold IPv4-mapped IPv6 to IPv4, so ranges do too; a
+        // mapped range must stay within the mapped space (prefix >= 96).
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return match prefix.checked_sub(96) {
+                    Some(p) => Ok(Cidr {
+                        network: IpAddr::V4(v4),
+                        prefix: p,
+                    }),
+                    None => Err(format!(
+                        "{s:?}: an IPv4-mapped range needs a prefix length of at least 96"
+                    )),
+                };
+            }
+        }
         Ok(Cidr {
             network: ip,
             prefix,
@@ -105,6 +116,18 @@ mod tests {
         assert!(c.contains(&ip("fd12::1")));
         assert!(!c.contains(&ip("fe80::1")));
         assert!("::/0".parse::<Cidr>().unwrap().contains(&ip("::1")));
+    }
+
+    #[test]
+    fn mapped_ranges_fold_to_ipv4() {
+        let c: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(c.to_string(), "10.0.0.0/8");
+        assert!(c.contains(&ip("10.2.3.4")));
+        assert_eq!(
+            "::ffff:10.0.0.1".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.1/32"
+        );
+        assert!("::ffff:10.0.0.0/8".parse::<Cidr>().is_err());
     }
 
     #[test]

@@ -1,0 +1,64 @@
+//! `/localnodes` answers come from the network: any bytes must give either an
+//! error or a node list that keeps the documented promises.
+//!
+//! The first input byte picks the options (bit 0: an `allowed_cidrs` list;
+//! bits 1-2: the port), the rest is the body.
+#![no_main]
+
+use alternator_lb_core::cidr::{self, Cidr};
+use alternator_lb_core::localnodes::{self, MAX_NODES};
+use libfuzzer_sys::fuzz_target;
+use std::net::IpAddr;
+
+/// What `address::checked` promises: no unspecified, multicast or broadcast address.
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+const PORTS: [u16; 4] = [8000, 1, 65535, 0];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&options, body)) = data.split_first() else {
+        return;
+    };
+    let allowed: Vec<Cidr> = if options & 1 == 1 {
+        vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+    } else {
+        Vec::new()
+    };
+    let port = PORTS[usize::from((options >> 1) & 3)];
+
+    match localnodes::parse(body, port, &allowed) {
+        Ok(answer) => {
+            let nodes = &answer.nodes;
+            assert!(!nodes.is_empty(), "empty node list accepted");
+            assert!(
+                nodes.len() <= MAX_NODES,
+                "{} nodes > {MAX_NODES}",
+                nodes.len()
+            );
+            assert!(
+                nodes.windows(2).all(|w| w[0] < w[1]),
+                "nodes not sorted and deduplicated: {nodes:?}"
+            );
+            assert_ne!(port, 0, "a node with port 0 was accepted");
+            for n in nodes {
+                assert_eq!(n.port, port, "{n} does not have the configured port");
+                assert!(cidr::allowed(&allowed, &n.ip), "{n} is outside {allowed:?}");
+                assert!(unicast(n.ip), "{n} is not a unicast address");
+                if let IpAddr::V6(v6) = n.ip {
+                    assert!(v6.to_ipv4_mapped().is_none(), "{n} not folded to IPv4");
+                }
+                // What the filter hands to Envoy must read back as the same node.
+                assert_eq!(n.authority().parse(), Ok(*n));
+            }
+        }
+        Err(e) => {
+            // The error is logged: formatting it must not panic either.
+            let _ = e.to_string();
+        }
+    }
+});

@@ -1,0 +1,24 @@
+//! Shared data is readable and writable by every plugin of the proxy, so the
+//! record may be garbage. Decoding must never panic, and whatever decodes must
+//! survive an encode/decode round trip unchanged.
+#![no_main]
+
+use alternator_lb_core::shared_state::SharedState;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match SharedState::decode(data) {
+        Ok(state) => {
+            let encoded = state.encode();
+            assert_eq!(
+                SharedState::decode(&encoded),
+                Ok(state),
+                "round trip changed the state; encoded as {:?}",
+                String::from_utf8_lossy(&encoded)
+            );
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+});
