@@ -7,6 +7,7 @@
 //! the VM's root context on its tick; counters are plain cells the root
 //! flushes to Envoy's stats on its tick.
 
+use crate::abi;
 use crate::routes::{Route, Routes};
 use alternator_lb_core::error_body;
 use alternator_lb_core::filter_state::FOREIGN_FUNCTION;
@@ -30,7 +31,7 @@ impl HttpContext for Http {
             self.routes.count_rejected();
             return reject(error_body::NO_NODE);
         };
-        match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(&route.args)) {
+        match abi::call_foreign(FOREIGN_FUNCTION, &route.args) {
             Ok(_) => {
                 self.routes.count_routed();
                 self.chosen = Some(route);
@@ -49,11 +50,7 @@ impl HttpContext for Http {
         if let Some(route) = self.chosen.take() {
             // Flags are 0 unless something went wrong; a node that answered,
             // whatever its status, is reachable.
-            let flags = hostcalls::get_property(vec!["response", "flags"])
-                .ok()
-                .flatten()
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map_or(0, u64::from_le_bytes);
+            let flags = abi::response_flags();
             self.routes.observe(&route.node, outcome_from_flags(flags));
         }
         Action::Continue

@@ -21,6 +21,7 @@
     clippy::unimplemented
 )]
 
+mod abi;
 mod host;
 mod http;
 mod metrics;

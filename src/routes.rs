@@ -5,7 +5,6 @@ use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::filter_state;
 use alternator_lb_core::health::Outcome;
 use alternator_lb_core::picker::RoundRobin;
-use proxy_wasm::types::Status;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -129,10 +128,10 @@ impl Routes {
             .unwrap_or_default()
     }
 
-    pub fn refused(&self, status: Status) {
+    pub fn refused(&self, status: u32) {
         if !self.refusal_logged.replace(true) {
             log::error!(
-                "Envoy refused {} ({status:?}); requests are answered with 503. \
+                "Envoy refused {} (proxy-wasm status {status}); requests are answered with 503. \
                  Is this Envoy older than 1.27, or built without that foreign function?",
                 filter_state::FOREIGN_FUNCTION
             );
