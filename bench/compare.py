@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""What the alternator-lb filter costs: Envoy with the filter vs. plain Envoy round robin.
+
+In one run, with the same Envoy binary, the same Envoy ``--concurrency`` and
+the same backend (fake-node on three addresses of one reserved loopback
+block, one shared port), three variants are measured:
+
+``direct``
+    wrk straight to the first fake node: the ceiling of wrk + fake-node on
+    this machine, and the latency floor without any proxy;
+``static-rr``
+    Envoy with the shipped envoy/envoy.yaml, except that the alternator_lb
+    HTTP filter is removed and the ``alternator`` cluster is a STATIC cluster
+    of the three nodes with ``lb_policy: ROUND_ROBIN`` (same listener, HCM,
+    router, timeouts, circuit breakers and protocol options);
+``filter``
+    Envoy with the shipped envoy/envoy.yaml as it is (the Wasm filter and its
+    ORIGINAL_DST clusters), seeds = the first node, port = fake-node's.
+
+Per Envoy concurrency level (``--concurrency 1,2``) both Envoys are started
+once and kept running; every variant is warmed up; then ``--rounds`` rounds
+run, each measuring every variant with two load shapes, interleaved:
+
+* throughput: ``wrk -t1 -cN`` (N = ``--connections``, default 16) keep-alive;
+* latency: ``wrk -t1 -c1 --latency``, one connection, closed loop: p50/p99.
+
+Within a round the order is direct, static-rr, filter, and direct, filter,
+static-rr in the next round, so a slow drift of the machine does not favour
+one Envoy.  The report gives medians over rounds; the raw numbers of each
+round go to a second table and to a JSON file next to the markdown.
+
+Exit status: 0 when every measurement completed with 2xx answers only (a
+slow filter is not a failure: this is a benchmark, not a test); 1 on errors
+(non-2xx responses, socket errors, a variant failing to start); 2 if a
+binary or wrk is missing; 130 on Ctrl-C.  Everything started is stopped by
+PID on the way out.
+
+It builds nothing (scripts/bench does).  Run with
+``.venv/bin/python bench/compare.py [--quick] [--rounds R] [--duration S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import (FAKE_NODE, NODES, REPO, WASM, FakeNode, Wrk, WrkResult,  # noqa: F401
+                    mib, missing_prerequisites, proc_cpu_seconds, proc_memory, raise_on_sigterm,
+                    wrk_version)
+
+import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
+from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
+from harness.net import free_port, wait_for  # noqa: E402
+
+VARIANTS = ("direct", "static-rr", "filter")
+ENVOY_VARIANTS = ("static-rr", "filter")
+SHAPES = ("throughput", "latency")
+BUSY_PCT = 25  # others' CPU above this (% of a core) during a run: flagged as disturbed
+
+
+# -- Envoy configurations ----------------------------------------------------------
+def _hcm(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def filter_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
+    """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change."""
+    return filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
+                                     seeds=[fake.addresses[0]], port=fake.port)
+
+
+def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
+    """The same config without the Wasm filter, the ``alternator`` cluster made a
+    STATIC ROUND_ROBIN cluster of the fake nodes.  Everything else (listener,
+    HCM, route timeout, router, connect timeout, circuit breakers, HTTP
+    protocol options, TCP keepalive) stays as shipped, so only the load
+    balancing differs."""
+    config = filter_config(listener_port, admin_port, fake)
+    hcm = _hcm(config)
+    before = len(hcm["http_filters"])
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "alternator_lb"]
+    if len(hcm["http_filters"]) != before - 1:
+        raise RuntimeError("envoy/envoy.yaml: expected exactly one alternator_lb http filter")
+    clusters = config["static_resources"]["clusters"]
+    for i, c in enumerate(clusters):
+        if c["name"] != "alternator":
+            continue
+        # Settings that only mean something to ORIGINAL_DST go; the rest stays.
+        rest = {k: v for k, v in c.items()
+                if k not in ("name", "type", "lb_policy", "cleanup_interval", "original_dst_lb_config")}
+        clusters[i] = {
+            "name": "alternator",
+            "type": "STATIC",
+            "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {"cluster_name": "alternator", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": a, "port_value": fake.port}}}}
+                for a in fake.addresses]}]},
+            **rest,
+        }
+        break
+    else:
+        raise RuntimeError("envoy/envoy.yaml: no cluster named alternator")
+    return config
+
+
+# -- machine facts -------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def envoy_version() -> str:
+    try:
+        out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    m = re.search(r"version:\s*(\S+)", out)
+    return m.group(1) if m else out.strip() or "?"
+
+
+def source_revision() -> str:
+    """The commit the tree is at, and whether it has uncommitted changes."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.replace("-dirty", " + uncommitted changes") if out else "?"
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine_cpu_seconds() -> tuple[float, float, float]:
+    """Whole machine since boot: (busy, idle, steal) CPU seconds, all cores."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tck = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tck, (idle + iowait) / tck, steal / tck
+
+
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def spread_pct(per_node: dict[str, int]) -> float | None:
+    """Largest deviation of a node's count from the mean, in % of the mean."""
+    total = sum(per_node.values())
+    if not total:
+        return None
+    even = total / len(per_node)
+    return max(abs(n - even) for n in per_node.values()) / even * 100
+
+
+# -- the benchmark ---------------------------------------------------------------------
+class Compare:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="alternator-lb-compare-"))
+        self.wrk = Wrk(self.workdir)
+        # The module as it is now, copied: both concurrency levels load the
+        # same bytes even if the tree's .wasm is rebuilt during the run.
+        self.source_wasm = Path(args.wasm) if args.wasm else WASM
+        self.wasm = self.workdir / WASM.name
+        shutil.copy2(self.source_wasm, self.wasm)
+        self.wasm_bytes = self.wasm.stat().st_size
+        self.wasm_sha256 = hashlib.sha256(self.wasm.read_bytes()).hexdigest()
+        self.wasm_built = datetime.datetime.fromtimestamp(self.wasm.stat().st_mtime,
+                                                          datetime.timezone.utc)
+        # envoy_config() builds the module for the tests; here it is the copy.
+        filter_setup.build_wasm = lambda: self.wasm
+        self.fake: FakeNode | None = None
+        self.envoys: dict[str, EnvoyProcess] = {}
+        self.urls: dict[str, str] = {}
+        self.measurements: list[dict] = []
+        self.levels: list[dict] = []
+        self.errors: list[str] = []
+        self.count_warnings: list[str] = []
+
+    # -- processes -------------------------------------------------------------
+    def start_envoys(self, concurrency: int) -> None:
+        for name, make in (("static-rr", static_rr_config), ("filter", filter_config)):
+            listener_port = free_port()
+            config = make(listener_port, free_port(), self.fake)
+            print(f"  starting Envoy {name} (--concurrency {concurrency}) on 127.0.0.1:{listener_port}",
+                  flush=True)
+            self.envoys[name] = EnvoyProcess(config, concurrency=concurrency,
+                                             workdir=self.workdir / f"c{concurrency}-{name}")
+            self.urls[name] = f"http://127.0.0.1:{listener_port}/"
+        wait_for(lambda: f"discovered {NODES} nodes" in self.envoys["filter"].log_text(), timeout=20,
+                 message=f"the filter's 'discovered {NODES} nodes' log line")
+
+    def stop_envoys(self) -> None:
+        for envoy in self.envoys.values():
+            envoy.stop()
+        self.envoys = {}
+        self.urls = {k: v for k, v in self.urls.items() if k == "direct"}
+
+    def print_envoy_logs(self) -> None:
+        for name, envoy in self.envoys.items():
+            print(f"Envoy {name} log: {envoy.log_path}\n{envoy.log_tail(20)}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self.wrk.stop()
+        self.stop_envoys()
+        if self.fake is not None:
+            self.fake.stop()
+
+    def worker_connections(self, variant: str) -> dict[str, int]:
+        """Downstream connections accepted so far by each Envoy worker."""
+        stats = self.envoys[variant].stats(filter=r"^listener\..*worker_\d+\.downstream_cx_total$")
+        out = {}
+        for name, value in stats.items():
+            m = re.search(r"\.(worker_\d+)\.downstream_cx_total$", name)
+            if m:
+                out[m.group(1)] = int(value)
+        return dict(sorted(out.items()))
+
+    # -- one wrk run --------------------------------------------------------------
+    def wrk_run(self, variant: str, shape: str, seconds: int) -> WrkResult:
+        a = self.args
+        conns = a.connections if shape == "throughput" else 1
+        r = self.wrk.run(self.urls[variant], seconds, threads=a.wrk_threads, connections=conns,
+                         latency=shape == "latency")
+        if r.non_2xx or r.socket_errors:
+            self.errors.append(f"{variant} {shape}: {r.non_2xx} non-2xx responses, "
+                               f"{r.socket_errors} socket errors")
+        return r
+
+    def measure(self, concurrency: int, rnd: int, variant: str, shape: str) -> dict:
+        envoy = self.envoys.get(variant)
+        workers0 = self.worker_connections(variant) if envoy else {}
+        counts0 = self.fake.counts()
+        envoy_cpu0 = proc_cpu_seconds(envoy.pid) if envoy else None
+        fake_cpu0 = proc_cpu_seconds(self.fake.pid)
+        wrk_cpu0 = children_cpu_seconds()
+        self_cpu0 = time.process_time()
+        machine0 = machine_cpu_seconds()
+
+        r = self.wrk_run(variant, shape, self.args.duration)
+
+        machine1 = machine_cpu_seconds()
+        self_cpu = time.process_time() - self_cpu0
+        wrk_cpu = children_cpu_seconds() - wrk_cpu0
+        fake_cpu = proc_cpu_seconds(self.fake.pid) - fake_cpu0
+        envoy_cpu = proc_cpu_seconds(envoy.pid) - envoy_cpu0 if envoy else 0.0
+        counts1 = self.fake.counts()
+        workers1 = self.worker_connections(variant) if envoy else {}
+
+        per_node = {ip: counts1[ip]["dynamodb"] - counts0[ip]["dynamodb"] for ip in self.fake.addresses}
+        answered = sum(per_node.values())
+        conns = self.args.connections if shape == "throughput" else 1
+        # wrk leaves out the requests in flight when it stops (one per connection;
+        # up to two more than wrk's count were seen with a single connection).
+        if not 0 <= answered - r.requests <= 2 * conns:
+            self.count_warnings.append(f"c{concurrency} round {rnd} {variant} {shape}: fake-node "
+                                       f"answered {answered}, wrk counted {r.requests}")
+        busy = machine1[0] - machine0[0]
+        idle = machine1[1] - machine0[1]
+        others = busy - envoy_cpu - fake_cpu - wrk_cpu - self_cpu
+        m = {
+            "concurrency": concurrency, "round": rnd, "variant": variant, "shape": shape,
+            "connections": conns, "requests": r.requests, "seconds": r.seconds, "rps": r.rate,
+            "p50_us": r.percentiles.get(50, 0) * 1e6 if r.percentiles else None,
+            "p75_us": r.percentiles.get(75, 0) * 1e6 if r.percentiles else None,
+            "p90_us": r.percentiles.get(90, 0) * 1e6 if r.percentiles else None,
+            "p99_us": r.percentiles.get(99, 0) * 1e6 if r.percentiles else None,
+            "mean_us": r.latency_mean * 1e6 if r.latency_mean is not None else None,
+            "max_us": r.latency_max * 1e6 if r.latency_max is not None else None,
+            "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
+            "per_node": per_node, "fake_node_answered": answered,
+            "envoy_worker_connections": {w: workers1[w] - workers0.get(w, 0) for w in workers1},
+            "cpu_seconds": {"envoy": envoy_cpu, "fake_node": fake_cpu, "wrk": wrk_cpu,
+                            "others": max(others, 0.0), "idle": idle,
+                            "steal": machine1[2] - machine0[2]},
+            "envoy_cpu_us_per_request": envoy_cpu / r.requests * 1e6 if envoy and r.requests else None,
+        }
+        self.measurements.append(m)
+        lat = f"p50 {m['p50_us']:.0f} us p99 {m['p99_us']:.0f} us" if shape == "latency" else ""
+        cpu = (f"Envoy {m['envoy_cpu_us_per_request']:.1f} CPU-us/req"
+               if m["envoy_cpu_us_per_request"] is not None else "")
+        split = "/".join(str(v) for v in m["envoy_worker_connections"].values())
+        print(f"    {variant:<9} {shape:<10} {r.rate:>9,.0f} req/s  {lat:<26} {cpu:<24}"
+              f"{'workers ' + split if shape == 'throughput' and len(workers1) > 1 else ''}",
+              flush=True)
+        return m
+
+    # -- one concurrency level -------------------------------------------------------
+    def level(self, concurrency: int) -> None:
+        a = self.args
+        print(f"\nEnvoy --concurrency {concurrency}", flush=True)
+        self.start_envoys(concurrency)
+        try:
+            rss_start = {v: proc_memory(self.envoys[v].pid) for v in ENVOY_VARIANTS}
+            print(f"  warm-up: {a.warmup} s of wrk -c{a.connections} per variant", flush=True)
+            for v in VARIANTS:
+                self.wrk_run(v, "throughput", a.warmup)
+            for rnd in range(1, a.rounds + 1):
+                order = ["direct", "static-rr", "filter"] if rnd % 2 else ["direct", "filter", "static-rr"]
+                print(f"  round {rnd}/{a.rounds}: {', '.join(order)}", flush=True)
+                for shape in SHAPES:
+                    for v in order:
+                        self.measure(concurrency, rnd, v, shape)
+            time.sleep(a.settle)
+            rss_end = {v: proc_memory(self.envoys[v].pid) for v in ENVOY_VARIANTS}
+            wasm_vms = self.envoys["filter"].stat("wasm.envoy.wasm.runtime.v8.active", None)
+        except Exception:
+            self.print_envoy_logs()
+            raise
+        finally:
+            self.stop_envoys()
+        self.levels.append({"concurrency": concurrency, "rss_start_kib": rss_start,
+                            "rss_end_kib": rss_end, "wasm_vms": wasm_vms})
+
+    def run(self) -> None:
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        t0 = time.monotonic()
+        self.load_before = loadavg()
+        self.revision = source_revision()
+        self.fake = FakeNode(NODES)
+        self.urls["direct"] = f"http://{self.fake.addresses[0]}:{self.fake.port}/"
+        print(f"fake-node (pid {self.fake.pid}) on {', '.join(self.fake.addresses)} port "
+              f"{self.fake.port}; {self.args.rounds} rounds x {self.args.duration} s per measurement")
+        for c in self.args.concurrency:
+            self.level(c)
+        self.elapsed = time.monotonic() - t0
+        self.load_after = loadavg()
+
+    # -- report -------------------------------------------------------------------------
+    def summary(self) -> list[dict]:
+        rows = []
+        for lv in self.levels:
+            c = lv["concurrency"]
+            ms = [m for m in self.measurements if m["concurrency"] == c]
+
+            def pick(variant, shape, key):
+                return [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape]
+
+            base_rps = median(pick("static-rr", "throughput", "rps"))
+            base_p50 = median(pick("static-rr", "latency", "p50_us"))
+            for v in VARIANTS:
+                per_node: dict[str, int] = {ip: 0 for ip in self.fake.addresses}
+                for m in ms:
+                    if m["variant"] == v:
+                        for ip, n in m["per_node"].items():
+                            per_node[ip] += n
+                rps = median(pick(v, "throughput", "rps"))
+                p50 = median(pick(v, "latency", "p50_us"))
+                # Paired per-round comparisons (same round, back to back).
+                ratios, added = [], []
+                for rnd in range(1, self.args.rounds + 1):
+                    def one(variant, shape, key):
+                        xs = [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape
+                              and m["round"] == rnd]
+                        return xs[0] if xs else None
+                    if v != "direct":
+                        t, b = one(v, "throughput", "rps"), one("static-rr", "throughput", "rps")
+                        if t and b:
+                            ratios.append(t / b)
+                        t, b = one(v, "latency", "p50_us"), one("static-rr", "latency", "p50_us")
+                        if t is not None and b is not None:
+                            added.append(t - b)
+                rows.append({
+                    "concurrency": c, "variant": v,
+                    "rps": rps,
+                    "ratio": rps / base_rps if v != "direct" and rps and base_rps else None,
+                    "ratio_per_round": ratios,
+                    "p50_us": p50,
+                    "p99_us": median(pick(v, "latency", "p99_us")),
+                    "single_connection_rps": median(pick(v, "latency", "rps")),
+                    "added_p50_us": p50 - base_p50 if v != "direct" and p50 is not None
+                    and base_p50 is not None else None,
+                    "added_p50_per_round_us": added,
+                    "envoy_cpu_us_per_request": median(pick(v, "throughput", "envoy_cpu_us_per_request")),
+                    "rss_mib": mib(lv["rss_end_kib"][v]["VmRSS"]) if v in lv["rss_end_kib"] else None,
+                    "per_node": per_node,
+                    "spread_pct": spread_pct(per_node) if v != "direct" else None,
+                })
+        return rows
+
+    def quiet_pairs(self, concurrency: int) -> tuple[list[float], list[float]]:
+        """Per-round filter/static-rr req/s ratios and added p50s (µs), only from
+        rounds where neither run of the pair was disturbed by other processes."""
+        ratios, added = [], []
+        by = {(m["round"], m["variant"], m["shape"]): m for m in self.measurements
+              if m["concurrency"] == concurrency}
+        for rnd in range(1, self.args.rounds + 1):
+            for shape in SHAPES:
+                f_, b_ = by.get((rnd, "filter", shape)), by.get((rnd, "static-rr", shape))
+                if not f_ or not b_ or max(self.others_pct(f_), self.others_pct(b_)) > BUSY_PCT:
+                    continue
+                if shape == "throughput" and b_["rps"]:
+                    ratios.append(f_["rps"] / b_["rps"])
+                elif shape == "latency" and f_["p50_us"] is not None and b_["p50_us"] is not None:
+                    added.append(f_["p50_us"] - b_["p50_us"])
+        return ratios, added
+
+    @staticmethod
+    def others_pct(m: dict) -> float:
+        """CPU used by processes outside the benchmark during run ``m``, in % of one core."""
+        return m["cpu_seconds"]["others"] / max(m["seconds"], 1e-9) * 100
+
+    def markdown(self, rows: list[dict]) -> str:
+        a = self.args
+
+        def f(x, fmt, empty="–"):
+            return empty if x is None else format(x, fmt)
+
+        lines = [
+            "# alternator-lb: Envoy with the filter vs. Envoy round robin",
+            "",
+            f"- date: {self.started.strftime('%Y-%m-%d %H:%M:%S UTC')}; run time {self.elapsed:.0f} s",
+            f"- machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+            f"{cpu_model()}; Linux {platform.release()}; load average before {self.load_before}, "
+            f"after {self.load_after}",
+            f"- Envoy {envoy_version()} (`{envoy_binary()}`)",
+            f"- wrk {wrk_version()}: throughput `-t{a.wrk_threads} -c{a.connections}` keep-alive, "
+            f"latency `-t1 -c1 --latency`; `POST /` DynamoDB GetItem",
+            f"- backend: fake-node on {', '.join(self.fake.addresses)}, port {self.fake.port}",
+            f"- filter module: `{self.source_wasm}`, {self.wasm_bytes:,} bytes "
+            f"(sha256 {self.wasm_sha256[:12]}), built {self.wasm_built:%Y-%m-%d %H:%M:%S UTC}; "
+            f"tree at {self.revision}",
+            f"- {a.rounds} round(s) x {a.duration} s per measurement, interleaved; "
+            f"{a.warmup} s warm-up per variant; medians over rounds",
+            f"- command: `{self.command}`",
+            "",
+            "| Envoy --concurrency | variant | req/s (median) | vs static-rr | p50 µs (1 conn) "
+            "| p99 µs (1 conn) | added p50 µs | Envoy CPU µs/req | Envoy VmRSS MiB | spread over nodes |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['concurrency']} | {r['variant']} | {f(r['rps'], ',.0f')} "
+                f"| {f(r['ratio'], '.2f') + 'x' if r['ratio'] is not None else '–'} "
+                f"| {f(r['p50_us'], '.0f')} | {f(r['p99_us'], '.0f')} "
+                f"| {f(r['added_p50_us'], '+.0f')} | {f(r['envoy_cpu_us_per_request'], '.1f')} "
+                f"| {f(r['rss_mib'], '.1f')} "
+                f"| {f(r['spread_pct'], '.2f') + '%' if r['spread_pct'] is not None else '–'} |")
+        lines.append("")
+        for lv in self.levels:
+            c = lv["concurrency"]
+            fr = next(r for r in rows if r["concurrency"] == c and r["variant"] == "filter")
+            rr = fr["ratio_per_round"]
+            ad = fr["added_p50_per_round_us"]
+            if rr and ad:
+                lines.append(f"- concurrency {c}: filter/static-rr per round {min(rr):.2f}x–{max(rr):.2f}x "
+                             f"(median {median(rr):.2f}x); added p50 per round {min(ad):+.0f} to "
+                             f"{max(ad):+.0f} µs (median {median(ad):+.0f} µs); Wasm VMs in the "
+                             f"filter's Envoy: {lv['wasm_vms']}")
+            qr, qa = self.quiet_pairs(c)
+            lines.append(f"- concurrency {c}, quiet rounds only (others' CPU ≤ {BUSY_PCT}% in both "
+                         f"runs of the pair): filter/static-rr "
+                         + (f"{median(qr):.2f}x over {len(qr)} round(s)" if qr else "no quiet round")
+                         + "; added p50 "
+                         + (f"{median(qa):+.0f} µs over {len(qa)} round(s)" if qa else "no quiet round"))
+        busy = [m for m in self.measurements if self.others_pct(m) > BUSY_PCT]
+        lines.append(f"- other processes used more than {BUSY_PCT}% of a core during {len(busy)} of "
+                     f"{len(self.measurements)} runs" + (": those rounds are disturbed, see 'Per round'"
+                                                          if busy else ""))
+        lines += [
+            "",
+            "req/s: throughput runs; p50/p99: single-connection runs (wrk's latency, which "
+            "includes wrk and fake-node); added p50 = p50(filter) − p50(static-rr); Envoy CPU "
+            "µs/req: Envoy's user+system CPU time during a throughput run / requests; VmRSS "
+            "after the rounds; spread: largest deviation of a node's request count from the "
+            "mean, in %, over all of the variant's runs.",
+            "",
+            "## Per round",
+            "",
+            "| conc | round | variant | req/s | Envoy CPU µs/req | Envoy workers' connections "
+            "| others' CPU % | p50 µs | p99 µs | req/s (1 conn) | others' CPU % (1 conn) |",
+            "|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        by_key = {(m["concurrency"], m["round"], m["variant"], m["shape"]): m for m in self.measurements}
+        for (c, rnd, v, shape), t in by_key.items():
+            if shape != "throughput":
+                continue
+            lt = by_key.get((c, rnd, v, "latency"))
+            others = self.others_pct(t)
+            split = "/".join(str(n) for n in t["envoy_worker_connections"].values()) or "–"
+            lines.append(
+                f"| {c} | {rnd} | {v} | {t['rps']:,.0f} | {f(t['envoy_cpu_us_per_request'], '.1f')} "
+                f"| {split} | {others:.0f} | {f(lt and lt['p50_us'], '.0f')} "
+                f"| {f(lt and lt['p99_us'], '.0f')} | {f(lt and lt['rps'], ',.0f')} "
+                f"| {f(lt and self.others_pct(lt), '.0f')} |")
+        lines.append("")
+        lines.append("others' CPU %: CPU time used on the machine by processes other than Envoy, "
+                     "fake-node, wrk and this script during that run, in % of one core (the idle "
+                     "Envoy of the other variant counts here too, a fraction of 1%).")
+        if self.errors:
+            lines += ["", "**Errors:** " + "; ".join(self.errors)]
+        if self.count_warnings:
+            lines += ["", "Count mismatches (fake-node vs. wrk): " + "; ".join(self.count_warnings)]
+        return "\n".join(lines) + "\n"
+
+    def write(self) -> tuple[Path, Path]:
+        rows = self.summary()
+        out = Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        md = self.markdown(rows)
+        out.write_text(md)
+        js = out.with_suffix(".json")
+        js.write_text(json.dumps({
+            "date": self.started.isoformat(timespec="seconds"),
+            "run_seconds": self.elapsed,
+            "command": self.command,
+            "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "kernel": platform.release(),
+                        "loadavg_before": self.load_before, "loadavg_after": self.load_after},
+            "envoy_version": envoy_version(), "wrk_version": wrk_version(),
+            "wasm_bytes": self.wasm_bytes, "wasm_sha256": self.wasm_sha256,
+            "wasm_built": self.wasm_built.isoformat(timespec="seconds"),
+            "source_revision": self.revision,
+            "settings": {k: v for k, v in vars(self.args).items() if k != "out"},
+            "backend": {"addresses": self.fake.addresses, "port": self.fake.port},
+            "summary": rows, "levels": self.levels, "measurements": self.measurements,
+            "errors": self.errors, "count_warnings": self.count_warnings,
+        }, indent=1))
+        print()
+        print(md)
+        print(f"written: {out} and {js}")
+        return out, js
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,2, got {text!r}")
+    if not levels or any(c < 1 for c in levels):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return levels
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--wasm", help="the filter module to measure (default: the cargo release build); "
+                                  "for comparing build variants")
+    p.add_argument("--duration", type=int, default=5,
+                   help="seconds per measurement, whole seconds (wrk's -d) (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up seconds per variant (default 3)")
+    p.add_argument("--concurrency", type=parse_levels, default=[1, 2],
+                   help="Envoy --concurrency levels, comma-separated (default 1,2)")
+    p.add_argument("--connections", type=int, default=16,
+                   help="wrk keep-alive connections in the throughput runs (default 16)")
+    p.add_argument("--wrk-threads", type=int, default=1,
+                   help="wrk threads in the throughput runs (default 1; see bench/README.md)")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="seconds between the last run and the VmRSS reading (default 1)")
+    p.add_argument("--out", default=str(REPO / "target" / "bench" / "compare.md"),
+                   help="markdown report (default target/bench/compare.md); the JSON goes next to it")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 round x 1 s per measurement, 1 s warm-up, every concurrency level")
+    args = p.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.settle = 1, 1, 1, 0.2
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 1 or args.connections < 1:
+        p.error("--rounds, --duration, --warmup and --connections must be at least 1")
+
+    missing = missing_prerequisites()
+    if missing:
+        print("missing, build or install first (scripts/bench does):\n  " + "\n  ".join(missing),
+              file=sys.stderr)
+        return 2
+    raise_on_sigterm()
+    bench = Compare(args)
+    bench.command = " ".join(shlex.quote(x) for x in [os.path.relpath(sys.executable, REPO), *sys.argv])
+    wrapper = os.environ.get("ALTERNATOR_LB_BENCH_COMMAND")  # set by scripts/bench
+    if wrapper:
+        bench.command = f"{wrapper.strip()}` → `{bench.command}"
+    try:
+        bench.run()
+        bench.write()
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything started is stopped", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - report, stop everything, exit 1
+        bench.print_envoy_logs()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bench.stop()
+    if bench.errors:
+        print("ERRORS: " + "; ".join(bench.errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
