@@ -73,6 +73,10 @@ BUSY_PCT = 25  # others' CPU above this (% of a core) during a run: flagged as d
 
 
 # -- Envoy configurations ----------------------------------------------------------
+#: --static-with-wasm: a module the static-rr variant loads (bench/noop-filter).
+STATIC_WITH_WASM: Path | None = None
+
+
 def _hcm(config: dict) -> dict:
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
@@ -92,9 +96,19 @@ def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dic
     config = filter_config(listener_port, admin_port, fake)
     hcm = _hcm(config)
     before = len(hcm["http_filters"])
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "alternator_lb"]
-    if len(hcm["http_filters"]) != before - 1:
-        raise RuntimeError("envoy/envoy.yaml: expected exactly one alternator_lb http filter")
+    if STATIC_WITH_WASM is not None:
+        # The same Wasm filter settings, with a module that does nothing: the
+        # floor any proxy-wasm filter costs in Envoy.
+        for f in hcm["http_filters"]:
+            if f["name"] == "alternator_lb":
+                plugin = f["typed_config"]["config"]
+                plugin["vm_config"]["code"]["local"]["filename"] = str(STATIC_WITH_WASM)
+                plugin["vm_config"]["vm_id"] = "noop"
+                plugin["configuration"]["value"] = ""
+    else:
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "alternator_lb"]
+        if len(hcm["http_filters"]) != before - 1:
+            raise RuntimeError("envoy/envoy.yaml: expected exactly one alternator_lb http filter")
     clusters = config["static_resources"]["clusters"]
     for i, c in enumerate(clusters):
         if c["name"] != "alternator":
@@ -568,6 +582,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--static-with-wasm", help="give the static-rr variant this Wasm module as an HTTP "
+                                              "filter (bench/noop-filter: the floor of any Wasm filter)")
     p.add_argument("--wasm", help="the filter module to measure (default: the cargo release build); "
                                   "for comparing build variants")
     p.add_argument("--duration", type=int, default=5,
@@ -588,6 +604,9 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup, args.settle = 1, 1, 1, 0.2
+    if args.static_with_wasm:
+        global STATIC_WITH_WASM
+        STATIC_WITH_WASM = Path(args.static_with_wasm).resolve()
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1 or args.connections < 1:
         p.error("--rounds, --duration, --warmup and --connections must be at least 1")
 
