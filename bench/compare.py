@@ -103,8 +103,12 @@ def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dic
             if f["name"] == "alternator_lb":
                 plugin = f["typed_config"]["config"]
                 plugin["vm_config"]["code"]["local"]["filename"] = str(STATIC_WITH_WASM)
-                plugin["vm_config"]["vm_id"] = "noop"
-                plugin["configuration"]["value"] = ""
+                plugin["vm_config"]["vm_id"] = "static-with-wasm"
+                if STATIC_WITH_WASM.name != "alternator_lb.wasm":
+                    # Another module (the no-op one) gets no configuration;
+                    # alternator_lb itself keeps its own, and the STATIC
+                    # cluster ignores the node it picks.
+                    plugin["configuration"]["value"] = ""
     else:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "alternator_lb"]
         if len(hcm["http_filters"]) != before - 1:
