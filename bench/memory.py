@@ -35,21 +35,19 @@ import argparse
 import datetime
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import (FAKE_NODE, NODES, REPO, WASM, WRK_SCRIPT, WrkResult,  # noqa: E402,F401
+from common import (FAKE_NODE, NODES, FakeNode, REPO, WASM, WRK_SCRIPT, WrkResult,  # noqa: E402,F401
                     missing_prerequisites, mib, proc_memory, raise_on_sigterm)
 
 import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.backend import stop_process_group  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
-from harness.net import free_port, reserve_loopback_block, wait_for  # noqa: E402
+from harness.net import free_port, wait_for  # noqa: E402
 
 RQ_TOTAL = "http.dynamodb.downstream_rq_total"
 ROUTED = "wasmcustom.alternator_lb.requests_routed"  # the filter's own counter
@@ -70,10 +68,7 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="alternator-lb-bench-"))
         self.script = self.workdir / "getitem.lua"
         self.script.write_text(WRK_SCRIPT)
-        self.block = None
-        self.fake: subprocess.Popen | None = None
-        self.fake_port = 0
-        self.addresses: list[str] = []
+        self.fake: FakeNode | None = None
         self.envoy: EnvoyProcess | None = None
         self.listener_port = 0
         self.wrk: subprocess.Popen | None = None
@@ -83,30 +78,13 @@ class Bench:
         self.wrk_seconds = 0.0
 
     # -- processes -----------------------------------------------------------
-    def start_fake_node(self) -> None:
-        self.block = reserve_loopback_block()
-        self.addresses = self.block.addresses(NODES)
-        self.fake = subprocess.Popen([str(FAKE_NODE), "--port", "0", *self.addresses],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        line = self.fake.stdout.readline()
-        m = re.match(r"fake-node listening on port (\d+):", line)
-        if not m:
-            raise RuntimeError(f"fake-node did not start: {line!r}")
-        self.fake_port = int(m.group(1))
-
-    def fake_counts(self) -> dict[str, dict[str, int]]:
-        url = f"http://{self.addresses[0]}:{self.fake_port}/stats"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return json.loads(r.read())["nodes"]
-
     def start_envoy(self) -> None:
         # envoy_config() normally builds the module first (for the tests);
         # this benchmark builds nothing and has checked WASM exists.
         filter_setup.build_wasm = lambda: WASM
         self.listener_port = free_port()
         config = filter_setup.envoy_config(listener_port=self.listener_port, admin_port=free_port(),
-                                           seeds=[self.addresses[0]], port=self.fake_port)
+                                           seeds=[self.fake.addresses[0]], port=self.fake.port)
         self.envoy = EnvoyProcess(config, concurrency=self.args.concurrency,
                                   workdir=self.workdir / "envoy")
         wait_for(lambda: f"discovered {NODES} nodes" in self.envoy.log_text(), timeout=20,
@@ -152,29 +130,23 @@ class Bench:
         if self.envoy is not None:
             self.envoy.stop()
         if self.fake is not None:
-            stop_process_group(self.fake)
-            try:
-                self.fake.stdout.close()
-            except OSError:
-                pass
-        if self.block is not None:
-            self.block.release()
+            self.fake.stop()
 
     # -- the benchmark -------------------------------------------------------
     def run(self) -> int:
         a = self.args
         t0 = time.monotonic()
-        self.start_fake_node()
+        self.fake = FakeNode()
         self.start_envoy()
         start_mem = proc_memory(self.envoy.pid)
-        print(f"fake-node on {', '.join(self.addresses)} port {self.fake_port}; Envoy pid "
+        print(f"fake-node on {', '.join(self.fake.addresses)} port {self.fake.port}; Envoy pid "
               f"{self.envoy.pid} (concurrency {a.concurrency}) on 127.0.0.1:{self.listener_port}; "
               f"wrk -t{a.threads} -c{a.connections}")
         print(f"Envoy RSS at start (nodes discovered, no request yet): {mib(start_mem['VmRSS']):.1f} MiB")
 
         warm, rate = self.drive(a.warmup, a.chunk_seconds, 5000.0)
         mem0, heap0, envoy_rq0 = self.sample()
-        counts0 = self.fake_counts()
+        counts0 = self.fake.counts()
         routed0 = int(self.envoy.stat(ROUTED))
         wrk0 = self.wrk_requests
         rss0 = mem0["VmRSS"]
@@ -206,7 +178,7 @@ class Bench:
             mem, heap, envoy_rq = self.sample()
             row(done, envoy_rq - envoy_rq0, r.rate, mem, heap)
 
-        counts1 = self.fake_counts()
+        counts1 = self.fake.counts()
         routed = int(self.envoy.stat(ROUTED)) - routed0
         rss1 = mem["VmRSS"]
         growth = (rss1 - rss0) / rss0 * 100
@@ -225,7 +197,7 @@ class Bench:
                   f"(expected 0 to {slack})")
 
         print("\nspread over the nodes (POST / answered by fake-node after warm-up):")
-        per_node = {ip: counts1[ip]["dynamodb"] - counts0[ip]["dynamodb"] for ip in self.addresses}
+        per_node = {ip: counts1[ip]["dynamodb"] - counts0[ip]["dynamodb"] for ip in self.fake.addresses}
         total = sum(per_node.values()) or 1
         for ip, n in per_node.items():
             print(f"  {ip:<16} {n:>10,}  {n / total * 100:5.2f}%")
@@ -233,7 +205,7 @@ class Bench:
         worst = max(abs(n - even) / even * 100 for n in per_node.values())
         print(f"  largest deviation from an even share: {worst:.2f}%; fake-node total {total:,} "
               f"(Envoy: {envoy_measured:,})")
-        probes = {ip: (counts1[ip]["localnodes"], counts1[ip]["health"]) for ip in self.addresses}
+        probes = {ip: (counts1[ip]["localnodes"], counts1[ip]["health"]) for ip in self.fake.addresses}
         print("  /localnodes and GET / calls from the filter, whole run: "
               + ", ".join(f"{ip} {l}/{h}" for ip, (l, h) in probes.items()))
 
