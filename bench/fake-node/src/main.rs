@@ -253,6 +253,14 @@ const DYNAMODB_OK: &[u8] =
 const DYNAMODB_OK_CLOSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
 
+/// Answers a request that cannot be served and asks to close the
+/// connection (the rest of the stream cannot be trusted); returns `true`,
+/// the new "closing" state.
+fn refuse(out: &mut Vec<u8>, status: &str, body: &[u8]) -> bool {
+    respond(out, status, "text/plain", body, false, true);
+    true
+}
+
 fn respond(
     out: &mut Vec<u8>,
     status: &str,
@@ -366,15 +374,7 @@ fn serve(mut stream: TcpStream, node: usize, cluster: &Cluster) -> io::Result<()
             match parse_head(&buf[start..]) {
                 Parsed::Incomplete => break,
                 Parsed::Bad(status) => {
-                    respond(
-                        &mut out,
-                        status,
-                        "text/plain",
-                        status.as_bytes(),
-                        false,
-                        true,
-                    );
-                    closing = true;
+                    closing = refuse(&mut out, status, status.as_bytes());
                 }
                 Parsed::Request(head) => match head.body {
                     BodyKind::Length(n) => {
@@ -389,27 +389,11 @@ fn serve(mut stream: TcpStream, node: usize, cluster: &Cluster) -> io::Result<()
                             closing = head.close;
                         }
                         Ok(None) if buf.len() - start > MAX_CHUNKED => {
-                            respond(
-                                &mut out,
-                                "413 Content Too Large",
-                                "text/plain",
-                                b"too large",
-                                false,
-                                true,
-                            );
-                            closing = true;
+                            closing = refuse(&mut out, "413 Content Too Large", b"too large");
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            respond(
-                                &mut out,
-                                status,
-                                "text/plain",
-                                status.as_bytes(),
-                                false,
-                                true,
-                            );
-                            closing = true;
+                            closing = refuse(&mut out, status, status.as_bytes());
                         }
                     },
                 },
