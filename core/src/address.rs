@@ -5,7 +5,7 @@
 //! need DNS is refused up front instead of failing per request.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// One Alternator node as the filter routes to it.
@@ -140,12 +140,10 @@ impl FromStr for NodeAddr {
     }
 }
 
-/// The loopback IPv6 address, handy in tests and docs.
-pub const IPV6_LOOPBACK: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -233,7 +231,10 @@ mod tests {
             assert_eq!(a.to_string(), s);
             assert_eq!(a.authority(), s);
         }
-        assert_eq!(NodeAddr::new(IPV6_LOOPBACK, 1).to_string(), "[::1]:1");
+        assert_eq!(
+            NodeAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1).to_string(),
+            "[::1]:1"
+        );
     }
 
     #[test]
