@@ -38,6 +38,9 @@ pub struct Metrics {
     probe_failures: Option<u32>,
     /// Request counts already added to the stats.
     flushed: (u64, u64),
+    /// Node-count gauges as this VM last set them; they change only with the
+    /// shared state, so unchanged values are not written again every tick.
+    last_counts: Option<(u64, u64, u64)>,
 }
 
 /// The gauges' values, from the shared state.
@@ -88,6 +91,7 @@ impl Metrics {
             probe_successes: define(Counter, PROBES_SUCCEEDED),
             probe_failures: define(Counter, PROBES_FAILED),
             flushed: (0, 0),
+            last_counts: None,
         }
     }
 
@@ -101,10 +105,14 @@ impl Metrics {
         self.flushed = (routed, rejected);
     }
 
-    pub fn set_gauges(&self, g: &Gauges) {
-        set(self.nodes_known, g.known);
-        set(self.nodes_down, g.down);
-        set(self.nodes_quarantined, g.quarantined);
+    pub fn set_gauges(&mut self, g: &Gauges) {
+        let counts = (g.known, g.down, g.quarantined);
+        if self.last_counts != Some(counts) {
+            set(self.nodes_known, g.known);
+            set(self.nodes_down, g.down);
+            set(self.nodes_quarantined, g.quarantined);
+            self.last_counts = Some(counts);
+        }
         set(self.node_list_age_ms, g.list_age_ms);
     }
 
