@@ -8,7 +8,10 @@
 use crate::address::{AddrError, NodeAddr};
 use crate::cidr::{self, Cidr};
 use crate::health::ProbePeriods;
-use serde_json::{Map, Value};
+use crate::json::{self, Json};
+
+/// The members of the configuration object.
+type Map = [(String, Json)];
 use std::fmt;
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -106,46 +109,52 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(err("seeds", "is required, but the configuration is empty"));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError {
+        let value = json::parse(bytes).map_err(|e| ConfigError {
             key: None,
             problem: format!("not valid JSON: {e}"),
         })?;
-        let Value::Object(map) = value else {
+        let Json::Object(members) = value else {
             return Err(ConfigError {
                 key: None,
                 problem: "must be a JSON object".to_string(),
             });
         };
-        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        let map = members.as_slice();
+        if let Some((unknown, _)) = map.iter().find(|(k, _)| !KEYS.contains(&k.as_str())) {
             return Err(err(
                 unknown,
                 format!("unknown key (known keys: {})", KEYS.join(", ")),
             ));
         }
-        let port = match map.get("port") {
+        for (i, (key, _)) in map.iter().enumerate() {
+            if map.iter().skip(i + 1).any(|(other, _)| other == key) {
+                return Err(err(key, "is given twice"));
+            }
+        }
+        let port = match get(map, "port") {
             None => DEFAULT_PORT,
             Some(v) => u16::try_from(integer(v, "port", 1, 65_535)?).unwrap_or(DEFAULT_PORT),
         };
-        let allowed_cidrs = cidrs(&map)?;
-        let seeds = seeds(&map, port)?;
+        let allowed_cidrs = cidrs(map)?;
+        let seeds = seeds(map, port)?;
         if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
             return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
         }
-        let discovery_cluster = optional_name(&map, "discovery_cluster")?
+        let discovery_cluster = optional_name(map, "discovery_cluster")?
             .unwrap_or_else(|| DEFAULT_DISCOVERY_CLUSTER.to_string());
         let refresh_interval_ms = optional_integer(
-            &map,
+            map,
             "refresh_interval_ms",
             REFRESH_INTERVAL_RANGE,
             DEFAULT_REFRESH_INTERVAL_MS,
         )?;
         let discovery_timeout_ms = optional_integer(
-            &map,
+            map,
             "discovery_timeout_ms",
             DISCOVERY_TIMEOUT_RANGE,
             DEFAULT_DISCOVERY_TIMEOUT_MS,
         )?;
-        let interval = |key, default| optional_integer(&map, key, PROBE_INTERVAL_RANGE, default);
+        let interval = |key, default| optional_integer(map, key, PROBE_INTERVAL_RANGE, default);
         let probe_periods = ProbePeriods {
             down_ms: interval("down_probe_interval_ms", DEFAULT_DOWN_PROBE_INTERVAL_MS)?,
             quarantine_ms: interval(
@@ -154,7 +163,7 @@ impl Config {
             )?,
         };
         let down_after_failures = optional_integer(
-            &map,
+            map,
             "down_after_failures",
             DOWN_AFTER_FAILURES_RANGE,
             DEFAULT_DOWN_AFTER_FAILURES,
@@ -165,20 +174,20 @@ impl Config {
             discovery_cluster,
             refresh_interval_ms,
             idle_refresh_interval_ms: optional_integer(
-                &map,
+                map,
                 "idle_refresh_interval_ms",
                 REFRESH_INTERVAL_RANGE,
                 DEFAULT_IDLE_REFRESH_INTERVAL_MS,
             )?,
             idle_after_ms: optional_integer(
-                &map,
+                map,
                 "idle_after_ms",
                 REFRESH_INTERVAL_RANGE,
                 DEFAULT_IDLE_AFTER_MS,
             )?,
             discovery_timeout_ms,
-            datacenter: optional_name(&map, "datacenter")?,
-            rack: optional_name(&map, "rack")?,
+            datacenter: optional_name(map, "datacenter")?,
+            rack: optional_name(map, "rack")?,
             down_after_failures: u32::try_from(down_after_failures).unwrap_or(1),
             probe_periods,
             allowed_cidrs,
@@ -202,14 +211,19 @@ impl Config {
     }
 }
 
-fn seeds(map: &Map<String, Value>, port: u16) -> Result<Vec<NodeAddr>, ConfigError> {
-    let Some(value) = map.get("seeds") else {
+/// The value of `key`; [`Config::parse`] has already refused duplicates.
+fn get<'a>(map: &'a Map, key: &str) -> Option<&'a Json> {
+    map.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn seeds(map: &Map, port: u16) -> Result<Vec<NodeAddr>, ConfigError> {
+    let Some(value) = get(map, "seeds") else {
         return Err(err(
             "seeds",
             "is required: list at least one Alternator node address",
         ));
     };
-    let Value::Array(items) = value else {
+    let Json::Array(items) = value else {
         return Err(err(
             "seeds",
             "must be an array of node addresses like \"10.0.0.1\" or \"10.0.0.1:8000\"",
@@ -229,7 +243,7 @@ fn seeds(map: &Map<String, Value>, port: u16) -> Result<Vec<NodeAddr>, ConfigErr
     }
     let mut seeds = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let Value::String(s) = item else {
+        let Json::String(s) = item else {
             return Err(err(
                 "seeds",
                 format!("entry {i} must be a string, got {item}"),
@@ -244,12 +258,12 @@ fn seeds(map: &Map<String, Value>, port: u16) -> Result<Vec<NodeAddr>, ConfigErr
     Ok(seeds)
 }
 
-fn cidrs(map: &Map<String, Value>) -> Result<Vec<Cidr>, ConfigError> {
+fn cidrs(map: &Map) -> Result<Vec<Cidr>, ConfigError> {
     let key = "allowed_cidrs";
-    let Some(value) = map.get(key) else {
+    let Some(value) = get(map, key) else {
         return Ok(Vec::new());
     };
-    let Value::Array(items) = value else {
+    let Json::Array(items) = value else {
         return Err(err(key, "must be an array of ranges like \"10.0.0.0/8\""));
     };
     if items.is_empty() || items.len() > MAX_CIDRS {
@@ -262,13 +276,13 @@ fn cidrs(map: &Map<String, Value>) -> Result<Vec<Cidr>, ConfigError> {
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(s) => s.parse().map_err(|e| err(key, format!("entry {i}: {e}"))),
+            Json::String(s) => s.parse().map_err(|e| err(key, format!("entry {i}: {e}"))),
             other => Err(err(key, format!("entry {i} must be a string, got {other}"))),
         })
         .collect()
 }
 
-fn integer(v: &Value, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn integer(v: &Json, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match v.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(err(
@@ -279,19 +293,18 @@ fn integer(v: &Value, key: &str, min: u64, max: u64) -> Result<u64, ConfigError>
 }
 
 fn optional_integer(
-    map: &Map<String, Value>,
+    map: &Map,
     key: &str,
     (min, max): (u64, u64),
     default: u64,
 ) -> Result<u64, ConfigError> {
-    map.get(key)
-        .map_or(Ok(default), |v| integer(v, key, min, max))
+    get(map, key).map_or(Ok(default), |v| integer(v, key, min, max))
 }
 
-fn optional_name(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
-    match map.get(key) {
+fn optional_name(map: &Map, key: &str) -> Result<Option<String>, ConfigError> {
+    match get(map, key) {
         None => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control) => {
+        Some(Json::String(s)) if !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control) => {
             Ok(Some(s.clone()))
         }
         Some(v) => Err(err(
@@ -412,6 +425,13 @@ mod tests {
         let e = parse(r#"{"seeds": ["10.0.0.1"], "refresh_intervall_ms": 5}"#).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("refresh_intervall_ms"));
         assert!(e.to_string().contains("unknown key"), "{e}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_named() {
+        let e = parse(r#"{"seeds": ["10.0.0.1"], "port": 8000, "port": 9000}"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("port"));
+        assert!(e.to_string().contains("twice"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! |--------------------------------------------|-----------------|
 //! | what a node address is and how it is spelled | [`address`]   |
 //! | whether a configuration is acceptable      | [`config`]      |
+//! | how JSON documents are read              | [`json`]        |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
 //! | which node the next request goes to         | [`picker`]      |
 //! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
@@ -39,6 +40,7 @@ pub mod discovery;
 pub mod error_body;
 pub mod filter_state;
 pub mod health;
+pub mod json;
 pub mod localnodes;
 pub mod log_throttle;
 pub mod picker;

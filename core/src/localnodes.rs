@@ -8,7 +8,7 @@
 
 use crate::address::{self, NodeAddr};
 use crate::cidr::{self, Cidr};
-use serde_json::Value;
+use crate::json::{self, Json};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -104,10 +104,11 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
     if body.len() > MAX_BODY_BYTES {
         return Err(AnswerError::TooLarge(body.len()));
     }
-    let text = std::str::from_utf8(body).map_err(|_| AnswerError::NotUtf8)?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| AnswerError::NotJson(e.to_string()))?;
-    let Value::Array(items) = value else {
+    if std::str::from_utf8(body).is_err() {
+        return Err(AnswerError::NotUtf8);
+    }
+    let value = json::parse(body).map_err(|e| AnswerError::NotJson(e.to_string()))?;
+    let Json::Array(items) = value else {
         return Err(AnswerError::NotAnArray);
     };
     if items.is_empty() {
@@ -136,8 +137,8 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
     Ok(Answer { nodes, dropped })
 }
 
-fn entry(item: &Value, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
-    let Value::String(s) = item else {
+fn entry(item: &Json, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
+    let Json::String(s) = item else {
         return Err(format!(
             "non-string entry {}",
             abbreviate(&item.to_string())
@@ -266,10 +267,22 @@ mod tests {
             parse(deep.as_bytes(), 8000, &[]),
             Err(AnswerError::NotJson(_))
         ));
-        let nested_entry = format!(r#"["10.0.0.1", {}1{}]"#, "[".repeat(100), "]".repeat(100));
-        let a = parse(nested_entry.as_bytes(), 8000, &[]).unwrap();
+        // An entry nested within the reader's limit is one bad entry; past
+        // the limit the whole answer is refused.
+        let nested = |depth: usize| {
+            format!(
+                r#"["10.0.0.1", {}1{}]"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let a = parse(nested(50).as_bytes(), 8000, &[]).unwrap();
         assert_eq!(a.nodes.len(), 1);
         assert_eq!(a.dropped.len(), 1);
+        assert!(matches!(
+            parse(nested(100).as_bytes(), 8000, &[]),
+            Err(AnswerError::NotJson(_))
+        ));
     }
 
     #[test]
