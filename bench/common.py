@@ -59,7 +59,7 @@ def missing_prerequisites() -> list[str]:
     """What must be built or installed before a benchmark can run (empty: all there)."""
     missing = []
     if not WASM.exists():
-        missing.append(f"the filter module {WASM}: cargo build --release --target wasm32-wasip1")
+        missing.append(f"the filter module {WASM}: scripts/build")
     if not FAKE_NODE.exists():
         missing.append(f"fake-node {FAKE_NODE}: cargo build --release -p alternator-lb-fake-node")
     if shutil.which("wrk") is None:

@@ -23,7 +23,7 @@ Exit status: 0 if RSS grew by less than 5% and every request got a 2xx;
 
 It builds nothing: build first with
 
-    cargo build --release --target wasm32-wasip1     # the filter
+    scripts/build                                    # the filter
     cargo build --release -p alternator-lb-fake-node # bench/fake-node
 
 Run with ``.venv/bin/python bench/memory.py [--requests N] [--quick]``.

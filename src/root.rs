@@ -15,6 +15,7 @@ use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::config::Config;
 use alternator_lb_core::discovery::{self, Event, Round, Timing};
 use alternator_lb_core::health::{self, HealthState, Probe};
+use alternator_lb_core::json::Quoted;
 use alternator_lb_core::localnodes;
 use alternator_lb_core::log_throttle::REMINDER_EVERY;
 use alternator_lb_core::rng::Rng;
@@ -103,8 +104,8 @@ impl Root {
             }
             Err(status) => {
                 let why = format!(
-                    "could not call cluster {:?} ({status:?}); is it defined in Envoy's config?",
-                    active.config.discovery_cluster
+                    "could not call cluster {} ({status:?}); is it defined in Envoy's config?",
+                    Quoted(&active.config.discovery_cluster)
                 );
                 let now = Self::now_ms();
                 match call {

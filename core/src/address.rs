@@ -4,6 +4,7 @@
 //! Envoy's ORIGINAL_DST cluster needs an `IP:PORT` literal, so a name that would
 //! need DNS is refused up front instead of failing per request.
 
+use crate::json::Quoted;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -31,9 +32,10 @@ impl fmt::Display for AddrError {
             AddrError::Empty => write!(f, "empty address"),
             AddrError::NotAnIp(s) => write!(
                 f,
-                "{s:?} is not an IP literal (expected IP, IP:PORT or [IPv6]:PORT)"
+                "{} is not an IP literal (expected IP, IP:PORT or [IPv6]:PORT)",
+                Quoted(s)
             ),
-            AddrError::BadPort(s) => write!(f, "{s:?} has a port outside 1-65535"),
+            AddrError::BadPort(s) => write!(f, "{} has a port outside 1-65535", Quoted(s)),
             AddrError::NotUnicast(ip) => write!(f, "{ip} is not a unicast address"),
         }
     }

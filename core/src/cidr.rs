@@ -4,6 +4,7 @@
 //! known ranges makes sure a misbehaving or spoofed answer cannot turn the
 //! proxy toward arbitrary addresses.
 
+use crate::json::Quoted;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -45,14 +46,18 @@ impl FromStr for Cidr {
             Some((ip, p)) => (ip, Some(p)),
             None => (s, None),
         };
-        let ip = IpAddr::from_str(ip)
-            .map_err(|_| format!("{s:?} is not an IP range (expected e.g. 10.0.0.0/8)"))?;
+        let ip = IpAddr::from_str(ip).map_err(|_| {
+            format!(
+                "{} is not an IP range (expected e.g. 10.0.0.0/8)",
+                Quoted(s)
+            )
+        })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(p) if p <= max => p,
-                _ => return Err(format!("{s:?} has a prefix length outside 0-{max}")),
+                _ => return Err(format!("{} has a prefix length outside 0-{max}", Quoted(s))),
             },
         };
         // Node addresses fold IPv4-mapped IPv6 to IPv4, so ranges do too; a
@@ -65,7 +70,8 @@ impl FromStr for Cidr {
                         prefix: p,
                     }),
                     None => Err(format!(
-                        "{s:?}: an IPv4-mapped range needs a prefix length of at least 96"
+                        "{}: an IPv4-mapped range needs a prefix length of at least 96",
+                        Quoted(s)
                     )),
                 };
             }

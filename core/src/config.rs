@@ -253,7 +253,7 @@ fn seeds(map: &Map, port: u16) -> Result<Vec<NodeAddr>, ConfigError> {
             .map_err(|e: AddrError| err("seeds", format!("entry {i}: {e}")))?;
         seeds.push(addr);
     }
-    seeds.sort();
+    seeds.sort_unstable();
     seeds.dedup();
     Ok(seeds)
 }

@@ -129,6 +129,17 @@ impl fmt::Display for Json {
     }
 }
 
+/// Shows a string in double quotes with JSON escapes, for messages that
+/// quote untrusted text. `{:?}` would do the same but pulls Unicode tables
+/// of several kilobytes into the `.wasm`.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_string(f, self.0)
+    }
+}
+
 fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")?;
     for c in s.chars() {

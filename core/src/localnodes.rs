@@ -8,7 +8,7 @@
 
 use crate::address::{self, NodeAddr};
 use crate::cidr::{self, Cidr};
-use crate::json::{self, Json};
+use crate::json::{self, Json, Quoted};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -122,7 +122,7 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
             Err(why) => dropped.push(why),
         }
     }
-    nodes.sort();
+    nodes.sort_unstable();
     nodes.dedup();
     if nodes.is_empty() {
         return Err(AnswerError::NoValidEntry(dropped));
@@ -144,8 +144,8 @@ fn entry(item: &Json, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
             abbreviate(&item.to_string())
         ));
     };
-    let ip =
-        IpAddr::from_str(s).map_err(|_| format!("{:?} is not an IP literal", abbreviate(s)))?;
+    let ip = IpAddr::from_str(s)
+        .map_err(|_| format!("{} is not an IP literal", Quoted(&abbreviate(s))))?;
     let node = address::checked(ip, port).map_err(|e| e.to_string())?;
     if !cidr::allowed(allowed, &node.ip) {
         return Err(format!("{} is outside allowed_cidrs", node.ip));

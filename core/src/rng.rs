@@ -1,7 +1,8 @@
 //! A tiny deterministic random generator (SplitMix64).
 //!
-//! The core never reaches for the host's randomness: the glue seeds this from
-//! WASI once, and tests seed it with constants, so choices are reproducible.
+//! The core never reaches for the host's randomness: the glue seeds this once
+//! per VM from the host clock, and tests seed it with constants, so choices
+//! are reproducible.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -19,6 +19,7 @@
 
 use crate::address::NodeAddr;
 use crate::health::{Health, HealthState};
+use crate::json::Quoted;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
@@ -107,13 +108,13 @@ impl SharedState {
         let header = lines.next().ok_or_else(|| DecodeError("empty".into()))?;
         let mut fields = header.split(' ');
         if fields.next() != Some(MAGIC) {
-            return Err(DecodeError(format!("unknown header {header:?}")));
+            return Err(DecodeError(format!("unknown header {}", Quoted(header))));
         }
         let mut number = |what: &str| -> Result<u64, DecodeError> {
             fields
                 .next()
                 .and_then(|f| f.parse().ok())
-                .ok_or_else(|| DecodeError(format!("bad {what} in header {header:?}")))
+                .ok_or_else(|| DecodeError(format!("bad {what} in header {}", Quoted(header))))
         };
         let round = number("round")?;
         let next_due_ms = number("next_due_ms")?;
@@ -132,7 +133,7 @@ impl SharedState {
             ..SharedState::default()
         };
         for line in lines {
-            let bad = || DecodeError(format!("bad line {line:?}"));
+            let bad = || DecodeError(format!("bad line {}", Quoted(line)));
             let mut parts = line.split(' ');
             let (Some(kind), Some(addr)) = (parts.next(), parts.next()) else {
                 return Err(bad());

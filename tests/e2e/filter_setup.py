@@ -17,18 +17,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "envoy" / "envoy.yaml"
-WASM = REPO / "target" / "wasm32-wasip1" / "release" / "alternator_lb.wasm"
+WASM = REPO / "target" / "alternator_lb.wasm"
 
 _built = False
 
 
 def build_wasm() -> Path:
-    """Builds the release module once per test process (cargo is incremental,
-    so this is quick when scripts/test already built it)."""
+    """Builds the module as it ships (scripts/build) once per test process;
+    quick when scripts/test already built it."""
     global _built
     if not _built:
         subprocess.run(
-            ["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"],
+            [str(REPO / "scripts" / "build")],
+            stdout=subprocess.DEVNULL,
             cwd=REPO,
             check=True,
         )
