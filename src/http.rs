@@ -31,7 +31,11 @@ impl HttpContext for Http {
             self.routes.count_rejected();
             return reject(error_body::NO_NODE);
         };
-        match abi::call_foreign(FOREIGN_FUNCTION, &route.args) {
+        let mut handed = abi::call_foreign(FOREIGN_FUNCTION, &route.args);
+        if let (Ok(_), Some(verify)) = (&handed, &route.verify) {
+            handed = abi::call_foreign(FOREIGN_FUNCTION, verify);
+        }
+        match handed {
             Ok(_) => {
                 self.routes.count_routed();
                 self.chosen = Some(route);
@@ -39,7 +43,8 @@ impl HttpContext for Http {
             }
             Err(status) => {
                 // Without the filter state the ORIGINAL_DST cluster would
-                // connect to Envoy's own listener address: fail closed.
+                // connect to Envoy's own listener address, or the node's
+                // certificate would go unchecked: fail closed.
                 self.routes.refused(status);
                 reject(error_body::ROUTING_FAILED)
             }

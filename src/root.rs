@@ -551,7 +551,8 @@ impl Active {
         if !force && nodes == self.routed && nodes == routes.nodes() {
             return;
         }
-        routes.replace(nodes.iter().map(|n| Route::new(*n)).collect());
+        let verify = self.config.verify_node_san;
+        routes.replace(nodes.iter().map(|n| Route::new(*n, verify)).collect());
         self.routed = nodes;
     }
 }

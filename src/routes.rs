@@ -13,12 +13,15 @@ use std::rc::Rc;
 pub struct Route {
     pub node: NodeAddr,
     pub args: Vec<u8>,
+    /// With `verify_node_san`: the certificate check for this node.
+    pub verify: Option<Vec<u8>>,
 }
 
 impl Route {
-    pub fn new(node: NodeAddr) -> Rc<Route> {
+    pub fn new(node: NodeAddr, verify_san: bool) -> Rc<Route> {
         Rc::new(Route {
             args: filter_state::route_to(&node),
+            verify: verify_san.then(|| filter_state::verify_san(&node)),
             node,
         })
     }

@@ -38,7 +38,7 @@ const MAX_SEEDS: usize = 256;
 const MAX_NAME_LEN: usize = 255;
 
 /// Every key the filter understands, in the order the README documents them.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "seeds",
     "port",
     "discovery_cluster",
@@ -52,6 +52,7 @@ pub const KEYS: [&str; 13] = [
     "down_probe_interval_ms",
     "quarantine_probe_interval_ms",
     "allowed_cidrs",
+    "verify_node_san",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub struct Config {
     pub probe_periods: ProbePeriods,
     /// Where requests may ever go; empty means anywhere.
     pub allowed_cidrs: Vec<Cidr>,
+    /// With TLS to the nodes: have Envoy check, per request, that the
+    /// chosen node's certificate names the node's IP.
+    pub verify_node_san: bool,
 }
 
 /// A refused configuration: which key, and what is wrong with it.
@@ -191,6 +195,7 @@ impl Config {
             down_after_failures: u32::try_from(down_after_failures).unwrap_or(1),
             probe_periods,
             allowed_cidrs,
+            verify_node_san: optional_bool(map, "verify_node_san", false)?,
         })
     }
 
@@ -299,6 +304,14 @@ fn optional_integer(
     default: u64,
 ) -> Result<u64, ConfigError> {
     get(map, key).map_or(Ok(default), |v| integer(v, key, min, max))
+}
+
+fn optional_bool(map: &Map, key: &str, default: bool) -> Result<bool, ConfigError> {
+    match get(map, key) {
+        None => Ok(default),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(v) => Err(err(key, format!("must be true or false, got {v}"))),
+    }
 }
 
 fn optional_name(map: &Map, key: &str) -> Result<Option<String>, ConfigError> {
@@ -438,6 +451,7 @@ mod tests {
     fn bad_values_are_named() {
         let cases = [
             (r#""port": 0"#, "port"),
+            (r#""verify_node_san": "yes""#, "verify_node_san"),
             (r#""port": 65536"#, "port"),
             (r#""port": "8000""#, "port"),
             (r#""port": 80.5"#, "port"),

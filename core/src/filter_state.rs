@@ -11,6 +11,9 @@ use crate::address::NodeAddr;
 
 pub const FOREIGN_FUNCTION: &str = "set_envoy_filter_state";
 pub const ORIGINAL_DST_KEY: &str = "envoy.network.transport_socket.original_dst_address";
+/// Names the upstream certificate must carry (comma-separated); Envoy checks
+/// them on top of the cluster's own validation.
+pub const UPSTREAM_SAN_KEY: &str = "envoy.network.upstream_subject_alt_names";
 /// `LifeSpan.DownstreamRequest`: the choice lives exactly as long as the
 /// request, so the next request on a keep-alive connection is picked anew.
 const SPAN_DOWNSTREAM_REQUEST: u8 = 1;
@@ -18,6 +21,13 @@ const SPAN_DOWNSTREAM_REQUEST: u8 = 1;
 /// Encoded `SetEnvoyFilterStateArguments` routing one request to `node`.
 pub fn route_to(node: &NodeAddr) -> Vec<u8> {
     encode(ORIGINAL_DST_KEY, &node.authority())
+}
+
+/// Encoded `SetEnvoyFilterStateArguments` requiring `node`'s certificate to
+/// name its IP: with TLS, a certificate from the right CA but for another
+/// node is refused.
+pub fn verify_san(node: &NodeAddr) -> Vec<u8> {
+    encode(UPSTREAM_SAN_KEY, &node.ip.to_string())
 }
 
 fn encode(path: &str, value: &str) -> Vec<u8> {
@@ -68,6 +78,17 @@ mod tests {
         assert_eq!(out, [0xac, 0x02]);
         let b = encode("p", &"v".repeat(200));
         assert_eq!(&b[3..6], &[0x12, 0xc8, 0x01]);
+    }
+
+    #[test]
+    fn san_check_names_the_bare_ip() {
+        let v4: NodeAddr = "10.0.0.1:8043".parse().unwrap();
+        let b = verify_san(&v4);
+        let key = UPSTREAM_SAN_KEY.as_bytes();
+        assert_eq!(&b[2..2 + key.len()], key);
+        assert_eq!(&b[2 + key.len()..], b"\x12\x0810.0.0.1\x18\x01");
+        let v6: NodeAddr = "[fd00::1]:8043".parse().unwrap();
+        assert!(verify_san(&v6).ends_with(b"\x12\x07fd00::1\x18\x01"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "envoy" / "envoy.yaml"
+TLS_CONFIG = REPO / "envoy" / "envoy-tls.yaml"
 WASM = REPO / "target" / "alternator_lb.wasm"
 
 _built = False
@@ -37,8 +38,8 @@ def build_wasm() -> Path:
     return WASM
 
 
-def shipped_config() -> dict:
-    with open(SHIPPED_CONFIG) as f:
+def shipped_config(path: Path = SHIPPED_CONFIG) -> dict:
+    with open(path) as f:
         return yaml.safe_load(f)
 
 
@@ -66,13 +67,14 @@ def envoy_config(
     admin_port: int,
     filter_config: dict | None = None,
     raw_filter_config: str | None = None,
+    shipped: Path = SHIPPED_CONFIG,
     **filter_keys,
 ) -> dict:
     """envoy/envoy.yaml with the listener and admin on the given loopback
     ports, the module path made absolute, and the filter's JSON configuration
     either replaced (`filter_config` / `raw_filter_config`) or updated with
     `filter_keys`."""
-    config = copy.deepcopy(shipped_config())
+    config = copy.deepcopy(shipped_config(shipped))
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listener_port)

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from filter_setup import envoy_config
+from filter_setup import SHIPPED_CONFIG, envoy_config
 from harness import net
 
 
@@ -22,7 +22,8 @@ class Proxied:
 
 
 def start_proxied(make_cluster, make_envoy, *, n_nodes=3, concurrency=2, seeds=None,
-                  cluster=None, **filter_keys) -> Proxied:
+                  cluster=None, shipped=SHIPPED_CONFIG, edit_config=None,
+                  **filter_keys) -> Proxied:
     """A cluster of `n_nodes` and an Envoy in front of it, configured from
     envoy/envoy.yaml with the cluster's first node as seed (unless `seeds`)."""
     if cluster is None:
@@ -31,7 +32,10 @@ def start_proxied(make_cluster, make_envoy, *, n_nodes=3, concurrency=2, seeds=N
     if "port" not in filter_keys:
         filter_keys["port"] = cluster.port
     listener_port = net.free_port()
-    config = envoy_config(listener_port=listener_port, admin_port=net.free_port(), **filter_keys)
+    config = envoy_config(listener_port=listener_port, admin_port=net.free_port(),
+                          shipped=shipped, **filter_keys)
+    if edit_config is not None:
+        config = edit_config(config)
     envoy = make_envoy(config, concurrency=concurrency)
     interval_s = filter_keys.get("refresh_interval_ms", 1000) / 1000
     return Proxied(cluster, envoy, f"http://127.0.0.1:{listener_port}", interval_s, filter_keys)

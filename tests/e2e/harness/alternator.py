@@ -43,6 +43,7 @@ import http.client
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import traceback
@@ -145,6 +146,7 @@ class _NodeServer(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._handler_threads: set[threading.Thread] = set()
+        self.tls_refused = 0   # TLS handshakes that failed (the client refused us)
 
     @property
     def aborting(self) -> bool:
@@ -163,6 +165,23 @@ class _NodeServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request, client_address):
         try:
+            tls = self.cluster.tls
+            if tls is not None:
+                raw = request
+                # HTTPS like Alternator's alternator_https_port: the handshake
+                # runs here, in the connection's thread; a client that
+                # refuses the certificate just ends this connection.
+                try:
+                    request = tls(self.node.address).wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    _reset(raw)
+                    with self._conn_lock:
+                        self._conns.discard(raw)
+                        self.tls_refused += 1
+                    return
+                with self._conn_lock:
+                    self._conns.discard(raw)
+                    self._conns.add(request)
             super().process_request_thread(request, client_address)
         finally:
             with self._conn_lock:
@@ -431,7 +450,8 @@ class SimulatedCluster:
     def __init__(self, backend_url: str, n_nodes: int | None = None,
                  access_key: str = DEFAULT_ACCESS_KEY, secret_key: str = DEFAULT_SECRET_KEY,
                  topology: list[tuple[str, str]] | None = None,
-                 addresses: list[str] | None = None, port: int | None = None):
+                 addresses: list[str] | None = None, port: int | None = None,
+                 tls: Callable[[str], ssl.SSLContext] | None = None):
         if topology is not None:
             if n_nodes is not None and n_nodes != len(topology):
                 raise ValueError(f"n_nodes={n_nodes} but topology has {len(topology)} entries")
@@ -446,6 +466,8 @@ class SimulatedCluster:
         self.access_key = access_key
         self.secret_key = secret_key
         self.request_hook: RequestHook | None = None
+        #: Serve HTTPS: node address -> the server context (certificate) it presents.
+        self.tls = tls
 
         self._lock = threading.RLock()
         self._nodes: dict[str, SimulatedNode] = {}
@@ -497,9 +519,9 @@ class SimulatedCluster:
                 raise KeyError(f"{addr} is not a node of this cluster") from None
 
     def endpoint(self, addr_or_index: str | int = 0) -> str:
-        """``http://ADDR:PORT`` of a node given by address or index."""
+        """``http(s)://ADDR:PORT`` of a node given by address or index."""
         addr = self.addresses[addr_or_index] if isinstance(addr_or_index, int) else addr_or_index
-        return f"http://{addr}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{addr}:{self.port}"
 
     def listed_addresses(self, dc: str | None = None) -> list[str]:
         with self._lock:
