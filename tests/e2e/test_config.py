@@ -47,7 +47,7 @@ def shipped_envoy_configs() -> list[Path]:
     found = []
     for path in sorted(REPO.glob("**/*.yaml")) + sorted(REPO.glob("**/*.yml")):
         rel = path.relative_to(REPO)
-        if rel.parts[0] in ("target", ".venv", "node_modules") or rel.parts[0].startswith("."):
+        if rel.parts[0] in ("target", ".venv") or rel.parts[0].startswith(".") or "node_modules" in rel.parts:
             continue
         if "static_resources:" in path.read_text():
             found.append(path)
