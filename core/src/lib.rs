@@ -18,6 +18,7 @@
 //! | how that state is stored in shared data     | [`shared_state`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
 //! | when a repeated failure is worth a log line | [`log_throttle`] |
+//! | which node a partition key's writes go to (not yet wired in) | [`affinity`] |
 
 #![cfg_attr(
     not(test),
@@ -34,6 +35,7 @@
 )]
 
 pub mod address;
+pub mod affinity;
 pub mod cidr;
 pub mod config;
 pub mod discovery;
