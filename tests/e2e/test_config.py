@@ -10,6 +10,7 @@ import yaml
 
 from filter_setup import REPO, build_wasm, envoy_config
 from harness import net
+from harness.tls import TestCA
 import subprocess
 
 from harness.envoy import envoy_binary, run_envoy_expect_failure
@@ -75,6 +76,19 @@ def with_local_module(config: dict, wasm: Path) -> dict:
     return config
 
 
+def with_local_ca(node, ca_file: Path) -> None:
+    """Points every trusted_ca that does not exist here at `ca_file`."""
+    if isinstance(node, dict):
+        ca = node.get("trusted_ca")
+        if isinstance(ca, dict) and "filename" in ca and not Path(ca["filename"]).exists():
+            ca["filename"] = str(ca_file)
+        for v in node.values():
+            with_local_ca(v, ca_file)
+    elif isinstance(node, list):
+        for v in node:
+            with_local_ca(v, ca_file)
+
+
 @pytest.mark.parametrize("path", shipped_envoy_configs(), ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_envoy_config_validates(path, tmp_path):
     wasm = build_wasm()  # the configs load the real module
@@ -82,6 +96,9 @@ def test_shipped_envoy_config_validates(path, tmp_path):
     # path scripts/build writes it to, relative to where Envoy starts. Configs
     # made for a container name the module where it is mounted there.
     config = with_local_module(yaml.safe_load(path.read_text()), wasm)
+    # A CA bundle path the operator fills in (envoy-tls.yaml) must exist for
+    # Envoy to accept the config: give it a CA made here.
+    with_local_ca(config, TestCA(tmp_path / "ca", "validate-ca").ca_file)
     checked = tmp_path / path.name
     checked.write_text(yaml.safe_dump(config))
     proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(checked), "-l", "info"],
