@@ -38,6 +38,18 @@ def build_wasm() -> Path:
     return WASM
 
 
+def each_dict(node, edit) -> None:
+    """Calls `edit` on every mapping inside a parsed config (the configs'
+    file paths, CA bundles and module paths sit at varying depths)."""
+    if isinstance(node, dict):
+        edit(node)
+        for v in node.values():
+            each_dict(v, edit)
+    elif isinstance(node, list):
+        for v in node:
+            each_dict(v, edit)
+
+
 def shipped_config(path: Path = SHIPPED_CONFIG) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)

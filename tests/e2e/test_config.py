@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filter_setup import REPO, build_wasm, envoy_config
+from filter_setup import REPO, build_wasm, each_dict, envoy_config
 from harness import net
 from harness.tls import TestCA
 import subprocess
@@ -62,31 +62,21 @@ def test_the_shipped_config_is_found():
 def with_local_module(config: dict, wasm: Path) -> dict:
     """Points every Wasm module path that does not exist here (a container's
     path, e.g. /etc/envoy/alternator_lb.wasm) at the module built here."""
-    def walk(node):
-        if isinstance(node, dict):
-            local = node.get("code", {}).get("local") if isinstance(node.get("code"), dict) else None
-            if isinstance(local, dict) and "filename" in local and not (REPO / local["filename"]).exists():
-                local["filename"] = str(wasm)
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(config)
+    def edit(node: dict) -> None:
+        local = node.get("code", {}).get("local") if isinstance(node.get("code"), dict) else None
+        if isinstance(local, dict) and "filename" in local and not (REPO / local["filename"]).exists():
+            local["filename"] = str(wasm)
+    each_dict(config, edit)
     return config
 
 
-def with_local_ca(node, ca_file: Path) -> None:
+def with_local_ca(config: dict, ca_file: Path) -> None:
     """Points every trusted_ca that does not exist here at `ca_file`."""
-    if isinstance(node, dict):
+    def edit(node: dict) -> None:
         ca = node.get("trusted_ca")
         if isinstance(ca, dict) and "filename" in ca and not Path(ca["filename"]).exists():
             ca["filename"] = str(ca_file)
-        for v in node.values():
-            with_local_ca(v, ca_file)
-    elif isinstance(node, list):
-        for v in node:
-            with_local_ca(v, ca_file)
+    each_dict(config, edit)
 
 
 @pytest.mark.parametrize("path", shipped_envoy_configs(), ids=lambda p: str(p.relative_to(REPO)))

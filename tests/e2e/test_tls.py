@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import time
 
-from filter_setup import TLS_CONFIG
+from filter_setup import TLS_CONFIG, each_dict
 from harness.tls import TestCA
 from proxy import create_table, start_proxied, wait_discovered
 
 
 def use_ca(ca_file):
     """Points every trusted_ca of the config at the test CA."""
+    def set_ca(node: dict) -> None:
+        if "trusted_ca" in node:
+            node["trusted_ca"] = {"filename": str(ca_file)}
+
     def edit(config: dict) -> dict:
-        def walk(node):
-            if isinstance(node, dict):
-                if "trusted_ca" in node:
-                    node["trusted_ca"] = {"filename": str(ca_file)}
-                for v in node.values():
-                    walk(v)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v)
-        walk(config)
+        each_dict(config, set_ca)
         return config
     return edit
 
