@@ -64,6 +64,12 @@ pub fn plan(ring_len: usize, hash: i64) -> Vec<usize> {
     out
 }
 
+/// The key's node alone: the first pick of [`plan`], without building the
+/// rest of the order (what BatchWriteItem votes need per item).
+pub fn preferred(ring_len: usize, hash: i64) -> Option<usize> {
+    go_rand::GoRand::new(hash).intn(ring_len)
+}
+
 /// The hash input of a partition-key AttributeValue: exactly one member,
 /// `S`, `N` (the number's text as sent) or `B` (base64 on the wire, hashed
 /// decoded), after a one-byte type prefix. Anything else has no affinity.
@@ -221,10 +227,7 @@ pub fn batch_order<'a>(
             let Some(hash) = key.and_then(|k| k.get(pk)).and_then(key_hash) else {
                 continue;
             };
-            if let Some(slot) = plan(ring.len(), hash)
-                .first()
-                .and_then(|&i| votes.get_mut(i))
-            {
+            if let Some(slot) = preferred(ring.len(), hash).and_then(|i| votes.get_mut(i)) {
                 *slot += 1;
                 any = true;
             }

@@ -321,7 +321,9 @@ fn keys_pick_the_node_the_libraries_pick() {
     for (kind, value, nodes, want) in cases {
         let nodes: Vec<NodeAddr> = nodes.iter().map(|n| n.parse().unwrap()).collect();
         let ring = ring(&nodes, false);
-        let first = plan(ring.len(), key_hash(&av(kind, &value)).unwrap())[0];
+        let hash = key_hash(&av(kind, &value)).unwrap();
+        let first = plan(ring.len(), hash)[0];
+        assert_eq!(preferred(ring.len(), hash), Some(first));
         assert_eq!(
             ring[first],
             want.parse::<NodeAddr>().unwrap(),
