@@ -75,6 +75,10 @@ BUSY_PCT = 25  # others' CPU above this (% of a core) during a run: flagged as d
 # -- Envoy configurations ----------------------------------------------------------
 #: --static-with-wasm: a module the static-rr variant loads (bench/noop-filter).
 STATIC_WITH_WASM: Path | None = None
+#: --handoff-header: the filter variant's ``alternator`` cluster reads the node
+#: from this request header (an experiment: a module that sets it, not filter
+#: state, must be given with --wasm).
+HANDOFF_HEADER: str | None = None
 
 
 def _hcm(config: dict) -> dict:
@@ -83,8 +87,14 @@ def _hcm(config: dict) -> dict:
 
 def filter_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
     """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change."""
-    return filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
-                                     seeds=[fake.addresses[0]], port=fake.port)
+    config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
+                                       seeds=[fake.addresses[0]], port=fake.port)
+    if HANDOFF_HEADER is not None:
+        for c in config["static_resources"]["clusters"]:
+            if c["name"] == "alternator":
+                c["original_dst_lb_config"] = {"use_http_header": True,
+                                               "http_header_name": HANDOFF_HEADER}
+    return config
 
 
 def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
@@ -93,7 +103,8 @@ def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dic
     HCM, route timeout, router, connect timeout, circuit breakers, HTTP
     protocol options, TCP keepalive) stays as shipped, so only the load
     balancing differs."""
-    config = filter_config(listener_port, admin_port, fake)
+    config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
+                                       seeds=[fake.addresses[0]], port=fake.port)
     hcm = _hcm(config)
     before = len(hcm["http_filters"])
     if STATIC_WITH_WASM is not None:
@@ -590,6 +601,9 @@ def main() -> int:
                                               "filter (bench/noop-filter: the floor of any Wasm filter)")
     p.add_argument("--wasm", help="the filter module to measure (default: the cargo release build); "
                                   "for comparing build variants")
+    p.add_argument("--handoff-header", metavar="NAME",
+                   help="experiment: the filter variant's cluster takes the node from this request "
+                        "header (use_http_header); give a module that sets it with --wasm")
     p.add_argument("--duration", type=int, default=5,
                    help="seconds per measurement, whole seconds (wrk's -d) (default 5)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up seconds per variant (default 3)")
@@ -611,6 +625,9 @@ def main() -> int:
     if args.static_with_wasm:
         global STATIC_WITH_WASM
         STATIC_WITH_WASM = Path(args.static_with_wasm).resolve()
+    if args.handoff_header:
+        global HANDOFF_HEADER
+        HANDOFF_HEADER = args.handoff_header
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1 or args.connections < 1:
         p.error("--rounds, --duration, --warmup and --connections must be at least 1")
 
