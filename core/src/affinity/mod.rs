@@ -16,6 +16,9 @@
 pub mod go_rand;
 mod go_rand_cooked;
 pub mod murmur;
+pub mod op;
+
+pub use op::{wants_request_body, wants_response_body, Op};
 
 use crate::address::NodeAddr;
 use crate::json::Json;
