@@ -13,11 +13,13 @@
 //! Not yet wired into the filter (see the issue notes): this module is the
 //! decision core, tested against the published vectors.
 
+pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
 pub mod murmur;
 pub mod op;
 
+pub use choose::{choose, NodeHealth};
 pub use op::{wants_request_body, wants_response_body, Op};
 
 use crate::address::NodeAddr;
