@@ -18,12 +18,19 @@ pub mod go_rand;
 mod go_rand_cooked;
 pub mod murmur;
 pub mod op;
+pub mod tables;
 
 pub use choose::{choose, NodeHealth};
 pub use op::{wants_request_body, wants_response_body, Op};
+pub use tables::{with_learned, Tables};
 
 use crate::address::NodeAddr;
 use crate::json::Json;
+
+/// Largest body the filter reads, for a key or a table description
+/// (decompressed, for gzip bodies). DynamoDB caps a request at 16 MB; a
+/// larger one routes normally and the node refuses it.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// `http://IP:PORT` as the libraries spell an endpoint: lowercase, IPv6 in
 /// brackets, the scheme's default port left out. The ring is sorted by these
