@@ -8,16 +8,17 @@
 //! scylladb/alternator-client-python): hash the type-prefixed key value with
 //! MurmurHash3, seed Go's `math/rand` with it, and draw a pick-and-remove
 //! order over the canonically sorted list of discovered nodes. Health is
-//! applied last, walking that order ([`choose`]).
+//! applied last, walking that order ([`choose()`]).
 //!
 //! A request's way through it, one module each:
 //!
 //! 1. [`op`]: the operation, from `X-Amz-Target`, and whether the request's
 //!    (or the answer's) body is needed at all;
-//! 2. [`key`] (with [`qualify`] and [`tables`]): the key hash(es) the body
-//!    routes by;
-//! 3. [`order`]: the order the key gives a ring's nodes;
-//! 4. [`choose`]: the first healthy node of that order.
+//! 2. [`gzip`]: a compressed body inflated;
+//! 3. [`key()`] (with [`qualifies`] and [`Tables`]): the key hash(es) the
+//!    body routes by;
+//! 4. [`order()`]: the order the key gives a ring's nodes;
+//! 5. [`choose()`]: the first healthy node of that order.
 //!
 //! [`tables`] also learns partition key names from table descriptions.
 //! Everything here is pure; the glue does the buffering and routing.
@@ -25,6 +26,7 @@
 pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
+pub mod gzip;
 pub mod key;
 pub mod murmur;
 pub mod op;
@@ -33,6 +35,7 @@ pub mod qualify;
 pub mod tables;
 
 pub use choose::{choose, NodeHealth};
+pub use gzip::inflate_gzip;
 pub use key::{key, Key};
 pub use op::{wants_request_body, wants_response_body, Op};
 pub use order::order;

@@ -2,14 +2,14 @@
 //! key's seeded plan for a single-item write, the vote order for a batch.
 //!
 //! The order is fixed by the key and the ring alone, never by health, so
-//! that a node going down does not remap keys; [`super::choose`] applies
+//! that a node going down does not remap keys; [`super::choose()`] applies
 //! health to it.
 
 use super::{plan, preferred, Key};
 
 /// Indices into a canonical ring of `ring_len` nodes ([`super::ring`]), the
 /// preferred node first; `None` for an empty ring (or a batch without a
-/// vote, which cannot happen for a [`Key::Batch`] from [`super::key`]).
+/// vote, which cannot happen for a [`Key::Batch`] from [`super::key()`]).
 pub fn order(key: &Key, ring_len: usize) -> Option<Vec<usize>> {
     if ring_len == 0 {
         return None;

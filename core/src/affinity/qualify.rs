@@ -28,7 +28,7 @@ fn non_empty(body: &Json, key: &str) -> bool {
 ///   `Value`.
 ///
 /// Under `AnyWrite` every single-item write qualifies. BatchWriteItem is not
-/// decided here (it has no conditions; see [`super::key`]).
+/// decided here (it has no conditions; see [`super::key()`]).
 pub fn qualifies(op: Op, body: &Json, mode: Mode) -> bool {
     if !op.is_single_write() {
         return false;
