@@ -8,17 +8,47 @@
 //! scylladb/alternator-client-python): hash the type-prefixed key value with
 //! MurmurHash3, seed Go's `math/rand` with it, and draw a pick-and-remove
 //! order over the canonically sorted list of discovered nodes. Health is
-//! applied by the caller, walking that order.
+//! applied last, walking that order ([`choose()`]).
 //!
-//! Not yet wired into the filter (see the issue notes): this module is the
-//! decision core, tested against the published vectors.
+//! A request's way through it, one module each:
+//!
+//! 1. [`op`]: the operation, from `X-Amz-Target`, and whether the request's
+//!    (or the answer's) body is needed at all;
+//! 2. [`gzip`]: a compressed body inflated;
+//! 3. [`key()`] (with [`qualifies`] and [`Tables`]): the key hash(es) the
+//!    body routes by;
+//! 4. [`order()`]: the order the key gives a ring's nodes;
+//! 5. [`choose()`]: the first healthy node of that order.
+//!
+//! [`tables`] also learns partition key names from table descriptions.
+//! Everything here is pure; the glue does the buffering and routing.
 
+pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
+pub mod gzip;
+pub mod key;
 pub mod murmur;
+pub mod op;
+pub mod order;
+pub mod qualify;
+pub mod tables;
+
+pub use choose::{choose, NodeHealth};
+pub use gzip::inflate_gzip;
+pub use key::{key, Key};
+pub use op::{wants_request_body, wants_response_body, Op};
+pub use order::order;
+pub use qualify::qualifies;
+pub use tables::{with_learned, Tables};
 
 use crate::address::NodeAddr;
 use crate::json::Json;
+
+/// Largest body the filter reads, for a key or a table description
+/// (decompressed, for gzip bodies). DynamoDB caps a request at 16 MB; a
+/// larger one routes normally and the node refuses it.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// `http://IP:PORT` as the libraries spell an endpoint: lowercase, IPv6 in
 /// brackets, the scheme's default port left out. The ring is sorted by these
@@ -142,110 +172,6 @@ pub enum Mode {
     /// Every PutItem, UpdateItem, DeleteItem and BatchWriteItem (for
     /// `alternator_write_isolation: always`).
     AnyWrite,
-}
-
-fn non_empty(body: &Json, key: &str) -> bool {
-    match body.get(key) {
-        Some(Json::String(s)) => !s.is_empty(),
-        Some(Json::Object(m)) => !m.is_empty(),
-        _ => false,
-    }
-}
-
-/// Whether a single-item write qualifies under `mode` (`op` is the part of
-/// `X-Amz-Target` after `DynamoDB_20120810.`).
-pub fn qualifies(op: &str, body: &Json, mode: Mode) -> bool {
-    let single = matches!(op, "PutItem" | "UpdateItem" | "DeleteItem");
-    match mode {
-        Mode::None => false,
-        Mode::AnyWrite => single,
-        Mode::Rmw if !single => false,
-        Mode::Rmw => {
-            let returns = body.get("ReturnValues").and_then(Json::as_str);
-            if non_empty(body, "ConditionExpression") || non_empty(body, "Expected") {
-                return true;
-            }
-            if op != "UpdateItem" {
-                return returns.is_some_and(|r| r != "NONE");
-            }
-            if non_empty(body, "UpdateExpression")
-                || matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
-            {
-                return true;
-            }
-            // Legacy AttributeUpdates: ADD, or DELETE of given values, read first.
-            match body.get("AttributeUpdates") {
-                Some(Json::Object(updates)) => {
-                    updates
-                        .iter()
-                        .any(|(_, u)| match u.get("Action").and_then(Json::as_str) {
-                            Some("ADD") => true,
-                            Some("DELETE") => u.get("Value").is_some(),
-                            _ => false,
-                        })
-                }
-                _ => false,
-            }
-        }
-    }
-}
-
-/// The key hash of a qualifying single-item write, given the table's
-/// partition key name; `None` when it does not qualify or the key is absent
-/// or unusable (the request is then routed normally).
-pub fn single_write_hash(op: &str, body: &Json, mode: Mode, pk_name: &str) -> Option<i64> {
-    if !qualifies(op, body, mode) {
-        return None;
-    }
-    let holder = if op == "PutItem" { "Item" } else { "Key" };
-    key_hash(body.get(holder)?.get(pk_name)?)
-}
-
-/// BatchWriteItem under `AnyWrite`: every Put/Delete whose table's key name
-/// is known votes for its key's node; nodes by votes (most first), ties by
-/// canonical name, then the rest of the ring. `None` without any vote.
-pub fn batch_order<'a>(
-    body: &Json,
-    ring: &[NodeAddr],
-    pk_name: impl Fn(&str) -> Option<&'a str>,
-) -> Option<Vec<usize>> {
-    let Some(Json::Object(tables)) = body.get("RequestItems") else {
-        return None;
-    };
-    let mut votes = vec![0usize; ring.len()];
-    let mut any = false;
-    for (table, writes) in tables {
-        let (Some(pk), Json::Array(writes)) = (pk_name(table), writes) else {
-            continue;
-        };
-        for w in writes {
-            let key = match (w.get("PutRequest"), w.get("DeleteRequest")) {
-                (Some(put), None) => put.get("Item"),
-                (None, Some(del)) => del.get("Key"),
-                _ => None,
-            };
-            let Some(hash) = key.and_then(|k| k.get(pk)).and_then(key_hash) else {
-                continue;
-            };
-            if let Some(slot) = preferred(ring.len(), hash).and_then(|i| votes.get_mut(i)) {
-                *slot += 1;
-                any = true;
-            }
-        }
-    }
-    if !any {
-        return None;
-    }
-    // The ring is already in canonical order, so index order breaks ties.
-    let mut order: Vec<usize> = (0..ring.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (va, vb) = (
-            votes.get(a).copied().unwrap_or(0),
-            votes.get(b).copied().unwrap_or(0),
-        );
-        vb.cmp(&va).then(a.cmp(&b))
-    });
-    Some(order)
 }
 
 #[cfg(test)]

@@ -332,128 +332,259 @@ fn keys_pick_the_node_the_libraries_pick() {
     }
 }
 
-/// Derived: BatchWriteItem voting (one table, Put requests).
+/// The canonical rings of issue6_vectors.json's derived vectors.
+const RINGS: [&[&str]; 4] = [
+    &[
+        "http://10.0.0.1:8000",
+        "http://10.0.0.2:8000",
+        "http://10.0.0.3:8000",
+    ],
+    &[
+        "http://node1.example.com:8043",
+        "http://node10.example.com:8043",
+        "http://node2.example.com:8043",
+        "http://node3.example.com:8043",
+        "http://node4.example.com:8043",
+        "http://node5.example.com:8043",
+        "http://node6.example.com:8043",
+        "http://node7.example.com:8043",
+        "http://node8.example.com:8043",
+        "http://node9.example.com:8043",
+    ],
+    &[
+        "http://10.0.0.10:8000",
+        "http://10.0.0.1:8000",
+        "http://10.0.0.2:8000",
+        "http://10.0.0.9:8000",
+    ],
+    &[
+        "http://10.0.0.1",
+        "http://10.0.0.10",
+        "http://10.0.0.2",
+        "http://10.0.0.9",
+    ],
+];
+
+/// issue6_vectors.json `affinity_node_vectors`: ring, key type, key value
+/// as sent (B in base64), hash, whole plan as indices into the ring.
 #[allow(clippy::type_complexity)]
+const NODE_VECTORS: &[(usize, &str, &str, i64, &[usize])] = &[
+    (0, "S", "hello", 8815023923555918238, &[0, 1, 2]),
+    (0, "S", "", 8849112093580131862, &[0, 1, 2]),
+    (0, "S", "user_123", -4025731529809423594, &[1, 2, 0]),
+    (0, "S", "こんにちは", -8746014667889746860, &[0, 1, 2]),
+    (0, "N", "42", -5061732451827723051, &[1, 2, 0]),
+    (0, "N", "-12345", 2496798676881075539, &[0, 1, 2]),
+    (0, "N", "3.14159", 2139945193071104172, &[0, 2, 1]),
+    (0, "N", "1.23E10", -8571981415737439826, &[0, 1, 2]),
+    (0, "B", "AQID", 5026299041734804437, &[2, 0, 1]),
+    (0, "B", "", 8244620721157455449, &[2, 0, 1]),
+    (0, "B", "/wCA", 14533934253577680, &[2, 1, 0]),
+    (
+        1,
+        "S",
+        "hello",
+        8815023923555918238,
+        &[8, 7, 4, 2, 6, 0, 3, 5, 1, 9],
+    ),
+    (
+        1,
+        "S",
+        "",
+        8849112093580131862,
+        &[9, 3, 7, 5, 0, 6, 1, 8, 2, 4],
+    ),
+    (
+        1,
+        "S",
+        "user_123",
+        -4025731529809423594,
+        &[2, 3, 1, 8, 0, 9, 6, 7, 4, 5],
+    ),
+    (
+        1,
+        "S",
+        "こんにちは",
+        -8746014667889746860,
+        &[5, 4, 8, 2, 9, 0, 1, 6, 7, 3],
+    ),
+    (
+        1,
+        "N",
+        "42",
+        -5061732451827723051,
+        &[2, 6, 0, 9, 1, 4, 5, 3, 7, 8],
+    ),
+    (
+        1,
+        "N",
+        "-12345",
+        2496798676881075539,
+        &[9, 3, 4, 5, 7, 8, 1, 6, 2, 0],
+    ),
+    (
+        1,
+        "N",
+        "3.14159",
+        2139945193071104172,
+        &[6, 9, 7, 8, 2, 4, 1, 5, 0, 3],
+    ),
+    (
+        1,
+        "N",
+        "1.23E10",
+        -8571981415737439826,
+        &[4, 5, 7, 0, 3, 2, 6, 1, 8, 9],
+    ),
+    (
+        1,
+        "B",
+        "AQID",
+        5026299041734804437,
+        &[1, 5, 0, 2, 9, 4, 7, 3, 8, 6],
+    ),
+    (
+        1,
+        "B",
+        "",
+        8244620721157455449,
+        &[0, 7, 4, 1, 2, 3, 9, 5, 8, 6],
+    ),
+    (
+        1,
+        "B",
+        "/wCA",
+        14533934253577680,
+        &[6, 8, 5, 1, 7, 3, 2, 0, 9, 4],
+    ),
+    (2, "S", "hello", 8815023923555918238, &[2, 1, 0, 3]),
+    (2, "S", "", 8849112093580131862, &[1, 0, 3, 2]),
+    (2, "S", "user_123", -4025731529809423594, &[0, 3, 1, 2]),
+    (2, "S", "こんにちは", -8746014667889746860, &[1, 3, 0, 2]),
+    (2, "N", "42", -5061732451827723051, &[0, 3, 2, 1]),
+    (2, "N", "-12345", 2496798676881075539, &[3, 0, 2, 1]),
+    (2, "N", "3.14159", 2139945193071104172, &[2, 0, 1, 3]),
+    (2, "N", "1.23E10", -8571981415737439826, &[2, 3, 1, 0]),
+    (2, "B", "AQID", 5026299041734804437, &[1, 2, 0, 3]),
+    (2, "B", "", 8244620721157455449, &[2, 1, 0, 3]),
+    (2, "B", "/wCA", 14533934253577680, &[2, 3, 1, 0]),
+    (3, "S", "hello", 8815023923555918238, &[2, 1, 0, 3]),
+    (3, "S", "", 8849112093580131862, &[1, 0, 3, 2]),
+    (3, "S", "user_123", -4025731529809423594, &[0, 3, 1, 2]),
+    (3, "S", "こんにちは", -8746014667889746860, &[1, 3, 0, 2]),
+    (3, "N", "42", -5061732451827723051, &[0, 3, 2, 1]),
+    (3, "N", "-12345", 2496798676881075539, &[3, 0, 2, 1]),
+    (3, "N", "3.14159", 2139945193071104172, &[2, 0, 1, 3]),
+    (3, "N", "1.23E10", -8571981415737439826, &[2, 3, 1, 0]),
+    (3, "B", "AQID", 5026299041734804437, &[1, 2, 0, 3]),
+    (3, "B", "", 8244620721157455449, &[2, 1, 0, 3]),
+    (3, "B", "/wCA", 14533934253577680, &[2, 3, 1, 0]),
+];
+
+/// issue6_vectors.json `batch_vote_vectors`: ring, targets, whole order.
+#[allow(clippy::type_complexity)]
+const BATCH_VECTORS: &[(usize, &[(&str, &str)], &[usize])] = &[
+    (
+        0,
+        &[
+            ("S", "hello"),
+            ("S", "user_123"),
+            ("S", ""),
+            ("S", "こんにちは"),
+        ],
+        &[0, 1, 2],
+    ),
+    (
+        0,
+        &[
+            ("N", "42"),
+            ("N", "-12345"),
+            ("B", "AQID"),
+            ("S", "hello"),
+            ("N", "3.14159"),
+        ],
+        &[0, 1, 2],
+    ),
+    (
+        1,
+        &[("S", "hello"), ("N", "42")],
+        &[2, 8, 0, 1, 3, 4, 5, 6, 7, 9],
+    ),
+];
+
+/// Derived: every `affinity_node_vectors` entry end to end, from a PutItem
+/// body through [`key`] and [`order`] to the whole expected plan (hostname
+/// rings included, which `NodeAddr` cannot hold; their order is given).
 #[test]
-fn batch_votes_order_the_nodes() {
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, Vec<&str>)> = vec![
-        (
-            vec![
-                ("S", "hello"),
-                ("S", "user_123"),
-                ("S", ""),
-                ("S", "こんにちは"),
-            ],
-            vec!["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"],
-            vec!["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"],
-        ),
-        (
-            vec![
-                ("N", "42"),
-                ("N", "-12345"),
-                ("B", "AQID"),
-                ("S", "hello"),
-                ("N", "3.14159"),
-            ],
-            vec!["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"],
-            vec!["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"],
-        ),
-    ];
-    assert_eq!(cases.len(), 2);
-    for (keys, nodes, want) in cases {
-        let ring: Vec<NodeAddr> = nodes.iter().map(|n| n.parse().unwrap()).collect();
-        let writes: Vec<Json> = keys
+fn put_item_bodies_reach_the_libraries_plan() {
+    assert_eq!(NODE_VECTORS.len(), 44);
+    let tables = Tables::new(&[("t".to_string(), "pk".to_string())]);
+    for &(ring, kind, value, hash, want) in NODE_VECTORS {
+        let ring = RINGS[ring];
+        let body = format!(
+            r#"{{"TableName":"t","Item":{{"pk":{{"{kind}":{}}},"x":{{"S":"y"}}}}}}"#,
+            crate::json::Quoted(value)
+        );
+        let key = key(Mode::AnyWrite, Op::PutItem, body.as_bytes(), &tables);
+        assert_eq!(key, Some(Key::Single(hash)), "{kind} {value}");
+        let got = order(&key.unwrap(), ring.len()).unwrap();
+        assert_eq!(got, want, "{kind} {value} over {ring:?}");
+        // With every node healthy the request goes to the expected node.
+        assert_eq!(choose(&got, |_| NodeHealth::Active), Some(want[0]));
+    }
+}
+
+/// Derived: `batch_vote_vectors` end to end, from a BatchWriteItem body
+/// (Put requests in one table, plus writes that must not vote).
+#[test]
+fn batch_write_bodies_reach_the_vote_order() {
+    assert_eq!(BATCH_VECTORS.len(), 3);
+    let tables = Tables::new(&[("t".to_string(), "pk".to_string())]);
+    for &(ring, targets, want) in BATCH_VECTORS {
+        let ring = RINGS[ring];
+        let mut writes: Vec<String> = targets
             .iter()
-            .map(|(k, v)| {
-                Json::Object(vec![(
-                    "PutRequest".into(),
-                    Json::Object(vec![(
-                        "Item".into(),
-                        Json::Object(vec![("pk".into(), av(k, v))]),
-                    )]),
-                )])
+            .map(|(kind, value)| {
+                format!(
+                    r#"{{"PutRequest":{{"Item":{{"pk":{{"{kind}":{}}}}}}}}}"#,
+                    crate::json::Quoted(value)
+                )
             })
             .collect();
-        let body = Json::Object(vec![(
-            "RequestItems".into(),
-            Json::Object(vec![("t".into(), Json::Array(writes))]),
-        )]);
-        let order = batch_order(&body, &ring, |t| (t == "t").then_some("pk")).unwrap();
-        let got: Vec<String> = order.iter().map(|&i| ring[i].to_string()).collect();
-        assert_eq!(got, want, "{keys:?}");
-        assert_eq!(
-            batch_order(&body, &ring, |_| None),
-            None,
-            "no known key, no votes"
+        writes.push(r#"{"PutRequest":{"Item":{"pk":{"BOOL":true}}}}"#.to_string());
+        let body = format!(
+            r#"{{"RequestItems":{{"t":[{}],"unknown":[{{"DeleteRequest":{{"Key":{{"pk":{{"S":"x"}}}}}}}}]}}}}"#,
+            writes.join(",")
         );
+        let key = key(Mode::AnyWrite, Op::BatchWriteItem, body.as_bytes(), &tables);
+        let Some(Key::Batch(hashes)) = &key else {
+            panic!("{body}: {key:?}");
+        };
+        assert_eq!(hashes.len(), targets.len());
+        let got = order(key.as_ref().unwrap(), ring.len()).unwrap();
+        assert_eq!(got, want, "{targets:?} over {ring:?}");
+        // The writes' order does not matter.
+        let mut reversed = hashes.clone();
+        reversed.reverse();
+        assert_eq!(order(&Key::Batch(reversed), ring.len()).unwrap(), want);
     }
 }
 
 #[test]
-fn which_writes_qualify() {
-    let j = |s: &str| crate::json::parse(s.as_bytes()).unwrap();
-    let rmw = |op: &str, body: &str| qualifies(op, &j(body), Mode::Rmw);
-    assert!(rmw(
-        "PutItem",
-        r#"{"ConditionExpression":"attribute_not_exists(pk)"}"#
-    ));
-    assert!(rmw("DeleteItem", r#"{"ReturnValues":"ALL_OLD"}"#));
-    assert!(!rmw("PutItem", r#"{"ReturnValues":"NONE"}"#));
-    assert!(!rmw("PutItem", r#"{"ConditionExpression":""}"#));
-    assert!(!rmw("PutItem", r#"{"Expected":{}}"#));
-    assert!(rmw("UpdateItem", r#"{"UpdateExpression":"SET a = :v"}"#));
-    assert!(!rmw("UpdateItem", r#"{"ReturnValues":"UPDATED_NEW"}"#));
-    assert!(rmw(
-        "UpdateItem",
-        r#"{"AttributeUpdates":{"a":{"Action":"ADD","Value":{"N":"1"}}}}"#
-    ));
-    assert!(!rmw(
-        "UpdateItem",
-        r#"{"AttributeUpdates":{"a":{"Action":"DELETE"}}}"#
-    ));
-    assert!(rmw(
-        "UpdateItem",
-        r#"{"AttributeUpdates":{"a":{"Action":"DELETE","Value":{"SS":["x"]}}}}"#
-    ));
-    assert!(!rmw(
-        "UpdateItem",
-        r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}}}}"#
-    ));
-    assert!(!rmw("GetItem", r#"{"ConditionExpression":"x"}"#));
-    assert!(!rmw("BatchWriteItem", r#"{"ConditionExpression":"x"}"#));
-    assert!(qualifies("PutItem", &j("{}"), Mode::AnyWrite));
-    assert!(!qualifies("TransactWriteItems", &j("{}"), Mode::AnyWrite));
-    assert!(!qualifies(
-        "PutItem",
-        &j(r#"{"ConditionExpression":"x"}"#),
-        Mode::None
-    ));
-}
-
-#[test]
-fn unusable_keys_have_no_affinity() {
+fn unusable_key_values_have_no_hash() {
     let j = |s: &str| crate::json::parse(s.as_bytes()).unwrap();
     for bad in [
         r#"{"S":"a","N":"1"}"#,
         r#"{"BOOL":true}"#,
+        r#"{"NULL":true}"#,
         r#"{"SS":["a"]}"#,
         r#"{"B":"not base64!"}"#,
+        r#"{"B":"AQI"}"#,
+        r#"{"B":"A=QI"}"#,
+        r#"{"N":1}"#,
         r#""x""#,
         "{}",
     ] {
         assert_eq!(key_hash(&j(bad)), None, "{bad}");
     }
-    let body = j(r#"{"Item":{"pk":{"S":"hello"}},"ConditionExpression":"x"}"#);
-    assert_eq!(
-        single_write_hash("PutItem", &body, Mode::Rmw, "pk"),
-        Some(8815023923555918238)
-    );
-    assert_eq!(
-        single_write_hash("PutItem", &body, Mode::Rmw, "other"),
-        None
-    );
-    assert_eq!(
-        single_write_hash("GetItem", &body, Mode::AnyWrite, "pk"),
-        None
-    );
 }

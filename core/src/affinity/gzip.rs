@@ -1,0 +1,381 @@
+//! Gzip request bodies inflated, so that a compressed write's key can be
+//! read.
+//!
+//! The client libraries compress request bodies of 1 KB and more when asked
+//! (`Content-Encoding: gzip`, feature-specs compression.md), and a proxy
+//! that routes by key must read through that (it forwards the original
+//! bytes unchanged). The DEFLATE data is inflated by `miniz_oxide`; the gzip
+//! framing (RFC 1952) around it is small enough to read here, which is also
+//! where the member's end has to be found.
+//!
+//! Both trailer fields are checked, CRC-32 and ISIZE: the CRC costs about
+//! as much as the inflating (a table lookup per byte), and a body that
+//! fails it is one the node will refuse anyway, so nothing is lost by
+//! giving it no affinity. Concatenated members (RFC 1952 2.2) are inflated
+//! one after the other, as `gzip -d` and zlib's gunzip do; anything else
+//! after a member is an error.
+
+use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
+
+const FHCRC: u8 = 0x02;
+const FEXTRA: u8 = 0x04;
+const FNAME: u8 = 0x08;
+const FCOMMENT: u8 = 0x10;
+/// Flag bits RFC 1952 reserves; a member using them must be refused.
+const RESERVED: u8 = 0xe0;
+
+/// The inflated `body`, or `None` when it is not valid gzip (truncated,
+/// corrupt, a CRC or length mismatch, trailing bytes) or would inflate to
+/// more than `limit` bytes (checked while inflating, so a small body that
+/// inflates to gigabytes costs at most `limit` bytes of memory).
+pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut state = Box::<DecompressorOxide>::default();
+    let mut rest = body;
+    loop {
+        rest = member(rest, &mut out, limit, &mut state)?;
+        if rest.is_empty() {
+            return Some(out);
+        }
+    }
+}
+
+/// Appends one member's data to `out`; the input after the member.
+fn member<'a>(
+    input: &'a [u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+    state: &mut DecompressorOxide,
+) -> Option<&'a [u8]> {
+    let data = header(input)?;
+    let start = out.len();
+    let used = inflate(data, out, limit, state)?;
+    let (trailer, rest) = data.get(used..)?.split_at_checked(8)?;
+    let (crc, size) = trailer.split_at_checked(4)?;
+    let produced = out.get(start..)?;
+    // ISIZE is the length modulo 2^32, hence the truncating cast.
+    let size_ok = u32_le(size)? == produced.len() as u32;
+    (size_ok && u32_le(crc)? == crc32(produced)).then_some(rest)
+}
+
+fn u32_le(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// The member's DEFLATE data and what follows, after its header: ID1 ID2
+/// (1f 8b), CM 8 (deflate), FLG, MTIME, XFL, OS, then the optional fields
+/// FLG announces, in RFC order.
+fn header(input: &[u8]) -> Option<&[u8]> {
+    let (fixed, mut rest) = input.split_at_checked(10)?;
+    let &[0x1f, 0x8b, 8, flags, _, _, _, _, _, _] = fixed else {
+        return None;
+    };
+    if flags & RESERVED != 0 {
+        return None;
+    }
+    if flags & FEXTRA != 0 {
+        let (len, after) = rest.split_at_checked(2)?;
+        let len = usize::from(u16::from_le_bytes(len.try_into().ok()?));
+        rest = after.get(len..)?;
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            // Zero-terminated (ISO 8859-1 text, not read).
+            let end = rest.iter().position(|&b| b == 0)?;
+            rest = rest.get(end + 1..)?;
+        }
+    }
+    if flags & FHCRC != 0 {
+        let (crc16, after) = rest.split_at_checked(2)?;
+        let header = input.get(..input.len() - rest.len())?;
+        if u32::from(u16::from_le_bytes(crc16.try_into().ok()?)) != crc32(header) & 0xffff {
+            return None;
+        }
+        rest = after;
+    }
+    Some(rest)
+}
+
+/// Inflates one raw DEFLATE stream onto the end of `out`, growing it as
+/// needed but never past `limit` bytes in all; the input bytes it used.
+fn inflate(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+    state: &mut DecompressorOxide,
+) -> Option<usize> {
+    state.init();
+    // The member's output alone is the window: back references cannot
+    // reach into an earlier member's data.
+    let start = out.len();
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    let (mut read, mut written) = (0, 0);
+    loop {
+        let (status, used, made) = decompress(
+            state,
+            data.get(read..)?,
+            out.get_mut(start..)?,
+            written,
+            flags,
+        );
+        read += used;
+        written += made;
+        match status {
+            TINFLStatus::Done => {
+                out.truncate(start + written);
+                return Some(read);
+            }
+            TINFLStatus::HasMoreOutput => {
+                let len = out.len();
+                if len >= limit {
+                    return None;
+                }
+                // Doubling (at least 4 KiB, at most the limit): amortized
+                // copies, and little waste for the usual small bodies.
+                out.resize(len.saturating_mul(2).max(len + 4096).min(limit), 0);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// CRC-32 (ISO 3309, reflected, polynomial 0xEDB88320) one byte at a time
+/// from a 1 KB table built at compile time.
+fn crc32(data: &[u8]) -> u32 {
+    !data.iter().fold(!0u32, |crc, &b| {
+        let i = usize::from((crc as u8) ^ b);
+        CRC_TABLE.get(i).copied().unwrap_or(0) ^ (crc >> 8)
+    })
+}
+
+// Evaluated by the compiler: an index out of bounds would fail the build,
+// never panic at run time.
+#[allow(clippy::indexing_slicing)]
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::MAX_BODY_BYTES;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const BODY: &[u8] = br#"{"TableName":"t","Item":{"pk":{"S":"hello"}}}"#;
+
+    /// `gzip.compress(BODY, mtime=0)` (Python 3).
+    fn python_body() -> Vec<u8> {
+        hex(concat!(
+            "1f8b0800000000000203ab560a494cca49f54bcc4d55b2522a51d251f22c49cd",
+            "55b2aa562ac80691c140d18cd49c9c7ca5dada5a00918ecafa2d000000"
+        ))
+    }
+
+    /// `gzip.GzipFile(filename="req.json", mtime=0)` holding
+    /// `b"second member "`: a member with FNAME.
+    fn python_named() -> Vec<u8> {
+        hex(concat!(
+            "1f8b08080000000002ff7265712e6a736f6e002b4e4dcecf4b51c84dcd4d4a2d",
+            "520000e0d1f0d50e000000"
+        ))
+    }
+
+    /// `gzip.compress(b"\0" * 100000, compresslevel=9, mtime=0)`: 132 bytes.
+    fn python_zeros() -> Vec<u8> {
+        hex(concat!(
+            "1f8b0800000000000203edc13101000000c2a0f54f6d0d0fa000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "000000000000000000000000000000000000000000000000008057037d9511d4",
+            "a0860100"
+        ))
+    }
+
+    /// Bit-at-a-time CRC-32, independent of the table.
+    fn slow_crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A gzip member holding `data` in stored (uncompressed) DEFLATE blocks,
+    /// with the given extra header bytes after the fixed ten.
+    fn stored(data: &[u8], flags: u8, optional: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 255];
+        out.extend_from_slice(optional);
+        if flags & FHCRC != 0 {
+            let crc = slow_crc32(&out) as u16;
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+        let mut chunks = data.chunks(65535).peekable();
+        if data.is_empty() {
+            out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        }
+        while let Some(chunk) = chunks.next() {
+            let last = u8::from(chunks.peek().is_none());
+            let len = chunk.len() as u16;
+            out.push(last); // BFINAL, BTYPE 00, then aligned
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        // The table CRC (checked against the bitwise one below): the bitwise
+        // one takes seconds over 16 MiB in a debug WebAssembly build.
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(slow_crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+        let data: Vec<u8> = (0u32..65536)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in [1, 2, 3, 255, 256, 4097, 65536] {
+            assert_eq!(crc32(&data[..len]), slow_crc32(&data[..len]), "{len}");
+        }
+    }
+
+    #[test]
+    fn inflates_what_python_compresses() {
+        assert_eq!(inflate_gzip(&python_body(), 1 << 20).unwrap(), BODY);
+        assert_eq!(
+            inflate_gzip(&python_named(), 1 << 20).unwrap(),
+            b"second member "
+        );
+        // gzip.compress(b"", mtime=0)
+        let empty = hex("1f8b080000000000020303000000000000000000");
+        assert_eq!(inflate_gzip(&empty, 0).unwrap(), b"");
+    }
+
+    #[test]
+    fn concatenated_members_inflate_in_order() {
+        let mut two = python_named();
+        two.extend_from_slice(&python_body());
+        let mut want = b"second member ".to_vec();
+        want.extend_from_slice(BODY);
+        assert_eq!(inflate_gzip(&two, 1 << 20).unwrap(), want);
+        // The limit counts all members together.
+        assert_eq!(inflate_gzip(&two, want.len()).unwrap(), want);
+        assert_eq!(inflate_gzip(&two, want.len() - 1), None);
+    }
+
+    #[test]
+    fn optional_header_fields_are_skipped_and_checked() {
+        let mut optional = vec![4, 0, b'A', b'B', 0, 0]; // FEXTRA: one empty subfield
+        optional.extend_from_slice(b"name.json\0a comment\0");
+        let all = FEXTRA | FNAME | FCOMMENT | FHCRC;
+        let member = stored(BODY, all, &optional);
+        assert_eq!(inflate_gzip(&member, 1 << 20).unwrap(), BODY);
+        // FTEXT (bit 0) is only a hint.
+        assert_eq!(inflate_gzip(&stored(BODY, 1, &[]), 100).unwrap(), BODY);
+        // A wrong header CRC.
+        let mut bad = member.clone();
+        let crc_at = 10 + optional.len();
+        bad[crc_at] ^= 1;
+        assert_eq!(inflate_gzip(&bad, 1 << 20), None);
+        // Reserved flag bits.
+        for bit in [0x20, 0x40, 0x80] {
+            assert_eq!(inflate_gzip(&stored(BODY, bit, &[]), 100), None);
+        }
+        // An FEXTRA length past the end, an unterminated name.
+        assert_eq!(inflate_gzip(&stored(b"", FEXTRA, &[0xff, 0xff]), 100), None);
+        assert_eq!(inflate_gzip(&stored(b"", FNAME, b"no end"), 100), None);
+    }
+
+    #[test]
+    fn truncated_or_corrupt_input_is_refused() {
+        let good = python_body();
+        for len in 0..good.len() {
+            assert_eq!(inflate_gzip(&good[..len], 1 << 20), None, "prefix {len}");
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x5a;
+            // MTIME (4..8), XFL (8) and OS (9) are not checked.
+            if (4..10).contains(&i) {
+                assert_eq!(inflate_gzip(&bad, 1 << 20).unwrap(), BODY);
+            } else {
+                assert_eq!(inflate_gzip(&bad, 1 << 20), None, "byte {i}");
+            }
+        }
+        // The trailer checked: CRC-32, then ISIZE.
+        for at in [good.len() - 8, good.len() - 4] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            assert_eq!(inflate_gzip(&bad, 1 << 20), None);
+        }
+        // Trailing bytes that are not another member.
+        for tail in [&b"\0"[..], b"\x1f", b"\x1f\x8b", b"garbage", b"\n"] {
+            let mut bad = good.clone();
+            bad.extend_from_slice(tail);
+            assert_eq!(inflate_gzip(&bad, 1 << 20), None, "{tail:?}");
+        }
+        // Not gzip at all: raw JSON, a zlib stream, another CM.
+        assert_eq!(inflate_gzip(BODY, 1 << 20), None);
+        assert_eq!(inflate_gzip(&hex("789c030000000001"), 1 << 20), None);
+        let mut cm = good.clone();
+        cm[2] = 7;
+        assert_eq!(inflate_gzip(&cm, 1 << 20), None);
+        // A reserved DEFLATE block type (BTYPE 11).
+        let mut bad_block = good[..10].to_vec();
+        bad_block.extend_from_slice(&[0x07, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(inflate_gzip(&bad_block, 1 << 20), None);
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limit() {
+        let zeros = python_zeros();
+        assert_eq!(zeros.len(), 132);
+        assert_eq!(inflate_gzip(&zeros, 100_000).unwrap(), vec![0u8; 100_000]);
+        assert_eq!(inflate_gzip(&zeros, 99_999), None);
+        assert_eq!(inflate_gzip(&zeros, 0), None);
+    }
+
+    #[test]
+    fn the_body_limit_holds_for_large_stored_bodies() {
+        let mut data: Vec<u8> = (0..MAX_BODY_BYTES).map(|i| (i % 251) as u8).collect();
+        let at_limit = stored(&data, 0, &[]);
+        let got = inflate_gzip(&at_limit, MAX_BODY_BYTES).unwrap();
+        assert!(got == data);
+        data.push(7);
+        assert_eq!(inflate_gzip(&stored(&data, 0, &[]), MAX_BODY_BYTES), None);
+    }
+}
