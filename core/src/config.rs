@@ -456,7 +456,10 @@ fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
     let Json::Array(items) = value else {
         return Err(err(
             key,
-            format!("must be an array of scopes like {{\"dc\": \"dc1\", \"rack\": \"rack1\"}}, {{\"dc\": \"dc1\"}} or \"cluster\", got {value}"),
+            format!(
+                "must be an array of scopes like {{\"dc\": \"dc1\", \"rack\": \"rack1\"}}, \
+                 {{\"dc\": \"dc1\"}} or \"cluster\", got {value}"
+            ),
         ));
     };
     if items.is_empty() || items.len() > MAX_SCOPES {
@@ -470,7 +473,10 @@ fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
         if scopes.last() == Some(&Scope::Cluster) {
             return Err(err(
                 key,
-                format!("entry {i} comes after \"cluster\", which already covers every seed group's datacenter"),
+                format!(
+                    "entry {i} comes after \"cluster\", which already covers every seed \
+                     group's datacenter"
+                ),
             ));
         }
         let scope = scope(item).map_err(|problem| err(key, format!("entry {i}: {problem}")))?;
@@ -526,6 +532,8 @@ fn key_route_affinity(map: &Map) -> Result<Mode, ConfigError> {
     }
 }
 
+const ATTRIBUTE_RULE: &str = "the partition key attribute must be a non-empty string";
+
 fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
     let key = "partition_keys";
     let Some(value) = get(map, key) else {
@@ -534,7 +542,10 @@ fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
     let Json::Object(members) = value else {
         return Err(err(
             key,
-            format!("must be an object mapping table names to partition key attribute names, like {{\"orders\": \"order_id\"}}, got {value}"),
+            format!(
+                "must be an object mapping table names to partition key attribute names, \
+                 like {{\"orders\": \"order_id\"}}, got {value}"
+            ),
         ));
     };
     if members.len() > MAX_PARTITION_KEYS {
@@ -554,16 +565,19 @@ fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
         if table.is_empty() {
             return Err(err(key, "a table name must not be empty"));
         }
-        match attribute {
-            Json::String(a) if !a.is_empty() => tables.push((table.clone(), a.clone())),
-            other => return Err(err(
+        let Json::String(attribute) = attribute else {
+            return Err(err(
                 key,
-                format!(
-                    "table {}: the partition key attribute must be a non-empty string, got {other}",
-                    Quoted(table)
-                ),
-            )),
+                format!("table {}: {ATTRIBUTE_RULE}, got {attribute}", Quoted(table)),
+            ));
+        };
+        if attribute.is_empty() {
+            return Err(err(
+                key,
+                format!("table {}: {ATTRIBUTE_RULE}", Quoted(table)),
+            ));
         }
+        tables.push((table.clone(), attribute.clone()));
     }
     tables.sort();
     Ok(tables)
