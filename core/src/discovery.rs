@@ -281,9 +281,11 @@ impl Event {
     }
 }
 
-/// Whether `round`'s result for `query` comes after a newer stored answer.
+/// Whether `round`'s result for `query` is to be ignored: a newer round
+/// already stored that query's list, or the state has no list for it (it
+/// was reset since the round started; the next round asks again).
 fn is_stale(state: &SharedState, round: &Round, query: usize) -> bool {
-    state.list(query).is_some_and(|l| round.number < l.round)
+    state.list(query).map_or(true, |l| round.number < l.round)
 }
 
 /// Folds a parsed `/localnodes` answer to `query` into the state.
@@ -325,16 +327,13 @@ pub fn apply_answer(
             },
         );
     }
-    let mut next = state.clone();
-    if next.lists.len() <= query {
-        next.lists.resize_with(query + 1, QueryList::default);
-    }
     let first_discovery = !state
         .lists
         .iter()
         .any(|l| l.round != 0 && l.round < round.number);
+    let mut next = state.clone();
     let Some(list) = next.lists.get_mut(query) else {
-        return (state.clone(), Event::Stale { query });
+        return (next, Event::Stale { query });
     };
     let recovered_after = list.consecutive_failures;
     let first = list.round == 0;
@@ -397,12 +396,10 @@ pub fn apply_failure(state: &SharedState, round: &Round, query: usize) -> (Share
     )
 }
 
-/// Counts a failure of `query` and remembers its target as failed.
+/// Counts a failure of `query` and remembers its target as failed (the
+/// caller has checked that the state has the query's list).
 fn record_failure(state: &SharedState, round: &Round, query: usize) -> (SharedState, u32) {
     let mut next = state.clone();
-    if next.lists.len() <= query {
-        next.lists.resize_with(query + 1, QueryList::default);
-    }
     let Some(list) = next.lists.get_mut(query) else {
         return (next, 0);
     };
@@ -529,6 +526,15 @@ mod tests {
         };
         s.refresh_nodes();
         s
+    }
+
+    /// A fresh state with lists for `queries` queries, as a first round
+    /// leaves it.
+    fn fresh(queries: usize) -> SharedState {
+        SharedState {
+            lists: vec![QueryList::default(); queries],
+            ..SharedState::default()
+        }
     }
 
     fn round(number: u64, targets: &[(usize, &str)]) -> Round {
@@ -794,12 +800,7 @@ mod tests {
     #[test]
     fn first_answer_is_marked_first_and_clears_failures() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
-        let s = apply_failure(
-            &SharedState::default(),
-            &round(1, &[(0, "10.0.0.1:8000")]),
-            0,
-        )
-        .0;
+        let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
         let (next, ev) = apply_answer(
             &s,
@@ -1082,18 +1083,24 @@ mod tests {
         let (next, ev) = apply_failure(&s, &round(2, &[(0, "10.0.0.1:8000")]), 5);
         assert_eq!(ev, Event::Stale { query: 5 });
         assert_eq!(next, s);
+        // Nor does any result for a query the state has no list for (it
+        // was reset meanwhile), however large the index.
+        let r = round(2, &[(usize::MAX, "10.0.0.1:8000")]);
+        for (next, ev) in [
+            apply_failure(&s, &r, usize::MAX),
+            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), 0),
+            apply_answer(&SharedState::default(), &r, 0, vec![], 0),
+        ] {
+            assert!(matches!(ev, Event::Stale { .. }), "{ev:?}");
+            assert!(next == s || next == SharedState::default());
+        }
     }
 
     #[test]
     fn routing_uses_seeds_until_discovery_then_the_lists() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
         assert_eq!(routing_tiers(None, &t), [t.seeds.as_slice()]);
-        let s = apply_failure(
-            &SharedState::default(),
-            &round(1, &[(0, "10.0.0.1:8000")]),
-            0,
-        )
-        .0;
+        let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.0.0.2:8000"])]);
         let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
         assert!(
@@ -1117,7 +1124,7 @@ mod tests {
     fn before_discovery_the_first_scopes_seeds_are_routed() {
         let t = topology(TWO_DCS);
         assert_eq!(routing_tiers(None, &t), [addrs(&["10.1.9.9:8000"])]);
-        let s = initial_state(0);
+        let s = fresh(3);
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
         assert_eq!(rings(&s, &t), [vec![], vec![], vec![]]);
         // dc1's seed failed discovery: every seed left may take requests.
