@@ -1,20 +1,23 @@
-//! Who polls `/localnodes`, when, which node it asks, and what the answer
-//! does to the shared state.
+//! Who polls `/localnodes`, when, which nodes it asks, and what the answers
+//! do to the shared state.
 //!
 //! Every VM in an Envoy process calls [`try_start_round`] on each tick; the
 //! shared state acts as a lease, so whichever VM wins the compare-and-swap
-//! for a due round is the only one that polls in that interval. The result is
-//! folded back with [`apply_answer`] or [`apply_failure`], and every VM
-//! derives the list it routes over with [`routing_nodes`].
+//! for a due round is the only one that polls in that interval. A round asks
+//! every [`Query`](crate::topology::Query) of the topology once, each of its
+//! own target; each result is folded back on its own with [`apply_answer`]
+//! or [`apply_failure`], and every VM derives what it routes over with
+//! [`routing_tiers`] (and, for key route affinity, [`rings`]).
 
 use crate::address::NodeAddr;
 use crate::health;
 use crate::log_throttle::should_log_failure;
 use crate::rng::Rng;
-use crate::shared_state::SharedState;
+use crate::shared_state::{QueryList, SharedState};
+use crate::topology::Topology;
 
-/// How many failed targets are remembered; enough to walk a large seed list,
-/// small enough to keep the shared record short.
+/// How many failed targets are remembered per query; enough to walk a large
+/// seed list, small enough to keep the shared record short.
 pub const MAX_FAILED: usize = 64;
 
 /// Workers report activity at most this often (each report is a write).
@@ -36,12 +39,14 @@ impl Timing {
     /// The interval before the round after this one: the idle interval when
     /// nothing was routed for a minute; otherwise the active one, doubled per
     /// failure in a row after the first (bounded by [`MAX_BACKOFF_FACTOR`]
-    /// and by the idle interval), so a dead cluster is not hammered.
+    /// and by the idle interval), so a dead cluster is not hammered. The
+    /// streak is [`failure_streak`]: one dead datacenter does not slow down
+    /// the updates of the others.
     pub fn next_interval(&self, state: &SharedState, now_ms: u64) -> u64 {
         if self.is_idle(state, now_ms) {
             return self.idle_interval_ms;
         }
-        let doublings = state.consecutive_failures.saturating_sub(1).min(3);
+        let doublings = failure_streak(state).saturating_sub(1).min(3);
         let factor = (1u64 << doublings).min(MAX_BACKOFF_FACTOR);
         let backed_off = self.interval_ms.saturating_mul(factor);
         backed_off.min(self.idle_interval_ms.max(self.interval_ms))
@@ -72,6 +77,17 @@ impl Timing {
     }
 }
 
+/// Failures in a row of the query that fails least: the pace backs off only
+/// while every question fails (a dead cluster, or a dead network path).
+pub fn failure_streak(state: &SharedState) -> u32 {
+    state
+        .lists
+        .iter()
+        .map(|l| l.consecutive_failures)
+        .min()
+        .unwrap_or(0)
+}
+
 /// A fresh shared state, created by the first VM to tick. Start-up counts as
 /// activity, so discovery runs at the active pace for the first minute.
 pub fn initial_state(now_ms: u64) -> SharedState {
@@ -81,16 +97,27 @@ pub fn initial_state(now_ms: u64) -> SharedState {
     }
 }
 
-/// A discovery round this VM has won: ask `target`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A discovery round this VM has won: ask each query of `targets` (query
+/// index, node) and fold each result back with this round.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Round {
     pub number: u64,
-    pub target: NodeAddr,
+    pub targets: Vec<(usize, NodeAddr)>,
+}
+
+impl Round {
+    /// The node this round asks query `query`, if it asks it.
+    pub fn target(&self, query: usize) -> Option<NodeAddr> {
+        self.targets
+            .iter()
+            .find(|(q, _)| *q == query)
+            .map(|(_, t)| *t)
+    }
 }
 
 /// Starts a round if one is due. Returns the state to write back (with
 /// compare-and-swap: losing the swap means another VM started it) and the
-/// round to run.
+/// round to run: one target per query, so still one lease per interval.
 ///
 /// Rounds keep a steady rhythm: the next one is due one interval after the
 /// previous due time, not after whenever a tick noticed it, so tick jitter
@@ -99,171 +126,360 @@ pub fn try_start_round(
     state: &SharedState,
     now_ms: u64,
     timing: Timing,
-    seeds: &[NodeAddr],
+    topology: &Topology,
     rng: &mut Rng,
 ) -> Option<(SharedState, Round)> {
     if now_ms < state.next_due_ms {
         return None;
     }
-    let target = choose_target(state, seeds, rng)?;
-    let interval_ms = timing.next_interval(state, now_ms);
+    let state = fitted(state, topology.queries.len());
+    let targets: Vec<(usize, NodeAddr)> = (0..topology.queries.len())
+        .filter_map(|q| choose_target(&state, topology, q, rng).map(|t| (q, t)))
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let interval_ms = timing.next_interval(&state, now_ms);
     let on_rhythm = state.next_due_ms.saturating_add(interval_ms);
     let next_due_ms = if state.next_due_ms != 0 && on_rhythm > now_ms {
         on_rhythm
     } else {
         now_ms.saturating_add(interval_ms)
     };
-    let number = state.round + 1;
+    let number = state.round.saturating_add(1);
     let next = SharedState {
         round: number,
         next_due_ms,
-        ..state.clone()
+        ..state
     };
-    Some((next, Round { number, target }))
+    Some((next, Round { number, targets }))
 }
 
-/// A known node at random, avoiding those that failed since the last
-/// success; then a seed; when everything has failed, the target that failed
-/// longest ago, so that every candidate gets its turn.
-pub fn choose_target(state: &SharedState, seeds: &[NodeAddr], rng: &mut Rng) -> Option<NodeAddr> {
-    let known = known_nodes(state);
-    // Healthy known nodes first (a Down node would most likely fail too),
-    // then any known node, then the seeds; never one that failed since the
-    // last success.
-    let stages = [(known, true), (known, false), (seeds, false)];
-    for (pool, healthy_only) in stages {
-        let fresh: Vec<&NodeAddr> = pool
-            .iter()
-            .filter(|n| {
-                !state.failed.contains(n) && (!healthy_only || health::is_routable(state, n))
-            })
-            .collect();
-        if let Some(pick) = fresh.get(rng.below(fresh.len())) {
-            return Some(**pick);
+/// The state with exactly one list per query. Filters share a state only
+/// when their discovery identities (hence topologies) match, so this only
+/// creates the lists of a fresh state; trimming guards against a foreign
+/// record.
+fn fitted(state: &SharedState, queries: usize) -> SharedState {
+    let mut next = state.clone();
+    if next.lists.len() != queries {
+        next.lists.resize_with(queries, QueryList::default);
+        next.refresh_nodes();
+    }
+    next
+}
+
+/// The node to ask `query`, at random within the first non-empty pool:
+/// healthy nodes of the query's own list, then of the lists of queries about
+/// the same datacenter (they can answer for it and are near), then the
+/// query's seeds, then any known node; then the same pools regardless of
+/// health (a Down node may be back). Never a node that failed this query
+/// since its last answer; when every candidate has, the one that failed
+/// longest ago, so that each gets its turn.
+///
+/// A query without `dc` asks "the asked node's datacenter", so only its own
+/// and same-kind lists and its seeds qualify: a node of another datacenter
+/// would answer for the wrong one.
+pub fn choose_target(
+    state: &SharedState,
+    topology: &Topology,
+    query: usize,
+    rng: &mut Rng,
+) -> Option<NodeAddr> {
+    let failed: &[NodeAddr] = state.list(query).map_or(&[], |l| l.failed.as_slice());
+    let own = state.list(query).map_or(Vec::new(), |l| l.nodes.clone());
+    let same_dc = union(
+        state,
+        topology.same_dc(query).into_iter().filter(|&q| q != query),
+    );
+    let seeds = topology.seeds_of(query).to_vec();
+    let named = topology.queries.get(query).is_some_and(|q| q.dc.is_some());
+    let known = if named {
+        state.nodes.clone()
+    } else {
+        Vec::new()
+    };
+    let pools = [own, same_dc, seeds, known];
+    for healthy_only in [true, false] {
+        for pool in &pools {
+            let fresh: Vec<&NodeAddr> = pool
+                .iter()
+                .filter(|n| !failed.contains(n) && (!healthy_only || health::is_routable(state, n)))
+                .collect();
+            if let Some(pick) = fresh.get(rng.below(fresh.len())) {
+                return Some(**pick);
+            }
         }
     }
-    state
-        .failed
+    failed
         .iter()
-        .find(|f| known.contains(f) || seeds.contains(f))
+        .find(|f| pools.iter().any(|p| p.contains(f)))
         .copied()
-        .or_else(|| seeds.first().copied())
+        .or_else(|| topology.seeds_of(query).first().copied())
 }
 
-fn known_nodes(state: &SharedState) -> &[NodeAddr] {
-    if state.list_round > 0 {
-        &state.nodes
-    } else {
-        &[]
-    }
+/// The sorted union of the lists of `queries` (missing lists are empty).
+fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<NodeAddr> {
+    let mut nodes: Vec<NodeAddr> = queries
+        .into_iter()
+        .filter_map(|q| state.list(q))
+        .flat_map(|l| l.nodes.iter().copied())
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
-/// What a round's result did, for the log.
+/// What one query's result did, for the log. Every event names its query
+/// (an index into [`Topology::queries`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The list changed (`first`: it is the first list ever discovered).
+    /// The query's list changed (`first`: its first answer). `total` counts
+    /// the query's list; `quarantined` are the nodes that joined the union
+    /// and wait for a probe.
     ListChanged {
+        query: usize,
         added: Vec<NodeAddr>,
         removed: Vec<NodeAddr>,
         total: usize,
         first: bool,
         recovered_after: u32,
+        quarantined: Vec<NodeAddr>,
     },
     ListUnchanged {
+        query: usize,
         recovered_after: u32,
     },
-    /// A newer round already published its list; this answer is older.
-    Stale,
-    /// `log`: whether this failure of the streak deserves a log line.
+    /// A newer round already stored this query's list; this result is older.
+    Stale {
+        query: usize,
+    },
+    /// `log`: whether this failure of the query's streak deserves a log line.
     Failed {
+        query: usize,
+        consecutive: u32,
+        log: bool,
+    },
+    /// The answer listed no node while no other query lists any either. An
+    /// empty answer never wipes the last good list, so it counts as a
+    /// failure (and the next round asks another node).
+    EmptyRefused {
+        query: usize,
         consecutive: u32,
         log: bool,
     },
 }
 
-/// Folds a usable `/localnodes` answer (already parsed, non-empty) into the
-/// state.
+impl Event {
+    pub fn query(&self) -> usize {
+        match self {
+            Event::ListChanged { query, .. }
+            | Event::ListUnchanged { query, .. }
+            | Event::Stale { query }
+            | Event::Failed { query, .. }
+            | Event::EmptyRefused { query, .. } => *query,
+        }
+    }
+}
+
+/// Whether `round`'s result for `query` is to be ignored: a newer round
+/// already stored that query's list, or the state has no list for it (it
+/// was reset since the round started; the next round asks again).
+fn is_stale(state: &SharedState, round: &Round, query: usize) -> bool {
+    state.list(query).map_or(true, |l| round.number < l.round)
+}
+
+/// Folds a parsed `/localnodes` answer to `query` into the state.
+///
+/// An empty answer is stored (an empty rack or datacenter: its scope yields
+/// no node and routing passes to the next one), unless every list would
+/// then be empty: then it counts as a failure and nothing else changes.
+///
+/// Health works on the union of the lists; see [`health::on_new_list`] for
+/// which new nodes are quarantined. A query's first answer counts as part of
+/// the first discovery when no earlier round stored any list.
 pub fn apply_answer(
     state: &SharedState,
     round: &Round,
+    query: usize,
     nodes: Vec<NodeAddr>,
     now_ms: u64,
 ) -> (SharedState, Event) {
-    let recovered_after = state.consecutive_failures;
-    let mut next = SharedState {
-        consecutive_failures: 0,
-        failed: Vec::new(),
-        last_success_ms: now_ms,
-        ..state.clone()
-    };
-    if round.number < state.list_round {
-        return (next, Event::Stale);
+    if is_stale(state, round, query) {
+        return (state.clone(), Event::Stale { query });
     }
-    next.list_round = round.number;
-    if state.list_round > 0 && state.nodes == nodes {
-        return (next, Event::ListUnchanged { recovered_after });
+    let mut nodes = nodes;
+    nodes.sort_unstable();
+    nodes.dedup();
+    let others_empty = state
+        .lists
+        .iter()
+        .enumerate()
+        .all(|(i, l)| i == query || l.nodes.is_empty());
+    if nodes.is_empty() && others_empty {
+        let (next, consecutive) = record_failure(state, round, query);
+        let log = should_log_failure(consecutive);
+        return (
+            next,
+            Event::EmptyRefused {
+                query,
+                consecutive,
+                log,
+            },
+        );
     }
-    let old = known_nodes(state);
-    let added = nodes.iter().filter(|n| !old.contains(n)).copied().collect();
-    let removed = old.iter().filter(|n| !nodes.contains(n)).copied().collect();
-    let first = state.list_round == 0;
-    let event = Event::ListChanged {
-        added,
-        removed,
-        total: nodes.len(),
-        first,
-        recovered_after,
+    let first_discovery = !state
+        .lists
+        .iter()
+        .any(|l| l.round != 0 && l.round < round.number);
+    let mut next = state.clone();
+    let Some(list) = next.lists.get_mut(query) else {
+        return (next, Event::Stale { query });
     };
-    next.nodes = nodes;
-    health::on_new_list(&mut next, old, first, now_ms);
-    (next, event)
+    let recovered_after = list.consecutive_failures;
+    let first = list.round == 0;
+    let old = std::mem::replace(&mut list.nodes, nodes);
+    list.round = round.number;
+    list.consecutive_failures = 0;
+    list.failed.clear();
+    next.last_success_ms = now_ms;
+    if !first && old == list.nodes {
+        return (
+            next,
+            Event::ListUnchanged {
+                query,
+                recovered_after,
+            },
+        );
+    }
+    let added = list
+        .nodes
+        .iter()
+        .filter(|n| !old.contains(n))
+        .copied()
+        .collect();
+    let removed = old
+        .iter()
+        .filter(|n| !list.nodes.contains(n))
+        .copied()
+        .collect();
+    let total = list.nodes.len();
+    next.refresh_nodes();
+    let quarantined = health::on_new_list(&mut next, &state.nodes, first_discovery, now_ms);
+    (
+        next,
+        Event::ListChanged {
+            query,
+            added,
+            removed,
+            total,
+            first,
+            recovered_after,
+            quarantined,
+        },
+    )
 }
 
-/// Records that `round.target` did not give a usable answer. The list is
-/// left exactly as it was.
-pub fn apply_failure(state: &SharedState, round: &Round) -> (SharedState, Event) {
-    let mut next = state.clone();
-    next.consecutive_failures = state.consecutive_failures.saturating_add(1);
-    next.failed.retain(|f| *f != round.target);
-    next.failed.push(round.target);
-    if next.failed.len() > MAX_FAILED {
-        let excess = next.failed.len() - MAX_FAILED;
-        next.failed.drain(..excess);
+/// Records that `round`'s target for `query` gave no usable answer. Every
+/// list is left exactly as it was.
+pub fn apply_failure(state: &SharedState, round: &Round, query: usize) -> (SharedState, Event) {
+    if is_stale(state, round, query) || round.target(query).is_none() {
+        return (state.clone(), Event::Stale { query });
     }
-    let consecutive = next.consecutive_failures;
+    let (next, consecutive) = record_failure(state, round, query);
     (
         next,
         Event::Failed {
+            query,
             consecutive,
             log: should_log_failure(consecutive),
         },
     )
 }
 
-/// The nodes requests are routed over: the healthy nodes of the last
-/// discovered list; before the first discovery, the healthy seeds that have
-/// not failed it. When none is left, requests get an immediate error instead
-/// of a connection attempt to an address that is known not to answer.
-pub fn routing_nodes(state: Option<&SharedState>, seeds: &[NodeAddr]) -> Vec<NodeAddr> {
-    match state {
-        Some(s) if s.list_round > 0 => s
-            .nodes
-            .iter()
-            .filter(|n| health::is_routable(s, n))
-            .copied()
-            .collect(),
-        Some(s) => seeds
-            .iter()
-            .filter(|n| !s.failed.contains(n) && health::is_routable(s, n))
-            .copied()
-            .collect(),
-        None => seeds.to_vec(),
+/// Counts a failure of `query` and remembers its target as failed (the
+/// caller has checked that the state has the query's list).
+fn record_failure(state: &SharedState, round: &Round, query: usize) -> (SharedState, u32) {
+    let mut next = state.clone();
+    let Some(list) = next.lists.get_mut(query) else {
+        return (next, 0);
+    };
+    list.consecutive_failures = list.consecutive_failures.saturating_add(1);
+    if let Some(target) = round.target(query) {
+        list.failed.retain(|f| *f != target);
+        list.failed.push(target);
+        let excess = list.failed.len().saturating_sub(MAX_FAILED);
+        list.failed.drain(..excess);
     }
+    let consecutive = list.consecutive_failures;
+    (next, consecutive)
+}
+
+/// What requests may go to, per scope in routing order: the routable nodes
+/// of the union of the scope's lists. The picker uses the first non-empty
+/// tier; an empty tier (empty rack, or every node Down or Quarantined)
+/// passes requests on to the next scope, and they come back as soon as the
+/// tier has a healthy node again.
+///
+/// Before anything is discovered there is a single tier: the healthy seeds
+/// that have not failed discovery, of the first scope's datacenter when it
+/// has any, else of all seeds. When no tier has a node, requests get an
+/// immediate error instead of a connection attempt to an address that is
+/// known not to answer.
+pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Vec<NodeAddr>> {
+    let Some(state) = state else {
+        return vec![topology.start_seeds.clone()];
+    };
+    if state.discovered() {
+        return topology
+            .scopes
+            .iter()
+            .map(|queries| {
+                let mut nodes = union(state, queries.iter().copied());
+                nodes.retain(|n| health::is_routable(state, n));
+                nodes
+            })
+            .collect();
+    }
+    let usable = |seeds: &[NodeAddr]| -> Vec<NodeAddr> {
+        seeds
+            .iter()
+            .filter(|n| !state.has_failed(n) && health::is_routable(state, n))
+            .copied()
+            .collect()
+    };
+    let start = usable(&topology.start_seeds);
+    if start.is_empty() {
+        vec![usable(&topology.seeds)]
+    } else {
+        vec![start]
+    }
+}
+
+/// The first non-empty tier of [`routing_tiers`], or nothing.
+pub fn routing_nodes(state: Option<&SharedState>, topology: &Topology) -> Vec<NodeAddr> {
+    routing_tiers(state, topology)
+        .into_iter()
+        .find(|tier| !tier.is_empty())
+        .unwrap_or_default()
+}
+
+/// Per scope in routing order, every listed node of its lists, healthy or
+/// not: the affinity ring must not move when a node's health changes, since
+/// health only applies when a node is picked from the ring. Empty before
+/// anything is discovered.
+pub fn rings(state: &SharedState, topology: &Topology) -> Vec<Vec<NodeAddr>> {
+    topology
+        .scopes
+        .iter()
+        .map(|queries| union(state, queries.iter().copied()))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::health::{HealthState, ProbePeriods};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -271,6 +487,11 @@ mod tests {
         interval_ms: 1000,
         idle_interval_ms: 60_000,
         idle_after_ms: 60_000,
+    };
+
+    const P: ProbePeriods = ProbePeriods {
+        down_ms: 1,
+        quarantine_ms: 1,
     };
 
     fn a(s: &str) -> NodeAddr {
@@ -281,43 +502,130 @@ mod tests {
         list.iter().map(|s| a(s)).collect()
     }
 
+    fn topology(doc: &str) -> Topology {
+        Topology::from_config(&Config::parse(doc.as_bytes()).unwrap())
+    }
+
+    /// One unnamed seed group, the cluster scope: the original setup.
+    fn plain(seeds: &[&str]) -> Topology {
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+        topology(&format!(r#"{{"seeds": [{}]}}"#, seeds.join(",")))
+    }
+
+    /// A state whose only query (0) was answered with `nodes` in round 1.
     fn discovered(nodes: &[&str]) -> SharedState {
-        SharedState {
+        let mut s = SharedState {
             round: 1,
             next_due_ms: 1000,
-            list_round: 1,
-            nodes: addrs(nodes),
+            lists: vec![QueryList {
+                round: 1,
+                nodes: addrs(nodes),
+                ..QueryList::default()
+            }],
+            ..SharedState::default()
+        };
+        s.refresh_nodes();
+        s
+    }
+
+    /// A fresh state with lists for `queries` queries, as a first round
+    /// leaves it.
+    fn fresh(queries: usize) -> SharedState {
+        SharedState {
+            lists: vec![QueryList::default(); queries],
             ..SharedState::default()
         }
+    }
+
+    fn round(number: u64, targets: &[(usize, &str)]) -> Round {
+        Round {
+            number,
+            targets: targets.iter().map(|(q, t)| (*q, a(t))).collect(),
+        }
+    }
+
+    /// Queries: 0 = dc1/rack1, 1 = dc1, 2 = dc2. Scopes: rack1, dc1, cluster.
+    const TWO_DCS: &str = r#"{"seeds": {"dc1": ["10.1.9.9"], "dc2": ["10.2.9.9"]},
+        "routing": [{"dc": "dc1", "rack": "rack1"}, {"dc": "dc1"}, "cluster"]}"#;
+    const DC1_RACK1: [&str; 2] = ["10.1.1.1:8000", "10.1.1.2:8000"];
+    const DC1_RACK2: [&str; 2] = ["10.1.2.1:8000", "10.1.2.2:8000"];
+    const DC2: [&str; 4] = [
+        "10.2.1.1:8000",
+        "10.2.1.2:8000",
+        "10.2.2.1:8000",
+        "10.2.2.2:8000",
+    ];
+
+    fn dc1() -> Vec<NodeAddr> {
+        let mut v = addrs(&DC1_RACK1);
+        v.extend(addrs(&DC1_RACK2));
+        v
+    }
+
+    /// The two-datacenter cluster after one round answered every query.
+    fn two_dcs_discovered(t: &Topology) -> SharedState {
+        let mut rng = Rng::new(1);
+        let (mut s, r) = try_start_round(&initial_state(0), 0, T, t, &mut rng).unwrap();
+        assert_eq!(r.targets.len(), 3);
+        for (q, nodes) in [(0, addrs(&DC1_RACK1)), (1, dc1()), (2, addrs(&DC2))] {
+            s = apply_answer(&s, &r, q, nodes, 5).0;
+        }
+        s
     }
 
     #[test]
     fn a_round_starts_only_when_due() {
         let mut rng = Rng::new(1);
-        let seeds = addrs(&["10.0.0.1:8000"]);
+        let t = plain(&["10.0.0.1"]);
         let s = SharedState {
             next_due_ms: 5000,
             ..SharedState::default()
         };
-        assert!(try_start_round(&s, 4999, T, &seeds, &mut rng).is_none());
-        let (next, round) = try_start_round(&s, 5000, T, &seeds, &mut rng).unwrap();
+        assert!(try_start_round(&s, 4999, T, &t, &mut rng).is_none());
+        let (next, round) = try_start_round(&s, 5000, T, &t, &mut rng).unwrap();
         assert_eq!(round.number, 1);
+        assert_eq!(round.targets, [(0, a("10.0.0.1:8000"))]);
         assert_eq!(next.round, 1);
         assert_eq!(next.next_due_ms, 6000);
+        assert_eq!(next.lists.len(), 1, "the round sizes the lists");
         // The new state is not due again within the interval.
-        assert!(try_start_round(&next, 5999, T, &seeds, &mut rng).is_none());
+        assert!(try_start_round(&next, 5999, T, &t, &mut rng).is_none());
+    }
+
+    #[test]
+    fn one_round_per_interval_asks_every_query() {
+        let t = topology(TWO_DCS);
+        let mut rng = Rng::new(3);
+        let shared = SharedState {
+            next_due_ms: 100,
+            ..SharedState::default()
+        };
+        let (after_first, r) = try_start_round(&shared, 100, T, &t, &mut rng).unwrap();
+        let queries: Vec<usize> = r.targets.iter().map(|(q, _)| *q).collect();
+        assert_eq!(queries, [0, 1, 2]);
+        // Before discovery, each datacenter is asked of its own seeds.
+        assert_eq!(r.target(0), Some(a("10.1.9.9:8000")));
+        assert_eq!(r.target(1), Some(a("10.1.9.9:8000")));
+        assert_eq!(r.target(2), Some(a("10.2.9.9:8000")));
+        assert_eq!(r.target(3), None);
+        // The other VMs, re-reading, find the round not due.
+        for now in [100, 150, 1099] {
+            assert!(try_start_round(&after_first, now, T, &t, &mut rng).is_none());
+        }
+        let (_, next) = try_start_round(&after_first, 1100, T, &t, &mut rng).unwrap();
+        assert_eq!(next.number, 2);
     }
 
     #[test]
     fn rounds_keep_their_rhythm_despite_tick_jitter() {
         let mut rng = Rng::new(1);
-        let seeds = addrs(&["10.0.0.1:8000"]);
+        let t = plain(&["10.0.0.1"]);
         let mut s = SharedState::default();
         let mut now = 10_000;
         let mut rounds = 0;
         // Ticks every 90 ms for 10 s: a late tick must not delay later rounds.
         while now < 20_000 {
-            if let Some((next, _)) = try_start_round(&s, now, T, &seeds, &mut rng) {
+            if let Some((next, _)) = try_start_round(&s, now, T, &t, &mut rng) {
                 s = next;
                 rounds += 1;
             }
@@ -329,41 +637,25 @@ mod tests {
     #[test]
     fn a_long_stall_restarts_the_rhythm_from_now() {
         let mut rng = Rng::new(1);
-        let seeds = addrs(&["10.0.0.1:8000"]);
+        let t = plain(&["10.0.0.1"]);
         let s = SharedState {
             next_due_ms: 1000,
             ..SharedState::default()
         };
-        let (next, _) = try_start_round(&s, 60_000, T, &seeds, &mut rng).unwrap();
+        let (next, _) = try_start_round(&s, 60_000, T, &t, &mut rng).unwrap();
         assert_eq!(next.next_due_ms, 61_000);
-    }
-
-    #[test]
-    fn only_one_of_many_vms_wins_a_round() {
-        // Every VM sees the same state; after the first writes its lease, the
-        // others, re-reading, find the round not due.
-        let mut rng = Rng::new(3);
-        let seeds = addrs(&["10.0.0.1:8000"]);
-        let shared = SharedState {
-            next_due_ms: 100,
-            ..SharedState::default()
-        };
-        let (after_first, _) = try_start_round(&shared, 100, T, &seeds, &mut rng).unwrap();
-        for _ in 0..4 {
-            assert!(try_start_round(&after_first, 150, T, &seeds, &mut rng).is_none());
-        }
     }
 
     #[test]
     fn target_is_a_known_node_when_there_is_one() {
         let mut rng = Rng::new(9);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]);
-        let seeds = addrs(&["10.9.9.9:8000"]);
+        let t = plain(&["10.9.9.9"]);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..100 {
-            let t = choose_target(&s, &seeds, &mut rng).unwrap();
-            assert!(s.nodes.contains(&t));
-            seen.insert(t);
+            let target = choose_target(&s, &t, 0, &mut rng).unwrap();
+            assert!(s.nodes.contains(&target));
+            seen.insert(target);
         }
         assert_eq!(
             seen.len(),
@@ -375,126 +667,146 @@ mod tests {
     #[test]
     fn failed_targets_are_avoided_then_seeds_then_oldest_failure() {
         let mut rng = Rng::new(9);
-        let seeds = addrs(&["10.9.9.9:8000"]);
+        let t = plain(&["10.9.9.9"]);
         let mut s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let r1 = Round {
-            number: 2,
-            target: a("10.0.0.1:8000"),
-        };
-        s = apply_failure(&s, &r1).0;
+        s = apply_failure(&s, &round(2, &[(0, "10.0.0.1:8000")]), 0).0;
         for _ in 0..20 {
-            assert_eq!(
-                choose_target(&s, &seeds, &mut rng),
-                Some(a("10.0.0.2:8000"))
-            );
+            assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
         }
-        s = apply_failure(
-            &s,
-            &Round {
-                number: 3,
-                target: a("10.0.0.2:8000"),
-            },
-        )
-        .0;
-        assert_eq!(
-            choose_target(&s, &seeds, &mut rng),
-            Some(a("10.9.9.9:8000"))
-        );
-        s = apply_failure(
-            &s,
-            &Round {
-                number: 4,
-                target: a("10.9.9.9:8000"),
-            },
-        )
-        .0;
+        s = apply_failure(&s, &round(3, &[(0, "10.0.0.2:8000")]), 0).0;
+        assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.9.9.9:8000")));
+        s = apply_failure(&s, &round(4, &[(0, "10.9.9.9:8000")]), 0).0;
         // Everything failed: the oldest failure goes first, then the next.
-        let t = choose_target(&s, &seeds, &mut rng).unwrap();
-        assert_eq!(t, a("10.0.0.1:8000"));
+        let target = choose_target(&s, &t, 0, &mut rng).unwrap();
+        assert_eq!(target, a("10.0.0.1:8000"));
         s = apply_failure(
             &s,
             &Round {
                 number: 5,
-                target: t,
+                targets: vec![(0, target)],
             },
+            0,
         )
         .0;
-        assert_eq!(
-            choose_target(&s, &seeds, &mut rng),
-            Some(a("10.0.0.2:8000"))
-        );
+        assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
         // The list itself never changed.
         assert_eq!(s.nodes, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]));
-        assert_eq!(s.consecutive_failures, 4);
+        assert_eq!(s.lists[0].consecutive_failures, 4);
     }
 
     #[test]
     fn down_nodes_are_asked_only_when_no_healthy_node_is_left() {
         let mut rng = Rng::new(5);
-        let periods = health::ProbePeriods {
-            down_ms: 1,
-            quarantine_ms: 1,
-        };
+        let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, periods).unwrap();
+        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         for _ in 0..20 {
-            assert_eq!(choose_target(&s, &[], &mut rng), Some(a("10.0.0.2:8000")));
+            assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
         }
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, periods).unwrap();
+        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
         assert!(
-            choose_target(&s, &[], &mut rng).is_some(),
+            choose_target(&s, &t, 0, &mut rng).is_some(),
             "all down: still try someone"
         );
     }
 
     #[test]
+    fn per_query_targets_prefer_the_same_datacenter() {
+        let t = topology(TWO_DCS);
+        let mut rng = Rng::new(11);
+        // Only the rack query has answered so far.
+        let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1), 1);
+        let s = apply_failure(&s, &r, 1).0;
+        let s = apply_failure(&s, &r, 2).0;
+        let rack1 = addrs(&DC1_RACK1);
+        for _ in 0..50 {
+            // The dc1 query asks a dc1 node it knows of (the seed failed it).
+            let target = choose_target(&s, &t, 1, &mut rng).unwrap();
+            assert!(rack1.contains(&target), "{target}");
+            // The rack query asks its own nodes.
+            assert!(rack1.contains(&choose_target(&s, &t, 0, &mut rng).unwrap()));
+        }
+        // dc2's seed failed, and dc2 has no list: a known node answers for
+        // dc2 rather than asking the failed seed again.
+        assert!(rack1.contains(&choose_target(&s, &t, 2, &mut rng).unwrap()));
+        // Once dc2 is known, its own nodes are asked, never dc1's.
+        let (s, r) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
+        let (mut s, _) = apply_answer(&s, &r, 2, addrs(&DC2), 1001);
+        // (They joined after the first discovery; their probes pass.)
+        assert_eq!(s.health.len(), 4);
+        s.health.clear();
+        let dc2 = addrs(&DC2);
+        for _ in 0..50 {
+            assert!(dc2.contains(&choose_target(&s, &t, 2, &mut rng).unwrap()));
+        }
+        // With its own list all Down, dc2 is asked of its seed before dc1's
+        // nodes.
+        let mut down = s.clone();
+        for n in &dc2 {
+            down = health::mark_down(&down, *n, 0, P).unwrap();
+        }
+        assert_eq!(
+            choose_target(&down, &t, 2, &mut rng),
+            Some(a("10.2.9.9:8000"))
+        );
+    }
+
+    #[test]
+    fn a_query_without_dc_never_asks_another_datacenter() {
+        // Unnamed seeds: "cluster" is "the asked node's dc"; a dc2 node would
+        // answer with dc2.
+        let t = topology(r#"{"seeds": ["10.1.9.9"], "routing": [{"dc": "dc2"}, "cluster"]}"#);
+        let mut rng = Rng::new(2);
+        let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC2), 1);
+        let s = apply_failure(&s, &r, 1).0;
+        // Its only seed failed: it asks that seed again, not a dc2 node.
+        for _ in 0..20 {
+            assert_eq!(choose_target(&s, &t, 1, &mut rng), Some(a("10.1.9.9:8000")));
+        }
+    }
+
+    #[test]
     fn before_discovery_the_seeds_are_targets() {
         let mut rng = Rng::new(1);
-        let seeds = addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let t = choose_target(&SharedState::default(), &seeds, &mut rng).unwrap();
-        assert!(seeds.contains(&t));
+        let t = plain(&["10.0.0.1", "10.0.0.2"]);
+        let target = choose_target(&SharedState::default(), &t, 0, &mut rng).unwrap();
+        assert!(t.seeds.contains(&target));
     }
 
     #[test]
     fn answer_replaces_list_and_reports_the_change() {
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let r = Round {
-            number: 2,
-            target: a("10.0.0.1:8000"),
-        };
-        let (next, ev) = apply_answer(&s, &r, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]), 0);
+        let r = round(2, &[(0, "10.0.0.1:8000")]);
+        let (next, ev) = apply_answer(&s, &r, 0, addrs(&["10.0.0.3:8000", "10.0.0.2:8000"]), 0);
         assert_eq!(next.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
-        assert_eq!(next.list_round, 2);
+        assert_eq!(next.lists[0].round, 2);
         assert_eq!(
             ev,
             Event::ListChanged {
+                query: 0,
                 added: addrs(&["10.0.0.3:8000"]),
                 removed: addrs(&["10.0.0.1:8000"]),
                 total: 2,
                 first: false,
-                recovered_after: 0
+                recovered_after: 0,
+                quarantined: addrs(&["10.0.0.3:8000"]),
             }
         );
+        assert_eq!(ev.query(), 0);
     }
 
     #[test]
     fn first_answer_is_marked_first_and_clears_failures() {
-        let seeds = addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = apply_failure(
-            &SharedState::default(),
-            &Round {
-                number: 1,
-                target: seeds[0],
-            },
-        )
-        .0;
+        let t = plain(&["10.0.0.1", "10.0.0.2"]);
+        let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
         let (next, ev) = apply_answer(
             &s,
-            &Round {
-                number: 2,
-                target: seeds[1],
-            },
-            seeds.clone(),
+            &round(2, &[(0, "10.0.0.2:8000")]),
+            0,
+            t.seeds.clone(),
             0,
         );
         assert!(
@@ -508,8 +820,9 @@ mod tests {
             ),
             "{ev:?}"
         );
-        assert!(next.failed.is_empty());
-        assert_eq!(next.consecutive_failures, 0);
+        assert!(next.lists[0].failed.is_empty());
+        assert_eq!(next.lists[0].consecutive_failures, 0);
+        assert!(next.health.is_empty(), "the first list is trusted");
     }
 
     #[test]
@@ -517,106 +830,333 @@ mod tests {
         let s = discovered(&["10.0.0.1:8000"]);
         let (next, ev) = apply_answer(
             &s,
-            &Round {
-                number: 3,
-                target: s.nodes[0],
-            },
+            &round(3, &[(0, "10.0.0.1:8000")]),
+            0,
             s.nodes.clone(),
-            0,
+            9,
         );
-        assert_eq!(ev, Event::ListUnchanged { recovered_after: 0 });
-        assert_eq!(next.list_round, 3);
+        assert_eq!(
+            ev,
+            Event::ListUnchanged {
+                query: 0,
+                recovered_after: 0
+            }
+        );
+        assert_eq!(next.lists[0].round, 3);
+        assert_eq!(next.last_success_ms, 9);
     }
 
     #[test]
-    fn an_older_round_never_overwrites_a_newer_list() {
-        let mut s = discovered(&["10.0.0.1:8000"]);
-        s.list_round = 5;
-        let (next, ev) = apply_answer(
-            &s,
-            &Round {
-                number: 4,
-                target: s.nodes[0],
-            },
-            addrs(&["10.0.0.7:8000"]),
-            0,
-        );
-        assert_eq!(ev, Event::Stale);
-        assert_eq!(next.nodes, s.nodes);
-        assert_eq!(next.list_round, 5);
+    fn an_older_round_never_overwrites_a_newer_list_of_its_query() {
+        let t = topology(TWO_DCS);
+        let s = two_dcs_discovered(&t);
+        let (s, _) = apply_answer(&s, &round(5, &[(2, "10.2.1.1:8000")]), 2, addrs(&DC2), 6);
+        // Round 4's answers: stale for query 2, still news for query 0.
+        let r4 = round(4, &[(0, "10.1.1.1:8000"), (2, "10.2.1.1:8000")]);
+        let (same, ev) = apply_answer(&s, &r4, 2, addrs(&["10.2.7.7:8000"]), 7);
+        assert_eq!(ev, Event::Stale { query: 2 });
+        assert_eq!(same, s);
+        let (same, ev) = apply_failure(&s, &r4, 2);
+        assert_eq!(ev, Event::Stale { query: 2 });
+        assert_eq!(same, s);
+        let (next, ev) = apply_answer(&s, &r4, 0, addrs(&["10.1.1.1:8000"]), 7);
+        assert!(matches!(ev, Event::ListChanged { query: 0, .. }), "{ev:?}");
+        assert_eq!(next.lists[0].round, 4);
+        assert_eq!(next.lists[2].round, 5);
     }
 
     #[test]
-    fn failures_are_logged_sparsely_and_bounded() {
-        let mut s = SharedState::default();
+    fn an_empty_answer_empties_its_scope_but_never_everything() {
+        let t = topology(TWO_DCS);
+        let s = two_dcs_discovered(&t);
+        let r = round(
+            2,
+            &[
+                (0, "10.1.1.1:8000"),
+                (1, "10.1.1.1:8000"),
+                (2, "10.2.1.1:8000"),
+            ],
+        );
+        // The rack has no live node: stored; requests go to the dc scope.
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], 10);
+        assert!(
+            matches!(
+                ev,
+                Event::ListChanged {
+                    query: 0,
+                    total: 0,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        assert_eq!(routing_tiers(Some(&s), &t)[0], []);
+        assert_eq!(routing_nodes(Some(&s), &t), dc1());
+        // dc1 and dc2 empty too, one after the other: the last one would
+        // leave no node at all, so it is refused and counted as a failure.
+        let (s, _) = apply_answer(&s, &r, 1, vec![], 10);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC2));
+        let (s2, ev) = apply_answer(&s, &r, 2, vec![], 10);
+        assert_eq!(
+            ev,
+            Event::EmptyRefused {
+                query: 2,
+                consecutive: 1,
+                log: true
+            }
+        );
+        assert_eq!(s2.lists[2].nodes, addrs(&DC2));
+        assert_eq!(s2.lists[2].failed, addrs(&["10.2.1.1:8000"]));
+        assert_eq!(routing_nodes(Some(&s2), &t), addrs(&DC2));
+    }
+
+    #[test]
+    fn an_empty_first_answer_is_a_failure() {
+        // `/localnodes?dc=typo` answers []: nothing to route over yet.
+        let t = topology(r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "routing": [{"dc": "dc9"}]}"#);
+        let mut rng = Rng::new(4);
+        let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
+        let asked = r.target(0).unwrap();
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], 1);
+        assert!(
+            matches!(ev, Event::EmptyRefused { consecutive: 1, .. }),
+            "{ev:?}"
+        );
+        assert!(!s.discovered());
+        // The next round asks the other seed.
+        let (_, r2) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
+        assert_ne!(r2.target(0), Some(asked));
+    }
+
+    #[test]
+    fn routing_falls_back_rack_dc_cluster_and_returns() {
+        let t = topology(TWO_DCS);
+        let s = two_dcs_discovered(&t);
+        let tiers = routing_tiers(Some(&s), &t);
+        let mut all = dc1();
+        all.extend(addrs(&DC2));
+        assert_eq!(tiers, [addrs(&DC1_RACK1), dc1(), all.clone()]);
+        assert!(s.health.is_empty(), "a whole first round is trusted");
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC1_RACK1));
+
+        // Rack 1 goes Down: its tier empties, routing falls to dc1 (rack 2).
+        let mut down = s.clone();
+        for n in DC1_RACK1 {
+            down = health::mark_down(&down, a(n), 0, P).unwrap();
+        }
+        let tiers = routing_tiers(Some(&down), &t);
+        assert!(tiers[0].is_empty());
+        assert_eq!(tiers[1], addrs(&DC1_RACK2));
+        assert_eq!(routing_nodes(Some(&down), &t), addrs(&DC1_RACK2));
+
+        // All of dc1 Down: the cluster tier, i.e. dc2.
+        for n in DC1_RACK2 {
+            down = health::mark_down(&down, a(n), 0, P).unwrap();
+        }
+        let tiers = routing_tiers(Some(&down), &t);
+        assert!(tiers[0].is_empty() && tiers[1].is_empty());
+        assert_eq!(tiers[2], addrs(&DC2));
+        assert_eq!(routing_nodes(Some(&down), &t), addrs(&DC2));
+        // Rings still hold every listed node: affinity positions do not move.
+        assert_eq!(rings(&down, &t), [addrs(&DC1_RACK1), dc1(), all]);
+
+        // Probes pass: dc1 rack 2 first, then rack 1; routing comes back.
+        let mut up = down;
+        let back = |state: &SharedState, node: &str| {
+            let probe = health::Probe {
+                node: a(node),
+                state: HealthState::Down,
+            };
+            let (next, restored) = health::apply_probe(state, &probe, true);
+            assert!(restored);
+            next
+        };
+        up = back(&up, DC1_RACK2[0]);
+        assert_eq!(routing_nodes(Some(&up), &t), addrs(&DC1_RACK2[..1]));
+        for n in DC1_RACK1 {
+            up = back(&up, n);
+        }
+        assert_eq!(routing_nodes(Some(&up), &t), addrs(&DC1_RACK1));
+    }
+
+    #[test]
+    fn a_datacenter_answering_in_a_later_round_is_quarantined() {
+        let t = topology(TWO_DCS);
+        let mut rng = Rng::new(7);
+        let (s, r1) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
+        let (s, _) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), 1);
+        let (s, _) = apply_answer(&s, &r1, 1, dc1(), 1);
+        let (s, ev) = apply_failure(&s, &r1, 2);
+        assert_eq!(
+            ev,
+            Event::Failed {
+                query: 2,
+                consecutive: 1,
+                log: true
+            }
+        );
+        assert!(s.health.is_empty());
+        let (s, r2) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
+        let (s, ev) = apply_answer(&s, &r2, 2, addrs(&DC2), 1001);
+        let Event::ListChanged {
+            first,
+            recovered_after,
+            quarantined,
+            ..
+        } = ev
+        else {
+            panic!("{ev:?}");
+        };
+        assert!(first);
+        assert_eq!(recovered_after, 1);
+        assert_eq!(quarantined, addrs(&DC2));
+        assert_eq!(routing_tiers(Some(&s), &t)[2], dc1());
+    }
+
+    #[test]
+    fn nodes_leave_health_only_when_no_list_has_them() {
+        let t = topology(TWO_DCS);
+        let s = two_dcs_discovered(&t);
+        let node = a(DC1_RACK1[0]);
+        let s = health::mark_down(&s, node, 0, P).unwrap();
+        let r = round(2, &[(0, DC1_RACK1[1])]);
+        // The rack list drops it; the dc1 list still has it.
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), 1);
+        assert!(s.health.contains_key(&node));
+        assert!(s.nodes.contains(&node));
+        // Gone from dc1 as well: forgotten.
+        let mut rest = dc1();
+        rest.retain(|n| *n != node);
+        let (s, _) = apply_answer(&s, &r, 1, rest, 1);
+        assert!(!s.nodes.contains(&node));
+        assert!(!s.health.contains_key(&node));
+        // A node moving from one list to another is not new to the union.
+        let (s, ev) = apply_answer(&s, &round(3, &[(0, DC1_RACK1[1])]), 0, addrs(&DC1_RACK2), 2);
+        assert!(
+            matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
+            "{ev:?}"
+        );
+        assert!(s.health.is_empty());
+    }
+
+    #[test]
+    fn failures_are_per_query_and_logged_sparsely() {
+        let t = topology(TWO_DCS);
+        let mut s = two_dcs_discovered(&t);
         let mut logged = 0;
         for i in 0..200u32 {
             let target = NodeAddr::new(
-                std::net::IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8 + 1]),
+                std::net::IpAddr::from([10, 3, (i / 250) as u8, (i % 250) as u8 + 1]),
                 8000,
             );
-            let (next, ev) = apply_failure(
-                &s,
-                &Round {
-                    number: u64::from(i) + 1,
-                    target,
-                },
-            );
+            let r = Round {
+                number: u64::from(i) + 2,
+                targets: vec![(2, target), (1, a(DC1_RACK1[0]))],
+            };
+            let (next, ev) = apply_failure(&s, &r, 2);
             if let Event::Failed { log: true, .. } = ev {
                 logged += 1;
             }
+            // dc1 keeps answering: its successes neither hide nor reset dc2's streak.
+            let (next, ev) = apply_answer(&next, &r, 1, dc1(), 0);
+            assert_eq!(
+                ev,
+                Event::ListUnchanged {
+                    query: 1,
+                    recovered_after: 0
+                }
+            );
             s = next;
         }
         assert_eq!(logged, 4);
-        assert_eq!(s.failed.len(), MAX_FAILED);
-        assert_eq!(s.consecutive_failures, 200);
+        assert_eq!(s.lists[2].failed.len(), MAX_FAILED);
+        assert_eq!(s.lists[2].consecutive_failures, 200);
+        assert_eq!(s.lists[2].nodes, addrs(&DC2), "failures never touch a list");
+        // dc1 answering means no backoff.
+        assert_eq!(failure_streak(&s), 0);
+        assert_eq!(T.next_interval(&s, 1), 1000);
     }
 
     #[test]
-    fn routing_uses_seeds_until_discovery_then_the_list() {
-        let seeds = addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        assert_eq!(routing_nodes(None, &seeds), seeds);
-        let s = apply_failure(
-            &SharedState::default(),
-            &Round {
-                number: 1,
-                target: seeds[0],
-            },
-        )
-        .0;
-        assert_eq!(routing_nodes(Some(&s), &seeds), addrs(&["10.0.0.2:8000"]));
-        let s = apply_failure(
-            &s,
-            &Round {
-                number: 2,
-                target: seeds[1],
-            },
-        )
-        .0;
+    fn a_failure_for_a_query_the_round_did_not_ask_changes_nothing() {
+        let s = discovered(&["10.0.0.1:8000"]);
+        let (next, ev) = apply_failure(&s, &round(2, &[(0, "10.0.0.1:8000")]), 5);
+        assert_eq!(ev, Event::Stale { query: 5 });
+        assert_eq!(next, s);
+        // Nor does any result for a query the state has no list for (it
+        // was reset meanwhile), however large the index.
+        let r = round(2, &[(usize::MAX, "10.0.0.1:8000")]);
+        for (next, ev) in [
+            apply_failure(&s, &r, usize::MAX),
+            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), 0),
+            apply_answer(&SharedState::default(), &r, 0, vec![], 0),
+        ] {
+            assert!(matches!(ev, Event::Stale { .. }), "{ev:?}");
+            assert!(next == s || next == SharedState::default());
+        }
+    }
+
+    #[test]
+    fn routing_uses_seeds_until_discovery_then_the_lists() {
+        let t = plain(&["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(routing_tiers(None, &t), [t.seeds.as_slice()]);
+        let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
+        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.0.0.2:8000"])]);
+        let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
         assert!(
-            routing_nodes(Some(&s), &seeds).is_empty(),
+            routing_nodes(Some(&s), &t).is_empty(),
             "all seeds failed: no node"
         );
         let (s, _) = apply_answer(
             &s,
-            &Round {
-                number: 3,
-                target: seeds[1],
-            },
+            &round(3, &[(0, "10.0.0.2:8000")]),
+            0,
             addrs(&["10.0.0.5:8000"]),
             0,
         );
-        assert_eq!(routing_nodes(Some(&s), &seeds), addrs(&["10.0.0.5:8000"]));
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.5:8000"]));
         // Later failures never empty a discovered list.
-        let s = apply_failure(
-            &s,
-            &Round {
-                number: 4,
-                target: a("10.0.0.5:8000"),
-            },
-        )
-        .0;
-        assert_eq!(routing_nodes(Some(&s), &seeds), addrs(&["10.0.0.5:8000"]));
+        let s = apply_failure(&s, &round(4, &[(0, "10.0.0.5:8000")]), 0).0;
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.5:8000"]));
+    }
+
+    #[test]
+    fn before_discovery_the_first_scopes_seeds_are_routed() {
+        let t = topology(TWO_DCS);
+        assert_eq!(routing_tiers(None, &t), [addrs(&["10.1.9.9:8000"])]);
+        let s = fresh(3);
+        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
+        assert_eq!(rings(&s, &t), [vec![], vec![], vec![]]);
+        // dc1's seed failed discovery: every seed left may take requests.
+        let s = apply_failure(&s, &round(1, &[(1, "10.1.9.9:8000")]), 1).0;
+        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.2.9.9:8000"])]);
+        let s = health::mark_down(&s, a("10.2.9.9:8000"), 0, P).unwrap();
+        assert_eq!(routing_tiers(Some(&s), &t), [vec![]]);
+    }
+
+    #[test]
+    fn unhealthy_nodes_are_not_routed() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
+        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        assert!(routing_nodes(Some(&s), &t).is_empty());
+        assert_eq!(rings(&s, &t), [addrs(&["10.0.0.1:8000", "10.0.0.2:8000"])]);
+    }
+
+    #[test]
+    fn nodes_joining_later_are_quarantined() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000"]);
+        let r = round(2, &[(0, "10.0.0.1:8000")]);
+        let (next, _) = apply_answer(&s, &r, 0, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]), 7);
+        assert_eq!(routing_nodes(Some(&next), &t), addrs(&["10.0.0.1:8000"]));
+        assert_eq!(
+            next.health.get(&a("10.0.0.2:8000")).map(|h| h.state),
+            Some(HealthState::Quarantined)
+        );
+        assert_eq!(next.last_success_ms, 7);
     }
 
     #[test]
@@ -630,14 +1170,17 @@ mod tests {
     }
 
     #[test]
-    fn failures_back_off_boundedly() {
+    fn failures_back_off_boundedly_when_every_query_fails() {
         let mut s = SharedState {
             last_activity_ms: 0,
+            lists: vec![QueryList::default(), QueryList::default()],
             ..SharedState::default()
         };
         let intervals: Vec<u64> = (0..7)
             .map(|k| {
-                s.consecutive_failures = k;
+                for l in &mut s.lists {
+                    l.consecutive_failures = k;
+                }
                 T.next_interval(&s, 1)
             })
             .collect();
@@ -647,12 +1190,13 @@ mod tests {
             idle_interval_ms: 3000,
             idle_after_ms: 60_000,
         };
-        s.consecutive_failures = 6;
         assert_eq!(
             short_idle.next_interval(&s, 1),
             3000,
             "never slower than idle"
         );
+        s.lists[1].consecutive_failures = 0;
+        assert_eq!(T.next_interval(&s, 1), 1000, "one query still answers");
     }
 
     #[test]
@@ -673,27 +1217,34 @@ mod tests {
     }
 
     #[test]
-    fn unhealthy_nodes_are_not_routed() {
-        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let periods = health::ProbePeriods {
-            down_ms: 1,
-            quarantine_ms: 1,
-        };
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, periods).unwrap();
-        assert_eq!(routing_nodes(Some(&s), &[]), addrs(&["10.0.0.2:8000"]));
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, periods).unwrap();
-        assert!(routing_nodes(Some(&s), &[]).is_empty());
+    fn unsorted_answers_are_stored_sorted() {
+        let s = discovered(&["10.0.0.1:8000"]);
+        let (next, _) = apply_answer(
+            &s,
+            &round(2, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.0.0.3:8000", "10.0.0.1:8000", "10.0.0.3:8000"]),
+            0,
+        );
+        assert_eq!(
+            next.lists[0].nodes,
+            addrs(&["10.0.0.1:8000", "10.0.0.3:8000"])
+        );
     }
 
     #[test]
-    fn nodes_joining_later_are_quarantined() {
-        let s = discovered(&["10.0.0.1:8000"]);
-        let r = Round {
-            number: 2,
-            target: s.nodes[0],
-        };
-        let (next, _) = apply_answer(&s, &r, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]), 7);
-        assert_eq!(routing_nodes(Some(&next), &[]), addrs(&["10.0.0.1:8000"]));
-        assert_eq!(next.last_success_ms, 7);
+    fn a_foreign_state_with_more_lists_is_trimmed_to_the_topology() {
+        let t = plain(&["10.0.0.1"]);
+        let mut s = discovered(&["10.0.0.1:8000"]);
+        s.lists.push(QueryList {
+            round: 1,
+            nodes: addrs(&["10.0.0.9:8000"]),
+            ..QueryList::default()
+        });
+        s.refresh_nodes();
+        s.next_due_ms = 0;
+        let (next, _) = try_start_round(&s, 0, T, &t, &mut Rng::new(1)).unwrap();
+        assert_eq!(next.lists.len(), 1);
+        assert_eq!(next.nodes, addrs(&["10.0.0.1:8000"]));
     }
 }

@@ -4,9 +4,14 @@
 //! - **Down**: a connection to it failed, or was reset before any response.
 //!   It gets no requests until `/localnodes` still lists it *and* a direct
 //!   probe succeeds; probes come every `down_probe_interval_ms`.
-//! - **Quarantined**: it joined the list after the first discovery. Alternator
-//!   lists a node some seconds before it serves, so it gets requests only once
-//!   a probe (every `quarantine_probe_interval_ms`) succeeds.
+//! - **Quarantined**: it joined the known nodes after the first discovery.
+//!   Alternator lists a node some seconds before it serves, so it gets
+//!   requests only once a probe (every `quarantine_probe_interval_ms`)
+//!   succeeds.
+//!
+//! Health is kept for the known nodes: the union of every query's list (see
+//! [`crate::topology`]). A node in several lists has one health; a node
+//! dropped from every list is forgotten.
 //!
 //! HTTP errors answered by a node (500, 502, 503, 504) say nothing about
 //! whether it is reachable, so they are health-neutral; see [`Outcome`].
@@ -83,7 +88,7 @@ pub fn mark_down(
     now_ms: u64,
     periods: ProbePeriods,
 ) -> Option<SharedState> {
-    if state.list_round > 0 && !state.nodes.contains(&node) {
+    if state.discovered() && !state.nodes.contains(&node) {
         return None;
     }
     if state.health.get(&node).map(|h| h.state) == Some(HealthState::Down) {
@@ -100,20 +105,44 @@ pub fn mark_down(
     Some(next)
 }
 
-/// Quarantines the nodes a new list adds (except in the first list, whose
-/// nodes are the serving cluster) and forgets nodes the list dropped.
-pub fn on_new_list(state: &mut SharedState, old_nodes: &[NodeAddr], first: bool, now_ms: u64) {
+/// Brings health in line with a new union of the lists (`state.nodes`;
+/// `old_nodes` is the union before): nodes no list has any more are
+/// forgotten, and nodes that joined are Quarantined, except during the first
+/// discovery, whose nodes are the serving cluster. Returns the nodes it
+/// quarantined.
+///
+/// "First discovery" is decided by the caller
+/// ([`crate::discovery::apply_answer`]): answers of the round that first
+/// made the union non-empty. A node is thus quarantined when it enters the
+/// union after the union was first non-empty, with one refinement: the other
+/// queries of that same first round also count as first, so at start-up a
+/// datacenter whose answer merely arrives second is not quarantined (its
+/// nodes would otherwise be unroutable, and requests would go to a remote
+/// scope, until probes pass). A query first answered in a later round (say,
+/// its seeds were unreachable at start-up) has its nodes quarantined: the
+/// filter cannot tell a datacenter it never saw from nodes that just joined.
+pub fn on_new_list(
+    state: &mut SharedState,
+    old_nodes: &[NodeAddr],
+    first: bool,
+    now_ms: u64,
+) -> Vec<NodeAddr> {
     let nodes = &state.nodes;
     state.health.retain(|n, _| nodes.contains(n));
     if first {
-        return;
+        return Vec::new();
     }
+    let mut quarantined = Vec::new();
     for n in state.nodes.iter().filter(|n| !old_nodes.contains(n)) {
-        state.health.entry(*n).or_insert(Health {
-            state: HealthState::Quarantined,
-            next_probe_ms: now_ms,
-        });
+        if let std::collections::btree_map::Entry::Vacant(slot) = state.health.entry(*n) {
+            slot.insert(Health {
+                state: HealthState::Quarantined,
+                next_probe_ms: now_ms,
+            });
+            quarantined.push(*n);
+        }
     }
+    quarantined
 }
 
 /// A probe this VM has leased: `GET /` to `node`.
@@ -178,6 +207,7 @@ pub fn is_routable(state: &SharedState, node: &NodeAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_state::QueryList;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -191,11 +221,16 @@ mod tests {
     }
 
     fn listed(nodes: &[&str]) -> SharedState {
-        SharedState {
-            list_round: 1,
-            nodes: nodes.iter().map(|n| a(n)).collect(),
+        let mut s = SharedState {
+            lists: vec![QueryList {
+                round: 1,
+                nodes: nodes.iter().map(|n| a(n)).collect(),
+                ..QueryList::default()
+            }],
             ..SharedState::default()
-        }
+        };
+        s.refresh_nodes();
+        s
     }
 
     #[test]
@@ -258,7 +293,7 @@ mod tests {
     #[test]
     fn new_nodes_are_quarantined_except_in_the_first_list() {
         let mut first = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        on_new_list(&mut first, &[], true, 10);
+        assert!(on_new_list(&mut first, &[], true, 10).is_empty());
         assert!(first.health.is_empty());
 
         let old = first.nodes.clone();
@@ -270,7 +305,7 @@ mod tests {
                 next_probe_ms: 0,
             },
         );
-        on_new_list(&mut s, &old, false, 10);
+        assert_eq!(on_new_list(&mut s, &old, false, 10), [a("10.0.0.3:8000")]);
         assert_eq!(
             s.health.len(),
             1,

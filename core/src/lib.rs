@@ -15,6 +15,7 @@
 //! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
 //! | where requests may ever go                  | [`cidr`]        |
 //! | who polls, when, whom, and what a result does to the shared state | [`discovery`] |
+//! | which `/localnodes` questions the routing scopes need | [`topology`] |
 //! | how that state is stored in shared data     | [`shared_state`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
 //! | when a repeated failure is worth a log line | [`log_throttle`] |
@@ -48,6 +49,7 @@ pub mod log_throttle;
 pub mod picker;
 pub mod rng;
 pub mod shared_state;
+pub mod topology;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

@@ -53,10 +53,11 @@ fn hex_digit(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
 }
 
-/// A usable answer: the nodes, and what had to be dropped to get them.
+/// A well-formed answer: the nodes (possibly none), and what had to be
+/// dropped to get them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
-    /// Sorted, deduplicated, at most [`MAX_NODES`].
+    /// Sorted, deduplicated, at most [`MAX_NODES`]; empty only for `[]`.
     pub nodes: Vec<NodeAddr>,
     /// One description per dropped entry (bad entries, duplicates not counted).
     pub dropped: Vec<String>,
@@ -69,7 +70,6 @@ pub enum AnswerError {
     NotUtf8,
     NotJson(String),
     NotAnArray,
-    Empty,
     /// Entries were present but none was an IP literal.
     NoValidEntry(Vec<String>),
 }
@@ -84,7 +84,6 @@ impl fmt::Display for AnswerError {
             AnswerError::NotUtf8 => write!(f, "answer is not UTF-8"),
             AnswerError::NotJson(e) => write!(f, "answer is not JSON: {e}"),
             AnswerError::NotAnArray => write!(f, "answer is not a JSON array"),
-            AnswerError::Empty => write!(f, "answer lists no node"),
             AnswerError::NoValidEntry(dropped) => {
                 write!(f, "answer has no valid IP entry ({} dropped", dropped.len())?;
                 if let Some(first) = dropped.first() {
@@ -111,8 +110,14 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
     let Json::Array(items) = value else {
         return Err(AnswerError::NotAnArray);
     };
+    // `[]` is a real answer: the datacenter or rack asked about has no live
+    // node (or does not exist). Whether it may replace a list is for
+    // discovery to decide.
     if items.is_empty() {
-        return Err(AnswerError::Empty);
+        return Ok(Answer {
+            nodes: Vec::new(),
+            dropped: Vec::new(),
+        });
     }
     let mut nodes = Vec::with_capacity(items.len().min(MAX_NODES));
     let mut dropped = Vec::new();
@@ -215,8 +220,20 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_array_is_an_empty_answer() {
+        for body in [&b"[]"[..], b" [ ] \n"] {
+            assert_eq!(
+                parse(body, 8000, &[]),
+                Ok(Answer {
+                    nodes: vec![],
+                    dropped: vec![]
+                })
+            );
+        }
+    }
+
+    #[test]
     fn unusable_answers_are_errors() {
-        assert_eq!(parse(b"[]", 8000, &[]), Err(AnswerError::Empty));
         assert_eq!(
             parse(br#"{"nodes":[]}"#, 8000, &[]),
             Err(AnswerError::NotAnArray)

@@ -10,20 +10,43 @@
 //! readable in a debugger:
 //!
 //! ```text
-//! alternator-lb/2 <round> <next_due_ms> <list_round> <consecutive_failures> <last_success_ms> <last_activity_ms>
-//! F <failed target>                 (oldest first)
-//! N <node>                          (sorted)
+//! alternator-lb/3 <round> <next_due_ms> <last_success_ms> <last_activity_ms>
+//! L <query> <round> <consecutive_failures>   (one per query, 0, 1, 2, ...)
+//! F <failed target>                 (of the list above, oldest first)
+//! N <node>                          (of the list above, sorted)
 //! D <node> <next_probe_ms>          (a Down node)
 //! Q <node> <next_probe_ms>          (a Quarantined node)
 //! ```
+//!
+//! The union of the lists is not stored: it is recomputed on decode, so the
+//! record cannot contradict itself.
 
 use crate::address::NodeAddr;
+use crate::discovery::MAX_FAILED;
 use crate::health::{Health, HealthState};
 use crate::json::Quoted;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-const MAGIC: &str = "alternator-lb/2";
+const MAGIC: &str = "alternator-lb/3";
+
+/// What discovery knows about one [`Query`](crate::topology::Query): its
+/// last stored answer and its current failure streak. Failures are kept per
+/// query because queries fail independently (a datacenter whose seeds are
+/// all down must not make the others look failed, nor hide their successes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryList {
+    /// Round whose answer `nodes` is; 0 while the query was never answered.
+    pub round: u64,
+    /// Unusable answers in a row since the last stored one.
+    pub consecutive_failures: u32,
+    /// Targets that failed this query since its last stored answer, oldest
+    /// first, at most [`MAX_FAILED`].
+    pub failed: Vec<NodeAddr>,
+    /// The answer, sorted and deduplicated; may be empty (an empty rack or
+    /// datacenter).
+    pub nodes: Vec<NodeAddr>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SharedState {
@@ -31,14 +54,13 @@ pub struct SharedState {
     pub round: u64,
     /// Wall-clock milliseconds before which no new round may start.
     pub next_due_ms: u64,
-    /// Round whose answer produced `nodes`; 0 while nothing was discovered.
-    pub list_round: u64,
-    pub consecutive_failures: u32,
-    /// Discovery targets that failed since the last success, oldest first.
-    pub failed: Vec<NodeAddr>,
-    /// The discovered node list, sorted and deduplicated.
+    /// One entry per query of the topology, by query index. Shorter while
+    /// some queries were never touched.
+    pub lists: Vec<QueryList>,
+    /// The union of every list, sorted: the known nodes (health, probes and
+    /// metrics work on it). Keep it in step with [`SharedState::refresh_nodes`].
     pub nodes: Vec<NodeAddr>,
-    /// Wall-clock time of the last usable `/localnodes` answer (0: never).
+    /// Wall-clock time of the last stored `/localnodes` answer (0: never).
     pub last_success_ms: u64,
     /// Last time any worker reported requests, at most a second stale.
     pub last_activity_ms: u64,
@@ -73,24 +95,55 @@ pub fn key_for(identity: &str) -> String {
 }
 
 impl SharedState {
+    /// Whether any query has been answered. Once one is, the union is never
+    /// empty again: discovery refuses the answer that would empty it.
+    pub fn discovered(&self) -> bool {
+        self.lists.iter().any(|l| l.round > 0)
+    }
+
+    /// The list of query `query`, if the state has one.
+    pub fn list(&self, query: usize) -> Option<&QueryList> {
+        self.lists.get(query)
+    }
+
+    /// Recomputes [`SharedState::nodes`] from the lists.
+    pub fn refresh_nodes(&mut self) {
+        let mut union: Vec<NodeAddr> = self
+            .lists
+            .iter()
+            .flat_map(|l| l.nodes.iter().copied())
+            .collect();
+        union.sort_unstable();
+        union.dedup();
+        self.nodes = union;
+    }
+
+    /// Whether `node` failed any query since that query's last answer.
+    pub fn has_failed(&self, node: &NodeAddr) -> bool {
+        self.lists.iter().any(|l| l.failed.contains(node))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut s = String::with_capacity(64 + 32 * (self.failed.len() + self.nodes.len()));
+        let entries: usize = self
+            .lists
+            .iter()
+            .map(|l| 1 + l.failed.len() + l.nodes.len())
+            .sum();
+        let mut s = String::with_capacity(64 + 32 * (entries + self.health.len()));
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "{MAGIC} {} {} {} {} {} {}",
-            self.round,
-            self.next_due_ms,
-            self.list_round,
-            self.consecutive_failures,
-            self.last_success_ms,
-            self.last_activity_ms
+            "{MAGIC} {} {} {} {}",
+            self.round, self.next_due_ms, self.last_success_ms, self.last_activity_ms
         );
-        for f in &self.failed {
-            let _ = writeln!(s, "F {f}");
-        }
-        for n in &self.nodes {
-            let _ = writeln!(s, "N {n}");
+        for (i, list) in self.lists.iter().enumerate() {
+            let _ = writeln!(s, "L {i} {} {}", list.round, list.consecutive_failures);
+            for f in &list.failed {
+                let _ = writeln!(s, "F {f}");
+            }
+            for n in &list.nodes {
+                let _ = writeln!(s, "N {n}");
+            }
         }
         for (n, h) in &self.health {
             let kind = match h.state {
@@ -102,6 +155,9 @@ impl SharedState {
         s.into_bytes()
     }
 
+    /// Reads a record [`SharedState::encode`] wrote. Anything else (another
+    /// version, another plugin's value, damage) is an error, never a panic:
+    /// shared data is writable by every plugin of the proxy.
     pub fn decode(bytes: &[u8]) -> Result<SharedState, DecodeError> {
         let text = std::str::from_utf8(bytes).map_err(|_| DecodeError("not UTF-8".into()))?;
         let mut lines = text.lines();
@@ -116,55 +172,81 @@ impl SharedState {
                 .and_then(|f| f.parse().ok())
                 .ok_or_else(|| DecodeError(format!("bad {what} in header {}", Quoted(header))))
         };
-        let round = number("round")?;
-        let next_due_ms = number("next_due_ms")?;
-        let list_round = number("list_round")?;
-        let consecutive_failures = u32::try_from(number("consecutive_failures")?)
-            .map_err(|_| DecodeError("consecutive_failures out of range".into()))?;
-        let last_success_ms = number("last_success_ms")?;
-        let last_activity_ms = number("last_activity_ms")?;
         let mut state = SharedState {
-            round,
-            next_due_ms,
-            list_round,
-            consecutive_failures,
-            last_success_ms,
-            last_activity_ms,
+            round: number("round")?,
+            next_due_ms: number("next_due_ms")?,
+            last_success_ms: number("last_success_ms")?,
+            last_activity_ms: number("last_activity_ms")?,
             ..SharedState::default()
         };
-        for line in lines {
-            let bad = || DecodeError(format!("bad line {}", Quoted(line)));
-            let mut parts = line.split(' ');
-            let (Some(kind), Some(addr)) = (parts.next(), parts.next()) else {
-                return Err(bad());
-            };
-            let addr: NodeAddr = addr.parse().map_err(|_| bad())?;
-            let mut state_of = |s| -> Result<(NodeAddr, Health), DecodeError> {
-                let next_probe_ms = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-                Ok((
-                    addr,
-                    Health {
-                        state: s,
-                        next_probe_ms,
-                    },
-                ))
-            };
-            match kind {
-                "F" => state.failed.push(addr),
-                "N" => state.nodes.push(addr),
-                "D" => {
-                    let (a, h) = state_of(HealthState::Down)?;
-                    state.health.insert(a, h);
-                }
-                "Q" => {
-                    let (a, h) = state_of(HealthState::Quarantined)?;
-                    state.health.insert(a, h);
-                }
-                _ => return Err(bad()),
-            }
+        if fields.next().is_some() {
+            return Err(DecodeError(format!(
+                "extra fields in header {}",
+                Quoted(header)
+            )));
         }
+        for line in lines {
+            decode_line(&mut state, line)
+                .ok_or_else(|| DecodeError(format!("bad line {}", Quoted(line))))?;
+        }
+        state.refresh_nodes();
         Ok(state)
     }
+}
+
+/// Folds one body line into `state`; `None` when the line is malformed or
+/// out of place.
+fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
+    let mut parts = line.split(' ');
+    let kind = parts.next()?;
+    let first = parts.next()?;
+    let second = parts.next();
+    let third = parts.next();
+    if parts.next().is_some() {
+        return None;
+    }
+    match (kind, second, third) {
+        ("L", Some(round), Some(failures)) => {
+            // Lists come in index order, so an index is never a size.
+            if first.parse::<usize>().ok()? != state.lists.len() {
+                return None;
+            }
+            state.lists.push(QueryList {
+                round: round.parse().ok()?,
+                consecutive_failures: failures.parse().ok()?,
+                ..QueryList::default()
+            });
+        }
+        ("F", None, None) => {
+            let addr: NodeAddr = first.parse().ok()?;
+            let list = state.lists.last_mut()?;
+            if list.failed.len() >= MAX_FAILED || list.failed.contains(&addr) {
+                return None;
+            }
+            list.failed.push(addr);
+        }
+        ("N", None, None) => {
+            let addr: NodeAddr = first.parse().ok()?;
+            let list = state.lists.last_mut()?;
+            if list.nodes.last().is_some_and(|last| *last >= addr) {
+                return None;
+            }
+            list.nodes.push(addr);
+        }
+        ("D" | "Q", Some(next_probe_ms), None) => {
+            let health = Health {
+                state: if kind == "D" {
+                    HealthState::Down
+                } else {
+                    HealthState::Quarantined
+                },
+                next_probe_ms: next_probe_ms.parse().ok()?,
+            };
+            state.health.insert(first.parse().ok()?, health);
+        }
+        _ => return None,
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -183,19 +265,39 @@ mod tests {
         assert_ne!(key_for("a|8000"), key_for("a|8001"));
     }
 
-    #[test]
-    fn round_trips() {
+    fn state() -> SharedState {
         let mut s = SharedState {
             round: 12,
             next_due_ms: 1_700_000_000_123,
-            list_round: 11,
-            consecutive_failures: 1,
-            failed: vec![addr("10.0.0.9:8000")],
-            nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+            lists: vec![
+                QueryList {
+                    round: 11,
+                    consecutive_failures: 0,
+                    failed: vec![],
+                    nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+                },
+                QueryList {
+                    round: 0,
+                    consecutive_failures: 3,
+                    failed: vec![addr("10.0.0.9:8000"), addr("10.0.0.8:8000")],
+                    nodes: vec![],
+                },
+                QueryList {
+                    round: 10,
+                    consecutive_failures: 1,
+                    failed: vec![addr("10.0.0.7:8000")],
+                    nodes: vec![addr("10.0.0.1:8000"), addr("10.0.0.2:8000")],
+                },
+                QueryList {
+                    round: 9,
+                    ..QueryList::default()
+                },
+            ],
             last_success_ms: 1_700_000_000_000,
             last_activity_ms: 1_700_000_000_001,
-            health: BTreeMap::new(),
+            ..SharedState::default()
         };
+        s.refresh_nodes();
         s.health.insert(
             addr("10.0.0.1:8000"),
             Health {
@@ -210,6 +312,12 @@ mod tests {
                 next_probe_ms: 6,
             },
         );
+        s
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = state();
         assert_eq!(SharedState::decode(&s.encode()), Ok(s.clone()));
         assert_eq!(
             SharedState::decode(&SharedState::default().encode()),
@@ -218,19 +326,69 @@ mod tests {
     }
 
     #[test]
+    fn the_union_is_recomputed_not_stored() {
+        let s = state();
+        assert_eq!(
+            s.nodes,
+            [
+                addr("10.0.0.1:8000"),
+                addr("10.0.0.2:8000"),
+                addr("[fd00::1]:8000")
+            ]
+        );
+        let text = String::from_utf8(s.encode()).unwrap();
+        assert_eq!(text.matches("N 10.0.0.1:8000").count(), 2, "{text}");
+        assert!(
+            text.starts_with(
+                "alternator-lb/3 12 1700000000123 1700000000000 1700000000001\nL 0 11 0\nN "
+            ),
+            "{text}"
+        );
+        assert!(s.discovered());
+        assert!(!SharedState::default().discovered());
+        assert!(s.has_failed(&addr("10.0.0.8:8000")));
+        assert!(!s.has_failed(&addr("10.0.0.1:8000")));
+        assert_eq!(s.list(3).map(|l| l.round), Some(9));
+        assert!(s.list(4).is_none());
+    }
+
+    #[test]
     fn foreign_or_damaged_values_are_errors() {
+        let many_failed: String = (0..=MAX_FAILED)
+            .map(|i| format!("\nF 10.0.{}.{}:1", i / 250, i % 250 + 1))
+            .collect();
+        let many_failed = format!("alternator-lb/3 1 2 3 4\nL 0 0 0{many_failed}");
         for bad in [
             &b""[..],
             b"hello",
-            b"alternator-lb/1 1 2 3 4",
-            b"alternator-lb/2 1 2 3 4 5",
-            b"alternator-lb/2 1 2 3 x 5 6",
-            b"alternator-lb/2 1 2 3 4 5 6\nN nonsense",
-            b"alternator-lb/2 1 2 3 4 5 6\nX 10.0.0.1:1",
-            b"alternator-lb/2 1 2 3 4 5 6\nN",
-            b"alternator-lb/2 1 2 3 4 5 6\nD 10.0.0.1:1",
-            b"alternator-lb/2 1 2 3 4 5 6\nQ 10.0.0.1:1 x",
-            b"alternator-lb/2 1 2 3 99999999999 5 6",
+            b"alternator-lb/2 1 2 3 4 5 6",
+            b"alternator-lb/3 1 2 3",
+            b"alternator-lb/3 1 2 3 4 5",
+            b"alternator-lb/3 1 2 x 4",
+            b"alternator-lb/3 1 2 3 -4",
+            b"alternator-lb/3 1 2 3 4\nN 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nF 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nL 1 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nL 0 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nL 2 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 18446744073709551616 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 4294967296",
+            b"alternator-lb/3 1 2 3 4\nL 0 x 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0 0",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN nonsense",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.2:1\nN 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1\nN 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1 x",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN",
+            b"alternator-lb/3 1 2 3 4\nX 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1",
+            b"alternator-lb/3 1 2 3 4\nQ 10.0.0.1:1 x",
+            b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5 6",
+            b"alternator-lb/3 1 2 3 4\nD nonsense 5",
+            b"alternator-lb/3 1 2 3 4\n\n",
+            many_failed.as_bytes(),
             b"\xff",
         ] {
             assert!(
@@ -239,5 +397,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn health_lines_may_name_unlisted_nodes() {
+        // Before discovery, seeds can be marked Down.
+        let s = SharedState::decode(b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5").unwrap();
+        assert_eq!(s.health.len(), 1);
+        assert!(s.nodes.is_empty());
     }
 }

@@ -3,7 +3,8 @@
 #![no_main]
 
 use alternator_lb_core::cidr;
-use alternator_lb_core::config::Config;
+use alternator_lb_core::config::{Config, Scope, MAX_SCOPES};
+use alternator_lb_core::topology::Topology;
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 
@@ -33,6 +34,35 @@ fuzz_target!(|data: &[u8]| {
                     "seed {s} is outside {:?}",
                     c.allowed_cidrs
                 );
+            }
+            // The groups are the same seeds, by datacenter, none in two.
+            assert!(!c.seed_groups.is_empty());
+            let mut grouped: Vec<_> = c.seed_groups.iter().flat_map(|g| g.seeds.clone()).collect();
+            let count = grouped.len();
+            grouped.sort_unstable();
+            grouped.dedup();
+            assert_eq!(grouped.len(), count, "a seed in two groups: {:?}", c.seed_groups);
+            assert_eq!(grouped, c.seeds);
+            assert!(c.seed_groups.iter().all(|g| !g.seeds.is_empty()));
+            assert!(c.seed_groups.len() == 1 || c.seed_groups.iter().all(|g| g.datacenter.is_some()));
+            // Routing: 1 to 8 distinct scopes, nothing after "cluster".
+            assert!((1..=MAX_SCOPES).contains(&c.routing.len()));
+            for (i, s) in c.routing.iter().enumerate() {
+                assert!(!c.routing[..i].contains(s), "duplicate scope {s:?}");
+                if *s == Scope::Cluster {
+                    assert_eq!(i + 1, c.routing.len(), "scope after cluster");
+                }
+            }
+            assert!(c.partition_keys.windows(2).all(|w| w[0].0 < w[1].0));
+            assert!(c.partition_keys.iter().all(|(t, k)| !t.is_empty() && !k.is_empty()));
+            let t = Topology::from_config(&c);
+            assert_eq!(t.scopes.len(), c.routing.len());
+            assert_eq!(t.query_seeds.len(), t.queries.len());
+            assert!(t.scopes.iter().flatten().all(|&q| q < t.queries.len()));
+            assert!(t.query_seeds.iter().all(|s| !s.is_empty()));
+            assert!(!t.start_seeds.is_empty());
+            for q in &t.queries {
+                let _ = q.path();
             }
             assert!(!c.discovery_cluster.is_empty());
             assert!(c.down_after_failures >= 1);

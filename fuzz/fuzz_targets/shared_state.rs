@@ -9,6 +9,14 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     match SharedState::decode(data) {
         Ok(state) => {
+            // Lists are sorted sets, and the union is theirs.
+            for list in &state.lists {
+                assert!(list.nodes.windows(2).all(|w| w[0] < w[1]), "{:?}", list.nodes);
+            }
+            let mut union: Vec<_> = state.lists.iter().flat_map(|l| l.nodes.clone()).collect();
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(union, state.nodes);
             let encoded = state.encode();
             assert_eq!(
                 SharedState::decode(&encoded),
