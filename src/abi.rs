@@ -19,6 +19,14 @@ extern "C" {
         results_size: *mut usize,
     ) -> u32;
 
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -92,4 +100,26 @@ pub fn response_flags() -> u64 {
     }
     release(data, size);
     flags
+}
+
+/// Header maps, as the ABI numbers them.
+pub const REQUEST_HEADERS: u32 = 0;
+pub const RESPONSE_HEADERS: u32 = 2;
+
+/// A header's value; empty when absent, or when the host refuses (Envoy
+/// refuses header reads outside the headers callbacks, where the SDK's
+/// wrapper would panic).
+pub fn header(map: u32, name: &str) -> Vec<u8> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: as above.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    if status != STATUS_OK || data.is_null() || size == 0 {
+        release(data, size);
+        return Vec::new();
+    }
+    // SAFETY: the host allocated `size` bytes at `data` through the SDK's
+    // allocator; the Vec takes them over.
+    unsafe { Vec::from_raw_parts(data, size, size) }
 }

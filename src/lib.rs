@@ -24,6 +24,7 @@
 mod abi;
 mod host;
 mod http;
+mod learned;
 mod metrics;
 mod root;
 mod routes;

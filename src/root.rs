@@ -9,9 +9,11 @@
 
 use crate::host;
 use crate::http::Http;
+use crate::learned;
 use crate::metrics::{Gauges, Metrics};
-use crate::routes::{Route, Routes};
+use crate::routes::{Ring, Route, Routes};
 use alternator_lb_core::address::NodeAddr;
+use alternator_lb_core::affinity::{self, Mode, NodeHealth};
 use alternator_lb_core::config::Config;
 use alternator_lb_core::discovery::{self, Event, Round, Timing};
 use alternator_lb_core::health::{self, HealthState, Probe};
@@ -20,6 +22,7 @@ use alternator_lb_core::localnodes;
 use alternator_lb_core::log_throttle::REMINDER_EVERY;
 use alternator_lb_core::rng::Rng;
 use alternator_lb_core::shared_state::{self, SharedState};
+use alternator_lb_core::topology::Topology;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, Status};
@@ -35,10 +38,11 @@ pub struct Root {
     active: Option<Active>,
 }
 
-/// A call this VM has made and awaits.
-#[derive(Clone, Copy)]
+/// A call this VM has made and awaits: one question of a discovery round
+/// (the round, and which of the topology's queries), or a probe.
+#[derive(Clone)]
 enum Callout {
-    Discovery(Round),
+    Discovery(Round, usize),
     Probe(Probe),
 }
 
@@ -47,11 +51,14 @@ struct Active {
     config: Config,
     timing: Timing,
     key: String,
-    localnodes_path: String,
+    topology: Topology,
+    /// Shared-data key of the learned partition keys, and the CAS last read.
+    learned_key: String,
+    learned_cas: Option<u32>,
     rng: Rng,
     metrics: Metrics,
-    /// The list `routes` was last built from, to rebuild only on change.
-    routed: Vec<NodeAddr>,
+    /// The tiers `routes` was last built from, to rebuild only on change.
+    routed: Vec<Vec<NodeAddr>>,
     /// CAS of the shared state last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
     in_flight: HashMap<u32, Callout>,
@@ -77,15 +84,21 @@ impl Root {
     }
 
     fn dispatch(&mut self, active: &mut Active, call: Callout) {
-        let (node, path) = match call {
-            Callout::Discovery(round) => (round.target, active.localnodes_path.as_str()),
+        let (node, path) = match &call {
+            Callout::Discovery(round, query) => (
+                round.target(*query),
+                active.topology.queries.get(*query).map(|q| q.path()),
+            ),
             // Alternator's health check: `GET /` answers 200 without auth.
-            Callout::Probe(probe) => (probe.node, "/"),
+            Callout::Probe(probe) => (Some(probe.node), Some("/".to_string())),
+        };
+        let (Some(node), Some(path)) = (node, path) else {
+            return;
         };
         let auth = node.authority();
         let headers = vec![
             (":method", "GET"),
-            (":path", path),
+            (":path", path.as_str()),
             (":authority", auth.as_str()),
             // Read by the discovery cluster (ORIGINAL_DST, use_http_header).
             ("x-envoy-original-dst-host", auth.as_str()),
@@ -109,8 +122,8 @@ impl Root {
                 );
                 let now = Self::now_ms();
                 match call {
-                    Callout::Discovery(round) => {
-                        active.finish_round(&self.routes, round, Err(why), now)
+                    Callout::Discovery(round, query) => {
+                        active.finish_round(&self.routes, &round, query, Err(why), now)
                     }
                     Callout::Probe(probe) => active.finish_probe(&self.routes, probe, Err(why)),
                 }
@@ -133,9 +146,9 @@ impl Context for Root {
         if let Some(call) = active.in_flight.remove(&token_id) {
             let now = Self::now_ms();
             match call {
-                Callout::Discovery(round) => {
+                Callout::Discovery(round, query) => {
                     let answer = read_answer(&active.config, num_headers, body_size);
-                    active.finish_round(&self.routes, round, answer, now);
+                    active.finish_round(&self.routes, &round, query, answer, now);
                 }
                 Callout::Probe(probe) => {
                     let result = match call_status(num_headers) {
@@ -211,19 +224,25 @@ impl RootContext for Root {
         };
         let now = hostcalls::get_current_time().unwrap_or(std::time::UNIX_EPOCH);
         let mut rng = Rng::new(host::random_seed(now));
-        self.routes
-            .configure(rng.below(usize::MAX), config.down_after_failures);
+        let key = shared_state::key_for(&config.discovery_identity());
+        let learned_key = learned::key_for(&key);
+        self.routes.configure(
+            rng.below(usize::MAX),
+            config.down_after_failures,
+            config.key_route_affinity,
+            &config.partition_keys,
+            learned_key.clone(),
+        );
         let tick = (config.refresh_interval_ms / 10).clamp(20, 1000);
         if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
             log::error!("cannot set the tick period: {status:?}");
             return false;
         }
         let mut active = Active {
-            key: shared_state::key_for(&config.discovery_identity()),
-            localnodes_path: localnodes::request_path(
-                config.datacenter.as_deref(),
-                config.rack.as_deref(),
-            ),
+            key,
+            topology: Topology::from_config(&config),
+            learned_key,
+            learned_cas: None,
             timing: Timing {
                 interval_ms: config.refresh_interval_ms,
                 idle_interval_ms: config.idle_refresh_interval_ms,
@@ -253,7 +272,7 @@ impl RootContext for Root {
         let Some(mut active) = self.active.take() else {
             return;
         };
-        if let Some(call) = active.tick(&self.routes, now) {
+        for call in active.tick(&self.routes, now) {
             self.dispatch(&mut active, call);
         }
         self.active = Some(active);
@@ -295,14 +314,17 @@ impl Active {
 
     /// One tick: publish what this VM's requests saw, refresh its routes,
     /// and lease a due discovery round or probe.
-    fn tick(&mut self, routes: &Routes, now_ms: u64) -> Option<Callout> {
+    fn tick(&mut self, routes: &Routes, now_ms: u64) -> Vec<Callout> {
+        if routes.mode() != Mode::None {
+            self.read_learned(routes);
+        }
         let Some((mut state, mut cas)) = self.read_state() else {
             // First VM to tick creates the state. Creation cannot be a
             // compare-and-swap in proxy-wasm; racing creators write nearly
             // identical values, and no VM takes a lease in the tick it
             // created the state in, so the race cannot produce two polls.
             let _ = set_shared(&self.key, &discovery::initial_state(now_ms), None);
-            return None;
+            return Vec::new();
         };
         if let Some((published, new_cas)) = self.publish_observations(routes, &state, cas, now_ms) {
             state = published;
@@ -314,21 +336,39 @@ impl Active {
         }
         self.update_metrics(routes, &state, now_ms);
 
-        let lease = discovery::try_start_round(
-            &state,
-            now_ms,
-            self.timing,
-            &self.config.seeds,
-            &mut self.rng,
-        )
-        .map(|(next, round)| (next, Callout::Discovery(round)))
-        .or_else(|| {
-            health::try_start_probe(&state, now_ms, self.config.probe_periods)
-                .map(|(next, probe)| (next, Callout::Probe(probe)))
-        });
-        let (next, call) = lease?;
+        let lease =
+            discovery::try_start_round(&state, now_ms, self.timing, &self.topology, &mut self.rng)
+                .map(|(next, round)| {
+                    let calls = round
+                        .targets
+                        .iter()
+                        .map(|(query, _)| Callout::Discovery(round.clone(), *query))
+                        .collect();
+                    (next, calls)
+                })
+                .or_else(|| {
+                    health::try_start_probe(&state, now_ms, self.config.probe_periods)
+                        .map(|(next, probe)| (next, vec![Callout::Probe(probe)]))
+                });
+        let Some((next, calls)) = lease else {
+            return Vec::new();
+        };
         // Losing the swap means another VM took this round or probe.
-        set_shared(&self.key, &next, Some(cas)).ok().map(|()| call)
+        match set_shared(&self.key, &next, Some(cas)) {
+            Ok(()) => calls,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Takes up the partition keys other VMs learned, when the entry changed.
+    fn read_learned(&mut self, routes: &Routes) {
+        let Some((bytes, cas)) = learned::read(&self.learned_key) else {
+            return;
+        };
+        if self.learned_cas != Some(cas) {
+            self.learned_cas = Some(cas);
+            routes.set_learned(bytes.as_deref());
+        }
     }
 
     /// Publishes nodes this VM found unreachable (as Down) and that requests
@@ -388,7 +428,7 @@ impl Active {
     fn update_metrics(&mut self, routes: &Routes, state: &SharedState, now_ms: u64) {
         self.metrics.flush_requests(routes.counts());
         let (down, quarantined) = health::counts(state);
-        let known = if state.list_round > 0 {
+        let known = if state.discovered() {
             state.nodes.len()
         } else {
             self.config.seeds.len()
@@ -431,16 +471,19 @@ impl Active {
     fn finish_round(
         &mut self,
         routes: &Routes,
-        round: Round,
+        round: &Round,
+        query: usize,
         answer: Result<localnodes::Answer, String>,
         now_ms: u64,
     ) {
+        let target = round
+            .target(query)
+            .map_or_else(String::new, |t| t.to_string());
         self.metrics.discovery(answer.is_ok());
         if let Ok(answer) = &answer {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(
-                    "/localnodes from {} had {} unusable entries, ignored: {}",
-                    round.target,
+                    "/localnodes from {target} had {} unusable entries, ignored: {}",
                     answer.dropped.len(),
                     answer.dropped.join("; ")
                 );
@@ -448,11 +491,11 @@ impl Active {
             }
         }
         let updated = self.update_shared(|state| match &answer {
-            Ok(a) => discovery::apply_answer(state, &round, a.nodes.clone(), now_ms),
-            Err(_) => discovery::apply_failure(state, &round),
+            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), now_ms),
+            Err(_) => discovery::apply_failure(state, round, query),
         });
         if let Some((state, event)) = updated {
-            self.log_event(&round, &state, &event, answer.as_ref().err());
+            self.log_event(&target, &state, &event, answer.as_ref().err());
             self.sync_routes(routes, Some(&state), false);
         }
     }
@@ -482,78 +525,136 @@ impl Active {
         self.sync_routes(routes, Some(&state), false);
     }
 
-    fn log_event(&self, round: &Round, state: &SharedState, event: &Event, error: Option<&String>) {
+    fn log_event(&self, target: &str, state: &SharedState, event: &Event, error: Option<&String>) {
         let list = |v: &[NodeAddr]| {
             v.iter()
                 .map(NodeAddr::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let query = self
+            .topology
+            .queries
+            .get(event.query())
+            .map_or_else(String::new, |q| q.to_string());
+        let nodes_of = |q: usize| state.list(q).map_or(&[][..], |l| l.nodes.as_slice());
         match event {
             Event::ListChanged {
+                query: q,
                 added,
                 removed,
                 total,
                 first,
                 recovered_after,
+                quarantined,
             } => {
                 if *recovered_after > 0 {
-                    log::info!("discovery recovered after {recovered_after} failed attempts");
+                    log::info!(
+                        "discovery recovered after {recovered_after} failed attempts ({query})"
+                    );
                 }
                 if *first {
                     log::info!(
-                        "discovered {total} nodes from {}: {}",
-                        round.target,
-                        list(&state.nodes)
+                        "discovered {total} nodes from {target} ({query}): {}",
+                        list(nodes_of(*q))
                     );
                 } else {
                     log::info!(
-                        "node list changed, now {total} nodes; added [{}], removed [{}]{}",
+                        "node list changed, now {total} nodes; added [{}], removed [{}]{} ({query})",
                         list(added),
                         list(removed),
-                        if added.is_empty() {
-                            ""
+                        if quarantined.is_empty() {
+                            String::new()
                         } else {
-                            "; added nodes are quarantined until a probe succeeds"
+                            format!(
+                                "; quarantined until a probe succeeds: [{}]",
+                                list(quarantined)
+                            )
                         }
                     );
                 }
             }
-            Event::ListUnchanged { recovered_after } if *recovered_after > 0 => {
-                log::info!("discovery recovered after {recovered_after} failed attempts; node list unchanged");
+            Event::ListUnchanged {
+                recovered_after, ..
+            } if *recovered_after > 0 => {
+                log::info!("discovery recovered after {recovered_after} failed attempts ({query}); node list unchanged");
             }
             Event::Failed {
                 consecutive,
                 log: true,
+                ..
+            }
+            | Event::EmptyRefused {
+                consecutive,
+                log: true,
+                ..
             } => {
-                let kept = if state.list_round > 0 {
+                let kept = if state.discovered() {
                     format!("keeping the last good list of {} nodes", state.nodes.len())
                 } else {
                     "no node discovered yet".to_string()
                 };
+                let why = if matches!(event, Event::EmptyRefused { .. }) {
+                    "it listed no node, and no other scope lists any"
+                } else {
+                    error.map_or("unknown error", String::as_str)
+                };
                 log::warn!(
-                    "/localnodes from {} failed: {}; {kept} ({consecutive} failures in a row; \
+                    "/localnodes from {target} ({query}) failed: {why}; {kept} ({consecutive} failures in a row; \
                      further failures are logged every {REMINDER_EVERY} attempts)",
-                    round.target,
-                    error.map_or("unknown error", String::as_str),
                 );
             }
             _ => {}
         }
     }
 
-    /// Rebuilds this VM's routes when the list to route over changed. Nodes
+    /// Rebuilds this VM's routes when what it routes over changed. Nodes
     /// this VM saw fail stay out until the shared state agrees.
     fn sync_routes(&mut self, routes: &Routes, state: Option<&SharedState>, force: bool) {
         self.absorb_unreachable(routes);
-        let mut nodes = discovery::routing_nodes(state, &self.config.seeds);
-        nodes.retain(|n| !self.pending_down.contains(n));
-        if !force && nodes == self.routed && nodes == routes.nodes() {
+        let mut tiers = discovery::routing_tiers(state, &self.topology);
+        for tier in &mut tiers {
+            tier.retain(|n| !self.pending_down.contains(n));
+        }
+        let affinity_on = self.config.key_route_affinity != Mode::None;
+        if !force && !affinity_on && tiers == self.routed && tiers == routes.nodes() {
             return;
         }
+        // One route per node, shared by every scope and ring naming it.
         let verify = self.config.verify_node_san;
-        routes.replace(nodes.iter().map(|n| Route::new(*n, verify)).collect());
-        self.routed = nodes;
+        let mut made: HashMap<NodeAddr, Rc<Route>> = HashMap::new();
+        let mut route =
+            |n: &NodeAddr| Rc::clone(made.entry(*n).or_insert_with(|| Route::new(*n, verify)));
+        let tier_routes = tiers
+            .iter()
+            .map(|t| t.iter().map(&mut route).collect())
+            .collect();
+        let rings = match state {
+            Some(state) if affinity_on => discovery::rings(state, &self.topology)
+                .iter()
+                .map(|nodes| {
+                    let ring = affinity::ring(nodes, self.config.https);
+                    Ring {
+                        health: ring.iter().map(|n| self.node_health(state, n)).collect(),
+                        routes: ring.iter().map(&mut route).collect(),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        routes.replace(tier_routes, rings);
+        self.routed = tiers;
+    }
+
+    fn node_health(&self, state: &SharedState, node: &NodeAddr) -> NodeHealth {
+        if self.pending_down.contains(node) {
+            return NodeHealth::Down;
+        }
+        match state.health.get(node).map(|h| h.state) {
+            None => NodeHealth::Active,
+            Some(HealthState::Quarantined) => NodeHealth::Quarantined,
+            Some(HealthState::Down) => NodeHealth::Down,
+        }
     }
 }
 

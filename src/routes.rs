@@ -2,10 +2,11 @@
 //! it on tick) and its requests (which only read and count).
 
 use alternator_lb_core::address::NodeAddr;
+use alternator_lb_core::affinity::{self, Key, Mode, NodeHealth, Tables};
 use alternator_lb_core::filter_state;
 use alternator_lb_core::health::Outcome;
 use alternator_lb_core::picker::RoundRobin;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -27,8 +28,24 @@ impl Route {
     }
 }
 
+/// One scope's discovered nodes in the client libraries' canonical order,
+/// healthy or not, for key route affinity: health only decides at the pick.
+pub struct Ring {
+    pub routes: Vec<Rc<Route>>,
+    pub health: Vec<NodeHealth>,
+}
+
 pub struct Routes {
-    picker: RefCell<RoundRobin<Rc<Route>>>,
+    /// One round robin per routing scope; a request takes the first that
+    /// has a node.
+    tiers: RefCell<Vec<RoundRobin<Rc<Route>>>>,
+    /// Per scope, for key route affinity (empty when it is off).
+    rings: RefCell<Vec<Ring>>,
+    mode: Cell<Mode>,
+    tables: RefCell<Tables>,
+    start: Cell<usize>,
+    /// Shared-data key of the learned partition keys.
+    learned_key: RefCell<String>,
     /// Requests routed and rejected since the VM started; the root turns
     /// the growth into stats deltas.
     routed: Cell<u64>,
@@ -44,7 +61,12 @@ pub struct Routes {
 impl Routes {
     pub fn new() -> Self {
         Routes {
-            picker: RefCell::new(RoundRobin::new(Vec::new(), 0)),
+            tiers: RefCell::new(Vec::new()),
+            rings: RefCell::new(Vec::new()),
+            mode: Cell::new(Mode::None),
+            tables: RefCell::new(Tables::default()),
+            start: Cell::new(0),
+            learned_key: RefCell::new(String::new()),
             routed: Cell::new(0),
             rejected: Cell::new(0),
             failures: RefCell::new(HashMap::new()),
@@ -54,29 +76,110 @@ impl Routes {
         }
     }
 
-    pub fn configure(&self, start: usize, down_after_failures: u32) {
-        if let Ok(mut picker) = self.picker.try_borrow_mut() {
-            *picker = RoundRobin::new(Vec::new(), start);
+    pub fn configure(
+        &self,
+        start: usize,
+        down_after_failures: u32,
+        mode: Mode,
+        partition_keys: &[(String, String)],
+        learned_key: String,
+    ) {
+        if let Ok(mut key) = self.learned_key.try_borrow_mut() {
+            *key = learned_key;
         }
+        if let Ok(mut tiers) = self.tiers.try_borrow_mut() {
+            tiers.clear();
+        }
+        self.start.set(start);
         self.down_after_failures.set(down_after_failures);
+        self.mode.set(mode);
+        if let Ok(mut tables) = self.tables.try_borrow_mut() {
+            *tables = Tables::new(partition_keys);
+        }
     }
 
     #[inline]
-    pub fn pick(&self) -> Option<Rc<Route>> {
-        self.picker.try_borrow_mut().ok()?.pick().cloned()
+    pub fn mode(&self) -> Mode {
+        self.mode.get()
     }
 
-    pub fn replace(&self, routes: Vec<Rc<Route>>) {
-        if let Ok(mut picker) = self.picker.try_borrow_mut() {
-            picker.replace(routes);
+    /// The next node of the first scope that has one.
+    #[inline]
+    pub fn pick(&self) -> Option<Rc<Route>> {
+        let mut tiers = self.tiers.try_borrow_mut().ok()?;
+        tiers
+            .iter_mut()
+            .find(|t| !t.is_empty())
+            .and_then(|t| t.pick().cloned())
+    }
+
+    /// The key's node: in the first scope whose ring has a usable node, the
+    /// first Active node of the key's order, else the first Quarantined one.
+    /// `None` leaves the request to [`Routes::pick`].
+    pub fn pick_for_key(&self, key: &Key) -> Option<Rc<Route>> {
+        let rings = self.rings.try_borrow().ok()?;
+        rings.iter().find_map(|ring| {
+            let order = affinity::order(key, ring.routes.len())?;
+            let i = affinity::choose(&order, |i| {
+                ring.health.get(i).copied().unwrap_or(NodeHealth::Down)
+            })?;
+            ring.routes.get(i).cloned()
+        })
+    }
+
+    /// Replaces the scopes' node lists (and, with affinity, their rings).
+    pub fn replace(&self, tiers: Vec<Vec<Rc<Route>>>, rings: Vec<Ring>) {
+        if let Ok(mut current) = self.tiers.try_borrow_mut() {
+            current.resize_with(tiers.len(), || {
+                RoundRobin::new(Vec::new(), self.start.get())
+            });
+            for (picker, routes) in current.iter_mut().zip(tiers) {
+                picker.replace(routes);
+            }
+        }
+        if let Ok(mut current) = self.rings.try_borrow_mut() {
+            *current = rings;
         }
     }
 
-    pub fn nodes(&self) -> Vec<NodeAddr> {
-        self.picker
+    /// Every node some scope routes to now, in scope order.
+    pub fn nodes(&self) -> Vec<Vec<NodeAddr>> {
+        self.tiers
             .try_borrow()
-            .map(|p| p.entries().iter().map(|r| r.node).collect())
+            .map(|tiers| {
+                tiers
+                    .iter()
+                    .map(|t| t.entries().iter().map(|r| r.node).collect())
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    pub fn tables(&self) -> Option<Ref<'_, Tables>> {
+        self.tables.try_borrow().ok()
+    }
+
+    /// Replaces what this VM knows of learned partition keys with the
+    /// shared entry every VM writes to.
+    pub fn set_learned(&self, encoded: Option<&[u8]>) {
+        if let Ok(mut tables) = self.tables.try_borrow_mut() {
+            tables.set_learned(encoded);
+        }
+    }
+
+    /// Shares a learned partition key with the other VMs.
+    pub fn publish_learned(&self, table: &str, attr: &str) {
+        if let Ok(key) = self.learned_key.try_borrow() {
+            crate::learned::publish(&key, table, attr);
+        }
+    }
+
+    /// Records a learned partition key; true when it is news to this VM.
+    pub fn remember(&self, table: &str, attr: &str) -> bool {
+        self.tables
+            .try_borrow_mut()
+            .map(|mut t| t.remember(table, attr))
+            .unwrap_or(false)
     }
 
     #[inline]
@@ -111,8 +214,18 @@ impl Routes {
                 *streak += 1;
                 if *streak >= self.down_after_failures.get() {
                     failures.remove(node);
-                    if let Ok(mut picker) = self.picker.try_borrow_mut() {
-                        picker.retain(|r| r.node != *node);
+                    if let Ok(mut tiers) = self.tiers.try_borrow_mut() {
+                        for tier in tiers.iter_mut() {
+                            tier.retain(|r| r.node != *node);
+                        }
+                    }
+                    if let Ok(mut rings) = self.rings.try_borrow_mut() {
+                        for ring in rings.iter_mut() {
+                            let at = ring.routes.iter().position(|r| r.node == *node);
+                            if let Some(h) = at.and_then(|i| ring.health.get_mut(i)) {
+                                *h = NodeHealth::Down;
+                            }
+                        }
                     }
                     if let Ok(mut unreachable) = self.unreachable.try_borrow_mut() {
                         if !unreachable.contains(node) {

@@ -8,4 +8,5 @@ Modules:
 * :mod:`.alternator` - a simulated, controllable Alternator cluster (in-process).
 * :mod:`.envoy` - running a real Envoy from a config dict.
 * :mod:`.clients` - boto3 clients with explicit credentials.
+* :mod:`.affinity_ref` - key route affinity's node choice, written from the spec (the oracle).
 """
