@@ -10,10 +10,15 @@
   credentials.
 * On a failed test, the tail of every Envoy log started by that test is
   attached to the failure report ("Envoy log tail" sections).
+* SIGTERM (a CI timeout, ``timeout``, ``kill``) interrupts pytest like
+  Ctrl-C, so the fixtures still stop every Envoy and moto server they
+  started; each runs in its own process group and would otherwise outlive
+  the test run.
 """
 
 from __future__ import annotations
 
+import signal
 import uuid
 from typing import Any
 
@@ -25,6 +30,14 @@ from harness.clients import dynamodb_client
 from harness.envoy import EnvoyProcess
 
 _envoys_key = pytest.StashKey[list]()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")
