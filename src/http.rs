@@ -56,16 +56,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         self.held = None;
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let plain = if gzip {
-            affinity::inflate_gzip(&body, MAX_BODY_BYTES)
-        } else {
-            Some(body)
-        };
-        let key = plain.and_then(|b| {
+        let key = whole_body(BufferType::HttpRequestBody, body_size, gzip).and_then(|b| {
             let tables = self.routes.tables()?;
             affinity::key(self.routes.mode(), op, &b, &tables)
         });
@@ -99,16 +90,8 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         self.learn = None;
-        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let plain = if gzip {
-            affinity::inflate_gzip(&body, MAX_BODY_BYTES)
-        } else {
-            Some(body)
-        };
-        let learned = plain.and_then(|b| affinity::tables::learn(op, 200, &b));
+        let learned = whole_body(BufferType::HttpResponseBody, body_size, gzip)
+            .and_then(|b| affinity::tables::learn(op, 200, &b));
         if let Some((table, attr)) = learned {
             if self.routes.remember(&table, &attr) {
                 self.routes.publish_learned(&table, &attr);
@@ -179,6 +162,19 @@ impl Http {
 }
 
 use abi::header;
+
+/// A held body, whole, inflated when it is gzip (`None` when that fails).
+fn whole_body(buffer: BufferType, size: usize, gzip: bool) -> Option<Vec<u8>> {
+    let body = hostcalls::get_buffer(buffer, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if gzip {
+        affinity::inflate_gzip(&body, MAX_BODY_BYTES)
+    } else {
+        Some(body)
+    }
+}
 
 /// Answers the request locally with the DynamoDB-style 503.
 fn reject(body: &[u8]) -> Action {
