@@ -455,14 +455,6 @@ pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Ve
     }
 }
 
-/// The first non-empty tier of [`routing_tiers`], or nothing.
-pub fn routing_nodes(state: Option<&SharedState>, topology: &Topology) -> Vec<NodeAddr> {
-    routing_tiers(state, topology)
-        .into_iter()
-        .find(|tier| !tier.is_empty())
-        .unwrap_or_default()
-}
-
 /// Per scope in routing order, every listed node of its lists, healthy or
 /// not: the affinity ring must not move when a node's health changes, since
 /// health only applies when a node is picked from the ring. Empty before
@@ -478,6 +470,15 @@ pub fn rings(state: &SharedState, topology: &Topology) -> Vec<Vec<NodeAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where requests go: the first non-empty tier of [`routing_tiers`], as
+    /// the glue's `Routes::pick` takes it.
+    fn routing_nodes(state: Option<&SharedState>, topology: &Topology) -> Vec<NodeAddr> {
+        routing_tiers(state, topology)
+            .into_iter()
+            .find(|tier| !tier.is_empty())
+            .unwrap_or_default()
+    }
     use crate::config::Config;
     use crate::health::{HealthState, ProbePeriods};
     #[cfg(target_arch = "wasm32")]

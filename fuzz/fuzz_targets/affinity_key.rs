@@ -11,16 +11,6 @@ use alternator_lb_core::affinity::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const OPS: [Op; 7] = [
-    Op::PutItem,
-    Op::UpdateItem,
-    Op::DeleteItem,
-    Op::BatchWriteItem,
-    Op::CreateTable,
-    Op::DescribeTable,
-    Op::Other,
-];
-
 /// Small enough that the fuzzer's bombs stay cheap.
 const LIMIT: usize = 1 << 20;
 
@@ -46,7 +36,7 @@ fn check(k: &Key) {
 
 fn keys(body: &[u8], tables: &Tables) {
     for mode in [Mode::None, Mode::Rmw, Mode::AnyWrite] {
-        for op in OPS {
+        for op in Op::ALL {
             if let Some(k) = key(mode, op, body, tables) {
                 assert!(affinity::wants_request_body(mode, op));
                 if let Key::Batch(h) = &k {

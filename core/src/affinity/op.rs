@@ -26,6 +26,17 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every value, for tests and fuzzing that must cover each operation.
+    pub const ALL: [Op; 7] = [
+        Op::PutItem,
+        Op::UpdateItem,
+        Op::DeleteItem,
+        Op::BatchWriteItem,
+        Op::CreateTable,
+        Op::DescribeTable,
+        Op::Other,
+    ];
+
     /// The operation named by an `X-Amz-Target` value. Exact and
     /// case-sensitive, as DynamoDB and Alternator match it: anything else
     /// (another API version, surrounding spaces, a missing header passed as
@@ -103,16 +114,7 @@ mod tests {
 
     #[test]
     fn which_bodies_are_buffered() {
-        let ops = [
-            Op::PutItem,
-            Op::UpdateItem,
-            Op::DeleteItem,
-            Op::BatchWriteItem,
-            Op::CreateTable,
-            Op::DescribeTable,
-            Op::Other,
-        ];
-        for op in ops {
+        for op in Op::ALL {
             assert!(!wants_request_body(Mode::None, op));
             assert!(!wants_response_body(Mode::None, op));
             let single = op.is_single_write();
