@@ -23,10 +23,10 @@ use alternator_lb_core::log_throttle::REMINDER_EVERY;
 use alternator_lb_core::rng::Rng;
 use alternator_lb_core::shared_state::{self, SharedState};
 use alternator_lb_core::topology::Topology;
+use alternator_lb_core::vec_map::VecMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, Status};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ struct Active {
     routed: Vec<Vec<NodeAddr>>,
     /// CAS of the shared state last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
-    in_flight: HashMap<u32, Callout>,
+    in_flight: VecMap<u32, Callout>,
     /// Nodes this VM saw fail and has not yet published as Down.
     pending_down: Vec<NodeAddr>,
     /// Requests routed when activity was last checked.
@@ -253,7 +253,7 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             routed: Vec::new(),
             last_cas: None,
-            in_flight: HashMap::new(),
+            in_flight: VecMap::new(),
             pending_down: Vec::new(),
             seen_requests: 0,
             last_dropped: Vec::new(),
@@ -622,9 +622,15 @@ impl Active {
         }
         // One route per node, shared by every scope and ring naming it.
         let verify = self.config.verify_node_san;
-        let mut made: HashMap<NodeAddr, Rc<Route>> = HashMap::new();
-        let mut route =
-            |n: &NodeAddr| Rc::clone(made.entry(*n).or_insert_with(|| Route::new(*n, verify)));
+        let mut made: VecMap<NodeAddr, Rc<Route>> = VecMap::new();
+        let mut route = |n: &NodeAddr| {
+            if let Some(known) = made.get(n) {
+                return Rc::clone(known);
+            }
+            let fresh = Route::new(*n, verify);
+            made.insert(*n, Rc::clone(&fresh));
+            fresh
+        };
         let tier_routes = tiers
             .iter()
             .map(|t| t.iter().map(&mut route).collect())

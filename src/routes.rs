@@ -6,8 +6,8 @@ use alternator_lb_core::affinity::{self, Key, Mode, NodeHealth, Tables};
 use alternator_lb_core::filter_state;
 use alternator_lb_core::health::Outcome;
 use alternator_lb_core::picker::RoundRobin;
+use alternator_lb_core::vec_map::VecMap;
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// One node, with the exact bytes handed to Envoy to route there.
@@ -51,7 +51,7 @@ pub struct Routes {
     routed: Cell<u64>,
     rejected: Cell<u64>,
     /// Connection failures in a row per node, seen by this VM.
-    failures: RefCell<HashMap<NodeAddr, u32>>,
+    failures: RefCell<VecMap<NodeAddr, u32>>,
     down_after_failures: Cell<u32>,
     /// Nodes this VM found unreachable, for the root to publish as Down.
     unreachable: RefCell<Vec<NodeAddr>>,
@@ -69,7 +69,7 @@ impl Routes {
             learned_key: RefCell::new(String::new()),
             routed: Cell::new(0),
             rejected: Cell::new(0),
-            failures: RefCell::new(HashMap::new()),
+            failures: RefCell::new(VecMap::new()),
             down_after_failures: Cell::new(1),
             unreachable: RefCell::new(Vec::new()),
             refusal_logged: Cell::new(false),
@@ -210,9 +210,9 @@ impl Routes {
                 }
             }
             Outcome::Unreachable => {
-                let streak = failures.entry(*node).or_insert(0);
-                *streak += 1;
-                if *streak >= self.down_after_failures.get() {
+                let streak = failures.get(node).copied().unwrap_or(0) + 1;
+                failures.insert(*node, streak);
+                if streak >= self.down_after_failures.get() {
                     failures.remove(node);
                     if let Ok(mut tiers) = self.tiers.try_borrow_mut() {
                         for tier in tiers.iter_mut() {

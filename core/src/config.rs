@@ -194,8 +194,7 @@ impl Config {
             .iter()
             .flat_map(|g| g.seeds.iter().copied())
             .collect();
-        seeds.sort_unstable();
-        seeds.dedup();
+        crate::sort::sort_dedup(&mut seeds);
         if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
             return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
         }
@@ -394,7 +393,7 @@ fn named_groups(members: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError>
             seeds: addresses(items, port, &context)?,
         });
     }
-    groups.sort_by(|a, b| a.datacenter.cmp(&b.datacenter));
+    crate::sort::sort_by(&mut groups, |a, b| a.datacenter < b.datacenter);
     // A node is in exactly one datacenter; listing it twice is a mistake
     // that would also make "ask a seed of dc X" ambiguous.
     for (i, group) in groups.iter().enumerate() {
@@ -429,8 +428,7 @@ fn addresses(items: &[Json], port: u16, context: &str) -> Result<Vec<NodeAddr>, 
             .map_err(|e: AddrError| err("seeds", format!("{context}entry {i}: {e}")))?;
         seeds.push(addr);
     }
-    seeds.sort_unstable();
-    seeds.dedup();
+    crate::sort::sort_dedup(&mut seeds);
     Ok(seeds)
 }
 
@@ -579,7 +577,7 @@ fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
         }
         tables.push((table.clone(), attribute.clone()));
     }
-    tables.sort();
+    crate::sort::sort(&mut tables);
     Ok(tables)
 }
 

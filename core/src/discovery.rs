@@ -224,8 +224,7 @@ fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<N
         .filter_map(|q| state.list(q))
         .flat_map(|l| l.nodes.iter().copied())
         .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
+    crate::sort::sort_dedup(&mut nodes);
     nodes
 }
 
@@ -308,8 +307,7 @@ pub fn apply_answer(
         return (state.clone(), Event::Stale { query });
     }
     let mut nodes = nodes;
-    nodes.sort_unstable();
-    nodes.dedup();
+    crate::sort::sort_dedup(&mut nodes);
     let others_empty = state
         .lists
         .iter()

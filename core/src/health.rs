@@ -134,11 +134,14 @@ pub fn on_new_list(
     }
     let mut quarantined = Vec::new();
     for n in state.nodes.iter().filter(|n| !old_nodes.contains(n)) {
-        if let std::collections::btree_map::Entry::Vacant(slot) = state.health.entry(*n) {
-            slot.insert(Health {
-                state: HealthState::Quarantined,
-                next_probe_ms: now_ms,
-            });
+        if !state.health.contains_key(n) {
+            state.health.insert(
+                *n,
+                Health {
+                    state: HealthState::Quarantined,
+                    next_probe_ms: now_ms,
+                },
+            );
             quarantined.push(*n);
         }
     }

@@ -19,7 +19,8 @@
 //! | how that state is stored in shared data     | [`shared_state`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
 //! | when a repeated failure is worth a log line | [`log_throttle`] |
-//! | which node a partition key's writes go to (not yet wired in) | [`affinity`] |
+//! | which node a partition key's writes go to | [`affinity`] |
+//! | small sorted lists and maps, at a fraction of the std code size | [`sort`], [`vec_map`] |
 
 #![cfg_attr(
     not(test),
@@ -49,7 +50,9 @@ pub mod log_throttle;
 pub mod picker;
 pub mod rng;
 pub mod shared_state;
+pub mod sort;
 pub mod topology;
+pub mod vec_map;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

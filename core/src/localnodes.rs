@@ -127,8 +127,7 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
             Err(why) => dropped.push(why),
         }
     }
-    nodes.sort_unstable();
-    nodes.dedup();
+    crate::sort::sort_dedup(&mut nodes);
     if nodes.is_empty() {
         return Err(AnswerError::NoValidEntry(dropped));
     }

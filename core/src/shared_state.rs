@@ -25,7 +25,7 @@ use crate::address::NodeAddr;
 use crate::discovery::MAX_FAILED;
 use crate::health::{Health, HealthState};
 use crate::json::Quoted;
-use std::collections::BTreeMap;
+use crate::vec_map::VecMap;
 use std::fmt::{self, Write as _};
 
 const MAGIC: &str = "alternator-lb/3";
@@ -65,7 +65,7 @@ pub struct SharedState {
     /// Last time any worker reported requests, at most a second stale.
     pub last_activity_ms: u64,
     /// Nodes that may not take requests; a node not here is Active.
-    pub health: BTreeMap<NodeAddr, Health>,
+    pub health: VecMap<NodeAddr, Health>,
 }
 
 /// A shared-data value that is not a record this version wrote.
@@ -113,8 +113,7 @@ impl SharedState {
             .iter()
             .flat_map(|l| l.nodes.iter().copied())
             .collect();
-        union.sort_unstable();
-        union.dedup();
+        crate::sort::sort_dedup(&mut union);
         self.nodes = union;
     }
 

@@ -71,7 +71,7 @@ pub fn canonical(node: &NodeAddr, https: bool) -> String {
 pub fn ring(nodes: &[NodeAddr], https: bool) -> Vec<NodeAddr> {
     let mut keyed: Vec<(String, NodeAddr)> =
         nodes.iter().map(|n| (canonical(n, https), *n)).collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::sort::sort_by(&mut keyed, |a, b| a.0 < b.0);
     keyed.dedup_by(|a, b| a.0 == b.0);
     keyed.into_iter().map(|(_, n)| n).collect()
 }
@@ -85,7 +85,7 @@ pub fn plan(ring_len: usize, hash: i64) -> Vec<usize> {
     let mut out = Vec::with_capacity(ring_len);
     while !rest.is_empty() {
         let Some(i) = rng.intn(rest.len()) else {
-            rest.sort_unstable();
+            crate::sort::sort(&mut rest);
             out.extend(rest);
             break;
         };

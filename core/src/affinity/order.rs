@@ -38,8 +38,9 @@ fn vote_order(hashes: &[i64], ring_len: usize) -> Option<Vec<usize>> {
         return None;
     }
     let mut order: Vec<usize> = (0..ring_len).collect();
-    // Keys are distinct (the index is part of them), so unstable is exact.
-    order.sort_unstable_by_key(|&i| (std::cmp::Reverse(votes.get(i).copied().unwrap_or(0)), i));
+    // Stable, and `order` starts in ring order, so ties stay in ring order.
+    let votes_of = |i: &usize| votes.get(*i).copied().unwrap_or(0);
+    crate::sort::sort_by(&mut order, |a, b| votes_of(a) > votes_of(b));
     Some(order)
 }
 
