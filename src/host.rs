@@ -1,12 +1,10 @@
 //! Host facts the shell needs, in the units the core takes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Wall-clock milliseconds: the one clock every VM of the process shares,
-/// which is what the discovery lease in shared data is written in.
-pub fn millis(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Wall-clock milliseconds from the host's nanoseconds: the one clock every
+/// VM of the process shares, which is what the discovery lease in shared
+/// data is written in.
+pub fn millis(nanos: u64) -> u64 {
+    nanos / 1_000_000
 }
 
 /// A seed that differs per VM. proxy-wasm offers no randomness and the module
@@ -15,7 +13,6 @@ pub fn millis(now: SystemTime) -> u64 {
 /// worker VMs one after another, so no two read the same instant. The seed
 /// only varies starting points (round-robin offset, which node to ask
 /// first); nothing depends on it being secret.
-pub fn random_seed(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+pub fn random_seed(nanos: u64) -> u64 {
+    nanos
 }

@@ -13,15 +13,12 @@
 //! DescribeTable are read to learn tables' partition keys. Every other
 //! request, and every request with affinity off, takes the path above.
 
-use crate::abi;
+use crate::abi::{self, Action};
 use crate::routes::{Route, Routes};
 use alternator_lb_core::affinity::{self, Mode, Op, MAX_BODY_BYTES};
 use alternator_lb_core::error_body;
 use alternator_lb_core::filter_state::FOREIGN_FUNCTION;
 use alternator_lb_core::health::outcome_from_flags;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
 use std::rc::Rc;
 
 pub struct Http {
@@ -36,10 +33,8 @@ pub struct Http {
     learn: Option<(Op, bool)>,
 }
 
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl Http {
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let mode = self.routes.mode();
         if mode != Mode::None && self.wait_for_body(mode, end_of_stream) {
             return Action::Pause;
@@ -47,7 +42,7 @@ impl HttpContext for Http {
         self.route(None)
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some((op, gzip)) = self.held else {
             return Action::Continue;
         };
@@ -56,7 +51,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         self.held = None;
-        let key = whole_body(BufferType::HttpRequestBody, body_size, gzip).and_then(|b| {
+        let key = whole_body(abi::REQUEST_BODY, body_size, gzip).and_then(|b| {
             let tables = self.routes.tables()?;
             affinity::key(self.routes.mode(), op, &b, &tables)
         });
@@ -64,7 +59,7 @@ impl HttpContext for Http {
         self.route(by_key)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    pub fn on_response_headers(&mut self) -> Action {
         if let Some(route) = self.chosen.take() {
             // Flags are 0 unless something went wrong; a node that answered,
             // whatever its status, is reachable.
@@ -82,7 +77,7 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some((op, gzip)) = self.learn else {
             return Action::Continue;
         };
@@ -90,7 +85,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         self.learn = None;
-        let learned = whole_body(BufferType::HttpResponseBody, body_size, gzip)
+        let learned = whole_body(abi::RESPONSE_BODY, body_size, gzip)
             .and_then(|b| affinity::tables::learn(op, 200, &b));
         if let Some((table, attr)) = learned {
             if self.routes.remember(&table, &attr) {
@@ -99,9 +94,7 @@ impl HttpContext for Http {
         }
         Action::Continue
     }
-}
 
-impl Http {
     pub fn new(routes: Rc<Routes>) -> Self {
         Http {
             routes,
@@ -154,7 +147,7 @@ impl Http {
                 // Without the filter state the ORIGINAL_DST cluster would
                 // connect to Envoy's own listener address, or the node's
                 // certificate would go unchecked: fail closed.
-                self.routes.refused(status);
+                self.routes.refused(status.0);
                 reject(error_body::ROUTING_FAILED)
             }
         }
@@ -164,11 +157,8 @@ impl Http {
 use abi::header;
 
 /// A held body, whole, inflated when it is gzip (`None` when that fails).
-fn whole_body(buffer: BufferType, size: usize, gzip: bool) -> Option<Vec<u8>> {
-    let body = hostcalls::get_buffer(buffer, 0, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+fn whole_body(buffer: u32, size: usize, gzip: bool) -> Option<Vec<u8>> {
+    let body = abi::buffer(buffer, size);
     if gzip {
         affinity::inflate_gzip(&body, MAX_BODY_BYTES)
     } else {
@@ -178,13 +168,13 @@ fn whole_body(buffer: BufferType, size: usize, gzip: bool) -> Option<Vec<u8>> {
 
 /// Answers the request locally with the DynamoDB-style 503.
 fn reject(body: &[u8]) -> Action {
-    let sent = hostcalls::send_http_response(
+    let sent = abi::send_response(
         error_body::STATUS,
-        vec![("content-type", error_body::CONTENT_TYPE)],
-        Some(body),
+        &[("content-type", error_body::CONTENT_TYPE)],
+        body,
     );
     if let Err(status) = sent {
-        log::error!("could not send the 503 answer: {status:?}");
+        abi::log!(Error, "could not send the 503 answer: {status}");
     }
     Action::Pause
 }

@@ -4,9 +4,9 @@
 //! others pick it up on their tick. What to store is decided in
 //! `alternator_lb_core::affinity::tables`.
 
+use crate::abi;
 use alternator_lb_core::affinity;
 use alternator_lb_core::json::Quoted;
-use proxy_wasm::hostcalls;
 
 /// Attempts at the compare-and-swap before the news is left for the next
 /// answer of that table to publish.
@@ -19,20 +19,21 @@ pub fn key_for(discovery_key: &str) -> String {
 
 /// The entry's bytes and CAS, if it exists.
 pub fn read(key: &str) -> Option<(Option<Vec<u8>>, u32)> {
-    let (bytes, cas) = hostcalls::get_shared_data(key).ok()?;
+    let (bytes, cas) = abi::shared_data(key).ok()?;
     Some((bytes, cas?))
 }
 
 /// Adds `table`'s partition key `attr` to the shared entry.
 pub fn publish(key: &str, table: &str, attr: &str) {
     for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+        let (bytes, cas) = abi::shared_data(key).unwrap_or((None, None));
         let next = affinity::with_learned(bytes.as_deref(), table, attr);
         if bytes.as_deref() == Some(next.as_slice()) {
             return;
         }
-        if hostcalls::set_shared_data(key, Some(&next), cas).is_ok() {
-            log::info!(
+        if abi::set_shared_data(key, &next, cas).is_ok() {
+            abi::log!(
+                Info,
                 "learned the partition key of table {}: {}; its qualifying writes now go to the key's node",
                 Quoted(table),
                 Quoted(attr)
@@ -40,7 +41,8 @@ pub fn publish(key: &str, table: &str, attr: &str) {
             return;
         }
     }
-    log::warn!(
+    abi::log!(
+        Warn,
         "could not share the partition key of table {}; it stays known to one worker until seen again",
         Quoted(table)
     );

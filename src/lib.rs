@@ -9,6 +9,8 @@
 //!   configuration, ticks, takes part in discovery, keeps the VM's node list.
 //! - [`http`]: one per request: picks the node and hands it to Envoy.
 //! - [`host`]: the few host facts the shell needs (time, randomness).
+//! - [`abi`] and [`entry`]: the proxy-wasm ABI itself, both directions
+//!   (host functions called, callbacks exported), without the SDK.
 
 #![deny(
     clippy::unwrap_used,
@@ -22,22 +24,10 @@
 )]
 
 mod abi;
+mod entry;
 mod host;
 mod http;
 mod learned;
 mod metrics;
 mod root;
 mod routes;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    // Replaces the SDK's hook: a panic traps this VM, so say so in Envoy's log
-    // (with the failure policy's consequence) before it happens.
-    std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(
-            proxy_wasm::types::LogLevel::Critical,
-            &format!("alternator-lb panicked, this Wasm VM stops (failure_policy applies): {info}"),
-        );
-    }));
-    proxy_wasm::set_root_context(|_context_id| Box::new(root::Root::new()));
-}}

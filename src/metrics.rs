@@ -6,8 +6,7 @@
 //! call. Gauges are set from the shared state by every VM on its tick; they
 //! all write the same values.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::abi::{self, COUNTER, GAUGE};
 
 /// Stat names; Envoy shows them under its `wasmcustom.` namespace in
 /// `/stats`, and without it in `/stats/prometheus`.
@@ -51,11 +50,11 @@ pub struct Gauges {
     pub list_age_ms: u64,
 }
 
-fn define(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
+fn define(kind: u32, name: &str) -> Option<u32> {
+    match abi::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
-            log::warn!("cannot define stat {name}: {status:?}");
+            abi::log!(Warn, "cannot define stat {name}: {status}");
             None
         }
     }
@@ -64,32 +63,31 @@ fn define(kind: MetricType, name: &str) -> Option<u32> {
 fn add(id: Option<u32>, delta: u64) {
     if let (Some(id), Ok(delta)) = (id, i64::try_from(delta)) {
         if delta > 0 {
-            let _ = hostcalls::increment_metric(id, delta);
+            abi::increment_metric(id, delta);
         }
     }
 }
 
 fn set(id: Option<u32>, value: u64) {
     if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
+        abi::record_metric(id, value);
     }
 }
 
 impl Metrics {
     pub fn define() -> Self {
-        use MetricType::{Counter, Gauge};
         Metrics {
-            nodes_known: define(Gauge, NODES_KNOWN),
-            nodes_down: define(Gauge, NODES_DOWN),
-            nodes_quarantined: define(Gauge, NODES_QUARANTINED),
-            node_list_age_ms: define(Gauge, NODE_LIST_AGE_MS),
-            discovery_successes: define(Counter, DISCOVERY_SUCCESSES),
-            discovery_failures: define(Counter, DISCOVERY_FAILURES),
-            requests_routed: define(Counter, REQUESTS_ROUTED),
-            requests_rejected: define(Counter, REQUESTS_REJECTED),
-            nodes_marked_down: define(Counter, NODES_MARKED_DOWN),
-            probe_successes: define(Counter, PROBES_SUCCEEDED),
-            probe_failures: define(Counter, PROBES_FAILED),
+            nodes_known: define(GAUGE, NODES_KNOWN),
+            nodes_down: define(GAUGE, NODES_DOWN),
+            nodes_quarantined: define(GAUGE, NODES_QUARANTINED),
+            node_list_age_ms: define(GAUGE, NODE_LIST_AGE_MS),
+            discovery_successes: define(COUNTER, DISCOVERY_SUCCESSES),
+            discovery_failures: define(COUNTER, DISCOVERY_FAILURES),
+            requests_routed: define(COUNTER, REQUESTS_ROUTED),
+            requests_rejected: define(COUNTER, REQUESTS_REJECTED),
+            nodes_marked_down: define(COUNTER, NODES_MARKED_DOWN),
+            probe_successes: define(COUNTER, PROBES_SUCCEEDED),
+            probe_failures: define(COUNTER, PROBES_FAILED),
             flushed: (0, 0),
             last_counts: None,
         }

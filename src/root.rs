@@ -7,6 +7,7 @@
 //! VM that wins makes the call and folds the answer back. All decisions are
 //! in `alternator_lb_core`; this file only performs them.
 
+use crate::abi::{self, log, Status};
 use crate::host;
 use crate::http::Http;
 use crate::learned;
@@ -24,11 +25,7 @@ use alternator_lb_core::rng::Rng;
 use alternator_lb_core::shared_state::{self, SharedState};
 use alternator_lb_core::topology::Topology;
 use alternator_lb_core::vec_map::VecMap;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, Status};
 use std::rc::Rc;
-use std::time::Duration;
 
 /// Attempts at a compare-and-swap update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
@@ -80,7 +77,7 @@ impl Root {
     }
 
     fn now_ms() -> u64 {
-        hostcalls::get_current_time().map_or(0, host::millis)
+        host::millis(abi::now_nanos())
     }
 
     fn dispatch(&mut self, active: &mut Active, call: Callout) {
@@ -104,20 +101,14 @@ impl Root {
             ("x-envoy-original-dst-host", auth.as_str()),
             ("user-agent", "alternator-lb"),
         ];
-        let timeout = Duration::from_millis(active.config.discovery_timeout_ms);
-        match self.dispatch_http_call(
-            &active.config.discovery_cluster,
-            headers,
-            None,
-            vec![],
-            timeout,
-        ) {
+        let timeout = u32::try_from(active.config.discovery_timeout_ms).unwrap_or(u32::MAX);
+        match abi::http_call(&active.config.discovery_cluster, &headers, timeout) {
             Ok(token) => {
                 active.in_flight.insert(token, call);
             }
             Err(status) => {
                 let why = format!(
-                    "could not call cluster {} ({status:?}); is it defined in Envoy's config?",
+                    "could not call cluster {} ({status}); is it defined in Envoy's config?",
                     Quoted(&active.config.discovery_cluster)
                 );
                 let now = Self::now_ms();
@@ -132,14 +123,8 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
+impl Root {
+    pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize) {
         let Some(mut active) = self.active.take() else {
             return;
         };
@@ -169,16 +154,11 @@ fn call_status(num_headers: usize) -> Result<u32, String> {
     if num_headers == 0 {
         return Err("no answer (connection failed or reset, or timed out)".to_string());
     }
-    let status = hostcalls::get_map_value(
-        proxy_wasm::types::MapType::HttpCallResponseHeaders,
-        ":status",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let status = abi::header(abi::CALL_RESPONSE_HEADERS, ":status");
+    let status = String::from_utf8_lossy(&status);
     status
         .parse()
-        .map_err(|_| format!("answered with status {status:?}"))
+        .map_err(|_| format!("answered with status {}", Quoted(&status)))
 }
 
 /// Reads a `/localnodes` answer: the usable node list, or why there is none.
@@ -194,36 +174,21 @@ fn read_answer(
     if body_size > localnodes::MAX_BODY_BYTES {
         return Err(localnodes::AnswerError::TooLarge(body_size).to_string());
     }
-    let body = hostcalls::get_buffer(
-        proxy_wasm::types::BufferType::HttpCallResponseBody,
-        0,
-        body_size,
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let body = abi::buffer(abi::CALL_RESPONSE_BODY, body_size);
     localnodes::parse(&body, config.port, &config.allowed_cidrs).map_err(|e| e.to_string())
 }
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+impl Root {
+    pub fn on_configure(&mut self) -> bool {
+        let bytes = abi::buffer(abi::PLUGIN_CONFIGURATION, usize::MAX);
         let config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
-                log::error!("{e}");
+                log!(Error, "{e}");
                 return false;
             }
         };
-        let now = hostcalls::get_current_time().unwrap_or(std::time::UNIX_EPOCH);
-        let mut rng = Rng::new(host::random_seed(now));
+        let mut rng = Rng::new(host::random_seed(abi::now_nanos()));
         let key = shared_state::key_for(&config.discovery_identity());
         let learned_key = learned::key_for(&key);
         self.routes.configure(
@@ -234,8 +199,9 @@ impl RootContext for Root {
             learned_key.clone(),
         );
         let tick = (config.refresh_interval_ms / 10).clamp(20, 1000);
-        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
-            log::error!("cannot set the tick period: {status:?}");
+        let tick = u32::try_from(tick).unwrap_or(1000);
+        if let Err(status) = abi::set_tick_period(tick) {
+            log!(Error, "cannot set the tick period: {status}");
             return false;
         }
         let mut active = Active {
@@ -267,7 +233,7 @@ impl RootContext for Root {
         true
     }
 
-    fn on_tick(&mut self) {
+    pub fn on_tick(&mut self) {
         let now = Self::now_ms();
         let Some(mut active) = self.active.take() else {
             return;
@@ -278,22 +244,19 @@ impl RootContext for Root {
         self.active = Some(active);
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(Rc::clone(&self.routes))))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    /// A request's context, routing over this VM's routes.
+    pub fn new_http(&self) -> Http {
+        Http::new(Rc::clone(&self.routes))
     }
 }
 
 impl Active {
     /// Reads and decodes the shared state; `None` when absent or damaged.
     fn read_state(&mut self) -> Option<(SharedState, u32)> {
-        let (bytes, cas) = match hostcalls::get_shared_data(&self.key) {
+        let (bytes, cas) = match abi::shared_data(&self.key) {
             Ok(v) => v,
             Err(status) => {
-                log::warn!("cannot read shared data: {status:?}");
+                log!(Warn, "cannot read shared data: {status}");
                 return None;
             }
         };
@@ -303,7 +266,7 @@ impl Active {
             Err(e) => {
                 if !self.corrupt_logged {
                     self.corrupt_logged = true;
-                    log::warn!("{e}; starting discovery state afresh");
+                    log!(Warn, "{e}; starting discovery state afresh");
                 }
                 // Replace it, but only if nobody else already did.
                 let _ = set_shared(&self.key, &SharedState::default(), Some(cas));
@@ -406,7 +369,8 @@ impl Active {
         self.seen_requests = requests;
         for node in &downs {
             self.metrics.marked_down();
-            log::warn!(
+            log!(
+                Warn,
                 "node {node} marked Down: connection failed or reset before any response; it gets no requests \
                  until /localnodes lists it and a probe succeeds (probed every {} ms)",
                 self.config.probe_periods.down_ms
@@ -462,7 +426,7 @@ impl Active {
                 return Some((next, extra));
             }
         }
-        log::warn!("shared state kept changing; an update was dropped");
+        log!(Warn, "shared state kept changing; an update was dropped");
         None
     }
 
@@ -482,7 +446,8 @@ impl Active {
         self.metrics.discovery(answer.is_ok());
         if let Ok(answer) = &answer {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
-                log::warn!(
+                log!(
+                    Warn,
                     "/localnodes from {target} had {} unusable entries, ignored: {}",
                     answer.dropped.len(),
                     answer.dropped.join("; ")
@@ -511,16 +476,22 @@ impl Active {
         };
         if back {
             match probe.state {
-                HealthState::Down => log::info!(
+                HealthState::Down => log!(
+                    Info,
                     "node {} is back: probe succeeded; routing to it again",
                     probe.node
                 ),
                 HealthState::Quarantined => {
-                    log::info!("node {} passed its probe; routing to it", probe.node)
+                    log!(Info, "node {} passed its probe; routing to it", probe.node)
                 }
             }
         } else if let Err(why) = result {
-            log::debug!("probe of {:?} node {}: {why}", probe.state, probe.node);
+            log!(
+                Debug,
+                "probe of {} node {}: {why}",
+                probe.state.name(),
+                probe.node
+            );
         }
         self.sync_routes(routes, Some(&state), false);
     }
@@ -549,17 +520,20 @@ impl Active {
                 quarantined,
             } => {
                 if *recovered_after > 0 {
-                    log::info!(
+                    log!(
+                        Info,
                         "discovery recovered after {recovered_after} failed attempts ({query})"
                     );
                 }
                 if *first {
-                    log::info!(
+                    log!(
+                        Info,
                         "discovered {total} nodes from {target} ({query}): {}",
                         list(nodes_of(*q))
                     );
                 } else {
-                    log::info!(
+                    log!(
+                        Info,
                         "node list changed, now {total} nodes; added [{}], removed [{}]{} ({query})",
                         list(added),
                         list(removed),
@@ -577,7 +551,7 @@ impl Active {
             Event::ListUnchanged {
                 recovered_after, ..
             } if *recovered_after > 0 => {
-                log::info!("discovery recovered after {recovered_after} failed attempts ({query}); node list unchanged");
+                log!(Info, "discovery recovered after {recovered_after} failed attempts ({query}); node list unchanged");
             }
             Event::Failed {
                 consecutive,
@@ -599,7 +573,8 @@ impl Active {
                 } else {
                     error.map_or("unknown error", String::as_str)
                 };
-                log::warn!(
+                log!(
+                    Warn,
                     "/localnodes from {target} ({query}) failed: {why}; {kept} ({consecutive} failures in a row; \
                      further failures are logged every {REMINDER_EVERY} attempts)",
                 );
@@ -665,5 +640,5 @@ impl Active {
 }
 
 fn set_shared(key: &str, state: &SharedState, cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(&state.encode()), cas)
+    abi::set_shared_data(key, &state.encode(), cas)
 }

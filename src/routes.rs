@@ -246,7 +246,8 @@ impl Routes {
 
     pub fn refused(&self, status: u32) {
         if !self.refusal_logged.replace(true) {
-            log::error!(
+            crate::abi::log!(
+                Error,
                 "Envoy refused {} (proxy-wasm status {status}); requests are answered with 503. \
                  Is this Envoy older than 1.27, or built without that foreign function?",
                 filter_state::FOREIGN_FUNCTION

@@ -27,6 +27,16 @@ pub enum HealthState {
     Quarantined,
 }
 
+impl HealthState {
+    /// The state's name in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthState::Down => "Down",
+            HealthState::Quarantined => "Quarantined",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Health {
     pub state: HealthState,

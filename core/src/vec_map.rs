@@ -18,6 +18,12 @@ pub struct VecMap<K, V> {
 
 impl<K, V> Default for VecMap<K, V> {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> VecMap<K, V> {
+    pub const fn new() -> Self {
         VecMap {
             entries: Vec::new(),
         }
@@ -25,10 +31,6 @@ impl<K, V> Default for VecMap<K, V> {
 }
 
 impl<K: Ord, V> VecMap<K, V> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
     where
         K: Borrow<Q>,

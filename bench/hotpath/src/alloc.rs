@@ -1,6 +1,6 @@
 //! A counting global allocator (wrapping `System`).
 //!
-//! Allocations are attributed to the module (the filter, the SDK, and
+//! Allocations are attributed to the module (the filter and
 //! `proxy_on_memory_allocate` when the host calls it: all of that lives in
 //! the Wasm VM's linear memory in Envoy) or to the host (the mocks' own
 //! bookkeeping, which in Envoy would be C++ heap, not the filter's).

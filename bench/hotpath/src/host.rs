@@ -1,6 +1,6 @@
-//! Mock proxy-wasm host: every `env.proxy_*` function the SDK and the filter
-//! import, as `#[no_mangle] extern "C"` functions the native link resolves
-//! the SDK's (and `src/abi.rs`'s) `extern "C"` declarations to.
+//! Mock proxy-wasm host: every `env.proxy_*` function of the ABI (more than
+//! the filter imports), as `#[no_mangle] extern "C"` functions the native
+//! link resolves `src/abi.rs`'s `extern "C"` declarations to.
 //!
 //! They behave like Envoy as far as the filter can tell: buffers the host
 //! returns are allocated inside the module through its exported
@@ -10,9 +10,9 @@
 //! calls. None of them allocates on the request path, and what they do
 //! allocate is counted as host memory, not the filter's (see `alloc`).
 //!
-//! Enum-typed parameters (`LogLevel`, `BufferType`, `MapType`, ...) are
-//! `#[repr(u32)]` in the SDK; they are taken as `u32` here so that no value
-//! the module passes can be an invalid enum. Statuses are returned as `u32`.
+//! Enum-like parameters (log level, buffer type, map type, ...) are taken
+//! as `u32`, as the ABI passes them, so that no value the module passes can
+//! be an invalid enum. Statuses are returned as `u32`.
 
 use crate::alloc::InHost;
 use std::cell::RefCell;
@@ -34,9 +34,9 @@ const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 extern "C" {
-    /// The module's allocator export (proxy-wasm SDK `allocator.rs`).
+    /// The module's allocator export (`src/entry.rs`).
     fn proxy_on_memory_allocate(size: usize) -> *mut u8;
-    /// The module's callout-response entry point (SDK `dispatcher.rs`).
+    /// The module's callout-response entry point (`src/entry.rs`).
     fn proxy_on_http_call_response(
         context_id: u32,
         token_id: u32,
@@ -373,7 +373,7 @@ unsafe extern "C" fn proxy_get_header_map_pairs(
     return_map_size: *mut usize,
 ) -> u32 {
     let _g = enter(Fn::proxy_get_header_map_pairs);
-    // An empty map (the SDK reads a null buffer as no pairs).
+    // An empty map (a null buffer reads as no pairs).
     *return_map_data = std::ptr::null_mut();
     *return_map_size = 0;
     OK

@@ -2,15 +2,16 @@
 //! (under callgrind) instructions.
 //!
 //! This binary links the real filter natively (`src/` of the root package,
-//! compiled as this package's library `alternator_lb_native`, with the
-//! proxy-wasm SDK it is built on), provides every proxy-wasm host
-//! function as a counting mock (`host`), counts allocations (`alloc`), and
-//! drives the filter through the SDK's exported entry points exactly as
+//! compiled as this package's library `alternator_lb_native`), provides
+//! every proxy-wasm host function as a counting mock (`host`), counts
+//! allocations (`alloc`), and drives the filter through its exported
+//! entry points (`src/entry.rs`) exactly as
 //! Envoy calls them: `_initialize`, root context creation, `on_vm_start`,
 //! `on_configure`, ticks, then per request `proxy_on_context_create`,
 //! `proxy_on_request_headers`, `proxy_on_request_body`,
-//! `proxy_on_response_headers`, `proxy_on_response_body`, `proxy_on_log`,
-//! `proxy_on_done`, `proxy_on_delete`.
+//! `proxy_on_response_headers`, `proxy_on_response_body`, `proxy_on_delete`
+//! (the module exports no `proxy_on_log` or `proxy_on_done`, so Envoy calls
+//! neither).
 //!
 //! `--only-picking` runs just the round-robin pick the request path makes
 //! (`alternator_lb_core::picker::RoundRobin` over `Rc` routes, as
@@ -23,6 +24,9 @@
 
 mod alloc;
 mod host;
+
+// The filter, linked for its exported entry points (declared below).
+use alternator_lb_native as _;
 
 use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::filter_state;
@@ -51,9 +55,10 @@ const RESPONSE_BODY: usize = 2;
 /// `proxy_wasm::types::Action::Continue`.
 const CONTINUE: u32 = 0;
 
-// The module's exports (proxy-wasm SDK `dispatcher.rs`), as Envoy sees them.
+// The module's exports (`src/entry.rs`), as Envoy sees them.
 // `Action` is `#[repr(u32)]`, taken as `u32`.
 extern "C" {
+    fn _initialize();
     fn proxy_on_context_create(context_id: u32, root_context_id: u32);
     fn proxy_on_vm_start(context_id: u32, vm_configuration_size: usize) -> bool;
     fn proxy_on_configure(context_id: u32, plugin_configuration_size: usize) -> bool;
@@ -62,8 +67,6 @@ extern "C" {
     fn proxy_on_request_body(context_id: u32, body_size: usize, end_of_stream: bool) -> u32;
     fn proxy_on_response_headers(context_id: u32, num_headers: usize, end_of_stream: bool) -> u32;
     fn proxy_on_response_body(context_id: u32, body_size: usize, end_of_stream: bool) -> u32;
-    fn proxy_on_log(context_id: u32);
-    fn proxy_on_done(context_id: u32) -> bool;
     fn proxy_on_delete(context_id: u32);
 }
 
@@ -80,8 +83,6 @@ struct Module {
     request_body: Stream,
     response_headers: Stream,
     response_body: Stream,
-    log: Id,
-    done: unsafe extern "C" fn(u32) -> bool,
     delete: Id,
     tick: Id,
 }
@@ -94,8 +95,6 @@ impl Module {
             request_body: black_box(proxy_on_request_body as Stream),
             response_headers: black_box(proxy_on_response_headers as Stream),
             response_body: black_box(proxy_on_response_body as Stream),
-            log: black_box(proxy_on_log as Id),
-            done: black_box(proxy_on_done as unsafe extern "C" fn(u32) -> bool),
             delete: black_box(proxy_on_delete as Id),
             tick: black_box(proxy_on_tick as Id),
         }
@@ -114,8 +113,6 @@ fn one_request(m: &Module, id: u32) -> u32 {
         paused += u32::from((m.request_body)(id, REQUEST_BODY, true) != CONTINUE);
         paused += u32::from((m.response_headers)(id, RESPONSE_HEADERS, false) != CONTINUE);
         paused += u32::from((m.response_body)(id, RESPONSE_BODY, true) != CONTINUE);
-        (m.log)(id);
-        paused += u32::from(!(m.done)(id));
         (m.delete)(id);
         paused
     }
@@ -239,7 +236,7 @@ fn print_cost(title: &str, c: &Cost, n: u64, unit: &str) {
     }
     let m = c.module;
     println!(
-        "  module allocations (filter + SDK: the Wasm heap) {unit}: {} allocs, {} deallocs, {} reallocs, {} bytes",
+        "  module allocations (the filter: the Wasm heap) {unit}: {} allocs, {} deallocs, {} reallocs, {} bytes",
         avg(m.allocs, n),
         avg(m.deallocs, n),
         avg(m.reallocs, n),
@@ -329,9 +326,9 @@ fn start_vm(m: &Module) -> bool {
         h.plugin_config = CONFIG.as_bytes().to_vec();
         h.localnodes_body = LOCALNODES.as_bytes().to_vec();
     });
-    alternator_lb_native::_initialize();
     // SAFETY: the module's exports, in Envoy's start-up order.
     let started = unsafe {
+        _initialize();
         proxy_on_context_create(ROOT_ID, 0);
         proxy_on_vm_start(ROOT_ID, 0) && proxy_on_configure(ROOT_ID, CONFIG.len())
     };
@@ -356,7 +353,7 @@ fn tick(m: &Module) -> usize {
 fn requests(args: &Args) -> bool {
     let m = Module::new();
     host::HOST.with(|h| h.borrow_mut().print_logs = true);
-    println!("alternator-lb hot path: the real filter, built natively, driven through the proxy-wasm SDK's entry points");
+    println!("alternator-lb hot path: the real filter, built natively, driven through its proxy-wasm entry points");
     println!("plugin configuration: {CONFIG}; /localnodes answers {LOCALNODES}");
     println!("filter log lines during start-up:");
     let setup = Meter::start();
@@ -412,10 +409,8 @@ fn requests(args: &Args) -> bool {
             let c = (m.response_headers)(id, RESPONSE_HEADERS, false);
             on_response.add(&meter.finish());
             let d = (m.response_body)(id, RESPONSE_BODY, true);
-            (m.log)(id);
-            let done = (m.done)(id);
             (m.delete)(id);
-            not_continued += u64::from([a, b, c, d].iter().any(|&x| x != CONTINUE) || !done);
+            not_continued += u64::from([a, b, c, d].iter().any(|&x| x != CONTINUE));
         }
     }
     let total_requests = args.warmup + 2 * n;
@@ -428,7 +423,7 @@ fn requests(args: &Args) -> bool {
     println!();
     print_cost(
         "Full request (proxy_on_context_create, _request_headers, _request_body, _response_headers,\n\
-         _response_body, _log, _done, _delete):",
+         _response_body, _delete):",
         &full,
         n,
         "per request",
