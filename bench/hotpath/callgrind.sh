@@ -49,10 +49,10 @@ total=$(collected "$out/requests.log")
 f="$out/requests.out"
 entry_sum=0
 echo
-echo "Instructions (Ir) per request, full sequence through the SDK dispatcher: $(div "$total" "$requests")"
+echo "Instructions (Ir) per request, full sequence through the entry points: $(div "$total" "$requests")"
 echo "  inclusive, per entry point (mock host calls included):"
 for e in proxy_on_context_create proxy_on_request_headers proxy_on_request_body \
-  proxy_on_response_headers proxy_on_response_body proxy_on_log proxy_on_done proxy_on_delete; do
+  proxy_on_response_headers proxy_on_response_body proxy_on_delete; do
   ir=$(inclusive "$f" "$e")
   entry_sum=$((entry_sum + ir))
   printf '    %-28s %8s\n' "$e" "$(div "$ir" "$requests")"
@@ -65,9 +65,9 @@ free=$(inclusive "$f" free)
 mocks=$((foreign + property - allocate))
 driver=$((total - entry_sum))
 printf '  %-56s %8s\n' \
-  "driver loop (its calls to the 8 entry points):" "$(div "$driver" "$requests")" \
+  "driver loop (its calls to the 6 entry points):" "$(div "$driver" "$requests")" \
   "mock host functions' own work (see README):" "$(div "$mocks" "$requests")" \
-  "module side (filter + SDK + allocator):" "$(div $((total - driver - mocks)) "$requests")" \
+  "module side (filter + entry points + allocator):" "$(div $((total - driver - mocks)) "$requests")" \
   "  of which glibc malloc + free:" "$(div $((malloc + free)) "$requests")"
 echo
 echo "Instructions per pick, as Routes::pick (RefCell borrow, pick, Rc clone + drop, loop):" \

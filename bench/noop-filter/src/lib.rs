@@ -1,29 +1,75 @@
-//! A Wasm HTTP filter that does nothing, built with the same SDK, build
-//! profile and Envoy configuration as alternator-lb. Envoy's cost for it is
-//! the floor any proxy-wasm filter pays per request; the benchmark compares
-//! alternator-lb against it to separate the filter's own work from Envoy's
-//! Wasm machinery.
+//! A Wasm HTTP filter that does nothing, exporting the same proxy-wasm
+//! callbacks as alternator-lb (after `scripts/build`), built with the same
+//! profile and loaded with the same Envoy configuration. Envoy's cost for it
+//! is the floor any proxy-wasm filter with those callbacks pays per request:
+//! a context per request and a call into V8 per callback. The benchmark
+//! compares alternator-lb against it to separate the filter's own work from
+//! Envoy's Wasm machinery.
+//!
+//! Like alternator-lb it speaks the ABI directly (no SDK), so the floor
+//! contains nothing but Envoy's side of the calls.
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
 
-struct Root;
-struct Http;
-
-impl Context for Root {}
-impl Context for Http {}
-impl HttpContext for Http {}
-
-impl RootContext for Root {
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
+/// Memory for the host to write into; this filter never asks for any.
+#[cfg_attr(
+    all(target_arch = "wasm32", target_os = "unknown"),
+    export_name = "malloc"
+)]
+#[cfg_attr(
+    not(all(target_arch = "wasm32", target_os = "unknown")),
+    no_mangle
+)]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut v: Vec<u8> = Vec::with_capacity(size);
+    let data = v.as_mut_ptr();
+    std::mem::forget(v);
+    data
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| Box::new(Root));
-}}
+#[no_mangle]
+pub extern "C" fn _initialize() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(_context_id: u32, _root_id: u32) {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root_id: u32, _size: usize) -> bool {
+    true
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(_root_id: u32, _size: usize) -> bool {
+    true
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(_root_id: u32) {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(_: u32, _: u32, _: usize, _: usize, _: usize) {}
+
+/// Every request callback answers Continue (0).
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(_id: u32, _headers: usize, _end: bool) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(_id: u32, _size: usize, _end: bool) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(_id: u32, _headers: usize, _end: bool) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(_id: u32, _size: usize, _end: bool) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(_id: u32) {}
