@@ -1,9 +1,10 @@
 //! Request and answer bodies come from clients and nodes, so nothing the
 //! affinity path reads from them may panic: key() for every operation and
 //! mode (on the bytes as given, and inflated when they are gzip), the gzip
-//! inflater itself, table descriptions, and the shared entry of learned
-//! tables (which any plugin of the proxy can write). Whatever key() returns
-//! must order a ring into a permutation, and choose() must pick from it.
+//! and DEFLATE inflater itself (the bytes also as a member's DEFLATE data),
+//! table descriptions, and the shared entry of learned tables (which any
+//! plugin of the proxy can write). Whatever key() returns must order a ring
+//! into a permutation, and choose() must pick from it.
 #![no_main]
 
 use alternator_lb_core::affinity::{
@@ -64,6 +65,19 @@ fuzz_target!(|data: &[u8]| {
     if let Some(inflated) = inflate_gzip(data, LIMIT) {
         assert!(inflated.len() <= LIMIT);
         keys(&inflated, &tables);
+    }
+    // The same bytes as the DEFLATE data of a gzip member, so that every
+    // input reaches the inflater (the trailer check comes after it).
+    let mut member = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    member.extend_from_slice(data);
+    if let Some(inflated) = inflate_gzip(&member, LIMIT) {
+        // The limit is exact: what inflates at LIMIT inflates at its own
+        // size and not one byte less.
+        assert!(inflated.len() <= LIMIT);
+        assert_eq!(inflate_gzip(&member, inflated.len()).as_ref(), Some(&inflated));
+        if let Some(less) = inflated.len().checked_sub(1) {
+            assert_eq!(inflate_gzip(&member, less), None);
+        }
     }
     // The shared entry: decoding never panics, and what decodes re-encodes
     // to bytes that decode the same.

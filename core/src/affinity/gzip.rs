@@ -4,19 +4,19 @@
 //! The client libraries compress request bodies of 1 KB and more when asked
 //! (`Content-Encoding: gzip`, feature-specs compression.md), and a proxy
 //! that routes by key must read through that (it forwards the original
-//! bytes unchanged). The DEFLATE data is inflated by `miniz_oxide`; the gzip
-//! framing (RFC 1952) around it is small enough to read here, which is also
-//! where the member's end has to be found.
+//! bytes unchanged). The gzip framing (RFC 1952) is small enough to read
+//! here, which is also where a member's end has to be found; the DEFLATE
+//! data inside is inflated by the sibling `inflate` module, written here
+//! because a library inflater cost the .wasm 10-13 KB.
 //!
-//! Both trailer fields are checked, CRC-32 and ISIZE: the CRC costs about
-//! as much as the inflating (a table lookup per byte), and a body that
+//! Both trailer fields are checked, CRC-32 and ISIZE: the CRC costs a
+//! table lookup per byte, a fraction of the inflating, and a body that
 //! fails it is one the node will refuse anyway, so nothing is lost by
 //! giving it no affinity. Concatenated members (RFC 1952 2.2) are inflated
 //! one after the other, as `gzip -d` and zlib's gunzip do; anything else
 //! after a member is an error.
 
-use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
-use miniz_oxide::inflate::TINFLStatus;
+use super::inflate::inflate;
 
 const FHCRC: u8 = 0x02;
 const FEXTRA: u8 = 0x04;
@@ -31,10 +31,9 @@ const RESERVED: u8 = 0xe0;
 /// inflates to gigabytes costs at most `limit` bytes of memory).
 pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let mut state = Box::<DecompressorOxide>::default();
     let mut rest = body;
     loop {
-        rest = member(rest, &mut out, limit, &mut state)?;
+        rest = member(rest, &mut out, limit)?;
         if rest.is_empty() {
             return Some(out);
         }
@@ -42,15 +41,10 @@ pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
 }
 
 /// Appends one member's data to `out`; the input after the member.
-fn member<'a>(
-    input: &'a [u8],
-    out: &mut Vec<u8>,
-    limit: usize,
-    state: &mut DecompressorOxide,
-) -> Option<&'a [u8]> {
+fn member<'a>(input: &'a [u8], out: &mut Vec<u8>, limit: usize) -> Option<&'a [u8]> {
     let data = header(input)?;
     let start = out.len();
-    let used = inflate(data, out, limit, state)?;
+    let used = inflate(data, out, limit)?;
     let (trailer, rest) = data.get(used..)?.split_at_checked(8)?;
     let (crc, size) = trailer.split_at_checked(4)?;
     let produced = out.get(start..)?;
@@ -95,49 +89,6 @@ fn header(input: &[u8]) -> Option<&[u8]> {
         rest = after;
     }
     Some(rest)
-}
-
-/// Inflates one raw DEFLATE stream onto the end of `out`, growing it as
-/// needed but never past `limit` bytes in all; the input bytes it used.
-fn inflate(
-    data: &[u8],
-    out: &mut Vec<u8>,
-    limit: usize,
-    state: &mut DecompressorOxide,
-) -> Option<usize> {
-    state.init();
-    // The member's output alone is the window: back references cannot
-    // reach into an earlier member's data.
-    let start = out.len();
-    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let (mut read, mut written) = (0, 0);
-    loop {
-        let (status, used, made) = decompress(
-            state,
-            data.get(read..)?,
-            out.get_mut(start..)?,
-            written,
-            flags,
-        );
-        read += used;
-        written += made;
-        match status {
-            TINFLStatus::Done => {
-                out.truncate(start + written);
-                return Some(read);
-            }
-            TINFLStatus::HasMoreOutput => {
-                let len = out.len();
-                if len >= limit {
-                    return None;
-                }
-                // Doubling (at least 4 KiB, at most the limit): amortized
-                // copies, and little waste for the usual small bodies.
-                out.resize(len.saturating_mul(2).max(len + 4096).min(limit), 0);
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// CRC-32 (ISO 3309, reflected, polynomial 0xEDB88320) one byte at a time
