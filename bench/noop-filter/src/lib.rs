@@ -17,10 +17,7 @@ pub extern "C" fn proxy_abi_version_0_2_1() {}
     all(target_arch = "wasm32", target_os = "unknown"),
     export_name = "malloc"
 )]
-#[cfg_attr(
-    not(all(target_arch = "wasm32", target_os = "unknown")),
-    no_mangle
-)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), no_mangle)]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
     let mut v: Vec<u8> = Vec::with_capacity(size);
     let data = v.as_mut_ptr();
