@@ -870,43 +870,4 @@ mod tests {
             agrees_with_miniz(&stream);
         }
     }
-
-    /// `cargo test --release -p alternator-lb-core -- --ignored --nocapture
-    /// inflate_speed`: MB/s of output, ours and miniz_oxide's, on 1 MiB of
-    /// JSON-like text and of BatchWriteItem-like JSON.
-    #[test]
-    #[ignore]
-    fn inflate_speed() {
-        let mut gen = Gen(5);
-        let mut batch = Vec::new();
-        while batch.len() < 1 << 20 {
-            let (pk, n) = (gen.below(1_000_000), gen.below(1000));
-            let item = format!(
-                r#"{{"PutRequest":{{"Item":{{"pk":{{"S":"user-{pk}"}},"n":{{"N":"{n}"}}}}}}}},"#
-            );
-            batch.extend_from_slice(item.as_bytes());
-        }
-        batch.truncate(1 << 20);
-        for (what, data) in [("text", gen.text(1 << 20)), ("batch", batch)] {
-            let stream = deflate(&data, 6, CompressionStrategy::Default);
-            let rounds = 50;
-            let mb = (data.len() * rounds) as f64 / 1e6;
-            let t = std::time::Instant::now();
-            for _ in 0..rounds {
-                assert_eq!(inflated(&stream, data.len()).unwrap().0.len(), data.len());
-            }
-            let ours = mb / t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            for _ in 0..rounds {
-                let out = miniz_oxide::inflate::decompress_to_vec(&stream).unwrap();
-                assert_eq!(out.len(), data.len());
-            }
-            let theirs = mb / t.elapsed().as_secs_f64();
-            println!(
-                "{what}: {} -> {} bytes: ours {ours:.0} MB/s, miniz_oxide {theirs:.0} MB/s",
-                data.len(),
-                stream.len()
-            );
-        }
-    }
 }
