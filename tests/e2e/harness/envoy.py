@@ -118,6 +118,10 @@ class EnvoyProcess:
         self.config_file = Path(config_file) if config_file else None
         self.config_path = self.config_file or self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
+        # A fresh process object starts a fresh log (restarts of this one
+        # append to it): a log left by an earlier run in the same workdir
+        # (the demo's target/demo) must not satisfy a wait for a log line.
+        self.log_path.unlink(missing_ok=True)
         self.admin_host, self.admin_port = admin_address(config)
         self.proc: subprocess.Popen | None = None
         if start:
