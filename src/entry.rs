@@ -5,12 +5,15 @@
 //! Contexts live in two [`VecMap`]s keyed by context id. Envoy numbers
 //! contexts upwards, so a new request's context goes at the end, and the
 //! per-request lookups are a binary search over the requests in flight on
-//! this worker. A callback for an unknown context (or one arriving while
-//! another callback runs) does nothing and lets the request continue:
-//! nothing here may panic inside Envoy.
+//! this worker. Envoy defers what a host call would call back into the
+//! module (local replies, callout answers) until the current callback
+//! returns, so callbacks do not nest; if one ever did, or named a context
+//! the filter does not have, it does nothing, except that a request's
+//! headers are then answered with the 503 rather than forwarded unrouted.
+//! Nothing here may panic inside Envoy.
 
 use crate::abi::{self, Action};
-use crate::http::Http;
+use crate::http::{self, Http};
 use crate::root::Root;
 use alternator_lb_core::vec_map::VecMap;
 use std::cell::RefCell;
@@ -110,9 +113,12 @@ pub extern "C" fn proxy_on_http_call_response(
     });
 }
 
+/// Fails closed: a request the filter has no context for is answered with
+/// the 503, never forwarded without a node chosen.
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _num_headers: usize, end: bool) -> u32 {
-    request(id, |h| h.on_request_headers(end))
+    with(|c| c.requests.get_mut(&id).map(|h| h.on_request_headers(end)))
+        .unwrap_or_else(|| http::reject_unknown(id)) as u32
 }
 
 #[no_mangle]

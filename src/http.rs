@@ -166,6 +166,17 @@ fn whole_body(buffer: u32, size: usize, gzip: bool) -> Option<Vec<u8>> {
     }
 }
 
+/// A request whose context the filter does not have (Envoy never created
+/// it here, or its root context is gone): it must not reach the
+/// ORIGINAL_DST cluster without a node chosen, so it gets the 503.
+pub fn reject_unknown(id: u32) -> Action {
+    abi::log!(
+        Error,
+        "request context {id} is unknown to the filter; answering 503 rather than forwarding it unrouted"
+    );
+    reject(error_body::NO_CONTEXT)
+}
+
 /// Answers the request locally with the DynamoDB-style 503.
 fn reject(body: &[u8]) -> Action {
     let sent = abi::send_response(

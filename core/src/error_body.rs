@@ -9,6 +9,8 @@ pub const NO_NODE: &[u8] = br#"{"__type":"com.amazonaws.dynamodb.v20120810#Servi
 
 pub const ROUTING_FAILED: &[u8] = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailableException","message":"alternator-lb: Envoy refused the routing decision; see the Envoy log"}"#;
 
+pub const NO_CONTEXT: &[u8] = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailableException","message":"alternator-lb: the filter has no state for this request, so it cannot route it; see the Envoy log"}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,10 +28,12 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("no Alternator node"));
-        let v: serde_json::Value = serde_json::from_slice(ROUTING_FAILED).unwrap();
-        assert!(v["__type"]
-            .as_str()
-            .unwrap()
-            .ends_with("#ServiceUnavailableException"));
+        for body in [ROUTING_FAILED, NO_CONTEXT] {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert!(v["__type"]
+                .as_str()
+                .unwrap()
+                .ends_with("#ServiceUnavailableException"));
+        }
     }
 }

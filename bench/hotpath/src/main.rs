@@ -537,7 +537,26 @@ fn requests(args: &Args) -> bool {
         println!("  {} {what}", if *good { "ok:  " } else { "FAIL:" });
         ok &= good;
     }
-    ok
+
+    // A request whose context the filter never created (Envoy would only
+    // do that if the filter's root context were missing) must be answered
+    // with the 503, not forwarded without a node chosen.
+    let unknown = u32::MAX - 1;
+    // SAFETY: the module's export, called as Envoy would.
+    let action = unsafe { (m.request_headers)(unknown, REQUEST_HEADERS, false) };
+    let (local_after, routed_after) = host::HOST.with(|h| {
+        let h = h.borrow();
+        (
+            h.local_responses,
+            h.routes_seen.iter().map(|(_, n)| n).sum::<u64>(),
+        )
+    });
+    let good = action != CONTINUE && local_after == local + 1 && routed_after == routed;
+    println!(
+        "  {} a request with an unknown context: answered 503 locally and paused, not routed",
+        if good { "ok:  " } else { "FAIL:" }
+    );
+    ok & good
 }
 
 /// A route as `src/routes.rs` holds it: the node and the pre-encoded
