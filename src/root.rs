@@ -123,6 +123,8 @@ impl Root {
     }
 }
 
+/// The answer to a callout (`proxy_on_http_call_response`, from
+/// [`crate::entry`]).
 impl Root {
     pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize) {
         let Some(mut active) = self.active.take() else {
@@ -178,6 +180,8 @@ fn read_answer(
     localnodes::parse(&body, config.port, &config.allowed_cidrs).map_err(|e| e.to_string())
 }
 
+/// The VM's life: configuration, ticks, and a context per request (the
+/// rest of what [`crate::entry`] hands to the root context).
 impl Root {
     pub fn on_configure(&mut self) -> bool {
         let bytes = abi::buffer(abi::PLUGIN_CONFIGURATION, usize::MAX);
