@@ -173,6 +173,17 @@ fn take(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
+/// What a host call returned through `data`/`size`, if the call succeeded;
+/// empty otherwise. The bytes are taken over (and so freed) either way.
+fn taken_if_ok(code: u32, data: *mut u8, size: usize) -> Vec<u8> {
+    let bytes = take(data, size);
+    if code == OK {
+        bytes
+    } else {
+        Vec::new()
+    }
+}
+
 /// The host's wall clock, in nanoseconds since the Unix epoch (0 if it
 /// cannot tell).
 pub fn now_nanos() -> u64 {
@@ -204,12 +215,7 @@ pub fn buffer(kind: u32, max: usize) -> Vec<u8> {
     let mut size = 0;
     // SAFETY: the out-pointers are valid locals.
     let code = unsafe { proxy_get_buffer_bytes(kind, 0, max, &mut data, &mut size) };
-    let bytes = take(data, size);
-    if code == OK {
-        bytes
-    } else {
-        Vec::new()
-    }
+    taken_if_ok(code, data, size)
 }
 
 /// Header maps, as the ABI numbers them.
@@ -225,12 +231,7 @@ pub fn header(map: u32, name: &str) -> Vec<u8> {
     // SAFETY: as above.
     let code =
         unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
-    let value = take(data, size);
-    if code == OK {
-        value
-    } else {
-        Vec::new()
-    }
+    taken_if_ok(code, data, size)
 }
 
 /// `response.flags`, as a proxy-wasm property path (parts separated by NUL).

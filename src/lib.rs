@@ -8,7 +8,6 @@
 //! - [`root`]: one per VM (every worker thread and the main thread): reads the
 //!   configuration, ticks, takes part in discovery, keeps the VM's node list.
 //! - [`http`]: one per request: picks the node and hands it to Envoy.
-//! - [`host`]: the few host facts the shell needs (time, randomness).
 //! - [`abi`] and [`entry`]: the proxy-wasm ABI itself, both directions
 //!   (host functions called, callbacks exported), without the SDK.
 
@@ -25,7 +24,6 @@
 
 mod abi;
 mod entry;
-mod host;
 mod http;
 mod learned;
 mod metrics;

@@ -8,7 +8,6 @@
 //! in `alternator_lb_core`; this file only performs them.
 
 use crate::abi::{self, log, Status};
-use crate::host;
 use crate::http::Http;
 use crate::learned;
 use crate::metrics::{Gauges, Metrics};
@@ -76,8 +75,11 @@ impl Root {
         }
     }
 
+    /// Wall-clock milliseconds: the one clock every VM of the process
+    /// shares, which is what the discovery lease in shared data is written
+    /// in.
     fn now_ms() -> u64 {
-        host::millis(abi::now_nanos())
+        abi::now_nanos() / 1_000_000
     }
 
     fn dispatch(&mut self, active: &mut Active, call: Callout) {
@@ -192,7 +194,14 @@ impl Root {
                 return false;
             }
         };
-        let mut rng = Rng::new(host::random_seed(abi::now_nanos()));
+        // A seed that differs per VM. proxy-wasm offers no randomness and the
+        // module imports nothing but the proxy-wasm ABI (no WASI
+        // `random_get`), so it is the host clock's nanoseconds now: Envoy
+        // configures its worker VMs one after another, so no two read the
+        // same instant. The seed only varies starting points (round-robin
+        // offset, which node to ask first); nothing depends on it being
+        // secret.
+        let mut rng = Rng::new(abi::now_nanos());
         let key = shared_state::key_for(&config.discovery_identity());
         let learned_key = learned::key_for(&key);
         self.routes.configure(
