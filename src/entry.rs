@@ -15,19 +15,19 @@
 use crate::abi::{self, Action};
 use crate::http::{self, Http};
 use crate::root::Root;
-use alternator_lb_core::vec_map::VecMap;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 struct Contexts {
-    roots: VecMap<u32, Root>,
-    requests: VecMap<u32, Http>,
+    roots: BTreeMap<u32, Root>,
+    requests: BTreeMap<u32, Http>,
 }
 
 thread_local! {
     static CONTEXTS: RefCell<Contexts> = const {
         RefCell::new(Contexts {
-            roots: VecMap::new(),
-            requests: VecMap::new(),
+            roots: BTreeMap::new(),
+            requests: BTreeMap::new(),
         })
     };
 }

@@ -6,7 +6,7 @@
 
 use crate::abi;
 use alternator_lb_core::affinity;
-use alternator_lb_core::json::Quoted;
+use alternator_lb_core::model::Quoted;
 
 /// Attempts at the compare-and-swap before the news is left for the next
 /// answer of that table to publish.

@@ -12,18 +12,20 @@ use crate::http::Http;
 use crate::learned;
 use crate::metrics::{Gauges, Metrics};
 use crate::routes::{Ring, Route, Routes};
-use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::affinity::{self, Mode, NodeHealth};
-use alternator_lb_core::config::Config;
 use alternator_lb_core::discovery::{self, Event, Round, Timing};
-use alternator_lb_core::health::{self, HealthState, Probe};
-use alternator_lb_core::json::Quoted;
+use alternator_lb_core::health::{self, Probe};
 use alternator_lb_core::localnodes;
 use alternator_lb_core::log_throttle::REMINDER_EVERY;
+use alternator_lb_core::model::config::Config;
+use alternator_lb_core::model::health::HealthState;
+use alternator_lb_core::model::record::SharedState;
+use alternator_lb_core::model::NodeAddr;
+use alternator_lb_core::model::Quoted;
 use alternator_lb_core::rng::Rng;
-use alternator_lb_core::shared_state::{self, SharedState};
+use alternator_lb_core::shared_state;
 use alternator_lb_core::topology::Topology;
-use alternator_lb_core::vec_map::VecMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// Attempts at a compare-and-swap update before giving up for this tick.
@@ -57,7 +59,7 @@ struct Active {
     routed: Vec<Vec<NodeAddr>>,
     /// CAS of the shared state last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
-    in_flight: VecMap<u32, Callout>,
+    in_flight: BTreeMap<u32, Callout>,
     /// Nodes this VM saw fail and has not yet published as Down.
     pending_down: Vec<NodeAddr>,
     /// Requests routed when activity was last checked.
@@ -232,7 +234,7 @@ impl Root {
             metrics: Metrics::define(),
             routed: Vec::new(),
             last_cas: None,
-            in_flight: VecMap::new(),
+            in_flight: BTreeMap::new(),
             pending_down: Vec::new(),
             seen_requests: 0,
             last_dropped: Vec::new(),
@@ -610,7 +612,7 @@ impl Active {
         }
         // One route per node, shared by every scope and ring naming it.
         let verify = self.config.verify_node_san;
-        let mut made: VecMap<NodeAddr, Rc<Route>> = VecMap::new();
+        let mut made: BTreeMap<NodeAddr, Rc<Route>> = BTreeMap::new();
         let mut route = |n: &NodeAddr| {
             if let Some(known) = made.get(n) {
                 return Rc::clone(known);

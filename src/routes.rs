@@ -1,13 +1,13 @@
 //! What one VM routes over, shared between its root context (which rebuilds
 //! it on tick) and its requests (which only read and count).
 
-use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::affinity::{self, Key, Mode, NodeHealth, Tables};
 use alternator_lb_core::filter_state;
-use alternator_lb_core::health::Outcome;
+use alternator_lb_core::model::health::Outcome;
+use alternator_lb_core::model::NodeAddr;
 use alternator_lb_core::picker::RoundRobin;
-use alternator_lb_core::vec_map::VecMap;
 use std::cell::{Cell, Ref, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// One node, with the exact bytes handed to Envoy to route there.
@@ -51,7 +51,7 @@ pub struct Routes {
     routed: Cell<u64>,
     rejected: Cell<u64>,
     /// Connection failures in a row per node, seen by this VM.
-    failures: RefCell<VecMap<NodeAddr, u32>>,
+    failures: RefCell<BTreeMap<NodeAddr, u32>>,
     down_after_failures: Cell<u32>,
     /// Nodes this VM found unreachable, for the root to publish as Down.
     unreachable: RefCell<Vec<NodeAddr>>,
@@ -69,7 +69,7 @@ impl Routes {
             learned_key: RefCell::new(String::new()),
             routed: Cell::new(0),
             rejected: Cell::new(0),
-            failures: RefCell::new(VecMap::new()),
+            failures: RefCell::new(BTreeMap::new()),
             down_after_failures: Cell::new(1),
             unreachable: RefCell::new(Vec::new()),
             refusal_logged: Cell::new(false),

@@ -5,11 +5,11 @@
 //! required key is refused, and the error names the key (and, in a list, the
 //! entry) so the single log line Envoy prints is enough to fix it.
 
-use crate::address::{AddrError, NodeAddr};
-use crate::affinity::Mode;
-use crate::cidr::{self, Cidr};
-use crate::health::ProbePeriods;
-use crate::json::{self, Json, Quoted};
+use crate::json::{self, Json};
+use crate::model::cidr::{self, Cidr};
+use crate::model::config::{Config, Mode, Scope, SeedGroup};
+use crate::model::health::ProbePeriods;
+use crate::model::{AddrError, NodeAddr, Quoted};
 
 /// The members of the configuration object.
 type Map = [(String, Json)];
@@ -67,70 +67,6 @@ pub const KEYS: [&str; 18] = [
     "partition_keys",
     "scheme",
 ];
-
-/// Seeds of one datacenter (`seeds` as an object), or all seeds when the
-/// datacenter is not named (`seeds` as an array: the original form).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeedGroup {
-    pub datacenter: Option<String>,
-    /// Sorted and deduplicated.
-    pub seeds: Vec<NodeAddr>,
-}
-
-/// One step of the `routing` fallback chain: which nodes requests go to
-/// while this scope has healthy nodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// `/localnodes` with these parameters. Both are set for a rack scope,
-    /// only `dc` for a datacenter scope; the `datacenter`/`rack` shorthand
-    /// may leave `dc` unset (the asked node's own datacenter) or both.
-    Filter {
-        dc: Option<String>,
-        rack: Option<String>,
-    },
-    /// Every seed group's datacenter: `/localnodes?dc=NAME` per named group,
-    /// plain `/localnodes` for the unnamed one (Alternator has no
-    /// whole-cluster answer).
-    Cluster,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Where discovery starts, and the node list until it first succeeds:
-    /// every group's seeds, sorted and deduplicated.
-    pub seeds: Vec<NodeAddr>,
-    /// The same seeds by datacenter, sorted by name (an unnamed group is
-    /// alone). No address is in two groups.
-    pub seed_groups: Vec<SeedGroup>,
-    /// Alternator port of every discovered node (`/localnodes` answers bare IPs).
-    pub port: u16,
-    /// Envoy cluster used for `/localnodes` callouts.
-    pub discovery_cluster: String,
-    pub refresh_interval_ms: u64,
-    /// Used instead of `refresh_interval_ms` after `idle_after_ms` without
-    /// requests.
-    pub idle_refresh_interval_ms: u64,
-    pub idle_after_ms: u64,
-    pub discovery_timeout_ms: u64,
-    /// The scopes requests are routed over, tried in order: non-empty, no
-    /// duplicates, nothing after [`Scope::Cluster`].
-    pub routing: Vec<Scope>,
-    /// Consecutive connection failures a worker sees before a node is Down.
-    pub down_after_failures: u32,
-    pub probe_periods: ProbePeriods,
-    /// Where requests may ever go; empty means anywhere.
-    pub allowed_cidrs: Vec<Cidr>,
-    /// With TLS to the nodes: have Envoy check, per request, that the
-    /// chosen node's certificate names the node's IP.
-    pub verify_node_san: bool,
-    /// Which writes go to their partition key's node.
-    pub key_route_affinity: Mode,
-    /// Table name -> partition (HASH) key attribute, sorted by table.
-    pub partition_keys: Vec<(String, String)>,
-    /// Whether clients spell nodes `https://`: the affinity ring is ordered
-    /// by that spelling, so it must match the client libraries'.
-    pub https: bool,
-}
 
 /// A refused configuration: which key, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,7 +130,7 @@ impl Config {
             .iter()
             .flat_map(|g| g.seeds.iter().copied())
             .collect();
-        crate::sort::sort_dedup(&mut seeds);
+        crate::model::sorted::sort_dedup(&mut seeds);
         if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
             return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
         }
@@ -393,7 +329,7 @@ fn named_groups(members: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError>
             seeds: addresses(items, port, &context)?,
         });
     }
-    crate::sort::sort_by(&mut groups, |a, b| a.datacenter < b.datacenter);
+    groups.sort_by(|a, b| a.datacenter.cmp(&b.datacenter));
     // A node is in exactly one datacenter; listing it twice is a mistake
     // that would also make "ask a seed of dc X" ambiguous.
     for (i, group) in groups.iter().enumerate() {
@@ -428,7 +364,7 @@ fn addresses(items: &[Json], port: u16, context: &str) -> Result<Vec<NodeAddr>, 
             .map_err(|e: AddrError| err("seeds", format!("{context}entry {i}: {e}")))?;
         seeds.push(addr);
     }
-    crate::sort::sort_dedup(&mut seeds);
+    crate::model::sorted::sort_dedup(&mut seeds);
     Ok(seeds)
 }
 
@@ -577,7 +513,7 @@ fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
         }
         tables.push((table.clone(), attribute.clone()));
     }
-    crate::sort::sort(&mut tables);
+    tables.sort();
     Ok(tables)
 }
 

@@ -9,16 +9,13 @@
 //! or [`apply_failure`], and every VM derives what it routes over with
 //! [`routing_tiers`] (and, for key route affinity, [`rings`]).
 
-use crate::address::NodeAddr;
 use crate::health;
 use crate::log_throttle::should_log_failure;
+use crate::model::record::{QueryList, SharedState, MAX_FAILED};
+use crate::model::sorted;
+use crate::model::NodeAddr;
 use crate::rng::Rng;
-use crate::shared_state::{QueryList, SharedState};
 use crate::topology::Topology;
-
-/// How many failed targets are remembered per query; enough to walk a large
-/// seed list, small enough to keep the shared record short.
-pub const MAX_FAILED: usize = 64;
 
 /// Workers report activity at most this often (each report is a write).
 pub const ACTIVITY_RESOLUTION_MS: u64 = 1_000;
@@ -219,13 +216,12 @@ pub fn choose_target(
 
 /// The sorted union of the lists of `queries` (missing lists are empty).
 fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<NodeAddr> {
-    let mut nodes: Vec<NodeAddr> = queries
-        .into_iter()
-        .filter_map(|q| state.list(q))
-        .flat_map(|l| l.nodes.iter().copied())
-        .collect();
-    crate::sort::sort_dedup(&mut nodes);
-    nodes
+    sorted::union(
+        queries
+            .into_iter()
+            .filter_map(|q| state.list(q))
+            .map(|l| l.nodes.as_slice()),
+    )
 }
 
 /// What one query's result did, for the log. Every event names its query
@@ -307,7 +303,7 @@ pub fn apply_answer(
         return (state.clone(), Event::Stale { query });
     }
     let mut nodes = nodes;
-    crate::sort::sort_dedup(&mut nodes);
+    sorted::sort_dedup(&mut nodes);
     let others_empty = state
         .lists
         .iter()
@@ -477,8 +473,8 @@ mod tests {
             .find(|tier| !tier.is_empty())
             .unwrap_or_default()
     }
-    use crate::config::Config;
-    use crate::health::{HealthState, ProbePeriods};
+    use crate::model::config::Config;
+    use crate::model::health::{HealthState, ProbePeriods};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

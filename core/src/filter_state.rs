@@ -7,7 +7,7 @@
 //! `SetEnvoyFilterStateArguments { string path = 1; string value = 2; LifeSpan span = 3; }`,
 //! encoded here by hand once per node, so the request path only copies bytes.
 
-use crate::address::NodeAddr;
+use crate::model::NodeAddr;
 
 pub const FOREIGN_FUNCTION: &str = "set_envoy_filter_state";
 pub const ORIGINAL_DST_KEY: &str = "envoy.network.transport_socket.original_dst_address";

@@ -18,58 +18,9 @@
 //! Probes are leased like discovery rounds: at most one probe per node per
 //! period per Envoy process.
 
-use crate::address::NodeAddr;
-use crate::shared_state::SharedState;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealthState {
-    Down,
-    Quarantined,
-}
-
-impl HealthState {
-    /// The state's name in log lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            HealthState::Down => "Down",
-            HealthState::Quarantined => "Quarantined",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Health {
-    pub state: HealthState,
-    /// Wall-clock time at which the next probe may start.
-    pub next_probe_ms: u64,
-}
-
-/// Probe periods, from the configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbePeriods {
-    pub down_ms: u64,
-    pub quarantine_ms: u64,
-}
-
-impl ProbePeriods {
-    fn of(&self, state: HealthState) -> u64 {
-        match state {
-            HealthState::Down => self.down_ms,
-            HealthState::Quarantined => self.quarantine_ms,
-        }
-    }
-}
-
-/// What Envoy reports about one proxied request, reduced to what health
-/// needs. Envoy's response flags say whether the upstream connection failed
-/// (UF), was reset (UR) or terminated (UC) before a response started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The node answered (any status, 5xx included).
-    Answered,
-    /// No answer: connection failure or reset before the response.
-    Unreachable,
-}
+use crate::model::health::{Health, HealthState, Outcome, ProbePeriods};
+use crate::model::record::SharedState;
+use crate::model::NodeAddr;
 
 /// Envoy `ResponseFlag` bits (`StreamInfo::CoreResponseFlag`) that mean the
 /// node did not answer at all.
@@ -220,7 +171,7 @@ pub fn is_routable(state: &SharedState, node: &NodeAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared_state::QueryList;
+    use crate::model::record::QueryList;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

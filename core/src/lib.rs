@@ -7,20 +7,21 @@
 //!
 //! | decision                                   | module          |
 //! |--------------------------------------------|-----------------|
-//! | what a node address is and how it is spelled | [`address`]   |
+//! | the data every decision works on (addresses, ranges, configuration, health, the shared record) | [`model`] |
 //! | whether a configuration is acceptable      | [`config`]      |
 //! | how JSON documents are read              | [`json`]        |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
 //! | which node the next request goes to         | [`picker`]      |
 //! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
-//! | where requests may ever go                  | [`cidr`]        |
 //! | who polls, when, whom, and what a result does to the shared state | [`discovery`] |
 //! | which `/localnodes` questions the routing scopes need | [`topology`] |
 //! | how that state is stored in shared data     | [`shared_state`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
 //! | when a repeated failure is worth a log line | [`log_throttle`] |
 //! | which node a partition key's writes go to | [`affinity`] |
-//! | small sorted lists and maps, at a fraction of the std code size | [`sort`], [`vec_map`] |
+//!
+//! Imports run one way: [`model`] imports nothing else of the crate, and
+//! no module imports one that imports it back.
 
 #![cfg_attr(
     not(test),
@@ -36,9 +37,7 @@
     )
 )]
 
-pub mod address;
 pub mod affinity;
-pub mod cidr;
 pub mod config;
 pub mod discovery;
 pub mod error_body;
@@ -47,12 +46,11 @@ pub mod health;
 pub mod json;
 pub mod localnodes;
 pub mod log_throttle;
+pub mod model;
 pub mod picker;
 pub mod rng;
 pub mod shared_state;
-pub mod sort;
 pub mod topology;
-pub mod vec_map;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

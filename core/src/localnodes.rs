@@ -6,9 +6,10 @@
 //! deduplicated and sorted so that every worker and every Envoy sees the same
 //! list for the same cluster state.
 
-use crate::address::{self, NodeAddr};
-use crate::cidr::{self, Cidr};
-use crate::json::{self, Json, Quoted};
+use crate::json::{self, Json};
+use crate::model::address;
+use crate::model::cidr::{self, Cidr};
+use crate::model::{NodeAddr, Quoted};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -127,7 +128,7 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
             Err(why) => dropped.push(why),
         }
     }
-    crate::sort::sort_dedup(&mut nodes);
+    crate::model::sorted::sort_dedup(&mut nodes);
     if nodes.is_empty() {
         return Err(AnswerError::NoValidEntry(dropped));
     }

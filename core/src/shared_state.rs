@@ -21,52 +21,13 @@
 //! The union of the lists is not stored: it is recomputed on decode, so the
 //! record cannot contradict itself.
 
-use crate::address::NodeAddr;
-use crate::discovery::MAX_FAILED;
-use crate::health::{Health, HealthState};
-use crate::json::Quoted;
-use crate::vec_map::VecMap;
+use crate::model::health::{Health, HealthState};
+use crate::model::record::{QueryList, SharedState, MAX_FAILED};
+use crate::model::NodeAddr;
+use crate::model::Quoted;
 use std::fmt::{self, Write as _};
 
 const MAGIC: &str = "alternator-lb/3";
-
-/// What discovery knows about one [`Query`](crate::topology::Query): its
-/// last stored answer and its current failure streak. Failures are kept per
-/// query because queries fail independently (a datacenter whose seeds are
-/// all down must not make the others look failed, nor hide their successes).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QueryList {
-    /// Round whose answer `nodes` is; 0 while the query was never answered.
-    pub round: u64,
-    /// Unusable answers in a row since the last stored one.
-    pub consecutive_failures: u32,
-    /// Targets that failed this query since its last stored answer, oldest
-    /// first, at most [`MAX_FAILED`].
-    pub failed: Vec<NodeAddr>,
-    /// The answer, sorted and deduplicated; may be empty (an empty rack or
-    /// datacenter).
-    pub nodes: Vec<NodeAddr>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SharedState {
-    /// Number of discovery rounds started so far; a round is one lease.
-    pub round: u64,
-    /// Wall-clock milliseconds before which no new round may start.
-    pub next_due_ms: u64,
-    /// One entry per query of the topology, by query index. Shorter while
-    /// some queries were never touched.
-    pub lists: Vec<QueryList>,
-    /// The union of every list, sorted: the known nodes (health, probes and
-    /// metrics work on it). Keep it in step with [`SharedState::refresh_nodes`].
-    pub nodes: Vec<NodeAddr>,
-    /// Wall-clock time of the last stored `/localnodes` answer (0: never).
-    pub last_success_ms: u64,
-    /// Last time any worker reported requests, at most a second stale.
-    pub last_activity_ms: u64,
-    /// Nodes that may not take requests; a node not here is Active.
-    pub health: VecMap<NodeAddr, Health>,
-}
 
 /// A shared-data value that is not a record this version wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,33 +56,6 @@ pub fn key_for(identity: &str) -> String {
 }
 
 impl SharedState {
-    /// Whether any query has been answered. Once one is, the union is never
-    /// empty again: discovery refuses the answer that would empty it.
-    pub fn discovered(&self) -> bool {
-        self.lists.iter().any(|l| l.round > 0)
-    }
-
-    /// The list of query `query`, if the state has one.
-    pub fn list(&self, query: usize) -> Option<&QueryList> {
-        self.lists.get(query)
-    }
-
-    /// Recomputes [`SharedState::nodes`] from the lists.
-    pub fn refresh_nodes(&mut self) {
-        let mut union: Vec<NodeAddr> = self
-            .lists
-            .iter()
-            .flat_map(|l| l.nodes.iter().copied())
-            .collect();
-        crate::sort::sort_dedup(&mut union);
-        self.nodes = union;
-    }
-
-    /// Whether `node` failed any query since that query's last answer.
-    pub fn has_failed(&self, node: &NodeAddr) -> bool {
-        self.lists.iter().any(|l| l.failed.contains(node))
-    }
-
     pub fn encode(&self) -> Vec<u8> {
         let entries: usize = self
             .lists

@@ -10,9 +10,9 @@
 //! as the configuration allows, and keeps one list per question in the
 //! shared state.
 
-use crate::address::NodeAddr;
-use crate::config::{Config, Scope};
 use crate::localnodes;
+use crate::model::config::{Config, Scope};
+use crate::model::NodeAddr;
 use std::fmt;
 
 /// One `/localnodes` question. `dc` unset asks for the datacenter of the

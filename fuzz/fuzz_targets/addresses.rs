@@ -1,8 +1,8 @@
 //! Seed addresses and `allowed_cidrs` entries, as strings.
 #![no_main]
 
-use alternator_lb_core::address::NodeAddr;
-use alternator_lb_core::cidr::Cidr;
+use alternator_lb_core::model::NodeAddr;
+use alternator_lb_core::model::cidr::Cidr;
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 

@@ -2,8 +2,9 @@
 //! `ConfigError` or a `Config` that keeps its promises.
 #![no_main]
 
-use alternator_lb_core::cidr;
-use alternator_lb_core::config::{Config, Scope, MAX_SCOPES};
+use alternator_lb_core::model::cidr;
+use alternator_lb_core::config::MAX_SCOPES;
+use alternator_lb_core::model::config::{Config, Scope};
 use alternator_lb_core::topology::Topology;
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;

@@ -5,7 +5,7 @@
 //! bits 1-2: the port), the rest is the body.
 #![no_main]
 
-use alternator_lb_core::cidr::{self, Cidr};
+use alternator_lb_core::model::cidr::{self, Cidr};
 use alternator_lb_core::localnodes::{self, MAX_NODES};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;

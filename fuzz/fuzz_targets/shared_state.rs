@@ -3,7 +3,7 @@
 //! survive an encode/decode round trip unchanged.
 #![no_main]
 
-use alternator_lb_core::shared_state::SharedState;
+use alternator_lb_core::model::record::SharedState;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

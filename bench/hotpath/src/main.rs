@@ -28,8 +28,8 @@ mod host;
 // The filter, linked for its exported entry points (declared below).
 use alternator_lb_native as _;
 
-use alternator_lb_core::address::NodeAddr;
 use alternator_lb_core::filter_state;
+use alternator_lb_core::model::NodeAddr;
 use alternator_lb_core::picker::RoundRobin;
 use std::cell::RefCell;
 use std::hint::black_box;

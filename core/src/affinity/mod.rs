@@ -43,8 +43,9 @@ pub use order::order;
 pub use qualify::qualifies;
 pub use tables::{with_learned, Tables};
 
-use crate::address::NodeAddr;
 use crate::json::Json;
+pub use crate::model::config::Mode;
+use crate::model::NodeAddr;
 
 /// Largest body the filter reads, for a key or a table description
 /// (decompressed, for gzip bodies). DynamoDB caps a request at 16 MB; a
@@ -72,7 +73,7 @@ pub fn canonical(node: &NodeAddr, https: bool) -> String {
 pub fn ring(nodes: &[NodeAddr], https: bool) -> Vec<NodeAddr> {
     let mut keyed: Vec<(String, NodeAddr)> =
         nodes.iter().map(|n| (canonical(n, https), *n)).collect();
-    crate::sort::sort_by(&mut keyed, |a, b| a.0 < b.0);
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
     keyed.dedup_by(|a, b| a.0 == b.0);
     keyed.into_iter().map(|(_, n)| n).collect()
 }
@@ -86,7 +87,7 @@ pub fn plan(ring_len: usize, hash: i64) -> Vec<usize> {
     let mut out = Vec::with_capacity(ring_len);
     while !rest.is_empty() {
         let Some(i) = rng.intn(rest.len()) else {
-            crate::sort::sort(&mut rest);
+            rest.sort_unstable();
             out.extend(rest);
             break;
         };
@@ -160,19 +161,6 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(three.get(..3 - pad)?);
     }
     Some(out)
-}
-
-/// Which writes have affinity (`key_route_affinity`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    None,
-    /// Writes that read before writing (conditions, returned old values,
-    /// update expressions): the ones Alternator runs as LWT under
-    /// `only_rmw_uses_lwt`.
-    Rmw,
-    /// Every PutItem, UpdateItem, DeleteItem and BatchWriteItem (for
-    /// `alternator_write_isolation: always`).
-    AnyWrite,
 }
 
 #[cfg(test)]

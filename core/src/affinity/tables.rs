@@ -15,7 +15,7 @@
 //! next answer that describes it; until then its writes go to the node of a
 //! value that is not their key, which costs LWT locality, not correctness.
 
-use crate::vec_map::VecMap;
+use std::collections::BTreeMap;
 
 use super::Op;
 use crate::json::{self, Json};
@@ -39,8 +39,8 @@ const MAGIC: &[u8] = b"alternator-lb/tables/1\n";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tables {
-    configured: VecMap<String, String>,
-    learned: VecMap<String, String>,
+    configured: BTreeMap<String, String>,
+    learned: BTreeMap<String, String>,
 }
 
 impl Tables {
@@ -48,7 +48,7 @@ impl Tables {
     /// empty table or attribute are ignored (the libraries ignore incomplete
     /// entries); of duplicates the first counts.
     pub fn new(configured: &[(String, String)]) -> Tables {
-        let mut map = VecMap::new();
+        let mut map = BTreeMap::new();
         for (table, attr) in configured {
             if !table.is_empty() && !attr.is_empty() && !map.contains_key(table) {
                 map.insert(table.clone(), attr.clone());
@@ -56,7 +56,7 @@ impl Tables {
         }
         Tables {
             configured: map,
-            learned: VecMap::new(),
+            learned: BTreeMap::new(),
         }
     }
 
@@ -96,7 +96,7 @@ fn learnable(table: &str, attr: &str) -> bool {
 }
 
 /// Inserts or updates within the bound; true when the map changed.
-fn insert(map: &mut VecMap<String, String>, table: &str, attr: &str) -> bool {
+fn insert(map: &mut BTreeMap<String, String>, table: &str, attr: &str) -> bool {
     let full = map.len() >= MAX_LEARNED;
     match map.get_mut(table) {
         Some(known) if known == attr => false,
@@ -145,7 +145,7 @@ pub fn learn(op: Op, status: u16, body: &[u8]) -> Option<(String, String)> {
 /// in decimal bytes, so names may hold any character (tabs, newlines,
 /// colons, any UTF-8) without escaping. Tables in byte order, so the same
 /// map always encodes to the same bytes.
-pub fn encode(learned: &VecMap<String, String>) -> Vec<u8> {
+pub fn encode(learned: &BTreeMap<String, String>) -> Vec<u8> {
     let size: usize = learned.iter().map(|(t, a)| t.len() + a.len() + 10).sum();
     let mut out = Vec::with_capacity(MAGIC.len() + size);
     out.extend_from_slice(MAGIC);
@@ -165,13 +165,13 @@ pub fn encode(learned: &VecMap<String, String>) -> Vec<u8> {
 /// name over the limits, more than [`MAX_LEARNED`] tables) read as nothing
 /// learned, which only means normal routing until the tables are learned
 /// again. Never panics.
-pub fn decode(bytes: &[u8]) -> VecMap<String, String> {
+pub fn decode(bytes: &[u8]) -> BTreeMap<String, String> {
     decode_all(bytes).unwrap_or_default()
 }
 
-fn decode_all(bytes: &[u8]) -> Option<VecMap<String, String>> {
+fn decode_all(bytes: &[u8]) -> Option<BTreeMap<String, String>> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
-    let mut map = VecMap::new();
+    let mut map = BTreeMap::new();
     while !rest.is_empty() {
         let (table, after) = name(rest, MAX_TABLE_BYTES)?;
         let (attr, after) = name(after, MAX_ATTRIBUTE_BYTES)?;
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn learning_stops_at_the_bound() {
         let mut tables = Tables::new(&[]);
-        let mut full = VecMap::new();
+        let mut full = BTreeMap::new();
         for i in 0..MAX_LEARNED {
             assert!(tables.remember(&format!("t{i}"), "pk"));
             full.insert(format!("t{i}"), "pk".to_string());
@@ -304,7 +304,7 @@ mod tests {
         ));
         assert_eq!(
             with_learned(None, &long_table, "pk"),
-            encode(&VecMap::new())
+            encode(&BTreeMap::new())
         );
     }
 

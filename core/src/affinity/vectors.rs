@@ -523,7 +523,7 @@ fn put_item_bodies_reach_the_libraries_plan() {
         let ring = RINGS[ring];
         let body = format!(
             r#"{{"TableName":"t","Item":{{"pk":{{"{kind}":{}}},"x":{{"S":"y"}}}}}}"#,
-            crate::json::Quoted(value)
+            crate::model::Quoted(value)
         );
         let key = key(Mode::AnyWrite, Op::PutItem, body.as_bytes(), &tables);
         assert_eq!(key, Some(Key::Single(hash)), "{kind} {value}");
@@ -547,7 +547,7 @@ fn batch_write_bodies_reach_the_vote_order() {
             .map(|(kind, value)| {
                 format!(
                     r#"{{"PutRequest":{{"Item":{{"pk":{{"{kind}":{}}}}}}}}}"#,
-                    crate::json::Quoted(value)
+                    crate::model::Quoted(value)
                 )
             })
             .collect();

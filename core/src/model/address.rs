@@ -4,7 +4,7 @@
 //! Envoy's ORIGINAL_DST cluster needs an `IP:PORT` literal, so a name that would
 //! need DNS is refused up front instead of failing per request.
 
-use crate::json::Quoted;
+use super::quoted::Quoted;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 //! known ranges makes sure a misbehaving or spoofed answer cannot turn the
 //! proxy toward arbitrary addresses.
 
-use crate::json::Quoted;
+use super::quoted::Quoted;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -1,0 +1,76 @@
+//! The record every VM of one Envoy process shares through proxy-wasm
+//! shared data: who polls next and when (a lease), what each `/localnodes`
+//! question last answered and which targets failed it, and node health.
+//!
+//! Data only: [`crate::discovery`] and [`crate::health`] decide what changes
+//! it, [`crate::shared_state`] encodes it.
+
+use super::address::NodeAddr;
+use super::health::Health;
+use super::sorted;
+use std::collections::BTreeMap;
+
+/// How many failed targets are remembered per query; enough to walk a large
+/// seed list, small enough to keep the shared record short.
+pub const MAX_FAILED: usize = 64;
+
+/// What discovery knows about one [`Query`](crate::topology::Query): its
+/// last stored answer and its current failure streak. Failures are kept per
+/// query because queries fail independently (a datacenter whose seeds are
+/// all down must not make the others look failed, nor hide their successes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryList {
+    /// Round whose answer `nodes` is; 0 while the query was never answered.
+    pub round: u64,
+    /// Unusable answers in a row since the last stored one.
+    pub consecutive_failures: u32,
+    /// Targets that failed this query since its last stored answer, oldest
+    /// first, at most [`MAX_FAILED`].
+    pub failed: Vec<NodeAddr>,
+    /// The answer, sorted and deduplicated; may be empty (an empty rack or
+    /// datacenter).
+    pub nodes: Vec<NodeAddr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedState {
+    /// Number of discovery rounds started so far; a round is one lease.
+    pub round: u64,
+    /// Wall-clock milliseconds before which no new round may start.
+    pub next_due_ms: u64,
+    /// One entry per query of the topology, by query index. Shorter while
+    /// some queries were never touched.
+    pub lists: Vec<QueryList>,
+    /// The union of every list, sorted: the known nodes (health, probes and
+    /// metrics work on it). Keep it in step with [`SharedState::refresh_nodes`].
+    pub nodes: Vec<NodeAddr>,
+    /// Wall-clock time of the last stored `/localnodes` answer (0: never).
+    pub last_success_ms: u64,
+    /// Last time any worker reported requests, at most a second stale.
+    pub last_activity_ms: u64,
+    /// Nodes that may not take requests; a node not here is Active.
+    pub health: BTreeMap<NodeAddr, Health>,
+}
+
+impl SharedState {
+    /// Whether any query has been answered. Once one is, the union is never
+    /// empty again: discovery refuses the answer that would empty it.
+    pub fn discovered(&self) -> bool {
+        self.lists.iter().any(|l| l.round > 0)
+    }
+
+    /// The list of query `query`, if the state has one.
+    pub fn list(&self, query: usize) -> Option<&QueryList> {
+        self.lists.get(query)
+    }
+
+    /// Recomputes [`SharedState::nodes`] from the lists.
+    pub fn refresh_nodes(&mut self) {
+        self.nodes = sorted::union(self.lists.iter().map(|l| l.nodes.as_slice()));
+    }
+
+    /// Whether `node` failed any query since that query's last answer.
+    pub fn has_failed(&self, node: &NodeAddr) -> bool {
+        self.lists.iter().any(|l| l.failed.contains(node))
+    }
+}
