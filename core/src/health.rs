@@ -28,6 +28,14 @@ pub const FLAG_UPSTREAM_REMOTE_RESET: u64 = 0x10;
 pub const FLAG_UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
 pub const FLAG_UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
 
+/// Envoy's `response.flags` property, a little-endian 64-bit integer; 0
+/// (nothing went wrong) when the host cannot tell.
+pub fn flags_from_property(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// Classifies a response from Envoy's `response.flags`.
 pub fn outcome_from_flags(flags: u64) -> Outcome {
     let unreachable = FLAG_UPSTREAM_REMOTE_RESET
@@ -213,6 +221,13 @@ mod tests {
             Outcome::Unreachable
         );
         // Upstream request timeout (0x4) and overflow (0x80) are not the node's absence.
+        assert_eq!(flags_from_property(Some(&0x20u64.to_le_bytes())), 0x20);
+        assert_eq!(
+            flags_from_property(Some(&[0x20, 0, 0, 0])),
+            0,
+            "not 8 bytes"
+        );
+        assert_eq!(flags_from_property(None), 0);
         assert_eq!(outcome_from_flags(0x4 | 0x80), Outcome::Answered);
     }
 

@@ -43,14 +43,23 @@ pub mod discovery;
 pub mod error_body;
 pub mod filter_state;
 pub mod health;
+pub mod host;
 pub mod json;
+pub mod learned;
 pub mod localnodes;
 pub mod log_throttle;
+pub mod metrics;
 pub mod model;
 pub mod picker;
+pub mod poller;
 pub mod rng;
+pub mod router;
 pub mod shared_state;
+pub mod stream;
 pub mod topology;
+
+#[cfg(test)]
+mod testing;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

@@ -1,6 +1,6 @@
 //! Mock proxy-wasm host: every `env.proxy_*` function of the ABI (more than
 //! the filter imports), as `#[no_mangle] extern "C"` functions the native
-//! link resolves `src/abi.rs`'s `extern "C"` declarations to.
+//! link resolves the proxy-wasm SDK's `hostcalls` imports to.
 //!
 //! They behave like Envoy as far as the filter can tell: buffers the host
 //! returns are allocated inside the module through its exported
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-// proxy-wasm statuses (as `src/abi.rs` reads them).
+// proxy-wasm statuses (as the SDK's `hostcalls` read them).
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const BAD_ARGUMENT: u32 = 2;
@@ -34,9 +34,9 @@ const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 extern "C" {
-    /// The module's allocator export (`src/entry.rs`).
+    /// The module's allocator export (the SDK's).
     fn proxy_on_memory_allocate(size: usize) -> *mut u8;
-    /// The module's callout-response entry point (`src/entry.rs`).
+    /// The module's callout-response entry point (the SDK's dispatcher).
     fn proxy_on_http_call_response(
         context_id: u32,
         token_id: u32,

@@ -1,0 +1,547 @@
+//! One VM's part in keeping the node list: every VM of an Envoy process
+//! (one per worker thread, one on the main thread) has a [`Poller`], and
+//! they coordinate only through one shared-data record.
+//!
+//! On each tick a poller reads the record once, publishes what its requests
+//! saw (unreachable nodes, activity, learned partition keys), rebuilds its
+//! VM's routes if the record changed, and tries to lease a due discovery
+//! round or probe by compare-and-set: the VM that wins makes the calls and
+//! folds the answers back, the others see the result on their next tick.
+//! The decisions themselves are [`crate::discovery`]'s and
+//! [`crate::health`]'s; this module performs them through a [`Host`].
+
+mod announce;
+#[cfg(test)]
+mod tests;
+
+use crate::config::ConfigError;
+use crate::discovery::{self, Round, Timing};
+use crate::health::{self, Probe};
+use crate::host::{Host, HostError, CREATE_ONLY};
+use crate::learned;
+use crate::localnodes;
+use crate::metrics::{Gauges, Metrics};
+use crate::model::config::{Config, Mode};
+use crate::model::health::HealthState;
+use crate::model::record::SharedState;
+use crate::model::{NodeAddr, Quoted};
+use crate::rng::Rng;
+use crate::router::{Router, Settings};
+use crate::shared_state;
+use crate::topology::Topology;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+/// Attempts at a compare-and-set update before giving up for this tick.
+const CAS_ATTEMPTS: usize = 8;
+
+/// Why a VM could not be configured (already logged).
+#[derive(Debug)]
+pub enum ConfigureError {
+    Config(ConfigError),
+    Tick(HostError),
+}
+
+impl fmt::Display for ConfigureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigureError::Config(e) => e.fmt(f),
+            ConfigureError::Tick(e) => write!(f, "cannot set the tick period: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigureError {}
+
+/// A call this VM has made and awaits: one question of a discovery round
+/// (the round, and which of the topology's queries), or a probe.
+#[derive(Clone, Debug)]
+enum Callout {
+    Discovery(Round, usize),
+    Probe(Probe),
+}
+
+pub struct Poller<H: Host> {
+    host: H,
+    config: Config,
+    timing: Timing,
+    topology: Topology,
+    /// Shared-data key of the record.
+    key: String,
+    /// Shared-data key of the learned partition keys, and the CAS last read.
+    learned_key: String,
+    learned_cas: Option<u32>,
+    rng: Rng,
+    metrics: Metrics,
+    router: Rc<RefCell<Router>>,
+    /// CAS of the record last seen, to skip unchanged ticks.
+    last_cas: Option<u32>,
+    in_flight: HashMap<u32, Callout>,
+    /// Nodes this VM saw fail and has not yet published as Down.
+    pending_down: Vec<NodeAddr>,
+    /// Requests routed when activity was last checked.
+    seen_requests: u64,
+    /// Last warning about dropped `/localnodes` entries, to not repeat it.
+    last_dropped: Vec<String>,
+    corrupt_logged: bool,
+}
+
+/// How often each VM ticks: a tenth of the refresh interval, between 20 ms
+/// and 1 s. The tick bounds how stale a VM's routes are after the record
+/// changed, and how late a due round starts.
+pub fn tick_period_ms(config: &Config) -> u32 {
+    let tick = (config.refresh_interval_ms / 10).clamp(20, 1000);
+    u32::try_from(tick).unwrap_or(1000)
+}
+
+impl<H: Host> Poller<H> {
+    /// Reads and validates the configuration, sets the tick, and routes
+    /// over the seeds (or the list other VMs already share) at once. The
+    /// error is logged here.
+    pub fn configure(host: H) -> Result<Poller<H>, ConfigureError> {
+        let bytes = host.plugin_configuration().unwrap_or_default();
+        let config = Config::parse(&bytes).map_err(|e| {
+            log::error!("{e}");
+            ConfigureError::Config(e)
+        })?;
+        host.set_tick_period_ms(tick_period_ms(&config))
+            .map_err(|e| {
+                let e = ConfigureError::Tick(e);
+                log::error!("{e}");
+                e
+            })?;
+        // The seed only varies starting points (round-robin offset, which
+        // node to ask first), so that workers do not all start alike;
+        // nothing depends on it being secret. proxy-wasm offers no
+        // randomness, and Envoy configures its VMs one after another, so the
+        // host clock's nanoseconds differ per VM.
+        let mut rng = Rng::new(host.now_nanos());
+        let key = shared_state::key_for(&config.discovery_identity());
+        let settings = Settings {
+            mode: config.key_route_affinity,
+            verify_node_san: config.verify_node_san,
+            https: config.https,
+            down_after_failures: config.down_after_failures,
+        };
+        let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
+        let mut poller = Poller {
+            learned_key: learned::key_for(&key),
+            key,
+            topology: Topology::from_config(&config),
+            timing: Timing {
+                interval_ms: config.refresh_interval_ms,
+                idle_interval_ms: config.idle_refresh_interval_ms,
+                idle_after_ms: config.idle_after_ms,
+            },
+            learned_cas: None,
+            metrics: Metrics::define(&host),
+            router: Rc::new(RefCell::new(router)),
+            host,
+            config,
+            rng,
+            last_cas: None,
+            in_flight: HashMap::new(),
+            pending_down: Vec::new(),
+            seen_requests: 0,
+            last_dropped: Vec::new(),
+            corrupt_logged: false,
+        };
+        let shared = poller.read_state();
+        poller.rebuild(shared.as_ref().map(|(s, _)| s));
+        Ok(poller)
+    }
+
+    /// The VM's routes, for its requests.
+    pub fn router(&self) -> Rc<RefCell<Router>> {
+        Rc::clone(&self.router)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.host.now_nanos() / 1_000_000
+    }
+
+    /// One tick: publish what this VM's requests saw, refresh its routes,
+    /// and lease a due discovery round or probe.
+    pub fn on_tick(&mut self) {
+        let now = self.now_ms();
+        if self.config.key_route_affinity != Mode::None {
+            self.share_learned();
+        }
+        let Some((mut state, mut cas)) = self.read_state() else {
+            // The first VM to tick creates the record. No VM takes a lease
+            // in the tick it created the record in, and a creator that lost
+            // the race leaves the winner's record alone (CREATE_ONLY).
+            let initial = discovery::initial_state(now).encode();
+            let _ = self.host.shared_set(&self.key, &initial, Some(CREATE_ONLY));
+            return;
+        };
+        if let Some((published, new_cas)) = self.publish_observations(&state, cas, now) {
+            state = published;
+            cas = new_cas;
+        }
+        if self.last_cas != Some(cas) {
+            self.last_cas = Some(cas);
+            self.rebuild(Some(&state));
+        }
+        self.update_metrics(&state, now);
+
+        let round =
+            discovery::try_start_round(&state, now, self.timing, &self.topology, &mut self.rng)
+                .map(|(next, round)| {
+                    let calls = round
+                        .targets
+                        .iter()
+                        .map(|(query, _)| Callout::Discovery(round.clone(), *query))
+                        .collect();
+                    (next, calls)
+                });
+        let lease = round.or_else(|| {
+            health::try_start_probe(&state, now, self.config.probe_periods)
+                .map(|(next, probe)| (next, vec![Callout::Probe(probe)]))
+        });
+        let Some((next, calls)) = lease else {
+            return;
+        };
+        // Losing the swap means another VM took this round or probe.
+        if self.write_state(&next, Some(cas)).is_ok() {
+            for call in calls {
+                self.dispatch(call);
+            }
+        }
+    }
+
+    /// The answer to a callout this VM made.
+    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+        let Some(call) = self.in_flight.remove(&token) else {
+            return;
+        };
+        let now = self.now_ms();
+        match call {
+            Callout::Discovery(round, query) => {
+                let answer = self.read_answer(num_headers, body_size);
+                self.finish_round(&round, query, answer, now);
+            }
+            Callout::Probe(probe) => {
+                let result = match self.call_status(num_headers) {
+                    Ok(200) => Ok(()),
+                    Ok(status) => Err(format!("answered HTTP {status}")),
+                    Err(e) => Err(e),
+                };
+                self.finish_probe(probe, result);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, call: Callout) {
+        let (node, path) = match &call {
+            Callout::Discovery(round, query) => (
+                round.target(*query),
+                self.topology.queries.get(*query).map(|q| q.path()),
+            ),
+            // Alternator's health check: `GET /` answers 200 without auth.
+            Callout::Probe(probe) => (Some(probe.node), Some("/".to_string())),
+        };
+        let (Some(node), Some(path)) = (node, path) else {
+            return;
+        };
+        let authority = node.authority();
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", authority.as_str()),
+            // Read by the discovery cluster (ORIGINAL_DST, use_http_header).
+            ("x-envoy-original-dst-host", authority.as_str()),
+            ("user-agent", "alternator-lb"),
+        ];
+        let timeout = u32::try_from(self.config.discovery_timeout_ms).unwrap_or(u32::MAX);
+        match self
+            .host
+            .http_call(&self.config.discovery_cluster, &headers, timeout)
+        {
+            Ok(token) => {
+                self.in_flight.insert(token, call);
+            }
+            Err(e) => {
+                let why = format!(
+                    "could not call cluster {} ({e}); is it defined in Envoy's config?",
+                    Quoted(&self.config.discovery_cluster)
+                );
+                let now = self.now_ms();
+                match call {
+                    Callout::Discovery(round, query) => {
+                        self.finish_round(&round, query, Err(why), now)
+                    }
+                    Callout::Probe(probe) => self.finish_probe(probe, Err(why)),
+                }
+            }
+        }
+    }
+
+    /// The HTTP status of the answer being delivered, or why there is none.
+    fn call_status(&self, num_headers: usize) -> Result<u32, String> {
+        if num_headers == 0 {
+            return Err("no answer (connection failed or reset, or timed out)".to_string());
+        }
+        let status = self
+            .host
+            .call_response_header(":status")
+            .unwrap_or_default();
+        let status = String::from_utf8_lossy(&status);
+        status
+            .parse()
+            .map_err(|_| format!("answered with status {}", Quoted(&status)))
+    }
+
+    /// Reads a `/localnodes` answer: the usable node list, or why there is
+    /// none. An answer over the size limit is refused unread.
+    fn read_answer(
+        &self,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Result<localnodes::Answer, String> {
+        match self.call_status(num_headers)? {
+            200 => {}
+            status => return Err(format!("answered HTTP {status}")),
+        }
+        if body_size > localnodes::MAX_BODY_BYTES {
+            return Err(localnodes::AnswerError::TooLarge(body_size).to_string());
+        }
+        let body = self.host.call_response_body(body_size).unwrap_or_default();
+        localnodes::parse(&body, self.config.port, &self.config.allowed_cidrs)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads and decodes the record; `None` when absent or damaged (a
+    /// damaged record is replaced, unless another VM already did).
+    fn read_state(&mut self) -> Option<(SharedState, u32)> {
+        let (bytes, cas) = match self.host.shared_get(&self.key) {
+            Ok(found) => found?,
+            Err(e) => {
+                log::warn!("cannot read shared data: {e}");
+                return None;
+            }
+        };
+        match SharedState::decode(&bytes) {
+            Ok(state) => Some((state, cas)),
+            Err(e) => {
+                if !self.corrupt_logged {
+                    self.corrupt_logged = true;
+                    log::warn!("{e}; starting discovery state afresh");
+                }
+                let _ = self.write_state(&SharedState::default(), Some(cas));
+                None
+            }
+        }
+    }
+
+    fn write_state(&self, state: &SharedState, cas: Option<u32>) -> Result<(), HostError> {
+        self.host.shared_set(&self.key, &state.encode(), cas)
+    }
+
+    /// Publishes nodes this VM found unreachable (as Down) and that requests
+    /// flow (for the refresh rhythm). Returns the written record and its CAS.
+    fn publish_observations(
+        &mut self,
+        state: &SharedState,
+        cas: u32,
+        now_ms: u64,
+    ) -> Option<(SharedState, u32)> {
+        self.absorb_unreachable();
+        let requests = self.requests().0;
+        let mut next = state.clone();
+        let mut downs = Vec::new();
+        for node in &self.pending_down {
+            if let Some(marked) = health::mark_down(&next, *node, now_ms, self.config.probe_periods)
+            {
+                next = marked;
+                downs.push(*node);
+            }
+        }
+        if requests != self.seen_requests {
+            if let Some(noted) = self.timing.note_activity(&next, now_ms) {
+                next = noted;
+            }
+        }
+        if next == *state {
+            self.pending_down.clear();
+            self.seen_requests = requests;
+            return None;
+        }
+        self.write_state(&next, Some(cas)).ok()?;
+        self.pending_down.clear();
+        self.seen_requests = requests;
+        for node in &downs {
+            self.metrics.marked_down(&self.host);
+            log::warn!(
+                "node {node} marked Down: connection failed or reset before any response; it gets no requests \
+                 until /localnodes lists it and a probe succeeds (probed every {} ms)",
+                self.config.probe_periods.down_ms
+            );
+        }
+        let (_, new_cas) = self.read_state()?;
+        Some((next, new_cas))
+    }
+
+    /// Takes over the nodes the requests found unreachable since last time.
+    fn absorb_unreachable(&mut self) {
+        let Ok(mut router) = self.router.try_borrow_mut() else {
+            return;
+        };
+        for node in router.take_unreachable() {
+            if !self.pending_down.contains(&node) {
+                self.pending_down.push(node);
+            }
+        }
+    }
+
+    fn requests(&self) -> (u64, u64) {
+        self.router.try_borrow().map_or((0, 0), |r| r.counts())
+    }
+
+    fn update_metrics(&mut self, state: &SharedState, now_ms: u64) {
+        let requests = self.requests();
+        self.metrics.flush_requests(&self.host, requests);
+        let (down, quarantined) = health::counts(state);
+        let known = if state.discovered() {
+            state.nodes.len()
+        } else {
+            self.config.seeds.len()
+        };
+        let list_age_ms = if state.last_success_ms > 0 {
+            now_ms.saturating_sub(state.last_success_ms)
+        } else {
+            0
+        };
+        let gauges = Gauges {
+            known: known as u64,
+            down: down as u64,
+            quarantined: quarantined as u64,
+            list_age_ms,
+        };
+        self.metrics.set_gauges(&self.host, &gauges);
+    }
+
+    /// Applies `update` to the record by compare-and-set, retried; returns
+    /// the record written, or `None` if it kept changing under us.
+    fn update_shared<E>(
+        &mut self,
+        mut update: impl FnMut(&SharedState) -> (SharedState, E),
+    ) -> Option<(SharedState, E)> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (state, cas) = match self.read_state() {
+                Some((state, cas)) => (state, cas),
+                None => (SharedState::default(), CREATE_ONLY),
+            };
+            let (next, extra) = update(&state);
+            if self.write_state(&next, Some(cas)).is_ok() {
+                return Some((next, extra));
+            }
+        }
+        log::warn!("shared state kept changing; an update was dropped");
+        None
+    }
+
+    /// Folds a discovery round's result into the record and logs what
+    /// changed, once, from the VM that ran the round.
+    fn finish_round(
+        &mut self,
+        round: &Round,
+        query: usize,
+        answer: Result<localnodes::Answer, String>,
+        now_ms: u64,
+    ) {
+        let target = round
+            .target(query)
+            .map_or_else(String::new, |t| t.to_string());
+        self.metrics.discovery(&self.host, answer.is_ok());
+        if let Ok(answer) = &answer {
+            if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
+                log::warn!(
+                    "/localnodes from {target} had {} unusable entries, ignored: {}",
+                    answer.dropped.len(),
+                    answer.dropped.join("; ")
+                );
+                self.last_dropped = answer.dropped.clone();
+            }
+        }
+        let updated = self.update_shared(|state| match &answer {
+            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), now_ms),
+            Err(_) => discovery::apply_failure(state, round, query),
+        });
+        if let Some((state, event)) = updated {
+            announce::event(
+                &self.topology,
+                &target,
+                &state,
+                &event,
+                answer.as_ref().err(),
+            );
+            self.rebuild(Some(&state));
+        }
+    }
+
+    /// Folds a probe result in; a node that passes takes requests again.
+    fn finish_probe(&mut self, probe: Probe, result: Result<(), String>) {
+        self.metrics.probe(&self.host, result.is_ok());
+        let ok = result.is_ok();
+        let Some((state, back)) =
+            self.update_shared(|state| health::apply_probe(state, &probe, ok))
+        else {
+            return;
+        };
+        if back {
+            match probe.state {
+                HealthState::Down => log::info!(
+                    "node {} is back: probe succeeded; routing to it again",
+                    probe.node
+                ),
+                HealthState::Quarantined => {
+                    log::info!("node {} passed its probe; routing to it", probe.node)
+                }
+            }
+        } else if let Err(why) = result {
+            log::debug!("probe of {} node {}: {why}", probe.state.name(), probe.node);
+        }
+        self.rebuild(Some(&state));
+    }
+
+    /// Rebuilds this VM's routes from the record. Nodes this VM saw fail
+    /// stay out until the record agrees.
+    fn rebuild(&mut self, state: Option<&SharedState>) {
+        self.absorb_unreachable();
+        if let Ok(mut router) = self.router.try_borrow_mut() {
+            router.rebuild(state, &self.topology, &self.pending_down);
+        }
+    }
+
+    /// Shares the partition keys this VM's requests learned, and takes up
+    /// those other VMs shared, when the shared entry changed.
+    fn share_learned(&mut self) {
+        let news = match self.router.try_borrow_mut() {
+            Ok(mut router) => router.take_learned(),
+            Err(_) => return,
+        };
+        let unshared: Vec<(String, String)> = news
+            .into_iter()
+            .filter(|(table, attr)| !learned::publish(&self.host, &self.learned_key, table, attr))
+            .collect();
+        if let Ok(mut router) = self.router.try_borrow_mut() {
+            router.retry_learned(unshared);
+        }
+        let Some((bytes, cas)) = learned::read(&self.host, &self.learned_key) else {
+            return;
+        };
+        if self.learned_cas != Some(cas) {
+            self.learned_cas = Some(cas);
+            if let Ok(mut router) = self.router.try_borrow_mut() {
+                router.set_learned(Some(&bytes));
+            }
+        }
+    }
+}

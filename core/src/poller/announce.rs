@@ -1,0 +1,101 @@
+//! The log lines a discovery result is worth, written once, by the VM that
+//! ran the round: the first list, every change, a recovery, and the
+//! failures the throttle lets through ([`crate::log_throttle`]).
+
+use crate::discovery::Event;
+use crate::log_throttle::REMINDER_EVERY;
+use crate::model::record::SharedState;
+use crate::model::NodeAddr;
+use crate::topology::Topology;
+
+fn list(nodes: &[NodeAddr]) -> String {
+    nodes
+        .iter()
+        .map(NodeAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Logs what `event` (a result from `target`) did to `state`; `error` is
+/// why the answer was unusable, if it was.
+pub fn event(
+    topology: &Topology,
+    target: &str,
+    state: &SharedState,
+    event: &Event,
+    error: Option<&String>,
+) {
+    let query = topology
+        .queries
+        .get(event.query())
+        .map_or_else(String::new, |q| q.to_string());
+    let nodes_of = |q: usize| state.list(q).map_or(&[][..], |l| l.nodes.as_slice());
+    match event {
+        Event::ListChanged {
+            query: q,
+            added,
+            removed,
+            total,
+            first,
+            recovered_after,
+            quarantined,
+        } => {
+            if *recovered_after > 0 {
+                log::info!("discovery recovered after {recovered_after} failed attempts ({query})");
+            }
+            if *first {
+                log::info!(
+                    "discovered {total} nodes from {target} ({query}): {}",
+                    list(nodes_of(*q))
+                );
+            } else {
+                let quarantined = if quarantined.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; quarantined until a probe succeeds: [{}]",
+                        list(quarantined)
+                    )
+                };
+                log::info!(
+                    "node list changed, now {total} nodes; added [{}], removed [{}]{quarantined} ({query})",
+                    list(added),
+                    list(removed),
+                );
+            }
+        }
+        Event::ListUnchanged {
+            recovered_after, ..
+        } if *recovered_after > 0 => {
+            log::info!(
+                "discovery recovered after {recovered_after} failed attempts ({query}); node list unchanged"
+            );
+        }
+        Event::Failed {
+            consecutive,
+            log: true,
+            ..
+        }
+        | Event::EmptyRefused {
+            consecutive,
+            log: true,
+            ..
+        } => {
+            let kept = if state.discovered() {
+                format!("keeping the last good list of {} nodes", state.nodes.len())
+            } else {
+                "no node discovered yet".to_string()
+            };
+            let why = if matches!(event, Event::EmptyRefused { .. }) {
+                "it listed no node, and no other scope lists any"
+            } else {
+                error.map_or("unknown error", String::as_str)
+            };
+            log::warn!(
+                "/localnodes from {target} ({query}) failed: {why}; {kept} ({consecutive} failures in a row; \
+                 further failures are logged every {REMINDER_EVERY} attempts)",
+            );
+        }
+        _ => {}
+    }
+}

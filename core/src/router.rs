@@ -1,0 +1,299 @@
+//! What one VM routes over: per routing scope a round robin of nodes (and,
+//! with key route affinity, the scope's ring), each node with the exact
+//! bytes handed to Envoy, prepared in advance.
+//!
+//! The VM's poller rebuilds it on its tick from the shared record
+//! ([`Router::rebuild`]); the VM's requests only pick from it and report
+//! what they saw ([`Router::observe`]), which the poller takes up and
+//! publishes on its next tick. Nothing here calls the host, parses, formats
+//! or allocates on the per-request methods ([`Router::pick`],
+//! [`Router::observe`], the counters).
+
+use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
+use crate::discovery;
+use crate::filter_state;
+use crate::model::health::{HealthState, Outcome};
+use crate::model::record::SharedState;
+use crate::model::NodeAddr;
+use crate::picker::RoundRobin;
+use crate::topology::Topology;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// One node, with the exact bytes handed to Envoy to route there.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Route {
+    pub node: NodeAddr,
+    /// `set_envoy_filter_state` arguments naming the node.
+    pub args: Vec<u8>,
+    /// With `verify_node_san`: the certificate check for this node.
+    pub verify: Option<Vec<u8>>,
+}
+
+impl Route {
+    pub fn new(node: NodeAddr, verify_san: bool) -> Route {
+        Route {
+            args: filter_state::route_to(&node),
+            verify: verify_san.then(|| filter_state::verify_san(&node)),
+            node,
+        }
+    }
+}
+
+/// One scope's discovered nodes in the client libraries' canonical order,
+/// healthy or not, for key route affinity: health only decides at the pick.
+struct Ring {
+    routes: Vec<Rc<Route>>,
+    health: Vec<NodeHealth>,
+}
+
+/// How the VM's requests are routed, from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub mode: Mode,
+    pub verify_node_san: bool,
+    /// Whether the client libraries spell nodes `https://` (ring order).
+    pub https: bool,
+    /// Connection failures in a row, seen by this VM, that take a node out.
+    pub down_after_failures: u32,
+}
+
+pub struct Router {
+    settings: Settings,
+    /// One round robin per routing scope; a request takes the first that
+    /// has a node.
+    tiers: Vec<RoundRobin<Rc<Route>>>,
+    /// Per scope, for key route affinity (empty when it is off).
+    rings: Vec<Ring>,
+    /// The node lists `tiers` was last built from.
+    built_from: Vec<Vec<NodeAddr>>,
+    /// Where this VM's round robins start: workers start apart.
+    start: usize,
+    tables: Tables,
+    /// Requests routed and rejected since the VM started; the poller turns
+    /// the growth into stats deltas.
+    routed: u64,
+    rejected: u64,
+    /// Connection failures in a row per node, seen by this VM.
+    failures: HashMap<NodeAddr, u32>,
+    /// Nodes this VM found unreachable, for the poller to publish as Down.
+    unreachable: Vec<NodeAddr>,
+    /// Partition keys this VM learned, for the poller to share.
+    learned: Vec<(String, String)>,
+    refusal_logged: bool,
+}
+
+impl Router {
+    pub fn new(settings: Settings, partition_keys: &[(String, String)], start: usize) -> Router {
+        Router {
+            settings,
+            tiers: Vec::new(),
+            rings: Vec::new(),
+            built_from: Vec::new(),
+            start,
+            tables: Tables::new(partition_keys),
+            routed: 0,
+            rejected: 0,
+            failures: HashMap::new(),
+            unreachable: Vec::new(),
+            learned: Vec::new(),
+            refusal_logged: false,
+        }
+    }
+
+    #[inline]
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    /// The next node of the first scope that has one.
+    #[inline]
+    pub fn pick(&mut self) -> Option<Rc<Route>> {
+        self.tiers
+            .iter_mut()
+            .find(|t| !t.is_empty())
+            .and_then(|t| t.pick().cloned())
+    }
+
+    /// The key's node: in the first scope whose ring has a usable node, the
+    /// first Active node of the key's order, else the first Quarantined one.
+    /// `None` leaves the request to [`Router::pick`].
+    pub fn pick_for_key(&self, key: &Key) -> Option<Rc<Route>> {
+        self.rings.iter().find_map(|ring| {
+            let order = affinity::order(key, ring.routes.len())?;
+            let i = affinity::choose(&order, |i| {
+                ring.health.get(i).copied().unwrap_or(NodeHealth::Down)
+            })?;
+            ring.routes.get(i).cloned()
+        })
+    }
+
+    /// Every node some scope routes to now, in scope order.
+    pub fn nodes(&self) -> Vec<Vec<NodeAddr>> {
+        self.tiers
+            .iter()
+            .map(|t| t.entries().iter().map(|r| r.node).collect())
+            .collect()
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Replaces what this VM knows of learned partition keys with the
+    /// shared entry every VM writes to.
+    pub fn set_learned(&mut self, encoded: Option<&[u8]>) {
+        self.tables.set_learned(encoded);
+        // Keys learned here and not yet shared stay known until shared.
+        for (table, attr) in &self.learned {
+            self.tables.remember(table, attr);
+        }
+    }
+
+    /// Records a partition key a table description named; when it is news
+    /// to this VM, it is queued for the poller to share.
+    pub fn remember(&mut self, table: &str, attr: &str) {
+        if self.tables.remember(table, attr) {
+            self.learned.push((table.to_owned(), attr.to_owned()));
+        }
+    }
+
+    /// The partition keys learned since the last call.
+    pub fn take_learned(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.learned)
+    }
+
+    /// Keys [`Router::take_learned`] gave that could not be shared yet.
+    pub fn retry_learned(&mut self, unshared: Vec<(String, String)>) {
+        self.learned.extend(unshared);
+    }
+
+    #[inline]
+    pub fn count_routed(&mut self) {
+        self.routed = self.routed.wrapping_add(1);
+    }
+
+    pub fn count_rejected(&mut self) {
+        self.rejected = self.rejected.wrapping_add(1);
+    }
+
+    /// (routed, rejected) since the VM started.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.routed, self.rejected)
+    }
+
+    /// Folds one response into the failure streaks. A node unreachable
+    /// `down_after_failures` times in a row stops getting this VM's requests
+    /// at once, before the other VMs hear of it.
+    #[inline]
+    pub fn observe(&mut self, node: &NodeAddr, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered => {
+                if !self.failures.is_empty() {
+                    self.failures.remove(node);
+                }
+            }
+            Outcome::Unreachable => {
+                let streak = self.failures.entry(*node).or_insert(0);
+                *streak += 1;
+                if *streak >= self.settings.down_after_failures {
+                    self.failures.remove(node);
+                    self.withdraw(node);
+                }
+            }
+        }
+    }
+
+    /// Takes `node` out of this VM's routing now: out of every tier, and
+    /// Down in every ring.
+    fn withdraw(&mut self, node: &NodeAddr) {
+        for tier in &mut self.tiers {
+            tier.retain(|r| r.node != *node);
+        }
+        for ring in &mut self.rings {
+            let at = ring.routes.iter().position(|r| r.node == *node);
+            if let Some(h) = at.and_then(|i| ring.health.get_mut(i)) {
+                *h = NodeHealth::Down;
+            }
+        }
+        if !self.unreachable.contains(node) {
+            self.unreachable.push(*node);
+        }
+    }
+
+    /// The nodes found unreachable since the last call.
+    pub fn take_unreachable(&mut self) -> Vec<NodeAddr> {
+        std::mem::take(&mut self.unreachable)
+    }
+
+    /// Whether Envoy's refusal of a hand-off is the first one (worth a log
+    /// line; the next ones are not).
+    pub fn first_refusal(&mut self) -> bool {
+        !std::mem::replace(&mut self.refusal_logged, true)
+    }
+
+    /// Rebuilds the routes from the shared record (`None`: none yet, the
+    /// seeds) when what they would route over changed. Nodes in `withheld`
+    /// (this VM saw them fail; the record does not say so yet) stay out.
+    pub fn rebuild(
+        &mut self,
+        state: Option<&SharedState>,
+        topology: &Topology,
+        withheld: &[NodeAddr],
+    ) {
+        let mut tiers = discovery::routing_tiers(state, topology);
+        for tier in &mut tiers {
+            tier.retain(|n| !withheld.contains(n));
+        }
+        let affinity_on = self.settings.mode != Mode::None;
+        // Unchanged, and no node withdrawn since: nothing to rebuild.
+        // Affinity rings carry health, so they are rebuilt every time.
+        let unchanged = tiers == self.built_from && tiers == self.nodes();
+        if !affinity_on && !self.tiers.is_empty() && unchanged {
+            return;
+        }
+        // One route per node, shared by every scope and ring naming it.
+        let verify = self.settings.verify_node_san;
+        let mut made: BTreeMap<NodeAddr, Rc<Route>> = BTreeMap::new();
+        let mut route = |n: &NodeAddr| {
+            Rc::clone(
+                made.entry(*n)
+                    .or_insert_with(|| Rc::new(Route::new(*n, verify))),
+            )
+        };
+        let mut pickers = std::mem::take(&mut self.tiers);
+        pickers.resize_with(tiers.len(), || RoundRobin::new(Vec::new(), self.start));
+        for (picker, nodes) in pickers.iter_mut().zip(&tiers) {
+            picker.replace(nodes.iter().map(&mut route).collect());
+        }
+        self.tiers = pickers;
+        self.rings = match state {
+            Some(state) if affinity_on => discovery::rings(state, topology)
+                .iter()
+                .map(|nodes| {
+                    let ring = affinity::ring(nodes, self.settings.https);
+                    Ring {
+                        health: ring
+                            .iter()
+                            .map(|n| ring_health(state, withheld, n))
+                            .collect(),
+                        routes: ring.iter().map(&mut route).collect(),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.built_from = tiers;
+    }
+}
+
+fn ring_health(state: &SharedState, withheld: &[NodeAddr], node: &NodeAddr) -> NodeHealth {
+    if withheld.contains(node) {
+        return NodeHealth::Down;
+    }
+    match state.health.get(node).map(|h| h.state) {
+        None => NodeHealth::Active,
+        Some(HealthState::Quarantined) => NodeHealth::Quarantined,
+        Some(HealthState::Down) => NodeHealth::Down,
+    }
+}

@@ -1,0 +1,220 @@
+//! One request's way through the filter: pick a node, hand it to Envoy,
+//! continue; on the answer, notice a node that did not answer.
+//!
+//! This is the only code that runs per request, so it does as little as
+//! possible: no JSON, no shared-data read, no formatting, no allocation. The
+//! routes and their pre-encoded filter-state arguments are kept current by
+//! the VM's poller on its tick; counters are plain integers the poller
+//! flushes to Envoy's stats on its tick.
+//!
+//! With `key_route_affinity` on, writes that may qualify are the exception:
+//! their body is held until complete, read, and routed to the key's node
+//! ([`crate::affinity`] decides); the answers of CreateTable and
+//! DescribeTable are read to learn tables' partition keys. Every other
+//! request, and every request with affinity off, takes the path above.
+
+use crate::affinity::{self, Mode, Op, MAX_BODY_BYTES};
+use crate::error_body::{self, LocalReply};
+use crate::filter_state::FOREIGN_FUNCTION;
+use crate::health::{flags_from_property, outcome_from_flags};
+use crate::host::StreamHost;
+use crate::router::{Route, Router, Settings};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What Envoy is to do with the request or answer after a callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// Hold it (a body being buffered, or a local reply sent).
+    Pause,
+}
+
+pub struct Stream {
+    router: Rc<RefCell<Router>>,
+    /// The node this request went to, to attribute a failure.
+    chosen: Option<Rc<Route>>,
+    /// A write whose body is held for affinity: its operation, and whether
+    /// the body is gzip-compressed.
+    held: Option<(Op, bool)>,
+    /// A CreateTable or DescribeTable whose answer may name a partition key,
+    /// and whether that answer is gzip-compressed.
+    learn: Option<(Op, bool)>,
+}
+
+impl Stream {
+    /// A request of a VM whose configuration was refused: Envoy does not
+    /// send requests to such a filter, but if it did, they would get the
+    /// 503 rather than go on unrouted.
+    pub fn unconfigured() -> Stream {
+        let settings = Settings {
+            mode: Mode::None,
+            verify_node_san: false,
+            https: false,
+            down_after_failures: 1,
+        };
+        Stream::new(Rc::new(RefCell::new(Router::new(settings, &[], 0))))
+    }
+
+    pub fn new(router: Rc<RefCell<Router>>) -> Stream {
+        Stream {
+            router,
+            chosen: None,
+            held: None,
+            learn: None,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, host: &impl StreamHost, end_of_stream: bool) -> Action {
+        let mode = match self.router.try_borrow() {
+            Ok(router) => router.mode(),
+            Err(_) => return reject(host, &error_body::NO_NODE),
+        };
+        if mode != Mode::None && self.wait_for_body(host, mode, end_of_stream) {
+            return Action::Pause;
+        }
+        self.route(host, None)
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &impl StreamHost,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let Some((op, gzip)) = self.held else {
+            return Action::Continue;
+        };
+        if !end_of_stream {
+            // Envoy keeps the chunks; the whole body comes at the end.
+            return Action::Pause;
+        }
+        self.held = None;
+        let by_key = whole_body(host.request_body(body_size), gzip).and_then(|body| {
+            let router = self.router.try_borrow().ok()?;
+            let key = affinity::key(router.mode(), op, &body, router.tables())?;
+            router.pick_for_key(&key)
+        });
+        self.route(host, by_key)
+    }
+
+    pub fn on_response_headers(&mut self, host: &impl StreamHost) -> Action {
+        if let Some(route) = self.chosen.take() {
+            // Flags are 0 unless something went wrong; a node that answered,
+            // whatever its status, is reachable.
+            let flags = host.response_flags();
+            let outcome = outcome_from_flags(flags_from_property(flags.as_deref()));
+            if let Ok(mut router) = self.router.try_borrow_mut() {
+                router.observe(&route.node, outcome);
+            }
+        }
+        if let Some((op, _)) = self.learn {
+            let ok = host.response_header(":status").as_deref() == Some(b"200");
+            let gzip = host.response_header("content-encoding").as_deref() == Some(b"gzip");
+            self.learn = ok.then_some((op, gzip));
+        }
+        Action::Continue
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        host: &impl StreamHost,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let Some((op, gzip)) = self.learn else {
+            return Action::Continue;
+        };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.learn = None;
+        if body_size > MAX_BODY_BYTES {
+            return Action::Continue;
+        }
+        let learned = whole_body(host.response_body(body_size), gzip)
+            .and_then(|body| affinity::tables::learn(op, 200, &body));
+        if let (Some((table, attr)), Ok(mut router)) = (learned, self.router.try_borrow_mut()) {
+            router.remember(&table, &attr);
+        }
+        Action::Continue
+    }
+
+    /// Reads the operation; true when the request's body must be read
+    /// before it is routed. Bodies announced over Alternator's 16 MiB limit,
+    /// or not announced at all, are never held.
+    fn wait_for_body(&mut self, host: &impl StreamHost, mode: Mode, end_of_stream: bool) -> bool {
+        let target = host.request_header("x-amz-target").unwrap_or_default();
+        let op = Op::from_target(&target);
+        if affinity::wants_response_body(mode, op) {
+            self.learn = Some((op, false));
+        }
+        if end_of_stream || !affinity::wants_request_body(mode, op) {
+            return false;
+        }
+        let announced = host
+            .request_header("content-length")
+            .and_then(|l| std::str::from_utf8(&l).ok()?.parse::<usize>().ok());
+        if !announced.is_some_and(|n| n <= MAX_BODY_BYTES) {
+            return false;
+        }
+        let gzip = host.request_header("content-encoding").as_deref() == Some(b"gzip");
+        self.held = Some((op, gzip));
+        true
+    }
+
+    /// Hands the request to `chosen`, or to the next node round robin.
+    fn route(&mut self, host: &impl StreamHost, chosen: Option<Rc<Route>>) -> Action {
+        let Ok(mut router) = self.router.try_borrow_mut() else {
+            return reject(host, &error_body::NO_NODE);
+        };
+        let Some(route) = chosen.or_else(|| router.pick()) else {
+            router.count_rejected();
+            return reject(host, &error_body::NO_NODE);
+        };
+        let mut handed = host.call_foreign(FOREIGN_FUNCTION, &route.args);
+        if let (Ok(()), Some(verify)) = (&handed, &route.verify) {
+            handed = host.call_foreign(FOREIGN_FUNCTION, verify);
+        }
+        match handed {
+            Ok(()) => {
+                router.count_routed();
+                self.chosen = Some(route);
+                Action::Continue
+            }
+            Err(e) => {
+                // Without the filter state the ORIGINAL_DST cluster would
+                // connect to Envoy's own listener address, or the node's
+                // certificate would go unchecked: fail closed.
+                if router.first_refusal() {
+                    log::error!(
+                        "Envoy refused {FOREIGN_FUNCTION} ({e}); requests are answered with 503. \
+                         Is this Envoy older than 1.27, or built without that foreign function?"
+                    );
+                }
+                reject(host, &error_body::ROUTING_FAILED)
+            }
+        }
+    }
+}
+
+/// A held body, whole, inflated when it is gzip (`None` when that fails).
+fn whole_body(body: Option<Vec<u8>>, gzip: bool) -> Option<Vec<u8>> {
+    let body = body?;
+    if gzip {
+        affinity::inflate_gzip(&body, MAX_BODY_BYTES)
+    } else {
+        Some(body)
+    }
+}
+
+/// Answers the request locally with the DynamoDB-style 503.
+fn reject(host: &impl StreamHost, reply: &LocalReply) -> Action {
+    if let Err(e) = host.send_local_reply(reply) {
+        log::error!("could not send the 503 answer: {e}");
+    }
+    Action::Pause
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! One request at a time through [`Stream`], on the routes of a simulated
+//! VM that discovered three nodes.
+
+use super::*;
+use crate::filter_state;
+use crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE;
+use crate::model::NodeAddr;
+use crate::testing::{capture_logs, logs, Sim, TestStream};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+
+fn vm(config_extra: &str) -> Sim {
+    let config = format!(r#"{{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]{config_extra}}}"#);
+    let sim = Sim::new(&config, 1, &NODES);
+    sim.run(500);
+    assert_eq!(sim.routed(0).len(), 3);
+    sim
+}
+
+fn node(handed: &[u8]) -> NodeAddr {
+    for n in NODES {
+        let addr: NodeAddr = format!("{n}:8000").parse().unwrap();
+        if filter_state::route_to(&addr) == handed {
+            return addr;
+        }
+    }
+    panic!("not a route: {handed:?}");
+}
+
+/// A plain request (no body to wait for): where it was handed.
+fn send(sim: &Sim, request: &TestStream) -> (Action, Stream) {
+    let mut stream = Stream::new(sim.router(0));
+    (stream.on_request_headers(request, true), stream)
+}
+
+#[test]
+fn requests_go_round_robin_with_the_prepared_bytes() {
+    let sim = vm("");
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let request = TestStream::default();
+        let (action, _) = send(&sim, &request);
+        assert_eq!(action, Action::Continue);
+        let handed = request.handed.borrow();
+        assert_eq!(handed.len(), 1, "one host call per request");
+        seen.push(node(&handed[0]));
+    }
+    assert_eq!(seen[..3], seen[3..], "{seen:?}");
+    let mut distinct = seen[..3].to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(sim.router(0).borrow().counts(), (6, 0));
+    sim.run(sim.tick_ms);
+    assert_eq!(sim.process.stat("alternator_lb.requests_routed"), Some(6));
+}
+
+#[test]
+fn with_verify_node_san_the_certificate_check_follows_the_node() {
+    let sim = vm(r#", "verify_node_san": true"#);
+    let request = TestStream::default();
+    send(&sim, &request);
+    let handed = request.handed.borrow();
+    assert_eq!(handed.len(), 2);
+    let chosen = node(&handed[0]);
+    assert_eq!(handed[1], filter_state::verify_san(&chosen));
+}
+
+#[test]
+fn a_refused_hand_off_fails_closed_and_is_logged_once() {
+    capture_logs();
+    let sim = vm("");
+    for _ in 0..3 {
+        let request = TestStream {
+            refuse: true,
+            ..TestStream::default()
+        };
+        let (action, _) = send(&sim, &request);
+        assert_eq!(action, Action::Pause);
+        assert_eq!(*request.replies.borrow(), [error_body::ROUTING_FAILED]);
+    }
+    let refused: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("refused set_envoy_filter_state"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(sim.router(0).borrow().counts(), (0, 0));
+}
+
+#[test]
+fn connection_failures_in_a_row_take_a_node_out_and_an_answer_resets_the_streak() {
+    let sim = vm(r#", "down_after_failures": 2"#);
+    let fails = |flags: u64| {
+        let request = TestStream {
+            flags,
+            ..TestStream::default()
+        };
+        let (_, mut stream) = send(&sim, &request);
+        let chosen = node(&request.handed.borrow()[0]);
+        assert_eq!(stream.on_response_headers(&request), Action::Continue);
+        chosen
+    };
+    // Requests 0, 3, 6, ... go to the same node: fail it, answer, fail it.
+    let victim = fails(FLAG_UPSTREAM_CONNECTION_FAILURE);
+    fails(0);
+    fails(0);
+    assert_eq!(fails(0), victim, "answered: the streak starts over");
+    fails(0);
+    fails(0);
+    assert_eq!(fails(FLAG_UPSTREAM_CONNECTION_FAILURE), victim);
+    assert!(sim.routed(0).contains(&victim), "one failure of two");
+    fails(0);
+    fails(0);
+    assert_eq!(fails(FLAG_UPSTREAM_CONNECTION_FAILURE), victim);
+    assert!(
+        !sim.routed(0).contains(&victim),
+        "two in a row: out at once"
+    );
+    // HTTP errors and timeouts are answers: 0x4 is an upstream timeout.
+    for _ in 0..4 {
+        fails(0x4);
+    }
+    assert_eq!(sim.routed(0).len(), 2);
+}
+
+const RMW: &str = r#", "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}"#;
+
+fn put(body: &[u8], gzip: bool) -> TestStream {
+    let mut headers = vec![
+        ("x-amz-target", b"DynamoDB_20120810.PutItem".to_vec()),
+        ("content-length", body.len().to_string().into_bytes()),
+    ];
+    if gzip {
+        headers.push(("content-encoding", b"gzip".to_vec()));
+    }
+    TestStream {
+        request_headers: headers,
+        request_body: body.to_vec(),
+        ..TestStream::default()
+    }
+}
+
+fn conditional_put(key: &str) -> Vec<u8> {
+    format!(
+        r#"{{"TableName":"orders","Item":{{"order_id":{{"S":"{key}"}}}},"ConditionExpression":"attribute_not_exists(order_id)"}}"#
+    )
+    .into_bytes()
+}
+
+/// Sends a write whose body is held: where it went.
+fn send_held(sim: &Sim, request: &TestStream) -> NodeAddr {
+    let mut stream = Stream::new(sim.router(0));
+    assert_eq!(stream.on_request_headers(request, false), Action::Pause);
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request, size / 2, false),
+        Action::Pause
+    );
+    assert!(
+        request.handed.borrow().is_empty(),
+        "not routed before the body"
+    );
+    assert_eq!(
+        stream.on_request_body(request, size, true),
+        Action::Continue
+    );
+    node(&request.handed.borrow()[0])
+}
+
+#[test]
+fn a_conditional_write_goes_to_its_keys_node_every_time() {
+    let sim = vm(RMW);
+    let body = conditional_put("o-1001");
+    let first = send_held(&sim, &put(&body, false));
+    for _ in 0..5 {
+        assert_eq!(send_held(&sim, &put(&body, false)), first);
+    }
+    // The node is the key's: the first of its order over the ring.
+    let key = affinity::key(
+        Mode::Rmw,
+        Op::PutItem,
+        &body,
+        sim.router(0).borrow().tables(),
+    );
+    let chosen = sim.router(0).borrow().pick_for_key(&key.unwrap()).unwrap();
+    assert_eq!(chosen.node, first);
+    // Other keys spread over the nodes.
+    let nodes: std::collections::BTreeSet<NodeAddr> = (0..30)
+        .map(|i| send_held(&sim, &put(&conditional_put(&format!("k{i}")), false)))
+        .collect();
+    assert_eq!(nodes.len(), 3);
+}
+
+#[test]
+fn a_gzip_body_is_routed_by_the_key_inside() {
+    use std::io::Write;
+    let sim = vm(RMW);
+    let body = conditional_put("o-1001");
+    let plain = send_held(&sim, &put(&body, false));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let compressed = gz.finish().unwrap();
+    for _ in 0..3 {
+        assert_eq!(send_held(&sim, &put(&compressed, true)), plain);
+    }
+}
+
+#[test]
+fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
+    let sim = vm(RMW);
+    let immediate = |request: &TestStream, end_of_stream: bool| {
+        let mut stream = Stream::new(sim.router(0));
+        assert_eq!(
+            stream.on_request_headers(request, end_of_stream),
+            Action::Continue
+        );
+        assert_eq!(request.handed.borrow().len(), 1, "routed at the headers");
+    };
+    let body = conditional_put("o-1");
+    // A read.
+    immediate(
+        &TestStream {
+            request_headers: vec![("x-amz-target", b"DynamoDB_20120810.GetItem".to_vec())],
+            ..TestStream::default()
+        },
+        false,
+    );
+    // No Content-Length, or one over 16 MiB, or no body at all.
+    let mut unannounced = put(&body, false);
+    unannounced
+        .request_headers
+        .retain(|(n, _)| *n != "content-length");
+    immediate(&unannounced, false);
+    let mut huge = put(&body, false);
+    huge.request_headers[1].1 = (MAX_BODY_BYTES + 1).to_string().into_bytes();
+    immediate(&huge, false);
+    immediate(&put(&body, false), true);
+}
+
+#[test]
+fn with_affinity_off_no_header_is_read() {
+    let sim = vm("");
+    let request = put(&conditional_put("o-1"), false);
+    let mut stream = Stream::new(sim.router(0));
+    assert_eq!(stream.on_request_headers(&request, false), Action::Continue);
+    assert_eq!(stream.on_request_body(&request, 10, true), Action::Continue);
+    assert_eq!(request.handed.borrow().len(), 1);
+}
+
+fn describe(status: &[u8], body: Vec<u8>, gzip: bool) -> TestStream {
+    let mut response_headers = vec![(":status", status.to_vec())];
+    if gzip {
+        response_headers.push(("content-encoding", b"gzip".to_vec()));
+    }
+    TestStream {
+        request_headers: vec![("x-amz-target", b"DynamoDB_20120810.DescribeTable".to_vec())],
+        response_headers,
+        response_body: body,
+        ..TestStream::default()
+    }
+}
+
+fn answer(sim: &Sim, exchange: &TestStream) {
+    let mut stream = Stream::new(sim.router(0));
+    assert_eq!(stream.on_request_headers(exchange, true), Action::Continue);
+    assert_eq!(stream.on_response_headers(exchange), Action::Continue);
+    let size = exchange.response_body.len();
+    assert_eq!(
+        stream.on_response_body(exchange, size, true),
+        Action::Continue
+    );
+}
+
+#[test]
+fn table_descriptions_teach_partition_keys() {
+    use std::io::Write;
+    let sim = vm(r#", "key_route_affinity": "any_write""#);
+    let body = |t: &str| {
+        format!(r#"{{"Table":{{"TableName":"{t}","KeySchema":[{{"AttributeName":"id","KeyType":"HASH"}}]}}}}"#)
+            .into_bytes()
+    };
+    answer(&sim, &describe(b"400", body("refused"), false));
+    answer(&sim, &describe(b"200", body("plain"), false));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body("zipped")).unwrap();
+    answer(&sim, &describe(b"200", gz.finish().unwrap(), true));
+    let router = sim.router(0);
+    let mut router = router.borrow_mut();
+    assert_eq!(router.tables().pk_name("refused"), None);
+    assert_eq!(router.tables().pk_name("plain"), Some("id"));
+    assert_eq!(router.tables().pk_name("zipped"), Some("id"));
+    let news = router.take_learned();
+    assert_eq!(news.len(), 2, "{news:?}");
+}

@@ -1,0 +1,495 @@
+//! Hosts for the core's tests: an Envoy process simulated in memory, so
+//! that the orchestration is tested without Envoy.
+//!
+//! - [`Process`]: what the VMs of one Envoy share: shared data with Envoy's
+//!   exact compare-and-set rules (one process-wide token counter, `cas` 0
+//!   writes unconditionally, an absent entry accepts any token), the clock
+//!   (which the test moves), the stats, and the callouts made so far.
+//! - [`TestHost`]: one VM's [`Host`] on a process.
+//! - [`Sim`]: N VMs on one process, ticking at their own phases, with a
+//!   simulated Alternator cluster answering their callouts.
+//! - [`TestStream`]: one request's [`StreamHost`].
+//! - [`logs`]: the log lines of the current test's thread.
+
+use crate::error_body::LocalReply;
+use crate::host::{Host, HostError, MetricKind, StreamHost};
+use crate::model::NodeAddr;
+use crate::poller::Poller;
+use crate::router::Router;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Runs before a shared-data write with its key and value; returns true
+/// when it did its work (it is then dropped). This is how a test makes
+/// another VM run between one VM's read and its write.
+type BeforeSet = Box<dyn FnMut(&str, &[u8]) -> bool>;
+
+/// One callout a VM made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub vm: usize,
+    pub token: u32,
+    pub cluster: String,
+    pub path: String,
+    /// The node asked (`x-envoy-original-dst-host`).
+    pub node: String,
+    pub at_ms: u64,
+    pub answered: bool,
+}
+
+/// An answer to a callout: `None` is no answer at all (connection failed,
+/// reset or timed out).
+#[derive(Clone, Debug)]
+pub struct Reply(pub Option<(u32, Vec<u8>)>);
+
+pub struct Process {
+    pub config: RefCell<Vec<u8>>,
+    clock_ms: Cell<u64>,
+    store: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
+    next_cas: Cell<u32>,
+    stats: RefCell<Vec<(String, MetricKind, i64)>>,
+    pub calls: RefCell<Vec<Call>>,
+    next_token: Cell<u32>,
+    answering: RefCell<Option<Reply>>,
+    before_set: RefCell<Option<BeforeSet>>,
+}
+
+impl Process {
+    pub fn new(config: &str) -> Rc<Process> {
+        Rc::new(Process {
+            config: RefCell::new(config.as_bytes().to_vec()),
+            clock_ms: Cell::new(1_700_000_000_000),
+            store: RefCell::new(BTreeMap::new()),
+            next_cas: Cell::new(1),
+            stats: RefCell::new(Vec::new()),
+            calls: RefCell::new(Vec::new()),
+            next_token: Cell::new(1),
+            answering: RefCell::new(None),
+            before_set: RefCell::new(None),
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock_ms.get()
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.clock_ms.set(self.clock_ms.get() + ms);
+    }
+
+    /// The discovery record (the entry that is not the learned tables').
+    pub fn record(&self) -> Option<crate::model::record::SharedState> {
+        let store = self.store.borrow();
+        let (_, (bytes, _)) = store
+            .iter()
+            .find(|(k, _)| k.starts_with("alternator_lb.discovery.") && !k.ends_with(".tables"))?;
+        crate::model::record::SharedState::decode(bytes).ok()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.store.borrow().keys().cloned().collect()
+    }
+
+    /// Installs a hook that runs before a later shared-data write.
+    pub fn before_set(&self, hook: impl FnMut(&str, &[u8]) -> bool + 'static) {
+        *self.before_set.borrow_mut() = Some(Box::new(hook));
+    }
+
+    /// A stat's value by name (every VM defining a name shares it).
+    pub fn stat(&self, name: &str) -> Option<i64> {
+        self.stats
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| *v)
+    }
+
+    /// The callouts not answered yet, oldest first.
+    pub fn pending(&self) -> Vec<Call> {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| !c.answered)
+            .cloned()
+            .collect()
+    }
+
+    fn mark_answered(&self, token: u32) {
+        if let Some(c) = self
+            .calls
+            .borrow_mut()
+            .iter_mut()
+            .find(|c| c.token == token)
+        {
+            c.answered = true;
+        }
+    }
+
+    fn next_cas(&self) -> u32 {
+        let cas = self.next_cas.get();
+        self.next_cas.set(cas.wrapping_add(1).max(1));
+        cas
+    }
+}
+
+/// One VM's host.
+#[derive(Clone)]
+pub struct TestHost {
+    pub process: Rc<Process>,
+    pub vm: usize,
+}
+
+impl Host for TestHost {
+    fn now_nanos(&self) -> u64 {
+        // VMs configured at the same instant still get different seeds.
+        self.process.now_ms() * 1_000_000 + self.vm as u64 * 7_919
+    }
+
+    fn set_tick_period_ms(&self, _period_ms: u32) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+        Some(self.process.config.borrow().clone())
+    }
+
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        Ok(self.process.store.borrow().get(key).cloned())
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let hook = self.process.before_set.borrow_mut().take();
+        if let Some(mut hook) = hook {
+            if !hook(key, value) {
+                *self.process.before_set.borrow_mut() = Some(hook);
+            }
+        }
+        let mut store = self.process.store.borrow_mut();
+        let cas = cas.unwrap_or(0);
+        if let Some((_, current)) = store.get(key) {
+            if cas != 0 && cas != *current {
+                return Err(HostError::CasMismatch);
+            }
+        }
+        let token = self.process.next_cas();
+        store.insert(key.to_string(), (value.to_vec(), token));
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout_ms: u32,
+    ) -> Result<u32, HostError> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let (Some(path), Some(node)) = (header(":path"), header("x-envoy-original-dst-host"))
+        else {
+            return Err(HostError::Status("BadArgument".into()));
+        };
+        if cluster != "alternator_discovery" {
+            return Err(HostError::Status("BadArgument".into()));
+        }
+        let token = self.process.next_token.get();
+        self.process.next_token.set(token + 1);
+        self.process.calls.borrow_mut().push(Call {
+            vm: self.vm,
+            token,
+            cluster: cluster.to_string(),
+            path,
+            node,
+            at_ms: self.process.now_ms(),
+            answered: false,
+        });
+        Ok(token)
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let answering = self.process.answering.borrow();
+        let (status, _) = answering.as_ref()?.0.as_ref()?;
+        (name == ":status").then(|| status.to_string().into_bytes())
+    }
+
+    fn call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        let answering = self.process.answering.borrow();
+        let (_, body) = answering.as_ref()?.0.as_ref()?;
+        Some(body.iter().copied().take(size).collect())
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let mut stats = self.process.stats.borrow_mut();
+        if let Some(id) = stats.iter().position(|(n, _, _)| n == name) {
+            return Ok(id as u32);
+        }
+        stats.push((name.to_string(), kind, 0));
+        Ok(stats.len() as u32 - 1)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        let mut stats = self.process.stats.borrow_mut();
+        let stat = stats
+            .get_mut(id as usize)
+            .ok_or_else(|| HostError::Status("NotFound".into()))?;
+        stat.2 += delta;
+        Ok(())
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        let mut stats = self.process.stats.borrow_mut();
+        let stat = stats
+            .get_mut(id as usize)
+            .ok_or_else(|| HostError::Status("NotFound".into()))?;
+        stat.2 = value as i64;
+        Ok(())
+    }
+}
+
+/// A simulated Alternator cluster: which nodes answer, and what
+/// `/localnodes` lists.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// Nodes that answer nothing (connection refused).
+    pub dead: Vec<String>,
+    /// What `/localnodes` answers (bare IPs), whoever is asked.
+    pub listed: Vec<String>,
+}
+
+impl Cluster {
+    pub fn reply(&self, call: &Call) -> Reply {
+        if self.dead.iter().any(|d| call.node.starts_with(d.as_str())) {
+            return Reply(None);
+        }
+        if call.path.starts_with("/localnodes") {
+            let body = serde_json::to_vec(&self.listed).unwrap_or_default();
+            return Reply(Some((200, body)));
+        }
+        Reply(Some((200, b"healthy: test".to_vec())))
+    }
+}
+
+/// N VMs of one Envoy process, each ticking on its own timer, as Envoy's
+/// per-thread timers do: VM `i` first ticks at a phase of its own, then
+/// every tick period plus `i` ms, so that which VM comes first after a due
+/// time drifts.
+pub struct Sim {
+    pub process: Rc<Process>,
+    pub vms: Vec<Rc<RefCell<Poller<TestHost>>>>,
+    pub cluster: Rc<RefCell<Cluster>>,
+    pub tick_ms: u64,
+    next_tick: RefCell<Vec<u64>>,
+    /// How long a callout takes to be answered.
+    pub latency_ms: u64,
+}
+
+impl Sim {
+    /// `vms` VMs configured with `config`, one after another, at the same
+    /// instant; the cluster lists `listed`.
+    pub fn new(config: &str, vms: usize, listed: &[&str]) -> Sim {
+        let process = Process::new(config);
+        let pollers = (0..vms)
+            .map(|vm| {
+                let host = TestHost {
+                    process: Rc::clone(&process),
+                    vm,
+                };
+                let poller = Poller::configure(host).expect("configuration accepted");
+                Rc::new(RefCell::new(poller))
+            })
+            .collect::<Vec<_>>();
+        let tick_ms = crate::poller::tick_period_ms(pollers[0].borrow().config()).into();
+        let start = process.now_ms();
+        Sim {
+            process,
+            vms: pollers,
+            cluster: Rc::new(RefCell::new(Cluster {
+                dead: Vec::new(),
+                listed: listed.iter().map(|s| s.to_string()).collect(),
+            })),
+            tick_ms,
+            next_tick: RefCell::new(
+                (0..vms as u64)
+                    .map(|i| start + (i * 37) % tick_ms)
+                    .collect(),
+            ),
+            latency_ms: 3,
+        }
+    }
+
+    pub fn router(&self, vm: usize) -> Rc<RefCell<Router>> {
+        self.vms[vm].borrow().router()
+    }
+
+    /// Every VM's routes, flattened per VM (the first non-empty tier).
+    pub fn routed(&self, vm: usize) -> Vec<NodeAddr> {
+        self.router(vm)
+            .borrow()
+            .nodes()
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or_default()
+    }
+
+    pub fn tick(&self, vm: usize) {
+        self.vms[vm].borrow_mut().on_tick();
+    }
+
+    /// Answers every callout made at least `latency_ms` ago, as the
+    /// cluster stands now.
+    pub fn deliver(&self) {
+        let now = self.process.now_ms();
+        for call in self.process.pending() {
+            if call.at_ms + self.latency_ms > now {
+                continue;
+            }
+            let reply = self.cluster.borrow().reply(&call);
+            self.answer(&call, reply);
+        }
+    }
+
+    /// Delivers one answer to the VM that made the call.
+    pub fn answer(&self, call: &Call, reply: Reply) {
+        let (num_headers, body_size) = match &reply.0 {
+            Some((_, body)) => (3, body.len()),
+            None => (0, 0),
+        };
+        self.process.mark_answered(call.token);
+        *self.process.answering.borrow_mut() = Some(reply);
+        self.vms[call.vm]
+            .borrow_mut()
+            .on_http_call_response(call.token, num_headers, body_size);
+        *self.process.answering.borrow_mut() = None;
+    }
+
+    /// Runs the clock for `ms` milliseconds, one millisecond at a time:
+    /// each VM ticks at its phase, answers arrive after the latency.
+    pub fn run(&self, ms: u64) {
+        for _ in 0..ms {
+            self.process.advance(1);
+            let now = self.process.now_ms();
+            for vm in 0..self.vms.len() {
+                let due = self.next_tick.borrow()[vm];
+                if now >= due {
+                    self.next_tick.borrow_mut()[vm] = due + self.tick_ms + vm as u64;
+                    self.tick(vm);
+                }
+            }
+            self.deliver();
+        }
+    }
+
+    /// The `/localnodes` calls made so far.
+    pub fn discovery_calls(&self) -> Vec<Call> {
+        self.process
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.path.starts_with("/localnodes"))
+            .cloned()
+            .collect()
+    }
+
+    /// The probes (`GET /`) made so far.
+    pub fn probes(&self) -> Vec<Call> {
+        self.process
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.path == "/")
+            .cloned()
+            .collect()
+    }
+}
+
+/// One request's host: its headers and bodies, what the filter handed to
+/// Envoy, and what it answered itself.
+#[derive(Default)]
+pub struct TestStream {
+    pub request_headers: Vec<(&'static str, Vec<u8>)>,
+    pub response_headers: Vec<(&'static str, Vec<u8>)>,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    pub flags: u64,
+    /// Envoy refuses the hand-off.
+    pub refuse: bool,
+    pub handed: RefCell<Vec<Vec<u8>>>,
+    pub replies: RefCell<Vec<LocalReply>>,
+}
+
+impl StreamHost for TestStream {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        let found = self.request_headers.iter().find(|(n, _)| *n == name);
+        found.map(|(_, v)| v.clone())
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let found = self.response_headers.iter().find(|(n, _)| *n == name);
+        found.map(|(_, v)| v.clone())
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.request_body.iter().copied().take(size).collect())
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.response_body.iter().copied().take(size).collect())
+    }
+
+    fn response_flags(&self) -> Option<Vec<u8>> {
+        Some(self.flags.to_le_bytes().to_vec())
+    }
+
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Result<(), HostError> {
+        assert_eq!(name, crate::filter_state::FOREIGN_FUNCTION);
+        if self.refuse {
+            return Err(HostError::Status("NotFound".into()));
+        }
+        self.handed.borrow_mut().push(args.to_vec());
+        Ok(())
+    }
+
+    fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
+        self.replies.borrow_mut().push(*reply);
+        Ok(())
+    }
+}
+
+thread_local! {
+    static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES.with(|l| l.borrow_mut().push(line));
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture;
+
+/// Starts capturing this thread's log lines (each test runs on its own
+/// thread natively, and alone under WebAssembly) and forgets earlier ones.
+pub fn capture_logs() {
+    let _ = log::set_logger(&CAPTURE);
+    log::set_max_level(log::LevelFilter::Debug);
+    LINES.with(|l| l.borrow_mut().clear());
+}
+
+/// The lines logged on this thread since [`capture_logs`], as
+/// `LEVEL message`.
+pub fn logs() -> Vec<String> {
+    LINES.with(|l| l.borrow().clone())
+}

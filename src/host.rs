@@ -1,0 +1,154 @@
+//! The core's host traits implemented with `proxy_wasm::hostcalls`, which
+//! return `Result` where the SDK's trait helpers would unwrap. A status
+//! becomes a `HostError`; what the value means is the core's business.
+//!
+//! The SDK still panics on a status outside each host function's own list
+//! (README, "Hardening", says which); Envoy 1.40 returns only listed ones
+//! for these calls.
+
+use alternator_lb_core::error_body::LocalReply;
+use alternator_lb_core::host::{Host, HostError, MetricKind, StreamHost};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use std::time::{Duration, UNIX_EPOCH};
+
+fn refused(status: Status) -> HostError {
+    match status {
+        Status::CasMismatch => HostError::CasMismatch,
+        other => HostError::Status(format!("{other:?}")),
+    }
+}
+
+/// Sets the `log` macros' level to the one Envoy runs its Wasm log at, so
+/// that a line Envoy would drop is not even formatted.
+pub fn follow_envoy_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        // The SDK maps Critical to "off"; keep errors.
+        let level = if level == LogLevel::Critical {
+            LogLevel::Error
+        } else {
+            level
+        };
+        proxy_wasm::set_log_level(level);
+    }
+}
+
+/// A VM's host: Envoy, through the SDK.
+pub struct SdkHost;
+
+impl Host for SdkHost {
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn set_tick_period_ms(&self, period_ms: u32) -> Result<(), HostError> {
+        hostcalls::set_tick_period(Duration::from_millis(period_ms.into())).map_err(refused)
+    }
+
+    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+    }
+
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        match hostcalls::get_shared_data(key).map_err(refused)? {
+            (value, Some(cas)) => Ok(Some((value.unwrap_or_default(), cas))),
+            (_, None) => Ok(None),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(refused)
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, HostError> {
+        let timeout = Duration::from_millis(timeout_ms.into());
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, Vec::new(), timeout)
+            .map_err(refused)
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+            .ok()
+            .flatten()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        hostcalls::define_metric(kind, name).map_err(refused)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        hostcalls::increment_metric(id, delta).map_err(refused)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        hostcalls::record_metric(id, value).map_err(refused)
+    }
+}
+
+/// The host of the request whose callback runs.
+pub struct SdkStream;
+
+impl StreamHost for SdkStream {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
+    }
+
+    #[inline]
+    fn response_flags(&self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["response", "flags"])
+            .ok()
+            .flatten()
+    }
+
+    #[inline]
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Result<(), HostError> {
+        hostcalls::call_foreign_function(name, Some(args))
+            .map(drop)
+            .map_err(refused)
+    }
+
+    fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
+        let headers = vec![("content-type", reply.content_type)];
+        hostcalls::send_http_response(reply.status, headers, Some(reply.body)).map_err(refused)
+    }
+}
