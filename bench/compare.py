@@ -3,7 +3,7 @@
 
 In one run, with the same Envoy binary, the same Envoy ``--concurrency`` and
 the same backend (fake-node on three addresses of one reserved loopback
-block, one shared port), three variants are measured:
+block, one shared port), these variants are measured:
 
 ``direct``
     wrk straight to the first fake node: the ceiling of wrk + fake-node on
@@ -13,21 +13,33 @@ block, one shared port), three variants are measured:
     HTTP filter is removed and the ``alternator`` cluster is a STATIC cluster
     of the three nodes with ``lb_policy: ROUND_ROBIN`` (same listener, HCM,
     router, timeouts, circuit breakers and protocol options);
+``floor`` (only with ``--floor-wasm PATH``)
+    static-rr's configuration with the Wasm HTTP filter kept and given the
+    module PATH (bench/noop-filter, a module that does nothing): the floor
+    any proxy-wasm filter costs;
+``baseline`` (only with ``--baseline-wasm PATH``)
+    the filter's configuration with the module PATH (an earlier build of the
+    filter, e.g. scripts/bench --baseline-rev REV), to compare two builds of
+    the filter within one run;
 ``filter``
     Envoy with the shipped envoy/envoy.yaml as it is (the Wasm filter and its
     ORIGINAL_DST clusters), seeds = the first node, port = fake-node's.
 
-Per Envoy concurrency level (``--concurrency 1,2``) both Envoys are started
-once and kept running; every variant is warmed up; then ``--rounds`` rounds
-run, each measuring every variant with two load shapes, interleaved:
+Every Envoy variant is its own Envoy process.  Per Envoy concurrency level
+(``--concurrency 1,2``) they are started once and kept running; every
+variant is warmed up; then ``--rounds`` rounds run, each measuring every
+variant with two load shapes, interleaved:
 
 * throughput: ``wrk -t1 -cN`` (N = ``--connections``, default 16) keep-alive;
 * latency: ``wrk -t1 -c1 --latency``, one connection, closed loop: p50/p99.
 
-Within a round the order is direct, static-rr, filter, and direct, filter,
-static-rr in the next round, so a slow drift of the machine does not favour
-one Envoy.  The report gives medians over rounds; the raw numbers of each
-round go to a second table and to a JSON file next to the markdown.
+Within a round the order is direct, then the Envoy variants (static-rr,
+floor, baseline, filter), and direct, then the Envoy variants in reverse
+order in the next round, so a slow drift of the machine does not favour one
+Envoy.  The report gives medians over rounds, each variant against
+static-rr, and filter against baseline and floor (when measured); the raw
+numbers of each round go to a second table and to a JSON file next to the
+markdown.
 
 Exit status: 0 when every measurement completed with 2xx answers only (a
 slow filter is not a failure: this is a benchmark, not a test); 1 on errors
@@ -35,8 +47,10 @@ slow filter is not a failure: this is a benchmark, not a test); 1 on errors
 binary or wrk is missing; 130 on Ctrl-C.  Everything started is stopped by
 PID on the way out.
 
-It builds nothing (scripts/bench does).  Run with
-``.venv/bin/python bench/compare.py [--quick] [--rounds R] [--duration S]``.
+It builds nothing (scripts/bench does, including --baseline-rev and
+--floor).  Run with
+``.venv/bin/python bench/compare.py [--quick] [--rounds R] [--duration S]
+[--baseline-wasm PATH] [--floor-wasm PATH]``.
 """
 
 from __future__ import annotations
@@ -66,18 +80,24 @@ import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
 from harness.net import free_port, wait_for  # noqa: E402
 
-VARIANTS = ("direct", "static-rr", "filter")
-ENVOY_VARIANTS = ("static-rr", "filter")
+#: Every variant, in the order of the report and of odd rounds; which ones a
+#: run measures depends on its options (Compare.variants).
+ALL_VARIANTS = ("direct", "static-rr", "floor", "baseline", "filter")
+VARIANTS = ("direct", "static-rr", "filter")  # the default run
+#: Variants whose Envoy runs the alternator_lb filter (its ORIGINAL_DST
+#: clusters; started once the log says the nodes were discovered).
+FILTER_VARIANTS = ("baseline", "filter")
+#: Comparisons between two Wasm variants reported besides "vs static-rr":
+#: (variant, against), each when both were measured.
+PAIRS = (("filter", "baseline"), ("filter", "floor"), ("baseline", "floor"))
 SHAPES = ("throughput", "latency")
 BUSY_PCT = 25  # others' CPU above this (% of a core) during a run: flagged as disturbed
 
 
 # -- Envoy configurations ----------------------------------------------------------
-#: --static-with-wasm: a module the static-rr variant loads (bench/noop-filter).
-STATIC_WITH_WASM: Path | None = None
 #: --handoff-header: the filter variant's ``alternator`` cluster reads the node
 #: from this request header (an experiment: a module that sets it, not filter
-#: state, must be given with --wasm).
+#: state, must be given with --wasm; the baseline variant keeps filter state).
 HANDOFF_HEADER: str | None = None
 
 
@@ -85,41 +105,55 @@ def _hcm(config: dict) -> dict:
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def filter_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
-    """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change."""
+def _set_module(config: dict, wasm: Path) -> dict:
+    """Point the alternator_lb HTTP filter of ``config`` at the module ``wasm``;
+    returns the filter's PluginConfig."""
+    for f in _hcm(config)["http_filters"]:
+        if f["name"] == "alternator_lb":
+            plugin = f["typed_config"]["config"]
+            plugin["vm_config"]["code"]["local"]["filename"] = str(wasm)
+            return plugin
+    raise RuntimeError("envoy/envoy.yaml: no alternator_lb http filter")
+
+
+def filter_config(listener_port: int, admin_port: int, fake: FakeNode, wasm: Path | None = None,
+                  handoff_header: str | None = None) -> dict:
+    """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change.
+    ``wasm``: the module (default: what filter_setup.build_wasm() returns)."""
     config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
                                        seeds=[fake.addresses[0]], port=fake.port)
-    if HANDOFF_HEADER is not None:
+    if wasm is not None:
+        _set_module(config, wasm)
+    if handoff_header is not None:
         for c in config["static_resources"]["clusters"]:
             if c["name"] == "alternator":
                 c["original_dst_lb_config"] = {"use_http_header": True,
-                                               "http_header_name": HANDOFF_HEADER}
+                                               "http_header_name": handoff_header}
     return config
 
 
-def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode) -> dict:
+def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode, wasm: Path | None = None,
+                     vm_id: str = "static-with-wasm", keep_configuration: bool = False) -> dict:
     """The same config without the Wasm filter, the ``alternator`` cluster made a
     STATIC ROUND_ROBIN cluster of the fake nodes.  Everything else (listener,
     HCM, route timeout, router, connect timeout, circuit breakers, HTTP
     protocol options, TCP keepalive) stays as shipped, so only the load
-    balancing differs."""
+    balancing differs.
+
+    With ``wasm`` (the floor variant, --static-with-wasm) the Wasm HTTP filter
+    stays, with the same settings and that module: the floor any proxy-wasm
+    filter costs in Envoy.  The module gets no configuration unless
+    ``keep_configuration`` (alternator_lb itself keeps its own; the STATIC
+    cluster ignores the node it picks)."""
     config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
                                        seeds=[fake.addresses[0]], port=fake.port)
     hcm = _hcm(config)
     before = len(hcm["http_filters"])
-    if STATIC_WITH_WASM is not None:
-        # The same Wasm filter settings, with a module that does nothing: the
-        # floor any proxy-wasm filter costs in Envoy.
-        for f in hcm["http_filters"]:
-            if f["name"] == "alternator_lb":
-                plugin = f["typed_config"]["config"]
-                plugin["vm_config"]["code"]["local"]["filename"] = str(STATIC_WITH_WASM)
-                plugin["vm_config"]["vm_id"] = "static-with-wasm"
-                if STATIC_WITH_WASM.name != "alternator_lb.wasm":
-                    # Another module (the no-op one) gets no configuration;
-                    # alternator_lb itself keeps its own, and the STATIC
-                    # cluster ignores the node it picks.
-                    plugin["configuration"]["value"] = ""
+    if wasm is not None:
+        plugin = _set_module(config, wasm)
+        plugin["vm_config"]["vm_id"] = vm_id
+        if not keep_configuration:
+            plugin["configuration"]["value"] = ""
     else:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "alternator_lb"]
         if len(hcm["http_filters"]) != before - 1:
@@ -214,23 +248,56 @@ def spread_pct(per_node: dict[str, int]) -> float | None:
     return max(abs(n - even) for n in per_node.values()) / even * 100
 
 
+class Module:
+    """A Wasm module a variant loads, copied into the run's directory when the
+    run starts, so every concurrency level loads the same bytes even if the
+    source is rebuilt meanwhile."""
+
+    def __init__(self, source: Path, copy: Path):
+        self.source = source
+        self.path = copy
+        shutil.copy2(source, copy)
+        data = copy.read_bytes()
+        self.bytes = len(data)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.built = datetime.datetime.fromtimestamp(copy.stat().st_mtime, datetime.timezone.utc)
+
+    def describe(self) -> str:
+        return (f"`{self.source}`, {self.bytes:,} bytes (sha256 {self.sha256[:12]}), "
+                f"built {self.built:%Y-%m-%d %H:%M:%S UTC}")
+
+    def as_json(self) -> dict:
+        return {"source": str(self.source), "bytes": self.bytes, "sha256": self.sha256,
+                "built": self.built.isoformat(timespec="seconds")}
+
+
 # -- the benchmark ---------------------------------------------------------------------
 class Compare:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="alternator-lb-compare-"))
         self.wrk = Wrk(self.workdir)
-        # The module as it is now, copied: both concurrency levels load the
-        # same bytes even if the tree's .wasm is rebuilt during the run.
+        # The modules as they are now, copied (Module): every concurrency level
+        # loads the same bytes even if a tree's .wasm is rebuilt during the run.
+        self.modules: dict[str, Module] = {}
         self.source_wasm = Path(args.wasm) if args.wasm else WASM
-        self.wasm = self.workdir / WASM.name
-        shutil.copy2(self.source_wasm, self.wasm)
-        self.wasm_bytes = self.wasm.stat().st_size
-        self.wasm_sha256 = hashlib.sha256(self.wasm.read_bytes()).hexdigest()
-        self.wasm_built = datetime.datetime.fromtimestamp(self.wasm.stat().st_mtime,
-                                                          datetime.timezone.utc)
+        self.modules["filter"] = Module(self.source_wasm, self.workdir / WASM.name)
+        if args.static_with_wasm:
+            self.modules["static-rr"] = Module(Path(args.static_with_wasm).resolve(),
+                                               self.workdir / "static-rr.wasm")
+        if args.floor_wasm:
+            self.modules["floor"] = Module(Path(args.floor_wasm).resolve(), self.workdir / "floor.wasm")
+        if args.baseline_wasm:
+            self.modules["baseline"] = Module(Path(args.baseline_wasm).resolve(),
+                                              self.workdir / "baseline.wasm")
+        fm = self.modules["filter"]
+        self.wasm, self.wasm_bytes, self.wasm_sha256, self.wasm_built = fm.path, fm.bytes, fm.sha256, fm.built
         # envoy_config() builds the module for the tests; here it is the copy.
         filter_setup.build_wasm = lambda: self.wasm
+        self.variants = [v for v in ALL_VARIANTS
+                         if v in ("direct", "static-rr", "filter") or v in self.modules]
+        self.envoy_variants = [v for v in self.variants if v != "direct"]
+        self.pairs = [(v, w) for v, w in PAIRS if v in self.variants and w in self.variants]
         self.fake: FakeNode | None = None
         self.envoys: dict[str, EnvoyProcess] = {}
         self.urls: dict[str, str] = {}
@@ -240,17 +307,40 @@ class Compare:
         self.count_warnings: list[str] = []
 
     # -- processes -------------------------------------------------------------
+    def envoy_config(self, variant: str, listener_port: int, admin_port: int) -> dict:
+        module = self.modules.get(variant)
+        if variant == "static-rr":
+            # --static-with-wasm: static-rr itself loads a module (the old way to
+            # get the floor; alternator_lb.wasm given there keeps its configuration).
+            return static_rr_config(listener_port, admin_port, self.fake,
+                                    wasm=module.path if module else None,
+                                    keep_configuration=bool(module)
+                                    and module.source.name == "alternator_lb.wasm")
+        if variant == "floor":
+            return static_rr_config(listener_port, admin_port, self.fake, wasm=module.path,
+                                    vm_id="floor",
+                                    keep_configuration=module.source.name == "alternator_lb.wasm")
+        if variant == "baseline":
+            return filter_config(listener_port, admin_port, self.fake, wasm=module.path)
+        if variant == "filter":
+            return filter_config(listener_port, admin_port, self.fake, wasm=module.path,
+                                 handoff_header=HANDOFF_HEADER)
+        raise ValueError(variant)
+
     def start_envoys(self, concurrency: int) -> None:
-        for name, make in (("static-rr", static_rr_config), ("filter", filter_config)):
+        for name in self.envoy_variants:
             listener_port = free_port()
-            config = make(listener_port, free_port(), self.fake)
+            config = self.envoy_config(name, listener_port, free_port())
             print(f"  starting Envoy {name} (--concurrency {concurrency}) on 127.0.0.1:{listener_port}",
                   flush=True)
             self.envoys[name] = EnvoyProcess(config, concurrency=concurrency,
                                              workdir=self.workdir / f"c{concurrency}-{name}")
             self.urls[name] = f"http://127.0.0.1:{listener_port}/"
-        wait_for(lambda: f"discovered {NODES} nodes" in self.envoys["filter"].log_text(), timeout=20,
-                 message=f"the filter's 'discovered {NODES} nodes' log line")
+        for name in self.envoy_variants:
+            if name in FILTER_VARIANTS:
+                envoy = self.envoys[name]
+                wait_for(lambda: f"discovered {NODES} nodes" in envoy.log_text(), timeout=20,
+                         message=f"the {name} variant's 'discovered {NODES} nodes' log line")
 
     def stop_envoys(self) -> None:
         for envoy in self.envoys.values():
@@ -353,26 +443,31 @@ class Compare:
         print(f"\nEnvoy --concurrency {concurrency}", flush=True)
         self.start_envoys(concurrency)
         try:
-            rss_start = {v: proc_memory(self.envoys[v].pid) for v in ENVOY_VARIANTS}
+            rss_start = {v: proc_memory(self.envoys[v].pid) for v in self.envoy_variants}
             print(f"  warm-up: {a.warmup} s of wrk -c{a.connections} per variant", flush=True)
-            for v in VARIANTS:
+            for v in self.variants:
                 self.wrk_run(v, "throughput", a.warmup)
             for rnd in range(1, a.rounds + 1):
-                order = ["direct", "static-rr", "filter"] if rnd % 2 else ["direct", "filter", "static-rr"]
+                # direct first; the Envoys in report order in odd rounds, reversed in
+                # even ones (every pair swaps who goes first from round to round).
+                envoys = self.envoy_variants if rnd % 2 else self.envoy_variants[::-1]
+                order = ["direct", *envoys]
                 print(f"  round {rnd}/{a.rounds}: {', '.join(order)}", flush=True)
                 for shape in SHAPES:
                     for v in order:
                         self.measure(concurrency, rnd, v, shape)
             time.sleep(a.settle)
-            rss_end = {v: proc_memory(self.envoys[v].pid) for v in ENVOY_VARIANTS}
-            wasm_vms = self.envoys["filter"].stat("wasm.envoy.wasm.runtime.v8.active", None)
+            rss_end = {v: proc_memory(self.envoys[v].pid) for v in self.envoy_variants}
+            wasm_vms = {v: self.envoys[v].stat("wasm.envoy.wasm.runtime.v8.active", None)
+                        for v in self.envoy_variants if v in self.modules}
         except Exception:
             self.print_envoy_logs()
             raise
         finally:
             self.stop_envoys()
         self.levels.append({"concurrency": concurrency, "rss_start_kib": rss_start,
-                            "rss_end_kib": rss_end, "wasm_vms": wasm_vms})
+                            "rss_end_kib": rss_end, "wasm_vms": wasm_vms["filter"],
+                            "wasm_vms_by_variant": wasm_vms})
 
     def run(self) -> None:
         self.started = datetime.datetime.now(datetime.timezone.utc)
@@ -389,6 +484,41 @@ class Compare:
         self.load_after = loadavg()
 
     # -- report -------------------------------------------------------------------------
+    def one(self, concurrency: int, rnd: int, variant: str, shape: str, key: str):
+        """``key`` of the run of ``variant`` and ``shape`` in that round (None if none)."""
+        for m in self.measurements:
+            if (m["concurrency"], m["round"], m["variant"], m["shape"]) == (concurrency, rnd, variant,
+                                                                              shape):
+                return m[key]
+        return None
+
+    def paired(self, concurrency: int, variant: str, against: str, shape: str, key: str,
+               op, quiet_only: bool = False) -> list[float]:
+        """Per round, ``op(variant's value, against's value)`` of ``key`` in ``shape``
+        runs (the two runs of a round are close in time); with ``quiet_only``
+        only rounds where neither run was disturbed by other processes."""
+        out = []
+        by = {(m["round"], m["variant"]): m for m in self.measurements
+              if m["concurrency"] == concurrency and m["shape"] == shape}
+        for rnd in range(1, self.args.rounds + 1):
+            v_, w_ = by.get((rnd, variant)), by.get((rnd, against))
+            if not v_ or not w_ or v_[key] is None or w_[key] is None:
+                continue
+            if quiet_only and max(self.others_pct(v_), self.others_pct(w_)) > BUSY_PCT:
+                continue
+            x = op(v_[key], w_[key])
+            if x is not None:
+                out.append(x)
+        return out
+
+    @staticmethod
+    def _ratio(x, y):
+        return x / y if y else None
+
+    @staticmethod
+    def _diff(x, y):
+        return x - y
+
     def summary(self) -> list[dict]:
         rows = []
         for lv in self.levels:
@@ -400,7 +530,7 @@ class Compare:
 
             base_rps = median(pick("static-rr", "throughput", "rps"))
             base_p50 = median(pick("static-rr", "latency", "p50_us"))
-            for v in VARIANTS:
+            for v in self.variants:
                 per_node: dict[str, int] = {ip: 0 for ip in self.fake.addresses}
                 for m in ms:
                     if m["variant"] == v:
@@ -409,19 +539,11 @@ class Compare:
                 rps = median(pick(v, "throughput", "rps"))
                 p50 = median(pick(v, "latency", "p50_us"))
                 # Paired per-round comparisons (same round, back to back).
-                ratios, added = [], []
-                for rnd in range(1, self.args.rounds + 1):
-                    def one(variant, shape, key):
-                        xs = [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape
-                              and m["round"] == rnd]
-                        return xs[0] if xs else None
-                    if v != "direct":
-                        t, b = one(v, "throughput", "rps"), one("static-rr", "throughput", "rps")
-                        if t and b:
-                            ratios.append(t / b)
-                        t, b = one(v, "latency", "p50_us"), one("static-rr", "latency", "p50_us")
-                        if t is not None and b is not None:
-                            added.append(t - b)
+                ratios = added = []
+                if v != "direct":
+                    ratios = self.paired(c, v, "static-rr", "throughput", "rps", self._ratio)
+                    added = self.paired(c, v, "static-rr", "latency", "p50_us", self._diff)
+                module = self.modules.get(v)
                 rows.append({
                     "concurrency": c, "variant": v,
                     "rps": rps,
@@ -437,33 +559,110 @@ class Compare:
                     "rss_mib": mib(lv["rss_end_kib"][v]["VmRSS"]) if v in lv["rss_end_kib"] else None,
                     "per_node": per_node,
                     "spread_pct": spread_pct(per_node) if v != "direct" else None,
+                    "module_bytes": module.bytes if module else None,
                 })
         return rows
 
-    def quiet_pairs(self, concurrency: int) -> tuple[list[float], list[float]]:
-        """Per-round filter/static-rr req/s ratios and added p50s (µs), only from
-        rounds where neither run of the pair was disturbed by other processes."""
-        ratios, added = [], []
-        by = {(m["round"], m["variant"], m["shape"]): m for m in self.measurements
-              if m["concurrency"] == concurrency}
-        for rnd in range(1, self.args.rounds + 1):
-            for shape in SHAPES:
-                f_, b_ = by.get((rnd, "filter", shape)), by.get((rnd, "static-rr", shape))
-                if not f_ or not b_ or max(self.others_pct(f_), self.others_pct(b_)) > BUSY_PCT:
-                    continue
-                if shape == "throughput" and b_["rps"]:
-                    ratios.append(f_["rps"] / b_["rps"])
-                elif shape == "latency" and f_["p50_us"] is not None and b_["p50_us"] is not None:
-                    added.append(f_["p50_us"] - b_["p50_us"])
-        return ratios, added
+    def comparisons(self, rows: list[dict]) -> list[dict]:
+        """``variant`` against ``against`` for every measured pair of PAIRS and
+        every concurrency level: ratio of the req/s medians, differences of the
+        Envoy CPU µs/req and p50 medians, each also per round and from quiet
+        rounds only, and the modules' sizes."""
+        out = []
+        for lv in self.levels:
+            c = lv["concurrency"]
+            by = {r["variant"]: r for r in rows if r["concurrency"] == c}
+            for v, w in self.pairs:
+                rv, rw = by[v], by[w]
+
+                def diff(key):
+                    return rv[key] - rw[key] if rv[key] is not None and rw[key] is not None else None
+
+                out.append({
+                    "concurrency": c, "variant": v, "against": w,
+                    "rps_ratio": rv["rps"] / rw["rps"] if rv["rps"] and rw["rps"] else None,
+                    "rps_ratio_per_round": self.paired(c, v, w, "throughput", "rps", self._ratio),
+                    "rps_ratio_quiet": self.paired(c, v, w, "throughput", "rps", self._ratio, True),
+                    "envoy_cpu_us_per_request_diff": diff("envoy_cpu_us_per_request"),
+                    "envoy_cpu_us_per_request_diff_per_round": self.paired(
+                        c, v, w, "throughput", "envoy_cpu_us_per_request", self._diff),
+                    "p50_us_diff": diff("p50_us"),
+                    "p50_us_diff_per_round": self.paired(c, v, w, "latency", "p50_us", self._diff),
+                    "p50_us_diff_quiet": self.paired(c, v, w, "latency", "p50_us", self._diff, True),
+                    "p99_us_diff": diff("p99_us"),
+                    "module_bytes": rv["module_bytes"], "against_module_bytes": rw["module_bytes"],
+                })
+        return out
+
+    def quiet_pairs(self, concurrency: int, variant: str = "filter",
+                    against: str = "static-rr") -> tuple[list[float], list[float]]:
+        """Per-round variant/against req/s ratios and p50 differences (µs), only
+        from rounds where neither run of the pair was disturbed by other processes."""
+        return (self.paired(concurrency, variant, against, "throughput", "rps", self._ratio, True),
+                self.paired(concurrency, variant, against, "latency", "p50_us", self._diff, True))
 
     @staticmethod
     def others_pct(m: dict) -> float:
         """CPU used by processes outside the benchmark during run ``m``, in % of one core."""
         return m["cpu_seconds"]["others"] / max(m["seconds"], 1e-9) * 100
 
-    def markdown(self, rows: list[dict]) -> str:
+    @staticmethod
+    def comparison_markdown(comparisons: list[dict]) -> list[str]:
+        """The table of PAIRS (filter vs baseline, ...), empty when none was measured."""
+        if not comparisons:
+            return []
+
+        def rng(xs, fmt, suffix=""):
+            if not xs:
+                return "–"
+            lo, hi = format(min(xs), fmt) + suffix, format(max(xs), fmt) + suffix
+            return lo if lo == hi else f"{lo} to {hi}"
+
+        def f(x, fmt):
+            return "–" if x is None else format(x, fmt)
+
+        lines = [
+            "",
+            "## Between the Wasm variants",
+            "",
+            "| Envoy --concurrency | comparison | req/s ratio | req/s ratio per round "
+            "| Envoy CPU µs/req difference | per round | p50 µs difference (1 conn) | per round "
+            "| module bytes |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for k in comparisons:
+            size = "–"
+            if k["module_bytes"] is not None and k["against_module_bytes"] is not None:
+                size = (f"{k['module_bytes']:,} vs {k['against_module_bytes']:,} "
+                        f"({k['module_bytes'] - k['against_module_bytes']:+,})")
+            lines.append(
+                f"| {k['concurrency']} | {k['variant']} vs {k['against']} "
+                f"| {f(k['rps_ratio'], '.3f')}{'x' if k['rps_ratio'] is not None else ''} "
+                f"| {rng(k['rps_ratio_per_round'], '.3f', 'x')} "
+                f"| {f(k['envoy_cpu_us_per_request_diff'], '+.1f')} "
+                f"| {rng(k['envoy_cpu_us_per_request_diff_per_round'], '+.1f')} "
+                f"| {f(k['p50_us_diff'], '+.0f')} | {rng(k['p50_us_diff_per_round'], '+.0f')} "
+                f"| {size} |")
+        lines.append("")
+        for k in comparisons:
+            qr, qa = k["rps_ratio_quiet"], k["p50_us_diff_quiet"]
+            lines.append(f"- concurrency {k['concurrency']}, {k['variant']} vs {k['against']}, quiet "
+                         f"rounds only: req/s ratio "
+                         + (f"{median(qr):.3f}x over {len(qr)} round(s)" if qr else "no quiet round")
+                         + "; p50 difference "
+                         + (f"{median(qa):+.0f} µs over {len(qa)} round(s)" if qa else "no quiet round"))
+        lines += [
+            "",
+            "req/s ratio: median req/s of the first variant / median req/s of the second (per "
+            "round: the two runs of the same round); Envoy CPU µs/req and p50 difference: "
+            "first − second (medians; per round: same round). Below 1.00x, or a positive "
+            "difference, means the first variant is slower.",
+        ]
+        return lines
+
+    def markdown(self, rows: list[dict], comparisons: list[dict] | None = None) -> str:
         a = self.args
+        comparisons = comparisons or []
 
         def f(x, fmt, empty="–"):
             return empty if x is None else format(x, fmt)
@@ -482,13 +681,16 @@ class Compare:
             f"- filter module: `{self.source_wasm}`, {self.wasm_bytes:,} bytes "
             f"(sha256 {self.wasm_sha256[:12]}), built {self.wasm_built:%Y-%m-%d %H:%M:%S UTC}; "
             f"tree at {self.revision}",
+            *[f"- {v} module: {self.modules[v].describe()}"
+              for v in ("baseline", "floor", "static-rr") if v in self.modules],
             f"- {a.rounds} round(s) x {a.duration} s per measurement, interleaved; "
             f"{a.warmup} s warm-up per variant; medians over rounds",
             f"- command: `{self.command}`",
             "",
             "| Envoy --concurrency | variant | req/s (median) | vs static-rr | p50 µs (1 conn) "
-            "| p99 µs (1 conn) | added p50 µs | Envoy CPU µs/req | Envoy VmRSS MiB | spread over nodes |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| p99 µs (1 conn) | added p50 µs | Envoy CPU µs/req | Envoy VmRSS MiB | spread over nodes "
+            "| module bytes |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             lines.append(
@@ -497,24 +699,29 @@ class Compare:
                 f"| {f(r['p50_us'], '.0f')} | {f(r['p99_us'], '.0f')} "
                 f"| {f(r['added_p50_us'], '+.0f')} | {f(r['envoy_cpu_us_per_request'], '.1f')} "
                 f"| {f(r['rss_mib'], '.1f')} "
-                f"| {f(r['spread_pct'], '.2f') + '%' if r['spread_pct'] is not None else '–'} |")
+                f"| {f(r['spread_pct'], '.2f') + '%' if r['spread_pct'] is not None else '–'} "
+                f"| {f(r['module_bytes'], ',')} |")
         lines.append("")
         for lv in self.levels:
             c = lv["concurrency"]
-            fr = next(r for r in rows if r["concurrency"] == c and r["variant"] == "filter")
-            rr = fr["ratio_per_round"]
-            ad = fr["added_p50_per_round_us"]
-            if rr and ad:
-                lines.append(f"- concurrency {c}: filter/static-rr per round {min(rr):.2f}x–{max(rr):.2f}x "
-                             f"(median {median(rr):.2f}x); added p50 per round {min(ad):+.0f} to "
-                             f"{max(ad):+.0f} µs (median {median(ad):+.0f} µs); Wasm VMs in the "
-                             f"filter's Envoy: {lv['wasm_vms']}")
-            qr, qa = self.quiet_pairs(c)
-            lines.append(f"- concurrency {c}, quiet rounds only (others' CPU ≤ {BUSY_PCT}% in both "
-                         f"runs of the pair): filter/static-rr "
-                         + (f"{median(qr):.2f}x over {len(qr)} round(s)" if qr else "no quiet round")
-                         + "; added p50 "
-                         + (f"{median(qa):+.0f} µs over {len(qa)} round(s)" if qa else "no quiet round"))
+            for v in self.envoy_variants:
+                if v == "static-rr":
+                    continue
+                vr = next(r for r in rows if r["concurrency"] == c and r["variant"] == v)
+                rr = vr["ratio_per_round"]
+                ad = vr["added_p50_per_round_us"]
+                if rr and ad:
+                    lines.append(f"- concurrency {c}: {v}/static-rr per round {min(rr):.2f}x–"
+                                 f"{max(rr):.2f}x (median {median(rr):.2f}x); added p50 per round "
+                                 f"{min(ad):+.0f} to {max(ad):+.0f} µs (median {median(ad):+.0f} µs); "
+                                 f"Wasm VMs in the {v}'s Envoy: {lv['wasm_vms_by_variant'].get(v)}")
+                qr, qa = self.quiet_pairs(c, v)
+                lines.append(f"- concurrency {c}, quiet rounds only (others' CPU ≤ {BUSY_PCT}% in both "
+                             f"runs of the pair): {v}/static-rr "
+                             + (f"{median(qr):.2f}x over {len(qr)} round(s)" if qr else "no quiet round")
+                             + "; added p50 "
+                             + (f"{median(qa):+.0f} µs over {len(qa)} round(s)" if qa
+                                else "no quiet round"))
         busy = [m for m in self.measurements if self.others_pct(m) > BUSY_PCT]
         lines.append(f"- other processes used more than {BUSY_PCT}% of a core during {len(busy)} of "
                      f"{len(self.measurements)} runs" + (": those rounds are disturbed, see 'Per round'"
@@ -522,10 +729,12 @@ class Compare:
         lines += [
             "",
             "req/s: throughput runs; p50/p99: single-connection runs (wrk's latency, which "
-            "includes wrk and fake-node); added p50 = p50(filter) − p50(static-rr); Envoy CPU "
+            "includes wrk and fake-node); added p50 = p50(variant) − p50(static-rr); Envoy CPU "
             "µs/req: Envoy's user+system CPU time during a throughput run / requests; VmRSS "
             "after the rounds; spread: largest deviation of a node's request count from the "
-            "mean, in %, over all of the variant's runs.",
+            "mean, in %, over all of the variant's runs; module bytes: the size of the Wasm "
+            "module the variant's Envoy loads.",
+            *self.comparison_markdown(comparisons),
             "",
             "## Per round",
             "",
@@ -548,7 +757,7 @@ class Compare:
         lines.append("")
         lines.append("others' CPU %: CPU time used on the machine by processes other than Envoy, "
                      "fake-node, wrk and this script during that run, in % of one core (the idle "
-                     "Envoy of the other variant counts here too, a fraction of 1%).")
+                     "Envoys of the other variants count here too, a fraction of 1% each).")
         if self.errors:
             lines += ["", "**Errors:** " + "; ".join(self.errors)]
         if self.count_warnings:
@@ -557,9 +766,10 @@ class Compare:
 
     def write(self) -> tuple[Path, Path]:
         rows = self.summary()
+        comparisons = self.comparisons(rows)
         out = Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        md = self.markdown(rows)
+        md = self.markdown(rows, comparisons)
         out.write_text(md)
         js = out.with_suffix(".json")
         js.write_text(json.dumps({
@@ -571,10 +781,12 @@ class Compare:
             "envoy_version": envoy_version(), "wrk_version": wrk_version(),
             "wasm_bytes": self.wasm_bytes, "wasm_sha256": self.wasm_sha256,
             "wasm_built": self.wasm_built.isoformat(timespec="seconds"),
+            "modules": {v: m.as_json() for v, m in self.modules.items()},
             "source_revision": self.revision,
             "settings": {k: v for k, v in vars(self.args).items() if k != "out"},
             "backend": {"addresses": self.fake.addresses, "port": self.fake.port},
-            "summary": rows, "levels": self.levels, "measurements": self.measurements,
+            "summary": rows, "comparisons": comparisons, "levels": self.levels,
+            "measurements": self.measurements,
             "errors": self.errors, "count_warnings": self.count_warnings,
         }, indent=1))
         print()
@@ -599,6 +811,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--static-with-wasm", help="give the static-rr variant this Wasm module as an HTTP "
                                               "filter (bench/noop-filter: the floor of any Wasm filter)")
+    p.add_argument("--floor-wasm", metavar="PATH",
+                   help="add the 'floor' variant: static-rr's configuration plus the Wasm filter "
+                        "with this module (bench/noop-filter: the floor of any Wasm filter), "
+                        "measured alongside plain static-rr")
+    p.add_argument("--baseline-wasm", metavar="PATH",
+                   help="add the 'baseline' variant: the filter's configuration with this module "
+                        "(an earlier build; scripts/bench --baseline-rev REV builds one), reported "
+                        "against the filter")
     p.add_argument("--wasm", help="the filter module to measure (default: the cargo release build); "
                                   "for comparing build variants")
     p.add_argument("--handoff-header", metavar="NAME",
@@ -622,9 +842,10 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup, args.settle = 1, 1, 1, 0.2
-    if args.static_with_wasm:
-        global STATIC_WITH_WASM
-        STATIC_WITH_WASM = Path(args.static_with_wasm).resolve()
+    for opt in ("static_with_wasm", "floor_wasm", "baseline_wasm", "wasm"):
+        path = getattr(args, opt)
+        if path and not Path(path).is_file():
+            p.error(f"--{opt.replace('_', '-')}: no such file: {path}")
     if args.handoff_header:
         global HANDOFF_HEADER
         HANDOFF_HEADER = args.handoff_header
