@@ -1,24 +1,31 @@
 //! Every decision alternator-lb makes, as plain Rust with no host calls.
 //!
 //! The proxy-wasm glue in the `alternator-lb` crate only moves bytes between
-//! Envoy and these modules. Keeping them free of host calls is what lets the
-//! same unit tests run natively and compiled to WebAssembly, and it keeps each
-//! decision in one obvious place:
+//! Envoy and these modules: it implements the two host traits of [`host`]
+//! with the proxy-wasm SDK and hands Envoy's callbacks to a [`poller`]
+//! (one per VM) and a [`stream`] (one per request). Keeping everything else
+//! free of host calls is what lets the same unit tests run natively and
+//! compiled to WebAssembly, with an in-memory Envoy process standing in for
+//! the host, and it keeps each decision in one obvious place:
 //!
 //! | decision                                   | module          |
 //! |--------------------------------------------|-----------------|
 //! | the data every decision works on (addresses, ranges, configuration, health, the shared record) | [`model`] |
 //! | whether a configuration is acceptable      | [`config`]      |
-//! | how JSON documents are read              | [`json`]        |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
-//! | which node the next request goes to         | [`picker`]      |
-//! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
-//! | who polls, when, whom, and what a result does to the shared state | [`discovery`] |
 //! | which `/localnodes` questions the routing scopes need | [`topology`] |
-//! | how that state is stored in shared data     | [`shared_state`] |
+//! | who polls, when, whom, and what a result does to the shared record | [`discovery`] |
+//! | which nodes may take requests (Active, Quarantined, Down) | [`health`] |
+//! | how the record is stored in shared data     | [`shared_state`] |
+//! | what the filter needs from its host         | [`host`]        |
+//! | how a VM takes part: ticks, leases, callouts, publishing | [`poller`] |
+//! | what a VM routes over, rebuilt from the record | [`router`]   |
+//! | which node the next request goes to         | [`picker`]      |
+//! | one request's way: hold, route, hand off, observe | [`stream`] |
+//! | which node a partition key's writes go to, and learning keys | [`affinity`], [`learned`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
+//! | the filter's stats                          | [`metrics`]     |
 //! | when a repeated failure is worth a log line | [`log_throttle`] |
-//! | which node a partition key's writes go to | [`affinity`] |
 //!
 //! Imports run one way: [`model`] imports nothing else of the crate, and
 //! no module imports one that imports it back.
