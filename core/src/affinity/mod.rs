@@ -14,7 +14,7 @@
 //!
 //! 1. [`op`]: the operation, from `X-Amz-Target`, and whether the request's
 //!    (or the answer's) body is needed at all;
-//! 2. [`gzip`]: a compressed body inflated (its DEFLATE data by `inflate`);
+//! 2. [`gzip`]: a compressed body inflated (flate2);
 //! 3. [`key()`] (with [`qualifies`] and [`Tables`], on the shapes of
 //!    [`body`]): the key hash(es) the body routes by;
 //! 4. [`order()`]: the order the key gives a ring's nodes;
@@ -28,7 +28,6 @@ pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
 pub mod gzip;
-mod inflate;
 pub mod key;
 pub mod murmur;
 pub mod op;
