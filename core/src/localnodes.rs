@@ -198,14 +198,19 @@ impl Entries<'_> {
         }
     }
 
+    /// Takes one entry; an error (an entry nested past [`MAX_DEPTH`])
+    /// refuses the whole answer.
     fn entry(&mut self, raw: &RawValue) -> Result<(), String> {
         self.seen += 1;
         let text = raw.get();
         if !text.starts_with('"') {
             check_nesting(text, MAX_DEPTH - 1)
                 .map_err(|_| format!("an entry nests deeper than {MAX_DEPTH} levels"))?;
+            // Quoted as sent, on one line: JSON allows line breaks between
+            // tokens (never raw inside strings), and this goes to a log.
+            let one_line = text.replace(['\n', '\r', '\t'], " ");
             self.dropped
-                .push(format!("non-string entry {}", abbreviate(text)));
+                .push(format!("non-string entry {}", abbreviate(&one_line)));
             return Ok(());
         }
         match serde_json::from_str::<Text>(text) {
@@ -408,7 +413,7 @@ mod tests {
     #[test]
     fn non_string_entries_are_quoted_as_sent() {
         let a = parse(
-            br#"["10.0.0.1", {"a": [1, 2.50]}, 1e2, "\u0031\u0030.0.0.2"]"#,
+            b"[\"10.0.0.1\", {\"a\": [1,\r\n\t2.50]}, 1e2, \"\\u0031\\u0030.0.0.2\"]",
             8000,
             &[],
         )
@@ -417,7 +422,7 @@ mod tests {
         assert_eq!(
             a.dropped,
             [
-                r#"non-string entry {"a": [1, 2.50]}"#,
+                r#"non-string entry {"a": [1,   2.50]}"#,
                 "non-string entry 1e2"
             ]
         );
