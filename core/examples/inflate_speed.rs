@@ -1,15 +1,22 @@
-//! How fast gzip request bodies are inflated for key route affinity: the
-//! filter's own inflater (`affinity::inflate_gzip`, framing and CRC
-//! included) against miniz_oxide's raw inflater on the same DEFLATE data.
-//! A benchmark that prints figures, not a test:
+//! What a gzip-compressed write costs key route affinity: inflating the body
+//! (`affinity::inflate_gzip`, flate2 with its CRC-32 and length checks), then
+//! reading the key from it (`affinity::key`). A benchmark that prints
+//! figures, not a test:
 //!
 //!   cargo run --release -p alternator-lb-core --example inflate_speed
 //!
 //! Natively, with the workspace's release profile (opt-level "z"); V8 runs
-//! the `.wasm` somewhat slower, so read the ratio more than the MB/s.
+//! the `.wasm` somewhat slower. The two inputs are the ones the filter's
+//! earlier, hand-written inflater was measured on (BENCHMARKS.md), so the
+//! figures compare.
 
-use alternator_lb_core::affinity::inflate_gzip;
-use std::time::Instant;
+use alternator_lb_core::affinity::{inflate_gzip, key, Key, Mode, Op, Tables};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
 
 /// xorshift64: reproducible inputs without a dependency.
 struct Gen(u64);
@@ -26,7 +33,7 @@ impl Gen {
 /// 1 MiB of BatchWriteItem-like JSON (repetitive, compresses well).
 fn batch(gen: &mut Gen) -> Vec<u8> {
     let mut out = br#"{"RequestItems":{"orders":["#.to_vec();
-    while out.len() < 1 << 20 {
+    while out.len() < MIB {
         let (pk, n) = (gen.below(1_000_000), gen.below(1000));
         out.extend_from_slice(
             format!(
@@ -35,7 +42,7 @@ fn batch(gen: &mut Gen) -> Vec<u8> {
             .as_bytes(),
         );
     }
-    out.truncate(1 << 20);
+    out.truncate(MIB);
     out
 }
 
@@ -52,75 +59,84 @@ fn text(gen: &mut Gen) -> Vec<u8> {
         "}",
     ];
     let mut out = Vec::new();
-    while out.len() < 1 << 20 {
+    while out.len() < MIB {
         if gen.below(3) == 0 {
             out.extend_from_slice(gen.below(100_000_000).to_string().as_bytes());
         } else {
             out.extend_from_slice(WORDS[gen.below(WORDS.len() as u64) as usize].as_bytes());
         }
     }
-    out.truncate(1 << 20);
+    out.truncate(MIB);
     out
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xedb8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
+/// A PutItem of about 1 MiB: many attributes, the key attribute last, so
+/// that reading the key means reading the whole item.
+fn put_item(gen: &mut Gen) -> Vec<u8> {
+    let mut out = br#"{"TableName":"orders","Item":{"#.to_vec();
+    let mut i = 0;
+    while out.len() < MIB - 100 {
+        let n = gen.below(1_000_000_000);
+        out.extend_from_slice(format!(r#""attr{i}":{{"N":"{n}"}},"#).as_bytes());
+        i += 1;
     }
-    !crc
+    out.extend_from_slice(
+        br#""pk":{"S":"user-42"}},"ConditionExpression":"attribute_not_exists(pk)"}"#,
+    );
+    out
 }
 
-/// The median of `runs` timings of `f`, in MB/s of `bytes` output.
-fn median_mb_s(runs: usize, bytes: usize, mut f: impl FnMut()) -> f64 {
-    let mut rates: Vec<f64> = (0..runs)
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The median of `runs` timings of `f`.
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
             let t = Instant::now();
             f();
-            bytes as f64 / 1e6 / t.elapsed().as_secs_f64()
+            t.elapsed()
         })
         .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[runs / 2]
+    times.sort();
+    times[runs / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn main() {
     let mut gen = Gen(5);
-    println!("input (1 MiB each)   compressed   inflate_gzip   miniz_oxide (raw)   ratio");
-    for (what, data) in [
-        ("BatchWriteItem JSON", batch(&mut gen)),
-        ("JSON-like text", text(&mut gen)),
+    let limit = 16 << 20;
+    println!("input (1 MiB each)     compressed    inflate_gzip            key()");
+    for (what, data, is_key) in [
+        ("BatchWriteItem JSON", batch(&mut gen), false),
+        ("JSON-like text", text(&mut gen), false),
+        ("PutItem, 1 MiB item", put_item(&mut gen), true),
     ] {
-        let raw = miniz_oxide::deflate::compress_to_vec(&data, 6);
-        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-        gz.extend_from_slice(&raw);
-        gz.extend_from_slice(&crc32(&data).to_le_bytes());
-        gz.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        assert_eq!(
-            inflate_gzip(&gz, 16 << 20).as_deref(),
-            Some(data.as_slice())
-        );
-        let ours = median_mb_s(21, data.len(), || {
-            assert_eq!(
-                inflate_gzip(&gz, 16 << 20).map(|v| v.len()),
-                Some(data.len())
-            );
+        let gz = gzip(&data);
+        assert_eq!(inflate_gzip(&gz, limit).as_deref(), Some(data.as_slice()));
+        let inflate = median(21, || {
+            assert_eq!(inflate_gzip(&gz, limit).map(|v| v.len()), Some(data.len()));
         });
-        let theirs = median_mb_s(21, data.len(), || {
-            let out = miniz_oxide::inflate::decompress_to_vec(&raw).unwrap();
-            assert_eq!(out.len(), data.len());
+        let tables = Tables::new(&[("orders".to_string(), "pk".to_string())]);
+        let key_time = is_key.then(|| {
+            let got = key(Mode::Rmw, Op::PutItem, &data, &tables);
+            assert!(matches!(got, Some(Key::Single(_))), "{got:?}");
+            median(21, || {
+                assert!(key(Mode::Rmw, Op::PutItem, &data, &tables).is_some());
+            })
         });
         println!(
-            "{what:<20} {:>10} B   {ours:>7.0} MB/s   {theirs:>12.0} MB/s   {:>5.2}x",
+            "{what:<20} {:>10} B   {:>6.0} MB/s {:>6.2} ms   {}",
             gz.len(),
-            ours / theirs
+            data.len() as f64 / 1e6 / inflate.as_secs_f64(),
+            ms(inflate),
+            key_time.map_or("-".to_string(), |t| format!("{:.2} ms", ms(t)))
         );
     }
 }

@@ -345,15 +345,17 @@ pub fn apply_answer(
             },
         );
     }
+    // Both lists are sorted: a search each, not a scan (1024 nodes each
+    // would be a million comparisons).
     let added = list
         .nodes
         .iter()
-        .filter(|n| !old.contains(n))
+        .filter(|n| old.binary_search(n).is_err())
         .copied()
         .collect();
     let removed = old
         .iter()
-        .filter(|n| !list.nodes.contains(n))
+        .filter(|n| list.nodes.binary_search(n).is_err())
         .copied()
         .collect();
     let total = list.nodes.len();

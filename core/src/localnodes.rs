@@ -5,11 +5,19 @@
 //! reported, so an operator can see a misbehaving node), the rest is
 //! deduplicated and sorted so that every worker and every Envoy sees the same
 //! list for the same cluster state.
+//!
+//! The array is read entry by entry (serde_json, each entry kept as its JSON
+//! text until it is looked at), never as a tree of the whole answer: a 1 MiB
+//! answer is some 70,000 entries, and each worker reads every answer.
 
-use crate::json::{self, Json};
 use crate::model::address;
 use crate::model::cidr::{self, Cidr};
 use crate::model::{NodeAddr, Quoted};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -20,6 +28,11 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// More nodes than this are dropped: no Alternator datacenter is that large,
 /// and the cap bounds the memory every worker spends on its list.
 pub const MAX_NODES: usize = 1024;
+/// Deepest nesting of arrays and objects in an answer (the array itself is
+/// one level). Alternator's answers are one level deep; a deeper answer is
+/// refused whole rather than entry by entry, as it always was, and the
+/// bound keeps describing a bad entry from recursing as deep as it nests.
+pub const MAX_DEPTH: usize = 64;
 
 /// The path of the discovery request, with the optional `dc` and `rack`
 /// query parameters percent-encoded.
@@ -100,57 +113,222 @@ impl std::error::Error for AnswerError {}
 
 /// Reads a `/localnodes` body; each IP gets the configured Alternator `port`.
 /// Addresses outside `allowed` (when non-empty) are dropped like bad entries.
+///
+/// Only the [`MAX_NODES`] smallest addresses are kept, whatever order the
+/// answer lists them in: Alternator answers in no particular order, and every
+/// worker must derive the same list from the same answer. They are kept as
+/// the entries arrive (the largest kept one evicted by a smaller newcomer),
+/// so an answer of n entries costs O(n log MAX_NODES), not a sort of all n.
 pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(AnswerError::TooLarge(body.len()));
     }
-    if std::str::from_utf8(body).is_err() {
-        return Err(AnswerError::NotUtf8);
+    let text = std::str::from_utf8(body).map_err(|_| AnswerError::NotUtf8)?;
+    // JSON's own whitespace, nothing else: anything else is for serde_json
+    // to refuse.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('[')
+    {
+        return Err(match check_nesting(text, MAX_DEPTH) {
+            Ok(()) => AnswerError::NotAnArray,
+            Err(e) => AnswerError::NotJson(e.to_string()),
+        });
     }
-    let value = json::parse(body).map_err(|e| AnswerError::NotJson(e.to_string()))?;
-    let Json::Array(items) = value else {
-        return Err(AnswerError::NotAnArray);
+    let mut entries = Entries {
+        port,
+        allowed,
+        seen: 0,
+        nodes: BTreeSet::new(),
+        beyond: 0,
+        dropped: Vec::new(),
     };
+    let mut de = serde_json::Deserializer::from_str(text);
+    de::Deserializer::deserialize_seq(&mut de, &mut entries)
+        .and_then(|()| de.end())
+        .map_err(|e| AnswerError::NotJson(e.to_string()))?;
+    let Entries {
+        seen,
+        nodes,
+        beyond,
+        mut dropped,
+        ..
+    } = entries;
     // `[]` is a real answer: the datacenter or rack asked about has no live
     // node (or does not exist). Whether it may replace a list is for
     // discovery to decide.
-    if items.is_empty() {
-        return Ok(Answer {
-            nodes: Vec::new(),
-            dropped: Vec::new(),
-        });
-    }
-    let mut nodes = Vec::with_capacity(items.len().min(MAX_NODES));
-    let mut dropped = Vec::new();
-    for item in &items {
-        match entry(item, port, allowed) {
-            Ok(node) => nodes.push(node),
-            Err(why) => dropped.push(why),
-        }
-    }
-    crate::model::sorted::sort_dedup(&mut nodes);
-    if nodes.is_empty() {
+    if nodes.is_empty() && seen > 0 {
         return Err(AnswerError::NoValidEntry(dropped));
     }
-    if nodes.len() > MAX_NODES {
-        dropped.push(format!(
-            "{} nodes beyond the limit of {MAX_NODES}",
-            nodes.len() - MAX_NODES
-        ));
-        nodes.truncate(MAX_NODES);
+    if beyond > 0 {
+        dropped.push(format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
     }
-    Ok(Answer { nodes, dropped })
+    Ok(Answer {
+        nodes: nodes.into_iter().collect(),
+        dropped,
+    })
 }
 
-fn entry(item: &Json, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
-    let Json::String(s) = item else {
-        return Err(format!(
-            "non-string entry {}",
-            abbreviate(&item.to_string())
-        ));
-    };
-    let ip = IpAddr::from_str(s)
-        .map_err(|_| format!("{} is not an IP literal", Quoted(&abbreviate(s))))?;
+/// What the answer's entries gave so far.
+struct Entries<'c> {
+    port: u16,
+    allowed: &'c [Cidr],
+    /// Entries read, good or bad.
+    seen: usize,
+    /// The smallest valid addresses so far, never more than [`MAX_NODES`].
+    nodes: BTreeSet<NodeAddr>,
+    /// Valid entries that did not fit: each counts once when it is refused
+    /// or evicted, so an address beyond the limit that the answer repeats
+    /// counts once per repetition (Alternator lists each node once).
+    beyond: usize,
+    dropped: Vec<String>,
+}
+
+impl Entries<'_> {
+    fn keep(&mut self, node: NodeAddr) {
+        if self.nodes.len() < MAX_NODES {
+            self.nodes.insert(node);
+            return;
+        }
+        if self.nodes.last().is_some_and(|largest| node > *largest) {
+            self.beyond += 1;
+        } else if self.nodes.insert(node) {
+            self.nodes.pop_last();
+            self.beyond += 1;
+        }
+    }
+
+    /// Takes one entry; an error (an entry nested past [`MAX_DEPTH`])
+    /// refuses the whole answer.
+    fn entry(&mut self, raw: &RawValue) -> Result<(), String> {
+        self.seen += 1;
+        let text = raw.get();
+        if !text.starts_with('"') {
+            check_nesting(text, MAX_DEPTH - 1)
+                .map_err(|_| format!("an entry nests deeper than {MAX_DEPTH} levels"))?;
+            // Quoted as sent, on one line: JSON allows line breaks between
+            // tokens (never raw inside strings), and this goes to a log.
+            let one_line = text.replace(['\n', '\r', '\t'], " ");
+            self.dropped
+                .push(format!("non-string entry {}", abbreviate(&one_line)));
+            return Ok(());
+        }
+        match serde_json::from_str::<Text>(text) {
+            Ok(Text(ip)) => match node(&ip, self.port, self.allowed) {
+                Ok(node) => self.keep(node),
+                Err(why) => self.dropped.push(why),
+            },
+            // serde_json has just read it as a string.
+            Err(e) => self.dropped.push(e.to_string()),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Entries<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of IP strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<&RawValue>()? {
+            self.entry(raw).map_err(de::Error::custom)?;
+        }
+        Ok(())
+    }
+}
+
+/// An entry's string, borrowed from the answer unless escapes had to be
+/// decoded.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Whether `text` is one JSON value nested at most `max` levels deep.
+/// serde_json skips a value without recursing, so without this any depth
+/// would pass.
+fn check_nesting(text: &str, max: usize) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Nesting { left: max }.deserialize(&mut de)?;
+    de.end()
+}
+
+/// Visits any value, refusing arrays and objects more than `left` deep.
+#[derive(Clone, Copy)]
+struct Nesting {
+    left: usize,
+}
+
+impl Nesting {
+    fn inner<E: de::Error>(self) -> Result<Nesting, E> {
+        match self.left.checked_sub(1) {
+            Some(left) => Ok(Nesting { left }),
+            None => Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels"
+            ))),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Nesting {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Nesting {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+fn node(text: &str, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
+    let ip = IpAddr::from_str(text)
+        .map_err(|_| format!("{} is not an IP literal", Quoted(&abbreviate(text))))?;
     let node = address::checked(ip, port).map_err(|e| e.to_string())?;
     if !cidr::allowed(allowed, &node.ip) {
         return Err(format!("{} is outside allowed_cidrs", node.ip));
@@ -230,6 +408,24 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn non_string_entries_are_quoted_as_sent() {
+        let a = parse(
+            b"[\"10.0.0.1\", {\"a\": [1,\r\n\t2.50]}, 1e2, \"\\u0031\\u0030.0.0.2\"]",
+            8000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(a.nodes.len(), 2, "escapes are decoded");
+        assert_eq!(
+            a.dropped,
+            [
+                r#"non-string entry {"a": [1,   2.50]}"#,
+                "non-string entry 1e2"
+            ]
+        );
     }
 
     #[test]
@@ -319,6 +515,66 @@ mod tests {
         let a = parse(format!("[{}]", body.join(",")).as_bytes(), 8000, &[]).unwrap();
         assert_eq!(a.nodes.len(), MAX_NODES);
         assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
+    }
+
+    /// A deterministic shuffle (xorshift64 Fisher-Yates).
+    fn shuffle<T>(items: &mut [T], mut seed: u64) {
+        for i in (1..items.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            items.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+    }
+
+    #[test]
+    fn the_cap_keeps_the_smallest_addresses_whatever_the_order() {
+        let mut ips: Vec<String> = (1..=6000u32)
+            .map(|i| match i % 5 {
+                0 => format!("fd00::{i:x}"),
+                1 => format!("::ffff:10.2.{}.{}", i / 250, i % 250 + 1),
+                _ => format!("10.{}.{}.{}", i % 3, i / 250, i % 250 + 1),
+            })
+            .collect();
+        let mut want: Vec<NodeAddr> = ips
+            .iter()
+            .map(|s| address::checked(s.parse().unwrap(), 8000).unwrap())
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        let distinct = want.len();
+        assert!(distinct > MAX_NODES + 1000, "{distinct}");
+        want.truncate(MAX_NODES);
+        let body = |ips: &[String]| {
+            let quoted: Vec<String> = ips.iter().map(|s| format!("\"{s}\"")).collect();
+            format!("[{}]", quoted.join(","))
+        };
+        // Distinct entries in several orders: the same list, and the exact
+        // count of what did not fit.
+        let note = format!(
+            "{} nodes beyond the limit of {MAX_NODES}",
+            distinct - MAX_NODES
+        );
+        ips.sort();
+        for seed in [0, 1, 2, 3] {
+            match seed {
+                0 => {}
+                1 => ips.reverse(),
+                _ => shuffle(&mut ips, seed),
+            }
+            let a = parse(body(&ips).as_bytes(), 8000, &[]).unwrap();
+            assert!(a.nodes == want, "order {seed}");
+            assert_eq!(a.dropped, [note.as_str()], "order {seed}");
+        }
+        // Repeated entries (and bad ones) mixed in change nothing kept.
+        let mut noisy = ips.clone();
+        noisy.extend(ips.iter().step_by(3).cloned());
+        noisy.extend(["nope".to_string(), "0.0.0.0".to_string()]);
+        shuffle(&mut noisy, 99);
+        let a = parse(body(&noisy).as_bytes(), 8000, &[]).unwrap();
+        assert!(a.nodes == want);
+        assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
+        assert!(a.dropped.iter().any(|d| d.contains("nope")));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Request and answer bodies come from clients and nodes, so nothing the
 //! affinity path reads from them may panic: key() for every operation and
-//! mode (on the bytes as given, and inflated when they are gzip), the gzip
-//! and DEFLATE inflater itself (the bytes also as a member's DEFLATE data),
-//! table descriptions, and the shared entry of learned tables (which any
-//! plugin of the proxy can write). Whatever key() returns must order a ring
-//! into a permutation, and choose() must pick from it.
+//! mode (on the bytes as given, and inflated when they are gzip), the
+//! serde types it reads them as (an AttributeValue's hash on the bytes as
+//! JSON text), the gzip inflater (flate2; the bytes also as a member's
+//! DEFLATE data, with its output limit exact), table descriptions, and the
+//! shared entry of learned tables (which any plugin of the proxy can
+//! write). Whatever key() returns must order a ring into a permutation,
+//! and choose() must pick from it.
 #![no_main]
 
 use alternator_lb_core::affinity::{
     self, choose, inflate_gzip, key, order, tables, Key, Mode, NodeHealth, Op, Tables,
 };
 use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
 
 /// Small enough that the fuzzer's bombs stay cheap.
 const LIMIT: usize = 1 << 20;
@@ -51,6 +54,13 @@ fn keys(body: &[u8], tables: &Tables) {
 
 fuzz_target!(|data: &[u8]| {
     let _ = Op::from_target(data);
+    // The bytes as a partition key's AttributeValue: a hash only for one
+    // member S, N or B holding a string (B: valid base64).
+    if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
+        if affinity::key_hash(raw).is_some() {
+            assert!(raw.get().starts_with('{'), "a hash for {}", raw.get());
+        }
+    }
     let mut tables = Tables::new(&[
         ("t".to_string(), "pk".to_string()),
         ("u".to_string(), "id".to_string()),

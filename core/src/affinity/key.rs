@@ -7,8 +7,10 @@
 //! as if affinity were off: the libraries' rule is that affinity never fails
 //! or delays a request.
 
+use super::body::Member::{Absent, Is};
+use super::body::{object, BatchWrite, Members, Obj, SingleWrite, WriteRequest};
 use super::{key_hash, qualifies, wants_request_body, Mode, Op, Tables, MAX_BODY_BYTES};
-use crate::json::{self, Json};
+use serde_json::value::RawValue;
 
 /// Most BatchWriteItem targets counted: what Alternator accepts by default
 /// (`alternator_max_items_in_batch_write`; DynamoDB allows 25). A batch with
@@ -33,39 +35,43 @@ pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
     if !wants_request_body(mode, op) || body.len() > MAX_BODY_BYTES {
         return None;
     }
-    let doc = json::parse(body).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
     if op == Op::BatchWriteItem {
-        return batch_hashes(&doc, tables).map(Key::Batch);
+        return batch_hashes(text, tables).map(Key::Batch);
     }
-    if !qualifies(op, &doc, mode) {
+    let write: SingleWrite = object(text)?;
+    if !qualifies(op, &write, mode) {
         return None;
     }
-    let pk = tables.pk_name(doc.get("TableName")?.as_str()?)?;
-    let holder = if op == Op::PutItem { "Item" } else { "Key" };
-    key_hash(doc.get(holder)?.get(pk)?).map(Key::Single)
+    let pk = tables.pk_name(write.table.as_ref()?.as_str())?;
+    let holder = if op == Op::PutItem {
+        write.item
+    } else {
+        write.key
+    };
+    let attributes: Members = serde_json::from_str(holder?.get()).ok()?;
+    key_hash(attributes.get(pk)?).map(Key::Single)
 }
 
 /// Every write of `RequestItems` with exactly one of `PutRequest` (key in
 /// `Item`) or `DeleteRequest` (key in `Key`), in a table whose key name is
 /// known, with a usable key. Other writes (unknown tables, malformed
-/// entries, unusable keys) are skipped and the rest still count. `None`
-/// when none is usable or more than [`MAX_BATCH_TARGETS`] are.
-fn batch_hashes(doc: &Json, tables: &Tables) -> Option<Vec<i64>> {
-    let Some(Json::Object(requests)) = doc.get("RequestItems") else {
-        return None;
-    };
+/// entries, unusable keys) are skipped and the rest still count; a table's
+/// writes are read only when its key name is known. `None` when none is
+/// usable or more than [`MAX_BATCH_TARGETS`] are.
+fn batch_hashes(text: &str, tables: &Tables) -> Option<Vec<i64>> {
+    let batch: BatchWrite = object(text)?;
+    let requests = batch.requests.get()?;
     let mut hashes = Vec::new();
-    for (table, writes) in requests {
-        let (Some(pk), Json::Array(writes)) = (tables.pk_name(table), writes) else {
+    for (table, writes) in &requests.0 {
+        let Some(pk) = tables.pk_name(table) else {
+            continue;
+        };
+        let Ok(writes) = serde_json::from_str::<Vec<&RawValue>>(writes.get()) else {
             continue;
         };
         for write in writes {
-            let target = match (write.get("PutRequest"), write.get("DeleteRequest")) {
-                (Some(put), None) => put.get("Item"),
-                (None, Some(delete)) => delete.get("Key"),
-                _ => None,
-            };
-            let Some(hash) = target.and_then(|t| t.get(pk)).and_then(key_hash) else {
+            let Some(hash) = target_hash(write, pk) else {
                 continue;
             };
             if hashes.len() >= MAX_BATCH_TARGETS {
@@ -75,6 +81,17 @@ fn batch_hashes(doc: &Json, tables: &Tables) -> Option<Vec<i64>> {
         }
     }
     (!hashes.is_empty()).then_some(hashes)
+}
+
+/// The hash of one BatchWriteItem write's key attribute `pk`.
+fn target_hash(write: &RawValue, pk: &str) -> Option<i64> {
+    let write: WriteRequest = object(write.get())?;
+    let attributes = match (write.put, write.delete) {
+        (Is(Obj(put)), Absent) => put.item,
+        (Absent, Is(Obj(delete))) => delete.key,
+        _ => return None,
+    };
+    key_hash(attributes.get()?.get(pk)?)
 }
 
 #[cfg(test)]
@@ -214,6 +231,31 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn only_the_members_read_matter() {
+        // Deep nesting elsewhere is skipped without recursing (DynamoDB
+        // itself stops at 32 levels).
+        let deep = format!(
+            r#"{{"TableName":"t","Item":{{"x":{{"L":{}{}}},"pk":{{"S":"hello"}}}},"y":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000),
+            "{\"a\":".repeat(50_000) + "1",
+            "}".repeat(50_000)
+        );
+        assert_eq!(any(Op::PutItem, &deep), Some(Key::Single(HELLO)));
+        // Members that are not read may have any shape.
+        let odd = r#"{"TableName":"t","Key":[],"Item":{"pk":{"S":"hello"}},"Expected":7,"ReturnValues":{}}"#;
+        assert_eq!(any(Op::PutItem, odd), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::DeleteItem, odd), None, "Key is not an object");
+        // Of an item's attributes named twice, the first counts (as in
+        // Alternator); a member of the body named twice is a body serde
+        // refuses, which routes normally.
+        let twice = r#"{"TableName":"t","Item":{"pk":{"S":"hello"},"pk":{"N":"42"}}}"#;
+        assert_eq!(any(Op::PutItem, twice), Some(Key::Single(HELLO)));
+        let table_twice = r#"{"TableName":"t","TableName":"u","Item":{"pk":{"S":"a"}}}"#;
+        assert_eq!(any(Op::PutItem, table_twice), None);
     }
 
     #[test]

@@ -14,20 +14,20 @@
 //!
 //! 1. [`op`]: the operation, from `X-Amz-Target`, and whether the request's
 //!    (or the answer's) body is needed at all;
-//! 2. [`gzip`]: a compressed body inflated (its DEFLATE data by `inflate`);
-//! 3. [`key()`] (with [`qualifies`] and [`Tables`]): the key hash(es) the
-//!    body routes by;
+//! 2. [`gzip`]: a compressed body inflated (flate2);
+//! 3. [`key()`] (with [`qualifies`] and [`Tables`], on the shapes of
+//!    [`body`]): the key hash(es) the body routes by;
 //! 4. [`order()`]: the order the key gives a ring's nodes;
 //! 5. [`choose()`]: the first healthy node of that order.
 //!
 //! [`tables`] also learns partition key names from table descriptions.
 //! Everything here is pure; the glue does the buffering and routing.
 
+pub mod body;
 pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
 pub mod gzip;
-mod inflate;
 pub mod key;
 pub mod murmur;
 pub mod op;
@@ -43,9 +43,10 @@ pub use order::order;
 pub use qualify::qualifies;
 pub use tables::{with_learned, Tables};
 
-use crate::json::Json;
 pub use crate::model::config::Mode;
 use crate::model::NodeAddr;
+use body::KeyValue;
+use serde_json::value::RawValue;
 
 /// Largest body the filter reads, for a key or a table description
 /// (decompressed, for gzip bodies). DynamoDB caps a request at 16 MB; a
@@ -102,21 +103,15 @@ pub fn preferred(ring_len: usize, hash: i64) -> Option<usize> {
     go_rand::GoRand::new(hash).intn(ring_len)
 }
 
-/// The hash input of a partition-key AttributeValue: exactly one member,
-/// `S`, `N` (the number's text as sent) or `B` (base64 on the wire, hashed
-/// decoded), after a one-byte type prefix. Anything else has no affinity.
-pub fn key_bytes(value: &Json) -> Option<Vec<u8>> {
-    let Json::Object(members) = value else {
-        return None;
-    };
-    let [(kind, Json::String(text))] = members.as_slice() else {
-        return None;
-    };
-    let (prefix, payload) = match kind.as_str() {
-        "S" => (1u8, text.as_bytes().to_vec()),
-        "N" => (2u8, text.as_bytes().to_vec()),
-        "B" => (3u8, base64_decode(text)?),
-        _ => return None,
+/// The hash input of a partition-key AttributeValue (its JSON text):
+/// exactly one member, `S`, `N` (the number's text as sent) or `B` (base64
+/// on the wire, hashed decoded), after a one-byte type prefix. Anything
+/// else has no affinity.
+pub fn key_bytes(value: &RawValue) -> Option<Vec<u8>> {
+    let (prefix, payload) = match serde_json::from_str::<KeyValue>(value.get()).ok()? {
+        KeyValue::S(text) => (1u8, text.into_owned().into_bytes()),
+        KeyValue::N(text) => (2u8, text.into_owned().into_bytes()),
+        KeyValue::B(text) => (3u8, base64_decode(&text)?),
     };
     let mut out = Vec::with_capacity(payload.len() + 1);
     out.push(prefix);
@@ -124,7 +119,7 @@ pub fn key_bytes(value: &Json) -> Option<Vec<u8>> {
     Some(out)
 }
 
-pub fn key_hash(value: &Json) -> Option<i64> {
+pub fn key_hash(value: &RawValue) -> Option<i64> {
     key_bytes(value).map(|b| murmur::h1(&b))
 }
 

@@ -3,15 +3,25 @@
 //! writes through this proxy and through a client library meet at the same
 //! node exactly when the libraries would route them by key.
 
+use super::body::{object, LegacyUpdate, Member, NonEmpty, SingleWrite, Text};
 use super::{Mode, Op};
-use crate::json::Json;
+use serde_json::value::RawValue;
 
 /// A member that is a non-empty string or a non-empty object (how the
 /// libraries test `ConditionExpression`, `UpdateExpression`, `Expected`).
-fn non_empty(body: &Json, key: &str) -> bool {
-    match body.get(key) {
-        Some(Json::String(s)) => !s.is_empty(),
-        Some(Json::Object(m)) => !m.is_empty(),
+fn non_empty(member: &Member<NonEmpty>) -> bool {
+    matches!(member, Member::Is(NonEmpty(true)))
+}
+
+/// A legacy `AttributeUpdates` entry that reads the item first: `ADD`, or
+/// `DELETE` of given values (a `Value` member, whatever it holds).
+fn reads_first(update: &RawValue) -> bool {
+    let Some(update) = object::<LegacyUpdate>(update.get()) else {
+        return false;
+    };
+    match update.action.as_ref().map(Text::as_str) {
+        Some("ADD") => true,
+        Some("DELETE") => update.value.is_present(),
         _ => false,
     }
 }
@@ -29,7 +39,7 @@ fn non_empty(body: &Json, key: &str) -> bool {
 ///
 /// Under `AnyWrite` every single-item write qualifies. BatchWriteItem is not
 /// decided here (it has no conditions; see [`super::key()`]).
-pub fn qualifies(op: Op, body: &Json, mode: Mode) -> bool {
+pub fn qualifies(op: Op, body: &SingleWrite, mode: Mode) -> bool {
     if !op.is_single_write() {
         return false;
     }
@@ -37,31 +47,21 @@ pub fn qualifies(op: Op, body: &Json, mode: Mode) -> bool {
         Mode::None => false,
         Mode::AnyWrite => true,
         Mode::Rmw => {
-            if non_empty(body, "ConditionExpression") || non_empty(body, "Expected") {
+            if non_empty(&body.condition) || non_empty(&body.expected) {
                 return true;
             }
-            let returns = body.get("ReturnValues").and_then(Json::as_str);
+            let returns = body.returns.as_ref().map(Text::as_str);
             if op != Op::UpdateItem {
                 return returns.is_some_and(|r| r != "NONE");
             }
-            if non_empty(body, "UpdateExpression")
+            if non_empty(&body.update)
                 || matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
             {
                 return true;
             }
-            // Legacy AttributeUpdates: ADD, or DELETE of given values, read first.
-            match body.get("AttributeUpdates") {
-                Some(Json::Object(updates)) => {
-                    updates
-                        .iter()
-                        .any(|(_, u)| match u.get("Action").and_then(Json::as_str) {
-                            Some("ADD") => true,
-                            Some("DELETE") => u.get("Value").is_some(),
-                            _ => false,
-                        })
-                }
-                _ => false,
-            }
+            body.legacy_updates
+                .as_ref()
+                .is_some_and(|updates| updates.0.iter().any(|(_, u)| reads_first(u)))
         }
     }
 }
@@ -72,8 +72,8 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn j(s: &str) -> Json {
-        crate::json::parse(s.as_bytes()).unwrap()
+    fn j(s: &str) -> SingleWrite<'_> {
+        object(s).unwrap()
     }
 
     fn rmw(op: Op, body: &str) -> bool {

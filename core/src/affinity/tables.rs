@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use super::body::{object, KeySchemaElement, TableAnswer, TableDescription};
 use super::Op;
-use crate::json::{self, Json};
 
 /// At most this many learned tables. Past it, further tables are not
 /// learned (their writes route normally unless configured) and those
@@ -118,26 +118,29 @@ fn insert(map: &mut BTreeMap<String, String>, table: &str, attr: &str) -> bool {
 /// else, including answers that are not JSON (a compressed answer must be
 /// inflated first) and names longer than the learned limits.
 pub fn learn(op: Op, status: u16, body: &[u8]) -> Option<(String, String)> {
-    let holder = match op {
-        Op::CreateTable => "TableDescription",
-        Op::DescribeTable => "Table",
-        _ => return None,
-    };
-    if status != 200 || body.len() > super::MAX_BODY_BYTES {
+    if !matches!(op, Op::CreateTable | Op::DescribeTable)
+        || status != 200
+        || body.len() > super::MAX_BODY_BYTES
+    {
         return None;
     }
-    let doc = json::parse(body).ok()?;
-    let description = doc.get(holder)?;
-    let table = description.get("TableName")?.as_str()?;
-    let Some(Json::Array(schema)) = description.get("KeySchema") else {
-        return None;
+    let answer: TableAnswer = object(std::str::from_utf8(body).ok()?)?;
+    let holder = if op == Op::CreateTable {
+        answer.created
+    } else {
+        answer.described
     };
-    let attr = schema
-        .iter()
-        .find(|e| e.get("KeyType").and_then(Json::as_str) == Some("HASH"))?
-        .get("AttributeName")?
-        .as_str()?;
-    learnable(table, attr).then(|| (table.to_owned(), attr.to_owned()))
+    let description: TableDescription = object(holder?.get())?;
+    let table = description.table.get()?;
+    let attr = description
+        .key_schema
+        .get()?
+        .into_iter()
+        .filter_map(|e| object::<KeySchemaElement>(e.get()))
+        .find(|e| e.kind.as_ref().map(|k| k.as_str()) == Some("HASH"))?
+        .name
+        .get()?;
+    learnable(table.as_str(), attr.as_str()).then(|| (table.0.into_owned(), attr.0.into_owned()))
 }
 
 /// The shared entry's bytes for these learned keys: the magic line, then
