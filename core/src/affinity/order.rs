@@ -40,7 +40,7 @@ fn vote_order(hashes: &[i64], ring_len: usize) -> Option<Vec<usize>> {
     let mut order: Vec<usize> = (0..ring_len).collect();
     // Stable, and `order` starts in ring order, so ties stay in ring order.
     let votes_of = |i: &usize| votes.get(*i).copied().unwrap_or(0);
-    order.sort_by(|a, b| votes_of(b).cmp(&votes_of(a)));
+    order.sort_by_key(|i| std::cmp::Reverse(votes_of(i)));
     Some(order)
 }
 
