@@ -998,6 +998,125 @@ mod tests {
     }
 
     #[test]
+    fn refusals_say_what_was_given() {
+        let cases = [
+            (
+                r#"{"seeds": ["10.0.0.1"], "port": 0}"#,
+                r#"key "port": must be an integer from 1 to 65535, got 0"#,
+            ),
+            (
+                r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2", 7]}}"#,
+                r#"key "seeds": datacenter "dc2": entry 1 must be a string, got 7"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "port": 8000, "port": 9000}"#,
+                r#"key "port": is given twice"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "routing": [{"dc": "a", "rack": [1, "r"]}]}"#,
+                r#"key "routing": entry 0: "rack" must be a non-empty string of at most 255 characters without control characters, got [1,"r"]"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "scheme": "ftp"}"#,
+                r#"key "scheme": must be "http" or "https", got "ftp""#,
+            ),
+        ];
+        for (doc, message) in cases {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(e.to_string(), format!("invalid configuration: {message}"));
+        }
+    }
+
+    /// Integers are never read through a float or a string, and `null` is
+    /// a value, not an absent key.
+    #[test]
+    fn integers_refuse_every_other_kind() {
+        for (given, shown) in [
+            ("80.5", "80.5"),
+            ("-1", "-1"),
+            ("\"8000\"", "\"8000\""),
+            ("null", "null"),
+            ("true", "true"),
+            ("65536", "65536"),
+            ("18446744073709551616", "1.8446744073709552e+19"),
+            ("[8000]", "[8000]"),
+        ] {
+            let e = parse(&format!(r#"{{"seeds": ["10.0.0.1"], "port": {given}}}"#)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid configuration: key \"port\": must be an integer from 1 to 65535, \
+                     got {shown}"
+                )
+            );
+        }
+        let e = parse(r#"{"seeds": ["10.0.0.1"], "down_after_failures": 4294967296}"#).unwrap_err();
+        assert!(e.problem.ends_with("from 1 to 100, got 4294967296"), "{e}");
+    }
+
+    /// serde's enums would take `{"word": null}` for `"word"`.
+    #[test]
+    fn words_are_strings_only() {
+        refused(
+            r#""key_route_affinity": {"rmw": null}"#,
+            "key_route_affinity",
+            r#"got {"rmw":null}"#,
+        );
+        refused(r#""scheme": {"https": null}"#, "scheme", "got {");
+        refused(
+            r#""routing": [{"cluster": null}]"#,
+            "routing",
+            "entry 0: unknown member \"cluster\"",
+        );
+        refused(r#""routing": ["Cluster"]"#, "routing", r#"got "Cluster""#);
+    }
+
+    /// A derived struct also reads an array of its fields in order.
+    #[test]
+    fn only_an_object_is_a_configuration() {
+        for doc in [r#"[["10.0.0.1"]]"#, "[]", "7", r#""seeds""#, "null"] {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid configuration: must be a JSON object"
+            );
+        }
+    }
+
+    /// What serde_json refuses only when it reads the value for real is
+    /// still reported as bad JSON, with its position.
+    #[test]
+    fn late_syntax_errors_are_not_valid_json() {
+        for doc in [
+            r#"{"seeds": ["10.0.0.1"], "port": 1e400}"#,
+            r#"{"seeds": ["10.0.0.1"], "datacenter": "\ud800"}"#,
+            r#"{"seeds": ["10.0.0.1"], "prot": 1, "port": }"#,
+        ] {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(e.key, None, "{doc}");
+            assert!(e.problem.starts_with("not valid JSON: "), "{doc}: {e}");
+            assert!(e.problem.contains(" at line 1 column "), "{doc}: {e}");
+        }
+    }
+
+    /// The known keys an unknown key's refusal lists are the ones the
+    /// document has fields for.
+    #[test]
+    fn keys_are_the_document_fields() {
+        let Err(e) = serde_json::from_str::<Document>(r#"{"?": 1}"#) else {
+            panic!("an unknown key was accepted");
+        };
+        let fields: Vec<String> = KEYS.iter().map(|k| format!("`{k}`")).collect();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "unknown field `?`, expected one of {}",
+                fields.join(", ")
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn document_errors_have_no_key() {
         assert_eq!(key_of("{"), None);
         assert_eq!(key_of("[]"), None);
