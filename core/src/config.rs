@@ -4,16 +4,23 @@
 //! silently wrong routing much later: an unknown key, a bad value or a missing
 //! required key is refused, and the error names the key (and, in a list, the
 //! entry) so the single log line Envoy prints is enough to fix it.
+//!
+//! serde reads the document into [`Document`], whose values are [`Given`]:
+//! the expected form, or whatever JSON stood there instead. Deserializing
+//! therefore only fails on the document's own shape (bad JSON, an unknown
+//! key, a key given twice), and every refused value is refused afterwards,
+//! by code that can quote it and say what was expected.
 
-use crate::json::{self, Json};
 use crate::model::cidr::{self, Cidr};
 use crate::model::config::{Config, Mode, Scope, SeedGroup};
 use crate::model::health::ProbePeriods;
 use crate::model::{AddrError, NodeAddr, Quoted};
-
-/// The members of the configuration object.
-type Map = [(String, Json)];
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_path_to_error::Segment;
 use std::fmt;
+use std::marker::PhantomData;
 
 pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_DISCOVERY_CLUSTER: &str = "alternator_discovery";
@@ -26,14 +33,15 @@ pub const DEFAULT_IDLE_AFTER_MS: u64 = 60_000;
 /// As the client libraries: a Down node is retried every 30 s.
 pub const DEFAULT_DOWN_PROBE_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_QUARANTINE_PROBE_INTERVAL_MS: u64 = 1_000;
-pub const DEFAULT_DOWN_AFTER_FAILURES: u64 = 1;
+pub const DEFAULT_DOWN_AFTER_FAILURES: u32 = 1;
 
+const PORT_RANGE: (u16, u16) = (1, 65_535);
 /// Polling faster than this would only load the cluster; one day is the
 /// longest interval that still makes sense for a node list.
 const REFRESH_INTERVAL_RANGE: (u64, u64) = (100, 86_400_000);
 const DISCOVERY_TIMEOUT_RANGE: (u64, u64) = (10, 300_000);
 const PROBE_INTERVAL_RANGE: (u64, u64) = (100, 3_600_000);
-const DOWN_AFTER_FAILURES_RANGE: (u64, u64) = (1, 100);
+const DOWN_AFTER_FAILURES_RANGE: (u32, u32) = (1, 100);
 const MAX_CIDRS: usize = 256;
 /// Seed addresses in all groups together.
 pub const MAX_SEEDS: usize = 256;
@@ -47,6 +55,8 @@ pub const MAX_SCOPES: usize = 8;
 pub const MAX_PARTITION_KEYS: usize = 1024;
 
 /// Every key the filter understands, in the order the README documents them.
+/// The fields of [`Document`] are the same keys (a test holds them equal);
+/// this list is what an "unknown key" refusal offers instead.
 pub const KEYS: [&str; 18] = [
     "seeds",
     "port",
@@ -94,102 +104,161 @@ fn err(key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+fn document_err(problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: None,
+        problem: problem.into(),
+    }
+}
+
+/// The configuration as written: one field per key of [`KEYS`].
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Document {
+    seeds: Key<SeedsForm>,
+    port: Key<u16>,
+    discovery_cluster: Key<String>,
+    refresh_interval_ms: Key<u64>,
+    idle_refresh_interval_ms: Key<u64>,
+    idle_after_ms: Key<u64>,
+    discovery_timeout_ms: Key<u64>,
+    routing: Key<Vec<Given<ScopeForm>>>,
+    datacenter: Key<String>,
+    rack: Key<String>,
+    down_after_failures: Key<u32>,
+    down_probe_interval_ms: Key<u64>,
+    quarantine_probe_interval_ms: Key<u64>,
+    allowed_cidrs: Key<Vec<Given<String>>>,
+    verify_node_san: Key<bool>,
+    key_route_affinity: Key<String>,
+    partition_keys: Key<Members<Given<String>>>,
+    scheme: Key<String>,
+}
+
+/// A key's value; `None` when the key is absent. A plain `Option` would
+/// also take an explicit `null` for "absent", and `null` is refused like
+/// any other value of the wrong kind.
+struct Key<T>(Option<Given<T>>);
+
+impl<T> Default for Key<T> {
+    fn default() -> Self {
+        Key(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Key<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Given::deserialize(deserializer).map(|given| Key(Some(given)))
+    }
+}
+
+/// A value in the expected form, or else the JSON that was there, kept so
+/// that the refusal can quote it. Deserializing it never fails, which is
+/// what lets a refusal say more than serde's "invalid type".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Given<T> {
+    Expected(T),
+    Other(Value),
+}
+
+/// The value as JSON, for the "got ..." of a refusal. A value in the
+/// expected form can be refused too (a number out of range, a string that
+/// is not a valid name), so both forms are shown.
+impl<T: Clone + Into<Value>> fmt::Display for Given<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Given::Expected(value) => fmt::Display::fmt(&value.clone().into(), f),
+            Given::Other(value) => fmt::Display::fmt(value, f),
+        }
+    }
+}
+
+/// An object's members in document order, duplicates included: serde's
+/// maps keep one value per name, and a datacenter, table or scope member
+/// named twice must be refused rather than half-ignored.
+struct Members<T>(Vec<(String, T)>);
+
+impl<T> Members<T> {
+    /// The value of `name`; duplicates are refused before this is asked.
+    fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn first_duplicate(&self) -> Option<&str> {
+        self.0.iter().enumerate().find_map(|(i, (name, _))| {
+            self.0
+                .iter()
+                .skip(i + 1)
+                .any(|(other, _)| other == name)
+                .then_some(name.as_str())
+        })
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Members<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MembersVisitor<T> {
+            type Value = Members<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<T>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(MembersVisitor(PhantomData))
+    }
+}
+
+/// `seeds`: one list, or lists by datacenter name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SeedsForm {
+    List(Vec<Given<String>>),
+    ByDatacenter(Members<Given<Vec<Given<String>>>>),
+}
+
+/// One `routing` entry: a word (only "cluster" is one), or an object with
+/// `dc` and perhaps `rack`.
+///
+/// Words here, in `key_route_affinity` and in `scheme` are read as strings
+/// and compared, not as serde enums: those would also take `{"rmw": null}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeForm {
+    Word(String),
+    Filter(Members<Given<String>>),
+}
+
 impl Config {
     /// Parses and validates the filter configuration.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(err("seeds", "is required, but the configuration is empty"));
         }
-        let value = json::parse(bytes).map_err(|e| ConfigError {
-            key: None,
-            problem: format!("not valid JSON: {e}"),
-        })?;
-        let Json::Object(members) = value else {
-            return Err(ConfigError {
-                key: None,
-                problem: "must be a JSON object".to_string(),
-            });
-        };
-        let map = members.as_slice();
-        if let Some((unknown, _)) = map.iter().find(|(k, _)| !KEYS.contains(&k.as_str())) {
-            return Err(err(
-                unknown,
-                format!("unknown key (known keys: {})", KEYS.join(", ")),
-            ));
+        // The syntax is checked on its own first, so that a broken document
+        // is reported as broken, not by whichever key precedes the break.
+        serde_json::from_slice::<IgnoredAny>(bytes)
+            .map_err(|e| document_err(format!("not valid JSON: {e}")))?;
+        // A derived struct would also take an array of the values in field
+        // order.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(document_err("must be a JSON object"));
         }
-        if let Some(key) = first_duplicate(map) {
-            return Err(err(key, "is given twice"));
-        }
-        let port = match get(map, "port") {
-            None => DEFAULT_PORT,
-            Some(v) => u16::try_from(integer(v, "port", 1, 65_535)?).unwrap_or(DEFAULT_PORT),
-        };
-        let allowed_cidrs = cidrs(map)?;
-        let seed_groups = seed_groups(map, port)?;
-        let mut seeds: Vec<NodeAddr> = seed_groups
-            .iter()
-            .flat_map(|g| g.seeds.iter().copied())
-            .collect();
-        crate::model::sorted::sort_dedup(&mut seeds);
-        if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
-            return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
-        }
-        let discovery_cluster = optional_name(map, "discovery_cluster")?
-            .unwrap_or_else(|| DEFAULT_DISCOVERY_CLUSTER.to_string());
-        let refresh_interval_ms = optional_integer(
-            map,
-            "refresh_interval_ms",
-            REFRESH_INTERVAL_RANGE,
-            DEFAULT_REFRESH_INTERVAL_MS,
-        )?;
-        let discovery_timeout_ms = optional_integer(
-            map,
-            "discovery_timeout_ms",
-            DISCOVERY_TIMEOUT_RANGE,
-            DEFAULT_DISCOVERY_TIMEOUT_MS,
-        )?;
-        let interval = |key, default| optional_integer(map, key, PROBE_INTERVAL_RANGE, default);
-        let probe_periods = ProbePeriods {
-            down_ms: interval("down_probe_interval_ms", DEFAULT_DOWN_PROBE_INTERVAL_MS)?,
-            quarantine_ms: interval(
-                "quarantine_probe_interval_ms",
-                DEFAULT_QUARANTINE_PROBE_INTERVAL_MS,
-            )?,
-        };
-        let down_after_failures = optional_integer(
-            map,
-            "down_after_failures",
-            DOWN_AFTER_FAILURES_RANGE,
-            DEFAULT_DOWN_AFTER_FAILURES,
-        )?;
-        Ok(Config {
-            seeds,
-            seed_groups,
-            port,
-            discovery_cluster,
-            refresh_interval_ms,
-            idle_refresh_interval_ms: optional_integer(
-                map,
-                "idle_refresh_interval_ms",
-                REFRESH_INTERVAL_RANGE,
-                DEFAULT_IDLE_REFRESH_INTERVAL_MS,
-            )?,
-            idle_after_ms: optional_integer(
-                map,
-                "idle_after_ms",
-                REFRESH_INTERVAL_RANGE,
-                DEFAULT_IDLE_AFTER_MS,
-            )?,
-            discovery_timeout_ms,
-            routing: routing(map)?,
-            down_after_failures: u32::try_from(down_after_failures).unwrap_or(1),
-            probe_periods,
-            allowed_cidrs,
-            verify_node_san: optional_bool(map, "verify_node_san", false)?,
-            key_route_affinity: key_route_affinity(map)?,
-            partition_keys: partition_keys(map)?,
-            https: https(map)?,
-        })
+        let document: Document =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                .map_err(shape_error)?;
+        document.validate()
     }
 
     /// The identity of the discovery this configuration performs. Filters
@@ -236,46 +305,164 @@ impl Config {
     }
 }
 
+/// The refusal for a document serde could not read. Values are [`Given`],
+/// so what is left is the object itself: a key not in [`KEYS`] (its name
+/// comes from the error's path), a key given twice (serde's derive names it
+/// only in its message, "duplicate field `port`"), or what the syntax check
+/// lets through: a number too large even for a float, a lone surrogate.
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    if e.inner().is_syntax() || e.inner().is_eof() {
+        return document_err(format!("not valid JSON: {}", e.into_inner()));
+    }
+    let key = match e.path().iter().next() {
+        Some(Segment::Map { key }) => Some(key.clone()),
+        _ => None,
+    };
+    if let Some(unknown) = key.as_deref().filter(|k| !KEYS.contains(k)) {
+        return err(
+            unknown,
+            format!("unknown key (known keys: {})", KEYS.join(", ")),
+        );
+    }
+    let message = e.into_inner().to_string();
+    if let Some(twice) = KEYS
+        .iter()
+        .find(|k| message.starts_with(&format!("duplicate field `{k}`")))
+    {
+        return err(twice, "is given twice");
+    }
+    ConfigError {
+        key,
+        problem: message,
+    }
+}
+
+impl Document {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let Document {
+            seeds,
+            port,
+            discovery_cluster,
+            refresh_interval_ms,
+            idle_refresh_interval_ms,
+            idle_after_ms,
+            discovery_timeout_ms,
+            routing,
+            datacenter,
+            rack,
+            down_after_failures,
+            down_probe_interval_ms,
+            quarantine_probe_interval_ms,
+            allowed_cidrs,
+            verify_node_san,
+            key_route_affinity,
+            partition_keys,
+            scheme,
+        } = self;
+        let port = integer("port", port, PORT_RANGE, DEFAULT_PORT)?;
+        let allowed_cidrs = cidrs(allowed_cidrs)?;
+        let seed_groups = seed_groups(seeds, port)?;
+        let mut seeds: Vec<NodeAddr> = seed_groups
+            .iter()
+            .flat_map(|g| g.seeds.iter().copied())
+            .collect();
+        crate::model::sorted::sort_dedup(&mut seeds);
+        if let Some(outside) = seeds.iter().find(|s| !cidr::allowed(&allowed_cidrs, &s.ip)) {
+            return Err(err("seeds", format!("{outside} is outside allowed_cidrs")));
+        }
+        Ok(Config {
+            seeds,
+            seed_groups,
+            port,
+            discovery_cluster: name("discovery_cluster", discovery_cluster)?
+                .unwrap_or_else(|| DEFAULT_DISCOVERY_CLUSTER.to_string()),
+            refresh_interval_ms: integer(
+                "refresh_interval_ms",
+                refresh_interval_ms,
+                REFRESH_INTERVAL_RANGE,
+                DEFAULT_REFRESH_INTERVAL_MS,
+            )?,
+            discovery_timeout_ms: integer(
+                "discovery_timeout_ms",
+                discovery_timeout_ms,
+                DISCOVERY_TIMEOUT_RANGE,
+                DEFAULT_DISCOVERY_TIMEOUT_MS,
+            )?,
+            probe_periods: ProbePeriods {
+                down_ms: integer(
+                    "down_probe_interval_ms",
+                    down_probe_interval_ms,
+                    PROBE_INTERVAL_RANGE,
+                    DEFAULT_DOWN_PROBE_INTERVAL_MS,
+                )?,
+                quarantine_ms: integer(
+                    "quarantine_probe_interval_ms",
+                    quarantine_probe_interval_ms,
+                    PROBE_INTERVAL_RANGE,
+                    DEFAULT_QUARANTINE_PROBE_INTERVAL_MS,
+                )?,
+            },
+            down_after_failures: integer(
+                "down_after_failures",
+                down_after_failures,
+                DOWN_AFTER_FAILURES_RANGE,
+                DEFAULT_DOWN_AFTER_FAILURES,
+            )?,
+            idle_refresh_interval_ms: integer(
+                "idle_refresh_interval_ms",
+                idle_refresh_interval_ms,
+                REFRESH_INTERVAL_RANGE,
+                DEFAULT_IDLE_REFRESH_INTERVAL_MS,
+            )?,
+            idle_after_ms: integer(
+                "idle_after_ms",
+                idle_after_ms,
+                REFRESH_INTERVAL_RANGE,
+                DEFAULT_IDLE_AFTER_MS,
+            )?,
+            routing: routing_scopes(
+                routing,
+                name("datacenter", datacenter)?,
+                name("rack", rack)?,
+            )?,
+            allowed_cidrs,
+            verify_node_san: flag("verify_node_san", verify_node_san, false)?,
+            key_route_affinity: affinity(key_route_affinity)?,
+            partition_keys: tables(partition_keys)?,
+            https: https(scheme)?,
+        })
+    }
+}
+
 fn optional_quoted(name: Option<&str>) -> String {
     name.map_or_else(|| "-".to_string(), |n| Quoted(n).to_string())
-}
-
-/// The value of `key`; [`Config::parse`] has already refused duplicates.
-fn get<'a>(map: &'a Map, key: &str) -> Option<&'a Json> {
-    map.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
-/// The first member name that occurs twice (the JSON reader keeps both).
-fn first_duplicate(map: &Map) -> Option<&str> {
-    map.iter().enumerate().find_map(|(i, (key, _))| {
-        map.iter()
-            .skip(i + 1)
-            .any(|(other, _)| other == key)
-            .then_some(key.as_str())
-    })
 }
 
 const SEEDS_FORMS: &str =
     "must be an array of node addresses like \"10.0.0.1\" or \"10.0.0.1:8000\", \
      or an object mapping each datacenter name to such an array";
 
-fn seed_groups(map: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError> {
-    let Some(value) = get(map, "seeds") else {
-        return Err(err(
-            "seeds",
-            "is required: list at least one Alternator node address",
-        ));
+fn seed_groups(seeds: Key<SeedsForm>, port: u16) -> Result<Vec<SeedGroup>, ConfigError> {
+    let form = match seeds.0 {
+        None => {
+            return Err(err(
+                "seeds",
+                "is required: list at least one Alternator node address",
+            ))
+        }
+        Some(Given::Other(_)) => return Err(err("seeds", SEEDS_FORMS)),
+        Some(Given::Expected(form)) => form,
     };
-    let total: usize = match value {
-        Json::Array(items) => items.len(),
-        Json::Object(members) => members
+    let total: usize = match &form {
+        SeedsForm::List(items) => items.len(),
+        SeedsForm::ByDatacenter(groups) => groups
+            .0
             .iter()
-            .map(|(_, v)| match v {
-                Json::Array(items) => items.len(),
-                _ => 0,
+            .map(|(_, group)| match group {
+                Given::Expected(items) => items.len(),
+                Given::Other(_) => 0,
             })
             .sum(),
-        _ => return Err(err("seeds", SEEDS_FORMS)),
     };
     if total > MAX_SEEDS {
         return Err(err(
@@ -283,50 +470,56 @@ fn seed_groups(map: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError> {
             format!("lists {total} addresses; at most {MAX_SEEDS} are accepted"),
         ));
     }
-    match value {
-        Json::Object(members) => named_groups(members, port),
-        Json::Array(items) if !items.is_empty() => Ok(vec![SeedGroup {
+    match form {
+        SeedsForm::ByDatacenter(groups) => named_groups(groups, port),
+        SeedsForm::List(items) if !items.is_empty() => Ok(vec![SeedGroup {
             datacenter: None,
             seeds: addresses(items, port, "")?,
         }]),
-        _ => Err(err("seeds", "must not be empty")),
+        SeedsForm::List(_) => Err(err("seeds", "must not be empty")),
     }
 }
 
 /// `seeds` as an object: datacenter name -> non-empty address array. Groups
 /// come out sorted by name so that the member order in the document changes
 /// nothing (not even the discovery identity).
-fn named_groups(members: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError> {
-    if members.is_empty() {
+fn named_groups(
+    members: Members<Given<Vec<Given<String>>>>,
+    port: u16,
+) -> Result<Vec<SeedGroup>, ConfigError> {
+    if members.0.is_empty() {
         return Err(err("seeds", "must name at least one datacenter"));
     }
-    if let Some(dc) = first_duplicate(members) {
+    if let Some(dc) = members.first_duplicate() {
         return Err(err(
             "seeds",
             format!("datacenter {} is given twice", Quoted(dc)),
         ));
     }
-    let mut groups = Vec::with_capacity(members.len());
-    for (dc, value) in members {
-        if !valid_name(dc) {
+    let mut groups = Vec::with_capacity(members.0.len());
+    for (dc, value) in members.0 {
+        if !valid_name(&dc) {
             return Err(err(
                 "seeds",
-                format!("datacenter name {} {}", Quoted(dc), NAME_RULE),
+                format!("datacenter name {} {}", Quoted(&dc), NAME_RULE),
             ));
         }
-        let context = format!("datacenter {}: ", Quoted(dc));
-        let Json::Array(items) = value else {
-            return Err(err(
-                "seeds",
-                format!("{context}must be an array of node addresses, got {value}"),
-            ));
+        let context = format!("datacenter {}: ", Quoted(&dc));
+        let items = match value {
+            Given::Expected(items) => items,
+            Given::Other(value) => {
+                return Err(err(
+                    "seeds",
+                    format!("{context}must be an array of node addresses, got {value}"),
+                ))
+            }
         };
         if items.is_empty() {
             return Err(err("seeds", format!("{context}must not be empty")));
         }
         groups.push(SeedGroup {
-            datacenter: Some(dc.clone()),
             seeds: addresses(items, port, &context)?,
+            datacenter: Some(dc),
         });
     }
     groups.sort_by(|a, b| a.datacenter.cmp(&b.datacenter));
@@ -351,16 +544,23 @@ fn named_groups(members: &Map, port: u16) -> Result<Vec<SeedGroup>, ConfigError>
 
 /// One group's addresses, sorted and deduplicated; `context` prefixes
 /// errors (the datacenter, in the object form).
-fn addresses(items: &[Json], port: u16, context: &str) -> Result<Vec<NodeAddr>, ConfigError> {
+fn addresses(
+    items: Vec<Given<String>>,
+    port: u16,
+    context: &str,
+) -> Result<Vec<NodeAddr>, ConfigError> {
     let mut seeds = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Json::String(s) = item else {
-            return Err(err(
-                "seeds",
-                format!("{context}entry {i} must be a string, got {item}"),
-            ));
+    for (i, item) in items.into_iter().enumerate() {
+        let s = match item {
+            Given::Expected(s) => s,
+            Given::Other(value) => {
+                return Err(err(
+                    "seeds",
+                    format!("{context}entry {i} must be a string, got {value}"),
+                ))
+            }
         };
-        let addr = NodeAddr::parse(s, port)
+        let addr = NodeAddr::parse(&s, port)
             .map_err(|e: AddrError| err("seeds", format!("{context}entry {i}: {e}")))?;
         seeds.push(addr);
     }
@@ -370,11 +570,13 @@ fn addresses(items: &[Json], port: u16, context: &str) -> Result<Vec<NodeAddr>, 
 
 /// `routing`, or the scope the old `datacenter`/`rack` keys stand for, or
 /// the default `["cluster"]`.
-fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
+fn routing_scopes(
+    routing: Key<Vec<Given<ScopeForm>>>,
+    dc: Option<String>,
+    rack: Option<String>,
+) -> Result<Vec<Scope>, ConfigError> {
     let key = "routing";
-    let dc = optional_name(map, "datacenter")?;
-    let rack = optional_name(map, "rack")?;
-    let Some(value) = get(map, key) else {
+    let Some(value) = routing.0 else {
         if dc.is_none() && rack.is_none() {
             return Ok(vec![Scope::Cluster]);
         }
@@ -387,14 +589,17 @@ fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
              single scope; write that scope in \"routing\" instead",
         ));
     }
-    let Json::Array(items) = value else {
-        return Err(err(
-            key,
-            format!(
-                "must be an array of scopes like {{\"dc\": \"dc1\", \"rack\": \"rack1\"}}, \
-                 {{\"dc\": \"dc1\"}} or \"cluster\", got {value}"
-            ),
-        ));
+    let items = match value {
+        Given::Expected(items) => items,
+        Given::Other(value) => {
+            return Err(err(
+                key,
+                format!(
+                    "must be an array of scopes like {{\"dc\": \"dc1\", \"rack\": \"rack1\"}}, \
+                     {{\"dc\": \"dc1\"}} or \"cluster\", got {value}"
+                ),
+            ))
+        }
     };
     if items.is_empty() || items.len() > MAX_SCOPES {
         return Err(err(
@@ -403,7 +608,7 @@ fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
         ));
     }
     let mut scopes: Vec<Scope> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if scopes.last() == Some(&Scope::Cluster) {
             return Err(err(
                 key,
@@ -423,24 +628,27 @@ fn routing(map: &Map) -> Result<Vec<Scope>, ConfigError> {
 }
 
 /// One `routing` entry; the error is the problem without key or index.
-fn scope(item: &Json) -> Result<Scope, String> {
+fn scope(item: Given<ScopeForm>) -> Result<Scope, String> {
     const FORMS: &str = "a scope is {\"dc\": NAME, \"rack\": NAME}, {\"dc\": NAME} or \"cluster\"";
     let members = match item {
-        Json::String(s) if s == "cluster" => return Ok(Scope::Cluster),
-        Json::Object(members) => members,
-        other => return Err(format!("{FORMS}, got {other}")),
+        Given::Expected(ScopeForm::Word(word)) if word == "cluster" => return Ok(Scope::Cluster),
+        Given::Expected(ScopeForm::Word(word)) => {
+            return Err(format!("{FORMS}, got {}", Quoted(&word)))
+        }
+        Given::Expected(ScopeForm::Filter(members)) => members,
+        Given::Other(other) => return Err(format!("{FORMS}, got {other}")),
     };
-    if let Some((unknown, _)) = members.iter().find(|(k, _)| k != "dc" && k != "rack") {
+    if let Some((unknown, _)) = members.0.iter().find(|(k, _)| k != "dc" && k != "rack") {
         return Err(format!("unknown member {} ({FORMS})", Quoted(unknown)));
     }
-    if let Some(twice) = first_duplicate(members) {
+    if let Some(twice) = members.first_duplicate() {
         return Err(format!("member {} is given twice", Quoted(twice)));
     }
     let name = |member: &str| -> Result<Option<String>, String> {
-        match get(members, member) {
+        match members.get(member) {
             None => Ok(None),
-            Some(Json::String(s)) if valid_name(s) => Ok(Some(s.clone())),
-            Some(v) => Err(format!("\"{member}\" {NAME_RULE}, got {v}")),
+            Some(Given::Expected(s)) if valid_name(s) => Ok(Some(s.clone())),
+            Some(given) => Err(format!("\"{member}\" {NAME_RULE}, got {given}")),
         }
     };
     let dc = name("dc")?;
@@ -453,89 +661,97 @@ fn scope(item: &Json) -> Result<Scope, String> {
     Ok(Scope::Filter { dc, rack })
 }
 
-fn key_route_affinity(map: &Map) -> Result<Mode, ConfigError> {
-    match get(map, "key_route_affinity") {
+fn affinity(mode: Key<String>) -> Result<Mode, ConfigError> {
+    match mode.0 {
         None => Ok(Mode::None),
-        Some(Json::String(s)) if s == "none" => Ok(Mode::None),
-        Some(Json::String(s)) if s == "rmw" => Ok(Mode::Rmw),
-        Some(Json::String(s)) if s == "any_write" => Ok(Mode::AnyWrite),
-        Some(v) => Err(err(
+        Some(Given::Expected(s)) if s == "none" => Ok(Mode::None),
+        Some(Given::Expected(s)) if s == "rmw" => Ok(Mode::Rmw),
+        Some(Given::Expected(s)) if s == "any_write" => Ok(Mode::AnyWrite),
+        Some(given) => Err(err(
             "key_route_affinity",
-            format!("must be \"none\", \"rmw\" or \"any_write\", got {v}"),
+            format!("must be \"none\", \"rmw\" or \"any_write\", got {given}"),
         )),
     }
 }
 
 const ATTRIBUTE_RULE: &str = "the partition key attribute must be a non-empty string";
 
-fn partition_keys(map: &Map) -> Result<Vec<(String, String)>, ConfigError> {
+/// `partition_keys`, sorted by table.
+fn tables(
+    partition_keys: Key<Members<Given<String>>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let key = "partition_keys";
-    let Some(value) = get(map, key) else {
-        return Ok(Vec::new());
+    let members = match partition_keys.0 {
+        None => return Ok(Vec::new()),
+        Some(Given::Expected(members)) => members,
+        Some(Given::Other(value)) => {
+            return Err(err(
+                key,
+                format!(
+                    "must be an object mapping table names to partition key attribute names, \
+                     like {{\"orders\": \"order_id\"}}, got {value}"
+                ),
+            ))
+        }
     };
-    let Json::Object(members) = value else {
-        return Err(err(
-            key,
-            format!(
-                "must be an object mapping table names to partition key attribute names, \
-                 like {{\"orders\": \"order_id\"}}, got {value}"
-            ),
-        ));
-    };
-    if members.len() > MAX_PARTITION_KEYS {
+    if members.0.len() > MAX_PARTITION_KEYS {
         return Err(err(
             key,
             format!(
                 "names {} tables; at most {MAX_PARTITION_KEYS} are accepted",
-                members.len()
+                members.0.len()
             ),
         ));
     }
-    if let Some(table) = first_duplicate(members) {
+    if let Some(table) = members.first_duplicate() {
         return Err(err(key, format!("table {} is given twice", Quoted(table))));
     }
-    let mut tables = Vec::with_capacity(members.len());
-    for (table, attribute) in members {
+    let mut tables = Vec::with_capacity(members.0.len());
+    for (table, attribute) in members.0 {
         if table.is_empty() {
             return Err(err(key, "a table name must not be empty"));
         }
-        let Json::String(attribute) = attribute else {
-            return Err(err(
-                key,
-                format!("table {}: {ATTRIBUTE_RULE}, got {attribute}", Quoted(table)),
-            ));
+        let attribute = match attribute {
+            Given::Expected(attribute) if !attribute.is_empty() => attribute,
+            Given::Expected(_) => {
+                return Err(err(
+                    key,
+                    format!("table {}: {ATTRIBUTE_RULE}", Quoted(&table)),
+                ))
+            }
+            Given::Other(value) => {
+                return Err(err(
+                    key,
+                    format!("table {}: {ATTRIBUTE_RULE}, got {value}", Quoted(&table)),
+                ))
+            }
         };
-        if attribute.is_empty() {
-            return Err(err(
-                key,
-                format!("table {}: {ATTRIBUTE_RULE}", Quoted(table)),
-            ));
-        }
-        tables.push((table.clone(), attribute.clone()));
+        tables.push((table, attribute));
     }
     tables.sort();
     Ok(tables)
 }
 
-fn https(map: &Map) -> Result<bool, ConfigError> {
-    match get(map, "scheme") {
+fn https(scheme: Key<String>) -> Result<bool, ConfigError> {
+    match scheme.0 {
         None => Ok(false),
-        Some(Json::String(s)) if s == "http" => Ok(false),
-        Some(Json::String(s)) if s == "https" => Ok(true),
-        Some(v) => Err(err(
+        Some(Given::Expected(s)) if s == "http" => Ok(false),
+        Some(Given::Expected(s)) if s == "https" => Ok(true),
+        Some(given) => Err(err(
             "scheme",
-            format!("must be \"http\" or \"https\", got {v}"),
+            format!("must be \"http\" or \"https\", got {given}"),
         )),
     }
 }
 
-fn cidrs(map: &Map) -> Result<Vec<Cidr>, ConfigError> {
+fn cidrs(allowed_cidrs: Key<Vec<Given<String>>>) -> Result<Vec<Cidr>, ConfigError> {
     let key = "allowed_cidrs";
-    let Some(value) = get(map, key) else {
-        return Ok(Vec::new());
-    };
-    let Json::Array(items) = value else {
-        return Err(err(key, "must be an array of ranges like \"10.0.0.0/8\""));
+    let items = match allowed_cidrs.0 {
+        None => return Ok(Vec::new()),
+        Some(Given::Expected(items)) => items,
+        Some(Given::Other(_)) => {
+            return Err(err(key, "must be an array of ranges like \"10.0.0.0/8\""))
+        }
     };
     if items.is_empty() || items.len() > MAX_CIDRS {
         return Err(err(
@@ -544,39 +760,38 @@ fn cidrs(map: &Map) -> Result<Vec<Cidr>, ConfigError> {
         ));
     }
     items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Json::String(s) => s.parse().map_err(|e| err(key, format!("entry {i}: {e}"))),
-            other => Err(err(key, format!("entry {i} must be a string, got {other}"))),
+            Given::Expected(s) => s.parse().map_err(|e| err(key, format!("entry {i}: {e}"))),
+            Given::Other(other) => {
+                Err(err(key, format!("entry {i} must be a string, got {other}")))
+            }
         })
         .collect()
 }
 
-fn integer(v: &Json, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match v.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(err(
+/// Integers are read as `T` itself, never through a float: a number that
+/// does not fit, a fraction or a negative number stays [`Given::Other`].
+fn integer<T>(key: &str, value: Key<T>, (min, max): (T, T), default: T) -> Result<T, ConfigError>
+where
+    T: Copy + PartialOrd + fmt::Display + Into<Value>,
+{
+    match value.0 {
+        None => Ok(default),
+        Some(Given::Expected(n)) if min <= n && n <= max => Ok(n),
+        Some(given) => Err(err(
             key,
-            format!("must be an integer from {min} to {max}, got {v}"),
+            format!("must be an integer from {min} to {max}, got {given}"),
         )),
     }
 }
 
-fn optional_integer(
-    map: &Map,
-    key: &str,
-    (min, max): (u64, u64),
-    default: u64,
-) -> Result<u64, ConfigError> {
-    get(map, key).map_or(Ok(default), |v| integer(v, key, min, max))
-}
-
-fn optional_bool(map: &Map, key: &str, default: bool) -> Result<bool, ConfigError> {
-    match get(map, key) {
+fn flag(key: &str, value: Key<bool>, default: bool) -> Result<bool, ConfigError> {
+    match value.0 {
         None => Ok(default),
-        Some(Json::Bool(b)) => Ok(*b),
-        Some(v) => Err(err(key, format!("must be true or false, got {v}"))),
+        Some(Given::Expected(b)) => Ok(b),
+        Some(Given::Other(value)) => Err(err(key, format!("must be true or false, got {value}"))),
     }
 }
 
@@ -590,11 +805,11 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
 }
 
-fn optional_name(map: &Map, key: &str) -> Result<Option<String>, ConfigError> {
-    match get(map, key) {
+fn name(key: &str, value: Key<String>) -> Result<Option<String>, ConfigError> {
+    match value.0 {
         None => Ok(None),
-        Some(Json::String(s)) if valid_name(s) => Ok(Some(s.clone())),
-        Some(v) => Err(err(key, format!("{NAME_RULE}, got {v}"))),
+        Some(Given::Expected(s)) if valid_name(&s) => Ok(Some(s)),
+        Some(given) => Err(err(key, format!("{NAME_RULE}, got {given}"))),
     }
 }
 
@@ -780,6 +995,125 @@ mod tests {
             assert_eq!(e.key.as_deref(), Some(key), "{doc}");
             assert!(e.to_string().contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn refusals_say_what_was_given() {
+        let cases = [
+            (
+                r#"{"seeds": ["10.0.0.1"], "port": 0}"#,
+                r#"key "port": must be an integer from 1 to 65535, got 0"#,
+            ),
+            (
+                r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2", 7]}}"#,
+                r#"key "seeds": datacenter "dc2": entry 1 must be a string, got 7"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "port": 8000, "port": 9000}"#,
+                r#"key "port": is given twice"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "routing": [{"dc": "a", "rack": [1, "r"]}]}"#,
+                r#"key "routing": entry 0: "rack" must be a non-empty string of at most 255 characters without control characters, got [1,"r"]"#,
+            ),
+            (
+                r#"{"seeds": ["10.0.0.1"], "scheme": "ftp"}"#,
+                r#"key "scheme": must be "http" or "https", got "ftp""#,
+            ),
+        ];
+        for (doc, message) in cases {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(e.to_string(), format!("invalid configuration: {message}"));
+        }
+    }
+
+    /// Integers are never read through a float or a string, and `null` is
+    /// a value, not an absent key.
+    #[test]
+    fn integers_refuse_every_other_kind() {
+        for (given, shown) in [
+            ("80.5", "80.5"),
+            ("-1", "-1"),
+            ("\"8000\"", "\"8000\""),
+            ("null", "null"),
+            ("true", "true"),
+            ("65536", "65536"),
+            ("18446744073709551616", "1.8446744073709552e+19"),
+            ("[8000]", "[8000]"),
+        ] {
+            let e = parse(&format!(r#"{{"seeds": ["10.0.0.1"], "port": {given}}}"#)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid configuration: key \"port\": must be an integer from 1 to 65535, \
+                     got {shown}"
+                )
+            );
+        }
+        let e = parse(r#"{"seeds": ["10.0.0.1"], "down_after_failures": 4294967296}"#).unwrap_err();
+        assert!(e.problem.ends_with("from 1 to 100, got 4294967296"), "{e}");
+    }
+
+    /// serde's enums would take `{"word": null}` for `"word"`.
+    #[test]
+    fn words_are_strings_only() {
+        refused(
+            r#""key_route_affinity": {"rmw": null}"#,
+            "key_route_affinity",
+            r#"got {"rmw":null}"#,
+        );
+        refused(r#""scheme": {"https": null}"#, "scheme", "got {");
+        refused(
+            r#""routing": [{"cluster": null}]"#,
+            "routing",
+            "entry 0: unknown member \"cluster\"",
+        );
+        refused(r#""routing": ["Cluster"]"#, "routing", r#"got "Cluster""#);
+    }
+
+    /// A derived struct also reads an array of its fields in order.
+    #[test]
+    fn only_an_object_is_a_configuration() {
+        for doc in [r#"[["10.0.0.1"]]"#, "[]", "7", r#""seeds""#, "null"] {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid configuration: must be a JSON object"
+            );
+        }
+    }
+
+    /// What serde_json refuses only when it reads the value for real is
+    /// still reported as bad JSON, with its position.
+    #[test]
+    fn late_syntax_errors_are_not_valid_json() {
+        for doc in [
+            r#"{"seeds": ["10.0.0.1"], "port": 1e400}"#,
+            r#"{"seeds": ["10.0.0.1"], "datacenter": "\ud800"}"#,
+            r#"{"seeds": ["10.0.0.1"], "prot": 1, "port": }"#,
+        ] {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(e.key, None, "{doc}");
+            assert!(e.problem.starts_with("not valid JSON: "), "{doc}: {e}");
+            assert!(e.problem.contains(" at line 1 column "), "{doc}: {e}");
+        }
+    }
+
+    /// The known keys an unknown key's refusal lists are the ones the
+    /// document has fields for.
+    #[test]
+    fn keys_are_the_document_fields() {
+        let Err(e) = serde_json::from_str::<Document>(r#"{"?": 1}"#) else {
+            panic!("an unknown key was accepted");
+        };
+        let fields: Vec<String> = KEYS.iter().map(|k| format!("`{k}`")).collect();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "unknown field `?`, expected one of {}",
+                fields.join(", ")
+            )),
+            "{e}"
+        );
     }
 
     #[test]
