@@ -51,7 +51,6 @@ pub mod error_body;
 pub mod filter_state;
 pub mod health;
 pub mod host;
-pub mod json;
 pub mod learned;
 pub mod localnodes;
 pub mod log_throttle;
