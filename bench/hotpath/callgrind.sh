@@ -36,7 +36,7 @@ echo "==> callgrind: $requests full requests (--toggle-collect=hotpath_requests_
 valgrind --tool=callgrind --toggle-collect=hotpath_requests_loop \
   --callgrind-out-file="$out/requests.out" \
   "$bin" --requests "$requests" >"$out/requests.txt" 2>"$out/requests.log"
-echo "==> callgrind: $picks picks as Routes::pick makes them (--toggle-collect=hotpath_pick_loop)"
+echo "==> callgrind: $picks picks as Router::pick makes them (--toggle-collect=hotpath_pick_loop)"
 valgrind --tool=callgrind --toggle-collect=hotpath_pick_loop \
   --callgrind-out-file="$out/pick.out" \
   "$bin" --only-picking --requests "$picks" >"$out/pick.txt" 2>"$out/pick.log"
