@@ -17,24 +17,13 @@ use alternator_lb_core::discovery::{self, Round};
 use alternator_lb_core::localnodes::{self, MAX_BODY_BYTES, MAX_NODES};
 use alternator_lb_core::model::record::{QueryList, SharedState};
 use alternator_lb_core::model::NodeAddr;
+use alternator_lb_core::rng::Rng;
 use alternator_lb_core::topology::{Query, Topology};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 21;
 const PORT: u16 = 8000;
-
-/// xorshift64: a reproducible shuffle without a dependency.
-struct Gen(u64);
-
-impl Gen {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Distinct addresses in 10.0.0.0/8 spread over the range (an odd
 /// multiplier permutes 24 bits), as many as fit in a body under the limit.
@@ -149,9 +138,10 @@ fn report(what: &str, body: &[u8], entries: usize) {
 
 fn main() {
     let mut ips = addresses();
-    let mut gen = Gen(0x5eed);
+    // A reproducible shuffle (Fisher-Yates with the core's seeded generator).
+    let mut rng = Rng::new(0x5eed);
     for i in (1..ips.len()).rev() {
-        ips.swap(i, gen.below(i as u64 + 1) as usize);
+        ips.swap(i, rng.below(i + 1));
     }
     report("random order", &body(&ips), ips.len());
     ips.sort();
