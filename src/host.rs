@@ -37,6 +37,14 @@ pub fn follow_envoy_log_level() {
 pub struct SdkHost;
 
 impl Host for SdkHost {
+    type Stream = SdkStream;
+
+    fn enter_stream(&self, context_id: u32) -> Result<SdkStream, HostError> {
+        hostcalls::set_effective_context(context_id)
+            .map(|()| SdkStream)
+            .map_err(refused)
+    }
+
     fn now_nanos(&self) -> u64 {
         hostcalls::get_current_time()
             .ok()
@@ -92,6 +100,7 @@ impl Host for SdkHost {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
         };
         hostcalls::define_metric(kind, name).map_err(refused)
     }
@@ -148,7 +157,56 @@ impl StreamHost for SdkStream {
     }
 
     fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
-        let headers = vec![("content-type", reply.content_type)];
-        hostcalls::send_http_response(reply.status, headers, Some(reply.body)).map_err(refused)
+        local_reply::send(reply)
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        hostcalls::resume_http_request().map_err(refused)
+    }
+}
+
+/// The one host call made without the SDK: its `send_http_response` (0.2.5)
+/// passes no response code details, and the details are what tells an
+/// access log (`%RESPONSE_CODE_DETAILS%`) why the filter answered a request
+/// itself. The same import the SDK declares, called with them.
+mod local_reply {
+    use alternator_lb_core::error_body::LocalReply;
+    use alternator_lb_core::host::HostError;
+    use proxy_wasm::types::Status;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> Status;
+    }
+
+    pub fn send(reply: &LocalReply) -> Result<(), HostError> {
+        let headers = reply.header_map();
+        // SAFETY: every pointer and length describes a live slice for the
+        // duration of the call; the host copies what it needs.
+        let status = unsafe {
+            proxy_send_local_response(
+                reply.status,
+                reply.details.as_ptr(),
+                reply.details.len(),
+                reply.body.as_ptr(),
+                reply.body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        };
+        match status {
+            Status::Ok => Ok(()),
+            other => Err(HostError::Status(format!("{other:?}"))),
+        }
     }
 }

@@ -41,13 +41,13 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Envoy creates request contexts only for a configured filter; the
         // SDK would panic on `None`, so an unconfigured one gets a stream
         // with no route, which answers 503.
         let stream = match &self.poller {
-            Some(poller) => Stream::new(poller.router()),
-            None => Stream::unconfigured(),
+            Some(poller) => Stream::new(context_id, poller.router()),
+            None => Stream::unconfigured(context_id),
         };
         Some(Box::new(Http::new(stream)))
     }

@@ -57,7 +57,7 @@ pub const MAX_PARTITION_KEYS: usize = 1024;
 /// Every key the filter understands, in the order the README documents them.
 /// The fields of [`Document`] are the same keys (a test holds them equal);
 /// this list is what an "unknown key" refusal offers instead.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "seeds",
     "port",
     "discovery_cluster",
@@ -76,6 +76,7 @@ pub const KEYS: [&str; 18] = [
     "key_route_affinity",
     "partition_keys",
     "scheme",
+    "stat_prefix",
 ];
 
 /// A refused configuration: which key, and what is wrong with it.
@@ -133,6 +134,7 @@ struct Document {
     key_route_affinity: Key<String>,
     partition_keys: Key<Members<Given<String>>>,
     scheme: Key<String>,
+    stat_prefix: Key<String>,
 }
 
 /// A key's value; `None` when the key is absent. A plain `Option` would
@@ -267,6 +269,8 @@ impl Config {
     /// other's state, even in an Istio proxy where every plugin shares one
     /// `vm_id`. Affinity settings and `scheme` only change how requests are
     /// routed over the lists, so filters that differ only there share them.
+    /// A `stat_prefix` names an instance apart: it gets its own poller, so
+    /// that its discovery figures are its own.
     ///
     /// Names are quoted so that no choice of names makes two different
     /// configurations collide.
@@ -295,13 +299,19 @@ impl Config {
                 ),
             })
             .collect();
-        format!(
+        let identity = format!(
             "{}|{}|{}|{}",
             groups.join(";"),
             self.port,
             Quoted(&self.discovery_cluster),
             scopes.join(";")
-        )
+        );
+        match &self.stat_prefix {
+            // Without a prefix, the identity is what it always was, so an
+            // upgrade keeps sharing with VMs of the previous build.
+            None => identity,
+            Some(prefix) => format!("{identity}|{}", Quoted(prefix)),
+        }
     }
 }
 
@@ -358,6 +368,7 @@ impl Document {
             key_route_affinity,
             partition_keys,
             scheme,
+            stat_prefix,
         } = self;
         let port = integer("port", port, PORT_RANGE, DEFAULT_PORT)?;
         let allowed_cidrs = cidrs(allowed_cidrs)?;
@@ -430,6 +441,7 @@ impl Document {
             key_route_affinity: affinity(key_route_affinity)?,
             partition_keys: tables(partition_keys)?,
             https: https(scheme)?,
+            stat_prefix: stat_prefix_of(stat_prefix)?,
         })
     }
 }
@@ -803,6 +815,31 @@ const NAME_RULE: &str =
 /// into `/localnodes` query strings.
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
+}
+
+/// Longest `stat_prefix`: it is part of every metric name.
+const MAX_STAT_PREFIX_LEN: usize = 64;
+
+/// `stat_prefix` becomes a token of every metric name
+/// (`alternator_lb.<stat_prefix>.nodes_known`), so it keeps to what stat
+/// names and Prometheus names carry unchanged: no dots (they would split
+/// the token), no spaces.
+fn stat_prefix_of(value: Key<String>) -> Result<Option<String>, ConfigError> {
+    match value.0 {
+        None => Ok(None),
+        Some(Given::Expected(s))
+            if !s.is_empty()
+                && s.len() <= MAX_STAT_PREFIX_LEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Ok(Some(s))
+        }
+        Some(given) => Err(err(
+            "stat_prefix",
+            format!("must be 1 to {MAX_STAT_PREFIX_LEN} letters, digits, '_' or '-', got {given}"),
+        )),
+    }
 }
 
 fn name(key: &str, value: Key<String>) -> Result<Option<String>, ConfigError> {
@@ -1400,13 +1437,47 @@ mod tests {
                 "down_after_failures": 1, "down_probe_interval_ms": 30000,
                 "quarantine_probe_interval_ms": 1000, "allowed_cidrs": ["10.0.0.0/8"],
                 "verify_node_san": true, "key_route_affinity": "rmw",
-                "partition_keys": {"t": "k"}, "scheme": "https"}"#,
+                "partition_keys": {"t": "k"}, "scheme": "https", "stat_prefix": "orders-eu"}"#,
         );
         assert!(c.is_ok(), "{c:?}");
+        assert_eq!(c.unwrap().stat_prefix.as_deref(), Some("orders-eu"));
         let shorthand = parse(r#"{"seeds": ["10.0.0.1"], "datacenter": "a", "rack": "b"}"#);
         assert!(shorthand.is_ok());
         // Every key in KEYS is used by one of the two documents above.
-        assert_eq!(KEYS.len(), 18);
+        assert_eq!(KEYS.len(), 19);
+    }
+
+    #[test]
+    fn stat_prefix_is_one_token_of_a_metric_name() {
+        let prefix = |v: &str| parse(&format!(r#"{{"seeds": ["10.0.0.1"], "stat_prefix": {v}}}"#));
+        assert_eq!(
+            prefix(r#""a_B-9""#).unwrap().stat_prefix.as_deref(),
+            Some("a_B-9")
+        );
+        assert_eq!(
+            parse(r#"{"seeds": ["10.0.0.1"]}"#).unwrap().stat_prefix,
+            None
+        );
+        for bad in [r#""""#, r#""a.b""#, r#""a b""#, r#""é""#, "7", "null"] {
+            let e = prefix(bad).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("stat_prefix"), "{bad}");
+            assert!(
+                e.problem.contains("letters, digits, '_' or '-', got"),
+                "{e}"
+            );
+        }
+        let long = format!(r#""{}""#, "x".repeat(MAX_STAT_PREFIX_LEN + 1));
+        assert!(prefix(&long).is_err());
+        // Each named instance polls for itself; without a name, the identity
+        // is unchanged.
+        let id = |doc: &str| parse(doc).unwrap().discovery_identity();
+        let plain = id(r#"{"seeds": ["10.0.0.1"]}"#);
+        assert_ne!(plain, id(r#"{"seeds": ["10.0.0.1"], "stat_prefix": "a"}"#));
+        assert_ne!(
+            id(r#"{"seeds": ["10.0.0.1"], "stat_prefix": "a"}"#),
+            id(r#"{"seeds": ["10.0.0.1"], "stat_prefix": "b"}"#)
+        );
+        assert!(!plain.contains('|') || plain.matches('|').count() == 3);
     }
 
     #[test]

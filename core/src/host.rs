@@ -48,12 +48,16 @@ impl std::error::Error for HostError {}
 pub enum MetricKind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// A VM's host: every VM of an Envoy process (one per worker thread, one on
 /// the main thread) has its own, and they share the clock, the shared data
 /// and the stats.
 pub trait Host {
+    /// A request of this VM, entered from outside its own callbacks.
+    type Stream: StreamHost;
+
     /// Wall-clock nanoseconds: the one clock every VM of the process
     /// shares, which is what the lease in shared data is written in.
     fn now_nanos(&self) -> u64;
@@ -89,6 +93,11 @@ pub trait Host {
     /// While an answer is delivered: its body, `size` bytes.
     fn call_response_body(&self, size: usize) -> Option<Vec<u8>>;
 
+    /// Makes request `context_id` the one the next calls act on (a request
+    /// the VM paused and now sends on from its tick); an error when Envoy no
+    /// longer has it.
+    fn enter_stream(&self, context_id: u32) -> Result<Self::Stream, HostError>;
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError>;
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
@@ -109,4 +118,6 @@ pub trait StreamHost {
     fn call_foreign(&self, name: &str, args: &[u8]) -> Result<(), HostError>;
     /// Answers the request locally instead of sending it upstream.
     fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError>;
+    /// Lets a request paused at its headers go on.
+    fn resume_request(&self) -> Result<(), HostError>;
 }

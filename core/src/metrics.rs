@@ -1,46 +1,150 @@
 //! The filter's own stats in Envoy (`/stats`, `/stats/prometheus`).
 //!
-//! Every VM defines the same names and so shares the same Envoy stats.
-//! Counters that grow per request are counted in plain integers on the
-//! request path ([`crate::router::Router`]) and added here once per tick,
-//! so a request never makes a stats host call. Gauges are set from the
-//! shared record by every VM on its tick; they all write the same values.
+//! Every VM of a filter instance defines the same names and so shares the
+//! same Envoy stats; a `stat_prefix` puts the instance's name into every
+//! name (`alternator_lb.<stat_prefix>.nodes_known`), as Envoy's own
+//! extensions do, so that two instances in one Envoy keep their figures
+//! apart. Counters that grow per request are counted in plain integers on
+//! the request path ([`RequestCounts`], kept by the VM's router) and added
+//! here once per tick, so a request never makes a stats host call. Gauges
+//! are set from the shared record by every VM on its tick; they all write
+//! the same values.
 
 use crate::host::{Host, MetricKind};
 
-/// Stat names; Envoy shows them under its `wasmcustom.` namespace in
-/// `/stats`, and without it in `/stats/prometheus`.
-pub const NODES_KNOWN: &str = "alternator_lb.nodes_known";
-pub const NODES_DOWN: &str = "alternator_lb.nodes_down";
-pub const NODES_QUARANTINED: &str = "alternator_lb.nodes_quarantined";
-pub const NODE_LIST_AGE_MS: &str = "alternator_lb.node_list_age_ms";
-pub const DISCOVERY_SUCCESSES: &str = "alternator_lb.discovery_successes";
-pub const DISCOVERY_FAILURES: &str = "alternator_lb.discovery_failures";
-pub const REQUESTS_ROUTED: &str = "alternator_lb.requests_routed";
-pub const REQUESTS_REJECTED: &str = "alternator_lb.requests_rejected_no_node";
-pub const NODES_MARKED_DOWN: &str = "alternator_lb.nodes_marked_down";
-pub const PROBES_SUCCEEDED: &str = "alternator_lb.probe_successes";
-pub const PROBES_FAILED: &str = "alternator_lb.probe_failures";
+/// Every stat name starts with this: Envoy lists them under its
+/// `wasmcustom.` namespace in `/stats`, and as `alternator_lb_...` in
+/// `/stats/prometheus`.
+pub const NAMESPACE: &str = "alternator_lb";
 
-/// The ids Envoy gave this VM's stats; `None` for one it refused to define
-/// (the rest still work).
-pub struct Metrics {
-    nodes_known: Option<u32>,
-    nodes_down: Option<u32>,
-    nodes_quarantined: Option<u32>,
-    node_list_age_ms: Option<u32>,
-    discovery_successes: Option<u32>,
-    discovery_failures: Option<u32>,
-    requests_routed: Option<u32>,
-    requests_rejected: Option<u32>,
-    nodes_marked_down: Option<u32>,
-    probe_successes: Option<u32>,
-    probe_failures: Option<u32>,
-    /// Request counts already added to the stats.
-    flushed: (u64, u64),
-    /// Node-count gauges as this VM last set them; they change only with the
-    /// shared record, so unchanged values are not written again every tick.
-    last_counts: Option<(u64, u64, u64)>,
+/// Gauges, from the shared record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gauge {
+    NodesKnown,
+    NodesDown,
+    NodesQuarantined,
+    NodeListAgeMs,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    DiscoverySuccesses,
+    DiscoveryFailures,
+    NodesMarkedDown,
+    ProbeSuccesses,
+    ProbeFailures,
+    RequestsRouted,
+    /// Answered with the 503 because no node may take requests.
+    RejectedNoNode,
+    /// Answered with the 503 because Envoy refused the hand-off.
+    RejectedHandoffRefused,
+    /// Held for their body, which did not come in time; sent on without
+    /// affinity.
+    HoldTimeouts,
+    /// Held for their body (key route affinity).
+    AffinityHeld,
+    /// Held and routed to their key's node.
+    AffinityRoutedByKey,
+    /// Held, then routed as usual: not a qualifying write, a table whose
+    /// key is unknown, an unusable key or body, or no usable node of the
+    /// key's order.
+    AffinityFellBack,
+}
+
+impl Gauge {
+    pub const ALL: [Gauge; 4] = [
+        Gauge::NodesKnown,
+        Gauge::NodesDown,
+        Gauge::NodesQuarantined,
+        Gauge::NodeListAgeMs,
+    ];
+
+    pub fn stat(self) -> &'static str {
+        match self {
+            Gauge::NodesKnown => "nodes_known",
+            Gauge::NodesDown => "nodes_down",
+            Gauge::NodesQuarantined => "nodes_quarantined",
+            Gauge::NodeListAgeMs => "node_list_age_ms",
+        }
+    }
+}
+
+impl Counter {
+    pub const ALL: [Counter; 12] = [
+        Counter::DiscoverySuccesses,
+        Counter::DiscoveryFailures,
+        Counter::NodesMarkedDown,
+        Counter::ProbeSuccesses,
+        Counter::ProbeFailures,
+        Counter::RequestsRouted,
+        Counter::RejectedNoNode,
+        Counter::RejectedHandoffRefused,
+        Counter::HoldTimeouts,
+        Counter::AffinityHeld,
+        Counter::AffinityRoutedByKey,
+        Counter::AffinityFellBack,
+    ];
+
+    pub fn stat(self) -> &'static str {
+        match self {
+            Counter::DiscoverySuccesses => "discovery_successes",
+            Counter::DiscoveryFailures => "discovery_failures",
+            Counter::NodesMarkedDown => "nodes_marked_down",
+            Counter::ProbeSuccesses => "probe_successes",
+            Counter::ProbeFailures => "probe_failures",
+            Counter::RequestsRouted => "requests_routed",
+            Counter::RejectedNoNode => "requests_rejected_no_node",
+            Counter::RejectedHandoffRefused => "requests_rejected_handoff_refused",
+            Counter::HoldTimeouts => "requests_hold_timeout",
+            Counter::AffinityHeld => "affinity_held",
+            Counter::AffinityRoutedByKey => "affinity_routed_by_key",
+            Counter::AffinityFellBack => "affinity_fell_back",
+        }
+    }
+}
+
+/// How long a `/localnodes` call took, answered or not: a histogram.
+pub const DISCOVERY_LATENCY_MS: &str = "discovery_latency_ms";
+
+/// The full stat name: `alternator_lb.<stat>`, or with a prefix
+/// `alternator_lb.<prefix>.<stat>`.
+pub fn name(prefix: Option<&str>, stat: &str) -> String {
+    match prefix {
+        Some(prefix) => format!("{NAMESPACE}.{prefix}.{stat}"),
+        None => format!("{NAMESPACE}.{stat}"),
+    }
+}
+
+/// What a VM's requests did since it started, counted on the request path
+/// without any host call; the poller turns the growth into stats deltas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub routed: u64,
+    pub rejected_no_node: u64,
+    pub rejected_handoff_refused: u64,
+    pub hold_timeouts: u64,
+    pub affinity_held: u64,
+    pub affinity_routed_by_key: u64,
+    pub affinity_fell_back: u64,
+}
+
+impl RequestCounts {
+    /// Each per-request counter with its value.
+    fn each(&self) -> [(Counter, u64); 7] {
+        [
+            (Counter::RequestsRouted, self.routed),
+            (Counter::RejectedNoNode, self.rejected_no_node),
+            (
+                Counter::RejectedHandoffRefused,
+                self.rejected_handoff_refused,
+            ),
+            (Counter::HoldTimeouts, self.hold_timeouts),
+            (Counter::AffinityHeld, self.affinity_held),
+            (Counter::AffinityRoutedByKey, self.affinity_routed_by_key),
+            (Counter::AffinityFellBack, self.affinity_fell_back),
+        ]
+    }
 }
 
 /// The gauges' values, from the shared record.
@@ -50,6 +154,19 @@ pub struct Gauges {
     pub down: u64,
     pub quarantined: u64,
     pub list_age_ms: u64,
+}
+
+/// The ids Envoy gave this VM's stats; `None` for one it refused to define
+/// (the rest still work).
+pub struct Metrics {
+    gauges: [Option<u32>; 4],
+    counters: [Option<u32>; 12],
+    discovery_latency: Option<u32>,
+    /// Request counts already added to the stats.
+    flushed: RequestCounts,
+    /// Node-count gauges as this VM last set them; they change only with the
+    /// shared record, so unchanged values are not written again every tick.
+    last_counts: Option<(u64, u64, u64)>,
 }
 
 fn define(host: &impl Host, kind: MetricKind, name: &str) -> Option<u32> {
@@ -62,86 +179,110 @@ fn define(host: &impl Host, kind: MetricKind, name: &str) -> Option<u32> {
     }
 }
 
-fn add(host: &impl Host, id: Option<u32>, delta: u64) {
-    if let (Some(id), Ok(delta)) = (id, i64::try_from(delta)) {
-        if delta > 0 {
-            // A stat Envoy no longer knows only loses this delta.
-            let _ = host.increment_metric(id, delta);
-        }
-    }
-}
-
-fn set(host: &impl Host, id: Option<u32>, value: u64) {
-    if let Some(id) = id {
-        let _ = host.record_metric(id, value);
-    }
-}
-
 impl Metrics {
-    pub fn define(host: &impl Host) -> Self {
-        use MetricKind::{Counter, Gauge};
+    /// Defines every stat, named with `prefix` when there is one.
+    pub fn define(host: &impl Host, prefix: Option<&str>) -> Self {
         Metrics {
-            nodes_known: define(host, Gauge, NODES_KNOWN),
-            nodes_down: define(host, Gauge, NODES_DOWN),
-            nodes_quarantined: define(host, Gauge, NODES_QUARANTINED),
-            node_list_age_ms: define(host, Gauge, NODE_LIST_AGE_MS),
-            discovery_successes: define(host, Counter, DISCOVERY_SUCCESSES),
-            discovery_failures: define(host, Counter, DISCOVERY_FAILURES),
-            requests_routed: define(host, Counter, REQUESTS_ROUTED),
-            requests_rejected: define(host, Counter, REQUESTS_REJECTED),
-            nodes_marked_down: define(host, Counter, NODES_MARKED_DOWN),
-            probe_successes: define(host, Counter, PROBES_SUCCEEDED),
-            probe_failures: define(host, Counter, PROBES_FAILED),
-            flushed: (0, 0),
+            gauges: Gauge::ALL.map(|g| define(host, MetricKind::Gauge, &name(prefix, g.stat()))),
+            counters: Counter::ALL
+                .map(|c| define(host, MetricKind::Counter, &name(prefix, c.stat()))),
+            discovery_latency: define(
+                host,
+                MetricKind::Histogram,
+                &name(prefix, DISCOVERY_LATENCY_MS),
+            ),
+            flushed: RequestCounts::default(),
             last_counts: None,
         }
     }
 
+    fn counter_id(&self, counter: Counter) -> Option<u32> {
+        let at = Counter::ALL.iter().position(|c| *c == counter)?;
+        self.counters.get(at).copied().flatten()
+    }
+
+    fn gauge_id(&self, gauge: Gauge) -> Option<u32> {
+        let at = Gauge::ALL.iter().position(|g| *g == gauge)?;
+        self.gauges.get(at).copied().flatten()
+    }
+
+    /// Adds `delta` to a counter.
+    pub fn add(&self, host: &impl Host, counter: Counter, delta: u64) {
+        if let (Some(id), Ok(delta)) = (self.counter_id(counter), i64::try_from(delta)) {
+            if delta > 0 {
+                // A stat Envoy no longer knows only loses this delta.
+                let _ = host.increment_metric(id, delta);
+            }
+        }
+    }
+
+    fn set(&self, host: &impl Host, gauge: Gauge, value: u64) {
+        if let Some(id) = self.gauge_id(gauge) {
+            let _ = host.record_metric(id, value);
+        }
+    }
+
     /// Adds the request counts gathered since the last flush.
-    pub fn flush_requests(&mut self, host: &impl Host, (routed, rejected): (u64, u64)) {
-        add(
-            host,
-            self.requests_routed,
-            routed.wrapping_sub(self.flushed.0),
-        );
-        add(
-            host,
-            self.requests_rejected,
-            rejected.wrapping_sub(self.flushed.1),
-        );
-        self.flushed = (routed, rejected);
+    pub fn flush_requests(&mut self, host: &impl Host, now: RequestCounts) {
+        for ((counter, value), (_, flushed)) in now.each().into_iter().zip(self.flushed.each()) {
+            self.add(host, counter, value.wrapping_sub(flushed));
+        }
+        self.flushed = now;
     }
 
     pub fn set_gauges(&mut self, host: &impl Host, g: &Gauges) {
         let counts = (g.known, g.down, g.quarantined);
         if self.last_counts != Some(counts) {
-            set(host, self.nodes_known, g.known);
-            set(host, self.nodes_down, g.down);
-            set(host, self.nodes_quarantined, g.quarantined);
+            self.set(host, Gauge::NodesKnown, g.known);
+            self.set(host, Gauge::NodesDown, g.down);
+            self.set(host, Gauge::NodesQuarantined, g.quarantined);
             self.last_counts = Some(counts);
         }
-        set(host, self.node_list_age_ms, g.list_age_ms);
+        self.set(host, Gauge::NodeListAgeMs, g.list_age_ms);
     }
 
-    pub fn discovery(&self, host: &impl Host, ok: bool) {
-        let id = if ok {
-            self.discovery_successes
+    /// A `/localnodes` call's result and how long it took.
+    pub fn discovery(&self, host: &impl Host, ok: bool, took_ms: u64) {
+        let counter = if ok {
+            Counter::DiscoverySuccesses
         } else {
-            self.discovery_failures
+            Counter::DiscoveryFailures
         };
-        add(host, id, 1);
-    }
-
-    pub fn marked_down(&self, host: &impl Host) {
-        add(host, self.nodes_marked_down, 1);
+        self.add(host, counter, 1);
+        if let Some(id) = self.discovery_latency {
+            let _ = host.record_metric(id, took_ms);
+        }
     }
 
     pub fn probe(&self, host: &impl Host, ok: bool) {
-        let id = if ok {
-            self.probe_successes
+        let counter = if ok {
+            Counter::ProbeSuccesses
         } else {
-            self.probe_failures
+            Counter::ProbeFailures
         };
-        add(host, id, 1);
+        self.add(host, counter, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_carry_the_prefix_as_one_token() {
+        assert_eq!(name(None, "nodes_known"), "alternator_lb.nodes_known");
+        assert_eq!(
+            name(Some("orders"), "nodes_known"),
+            "alternator_lb.orders.nodes_known"
+        );
+        let mut stats: Vec<&str> = Counter::ALL.iter().map(|c| c.stat()).collect();
+        stats.extend(Gauge::ALL.iter().map(|g| g.stat()));
+        stats.push(DISCOVERY_LATENCY_MS);
+        let count = stats.len();
+        stats.sort_unstable();
+        stats.dedup();
+        assert_eq!(stats.len(), count, "every stat has its own name");
     }
 }

@@ -17,10 +17,10 @@ mod tests;
 use crate::config::ConfigError;
 use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
-use crate::host::{Host, HostError, CREATE_ONLY};
+use crate::host::{Host, HostError, StreamHost, CREATE_ONLY};
 use crate::learned;
 use crate::localnodes;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Counter, Gauges, Metrics, RequestCounts};
 use crate::model::config::{Config, Mode};
 use crate::model::health::HealthState;
 use crate::model::record::SharedState;
@@ -28,6 +28,7 @@ use crate::model::{NodeAddr, Quoted};
 use crate::rng::Rng;
 use crate::router::{Router, Settings};
 use crate::shared_state;
+use crate::stream;
 use crate::topology::Topology;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -36,6 +37,13 @@ use std::rc::Rc;
 
 /// Attempts at a compare-and-set update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
+
+/// How long a write held for its key's node may wait for the first bytes of
+/// its body. Clients send a write's body right behind its headers, so a
+/// body that has not started after this long is one Envoy will not hand
+/// the filter (its Wasm filter config lacks `allow_on_headers_stop_iteration`).
+/// Checked on ticks: such a write waits at most this plus one tick.
+pub const HOLD_TIMEOUT_MS: u64 = 300;
 
 /// Why a VM could not be configured (already logged).
 #[derive(Debug)]
@@ -72,13 +80,17 @@ pub struct Poller<H: Host> {
     key: String,
     /// Shared-data key of the learned partition keys, and the CAS last read.
     learned_key: String,
+    /// Shared-data key that says a hold timed out in some VM of the
+    /// process: none of them holds writes any more.
+    no_hold_key: String,
     learned_cas: Option<u32>,
     rng: Rng,
     metrics: Metrics,
     router: Rc<RefCell<Router>>,
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
-    in_flight: HashMap<u32, Callout>,
+    /// Callouts awaiting their answer, with when each was made.
+    in_flight: HashMap<u32, (Callout, u64)>,
     /// Nodes this VM saw fail and has not yet published as Down.
     pending_down: Vec<NodeAddr>,
     /// Requests routed when activity was last checked.
@@ -128,6 +140,7 @@ impl<H: Host> Poller<H> {
         let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
+            no_hold_key: format!("{key}.nohold"),
             key,
             topology: Topology::from_config(&config),
             timing: Timing {
@@ -136,7 +149,7 @@ impl<H: Host> Poller<H> {
                 idle_after_ms: config.idle_after_ms,
             },
             learned_cas: None,
-            metrics: Metrics::define(&host),
+            metrics: Metrics::define(&host, config.stat_prefix.as_deref()),
             router: Rc::new(RefCell::new(router)),
             host,
             config,
@@ -170,7 +183,11 @@ impl<H: Host> Poller<H> {
     /// and lease a due discovery round or probe.
     pub fn on_tick(&mut self) {
         let now = self.now_ms();
+        if let Ok(mut router) = self.router.try_borrow_mut() {
+            router.set_now(now);
+        }
         if self.config.key_route_affinity != Mode::None {
+            self.send_on_overdue(now);
             self.share_learned();
         }
         let Some((mut state, mut cas)) = self.read_state() else {
@@ -218,14 +235,15 @@ impl<H: Host> Poller<H> {
 
     /// The answer to a callout this VM made.
     pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
-        let Some(call) = self.in_flight.remove(&token) else {
+        let Some((call, sent_ms)) = self.in_flight.remove(&token) else {
             return;
         };
         let now = self.now_ms();
         match call {
             Callout::Discovery(round, query) => {
                 let answer = self.read_answer(num_headers, body_size);
-                self.finish_round(&round, query, answer, now);
+                let took_ms = now.saturating_sub(sent_ms);
+                self.finish_round(&round, query, answer, now, took_ms);
             }
             Callout::Probe(probe) => {
                 let result = match self.call_status(num_headers) {
@@ -265,7 +283,8 @@ impl<H: Host> Poller<H> {
             .http_call(&self.config.discovery_cluster, &headers, timeout)
         {
             Ok(token) => {
-                self.in_flight.insert(token, call);
+                let now = self.now_ms();
+                self.in_flight.insert(token, (call, now));
             }
             Err(e) => {
                 let why = format!(
@@ -275,7 +294,7 @@ impl<H: Host> Poller<H> {
                 let now = self.now_ms();
                 match call {
                     Callout::Discovery(round, query) => {
-                        self.finish_round(&round, query, Err(why), now)
+                        self.finish_round(&round, query, Err(why), now, 0)
                     }
                     Callout::Probe(probe) => self.finish_probe(probe, Err(why)),
                 }
@@ -353,7 +372,7 @@ impl<H: Host> Poller<H> {
         now_ms: u64,
     ) -> Option<(SharedState, u32)> {
         self.absorb_unreachable();
-        let requests = self.requests().0;
+        let requests = self.requests().routed;
         let mut next = state.clone();
         let mut downs = Vec::new();
         for node in &self.pending_down {
@@ -377,7 +396,7 @@ impl<H: Host> Poller<H> {
         self.pending_down.clear();
         self.seen_requests = requests;
         for node in &downs {
-            self.metrics.marked_down(&self.host);
+            self.metrics.add(&self.host, Counter::NodesMarkedDown, 1);
             log::warn!(
                 "node {node} marked Down: connection failed or reset before any response; it gets no requests \
                  until /localnodes lists it and a probe succeeds (probed every {} ms)",
@@ -400,8 +419,10 @@ impl<H: Host> Poller<H> {
         }
     }
 
-    fn requests(&self) -> (u64, u64) {
-        self.router.try_borrow().map_or((0, 0), |r| r.counts())
+    fn requests(&self) -> RequestCounts {
+        self.router
+            .try_borrow()
+            .map_or_else(|_| RequestCounts::default(), |r| r.counts())
     }
 
     fn update_metrics(&mut self, state: &SharedState, now_ms: u64) {
@@ -455,11 +476,12 @@ impl<H: Host> Poller<H> {
         query: usize,
         answer: Result<localnodes::Answer, String>,
         now_ms: u64,
+        took_ms: u64,
     ) {
         let target = round
             .target(query)
             .map_or_else(String::new, |t| t.to_string());
-        self.metrics.discovery(&self.host, answer.is_ok());
+        self.metrics.discovery(&self.host, answer.is_ok(), took_ms);
         if let Ok(answer) = &answer {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(
@@ -517,6 +539,53 @@ impl<H: Host> Poller<H> {
         self.absorb_unreachable();
         if let Ok(mut router) = self.router.try_borrow_mut() {
             router.rebuild(state, &self.topology, &self.pending_down);
+        }
+    }
+
+    /// Sends on, without affinity, the held writes whose body has not
+    /// started to come within [`HOLD_TIMEOUT_MS`], and stops holding writes
+    /// in every VM of the process: Envoy does not give this filter a body
+    /// after a headers pause, so each held write would wait as long.
+    fn send_on_overdue(&mut self, now_ms: u64) {
+        let Ok(mut router) = self.router.try_borrow_mut() else {
+            return;
+        };
+        let overdue = router.take_overdue(now_ms, HOLD_TIMEOUT_MS);
+        if overdue.is_empty() {
+            // Another VM found it out: stop holding here too.
+            if router.may_hold() && matches!(self.host.shared_get(&self.no_hold_key), Ok(Some(_))) {
+                router.stop_holding();
+            }
+            return;
+        }
+        for id in overdue {
+            // Envoy no longer having the request means it ended meanwhile.
+            let Ok(request) = self.host.enter_stream(id) else {
+                continue;
+            };
+            let counts = router.count();
+            counts.hold_timeouts = counts.hold_timeouts.wrapping_add(1);
+            if let Some(route) = stream::hand_off(&request, &mut router, None) {
+                router.released(id, route);
+                if let Err(e) = request.resume_request() {
+                    log::warn!("could not resume a held request: {e}");
+                }
+            }
+        }
+        router.stop_holding();
+        // The VM whose write creates the flag is the one that logs.
+        if self
+            .host
+            .shared_set(&self.no_hold_key, b"1", Some(CREATE_ONLY))
+            .is_ok()
+        {
+            log::warn!(
+                "a write held for its key's node got no body within {HOLD_TIMEOUT_MS} ms: this Envoy does \
+                 not give a Wasm filter the request body after it pauses the headers, which needs \
+                 allow_on_headers_stop_iteration: true in the Wasm filter's config (Istio's WasmPlugin and \
+                 Envoy Gateway cannot set it; README, \"Key route affinity\"). Held writes were sent on \
+                 without affinity, and no write is held any more until Envoy is reconfigured."
+            );
         }
     }
 

@@ -12,6 +12,7 @@
 use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
 use crate::discovery;
 use crate::filter_state;
+use crate::metrics::RequestCounts;
 use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::NodeAddr;
@@ -70,10 +71,22 @@ pub struct Router {
     /// Where this VM's round robins start: workers start apart.
     start: usize,
     tables: Tables,
-    /// Requests routed and rejected since the VM started; the poller turns
-    /// the growth into stats deltas.
-    routed: u64,
-    rejected: u64,
+    /// What requests did since the VM started; the poller turns the growth
+    /// into stats deltas.
+    counts: RequestCounts,
+    /// The time of the VM's last tick: what a request is stamped with
+    /// without asking the host.
+    now_ms: u64,
+    /// Whether writes may still be held for their body. False once a held
+    /// request's body did not come in time: Envoy then does not hand the
+    /// filter the body after a headers pause, and every held write would
+    /// wait for the timeout.
+    holding: bool,
+    /// Requests paused at their headers whose body has not come yet: the
+    /// request's context id and the tick time it was paused at.
+    held: Vec<(u32, u64)>,
+    /// Held requests the poller sent on without their body, and where.
+    released: Vec<(u32, Rc<Route>)>,
     /// Connection failures in a row per node, seen by this VM.
     failures: HashMap<NodeAddr, u32>,
     /// Nodes this VM found unreachable, for the poller to publish as Down.
@@ -92,8 +105,11 @@ impl Router {
             built_from: Vec::new(),
             start,
             tables: Tables::new(partition_keys),
-            routed: 0,
-            rejected: 0,
+            counts: RequestCounts::default(),
+            now_ms: 0,
+            holding: true,
+            held: Vec::new(),
+            released: Vec::new(),
             failures: HashMap::new(),
             unreachable: Vec::new(),
             learned: Vec::new(),
@@ -168,18 +184,67 @@ impl Router {
         self.learned.extend(unshared);
     }
 
+    /// The request counters, to count on.
     #[inline]
-    pub fn count_routed(&mut self) {
-        self.routed = self.routed.wrapping_add(1);
+    pub fn count(&mut self) -> &mut RequestCounts {
+        &mut self.counts
     }
 
-    pub fn count_rejected(&mut self) {
-        self.rejected = self.rejected.wrapping_add(1);
+    /// What requests did since the VM started.
+    pub fn counts(&self) -> RequestCounts {
+        self.counts
     }
 
-    /// (routed, rejected) since the VM started.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.routed, self.rejected)
+    /// The poller's tick time, which held requests are stamped with.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Whether a write may be held for its body now.
+    #[inline]
+    pub fn may_hold(&self) -> bool {
+        self.holding && self.settings.mode != Mode::None
+    }
+
+    /// Stops holding writes (a hold timed out here or in another VM).
+    pub fn stop_holding(&mut self) {
+        self.holding = false;
+    }
+
+    /// Records that request `id` is paused at its headers for its body.
+    pub fn hold(&mut self, id: u32) {
+        self.held.push((id, self.now_ms));
+        self.counts.affinity_held = self.counts.affinity_held.wrapping_add(1);
+    }
+
+    /// Request `id`'s body is coming (or it is gone): no longer waiting.
+    pub fn unhold(&mut self, id: u32) {
+        self.held.retain(|(held, _)| *held != id);
+    }
+
+    /// The held requests that have waited `timeout_ms` or longer for their
+    /// body, taken off the waiting list.
+    pub fn take_overdue(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<u32> {
+        let mut overdue = Vec::new();
+        self.held.retain(|(id, since)| {
+            let late = now_ms.saturating_sub(*since) >= timeout_ms;
+            if late {
+                overdue.push(*id);
+            }
+            !late
+        });
+        overdue
+    }
+
+    /// Records that the poller sent request `id` on to `route`.
+    pub fn released(&mut self, id: u32, route: Rc<Route>) {
+        self.released.push((id, route));
+    }
+
+    /// Where the poller sent request `id`, if it did (asked once).
+    pub fn take_released(&mut self, id: u32) -> Option<Rc<Route>> {
+        let at = self.released.iter().position(|(r, _)| *r == id)?;
+        Some(self.released.swap_remove(at).1)
     }
 
     /// Folds one response into the failure streaks. A node unreachable

@@ -31,12 +31,18 @@ pub enum Action {
 }
 
 pub struct Stream {
+    /// Envoy's context id of this request, which the VM's poller needs to
+    /// send it on should its body never come.
+    id: u32,
     router: Rc<RefCell<Router>>,
     /// The node this request went to, to attribute a failure.
     chosen: Option<Rc<Route>>,
     /// A write whose body is held for affinity: its operation, and whether
     /// the body is gzip-compressed.
     held: Option<(Op, bool)>,
+    /// Whether a held write's body has started to come (Envoy calls the
+    /// filter with it), so it is no longer on the poller's waiting list.
+    body_coming: bool,
     /// A CreateTable or DescribeTable whose answer may name a partition key,
     /// and whether that answer is gzip-compressed.
     learn: Option<(Op, bool)>,
@@ -46,34 +52,39 @@ impl Stream {
     /// A request of a VM whose configuration was refused: Envoy does not
     /// send requests to such a filter, but if it did, they would get the
     /// 503 rather than go on unrouted.
-    pub fn unconfigured() -> Stream {
+    pub fn unconfigured(id: u32) -> Stream {
         let settings = Settings {
             mode: Mode::None,
             verify_node_san: false,
             https: false,
             down_after_failures: 1,
         };
-        Stream::new(Rc::new(RefCell::new(Router::new(settings, &[], 0))))
+        Stream::new(id, Rc::new(RefCell::new(Router::new(settings, &[], 0))))
     }
 
-    pub fn new(router: Rc<RefCell<Router>>) -> Stream {
+    pub fn new(id: u32, router: Rc<RefCell<Router>>) -> Stream {
         Stream {
+            id,
             router,
             chosen: None,
             held: None,
+            body_coming: false,
             learn: None,
         }
     }
 
     pub fn on_request_headers(&mut self, host: &impl StreamHost, end_of_stream: bool) -> Action {
-        let mode = match self.router.try_borrow() {
-            Ok(router) => router.mode(),
-            Err(_) => return reject(host, &error_body::NO_NODE),
+        // A second handle (a count, not an allocation), so that the router
+        // can be borrowed while this stream's fields change.
+        let shared = Rc::clone(&self.router);
+        let Ok(mut router) = shared.try_borrow_mut() else {
+            return reject(host, &error_body::NO_NODE);
         };
-        if mode != Mode::None && self.wait_for_body(host, mode, end_of_stream) {
+        if router.may_hold() && self.wait_for_body(host, router.mode(), end_of_stream) {
+            router.hold(self.id);
             return Action::Pause;
         }
-        self.route(host, None)
+        self.route(host, &mut router, None)
     }
 
     pub fn on_request_body(
@@ -85,27 +96,50 @@ impl Stream {
         let Some((op, gzip)) = self.held else {
             return Action::Continue;
         };
+        let shared = Rc::clone(&self.router);
+        let Ok(mut router) = shared.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        if let Some(route) = router.take_released(self.id) {
+            // The poller sent it on while its body was late.
+            self.held = None;
+            self.chosen = Some(route);
+            return Action::Continue;
+        }
+        if !self.body_coming {
+            self.body_coming = true;
+            router.unhold(self.id);
+        }
         if !end_of_stream {
             // Envoy keeps the chunks; the whole body comes at the end.
             return Action::Pause;
         }
         self.held = None;
         let by_key = whole_body(host.request_body(body_size), gzip).and_then(|body| {
-            let router = self.router.try_borrow().ok()?;
             let key = affinity::key(router.mode(), op, &body, router.tables())?;
             router.pick_for_key(&key)
         });
-        self.route(host, by_key)
+        let counts = router.count();
+        if by_key.is_some() {
+            counts.affinity_routed_by_key = counts.affinity_routed_by_key.wrapping_add(1);
+        } else {
+            counts.affinity_fell_back = counts.affinity_fell_back.wrapping_add(1);
+        }
+        self.route(host, &mut router, by_key)
     }
 
     pub fn on_response_headers(&mut self, host: &impl StreamHost) -> Action {
-        if let Some(route) = self.chosen.take() {
-            // Flags are 0 unless something went wrong; a node that answered,
-            // whatever its status, is reachable.
-            let flags = host.response_flags();
-            let outcome = outcome_from_flags(flags_from_property(flags.as_deref()));
-            if let Ok(mut router) = self.router.try_borrow_mut() {
-                router.observe(&route.node, outcome);
+        if let Ok(mut router) = self.router.try_borrow_mut() {
+            let chosen = match self.chosen.take() {
+                Some(route) => Some(route),
+                None if self.held.is_some() => router.take_released(self.id),
+                None => None,
+            };
+            if let Some(route) = chosen {
+                // Flags are 0 unless something went wrong; a node that
+                // answered, whatever its status, is reachable.
+                let flags = flags_from_property(host.response_flags().as_deref());
+                router.observe(&route.node, outcome_from_flags(flags));
             }
         }
         if let Some((op, _)) = self.learn {
@@ -164,36 +198,74 @@ impl Stream {
     }
 
     /// Hands the request to `chosen`, or to the next node round robin.
-    fn route(&mut self, host: &impl StreamHost, chosen: Option<Rc<Route>>) -> Action {
-        let Ok(mut router) = self.router.try_borrow_mut() else {
-            return reject(host, &error_body::NO_NODE);
-        };
-        let Some(route) = chosen.or_else(|| router.pick()) else {
-            router.count_rejected();
-            return reject(host, &error_body::NO_NODE);
-        };
-        let mut handed = host.call_foreign(FOREIGN_FUNCTION, &route.args);
-        if let (Ok(()), Some(verify)) = (&handed, &route.verify) {
-            handed = host.call_foreign(FOREIGN_FUNCTION, verify);
-        }
-        match handed {
-            Ok(()) => {
-                router.count_routed();
+    fn route(
+        &mut self,
+        host: &impl StreamHost,
+        router: &mut Router,
+        chosen: Option<Rc<Route>>,
+    ) -> Action {
+        match hand_off(host, router, chosen) {
+            Some(route) => {
                 self.chosen = Some(route);
                 Action::Continue
             }
-            Err(e) => {
-                // Without the filter state the ORIGINAL_DST cluster would
-                // connect to Envoy's own listener address, or the node's
-                // certificate would go unchecked: fail closed.
-                if router.first_refusal() {
-                    log::error!(
-                        "Envoy refused {FOREIGN_FUNCTION} ({e}); requests are answered with 503. \
-                         Is this Envoy older than 1.27, or built without that foreign function?"
-                    );
-                }
-                reject(host, &error_body::ROUTING_FAILED)
+            None => Action::Pause,
+        }
+    }
+}
+
+/// A held request that ends before its body came (the client gave up, or
+/// the poller sent it on) leaves the VM's waiting lists.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.held.is_some() {
+            if let Ok(mut router) = self.router.try_borrow_mut() {
+                router.unhold(self.id);
+                router.take_released(self.id);
             }
+        }
+    }
+}
+
+/// Sends a request on: to `chosen`, or to the next node round robin, by
+/// handing the node to Envoy. `None` when it was answered with the 503
+/// instead (no node, or Envoy refused the hand-off); Envoy must then keep
+/// it paused.
+pub fn hand_off(
+    host: &impl StreamHost,
+    router: &mut Router,
+    chosen: Option<Rc<Route>>,
+) -> Option<Rc<Route>> {
+    let Some(route) = chosen.or_else(|| router.pick()) else {
+        let counts = router.count();
+        counts.rejected_no_node = counts.rejected_no_node.wrapping_add(1);
+        reject(host, &error_body::NO_NODE);
+        return None;
+    };
+    let mut handed = host.call_foreign(FOREIGN_FUNCTION, &route.args);
+    if let (Ok(()), Some(verify)) = (&handed, &route.verify) {
+        handed = host.call_foreign(FOREIGN_FUNCTION, verify);
+    }
+    match handed {
+        Ok(()) => {
+            let counts = router.count();
+            counts.routed = counts.routed.wrapping_add(1);
+            Some(route)
+        }
+        Err(e) => {
+            // Without the filter state the ORIGINAL_DST cluster would
+            // connect to Envoy's own listener address, or the node's
+            // certificate would go unchecked: fail closed.
+            let counts = router.count();
+            counts.rejected_handoff_refused = counts.rejected_handoff_refused.wrapping_add(1);
+            if router.first_refusal() {
+                log::error!(
+                    "Envoy refused {FOREIGN_FUNCTION} ({e}); requests are answered with 503. \
+                     Is this Envoy older than 1.27, or built without that foreign function?"
+                );
+            }
+            reject(host, &error_body::ROUTING_FAILED);
+            None
         }
     }
 }

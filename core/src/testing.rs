@@ -49,10 +49,14 @@ pub struct Process {
     store: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     stats: RefCell<Vec<(String, MetricKind, i64)>>,
+    /// Every value recorded into a histogram, by stat id.
+    samples: RefCell<Vec<(u32, u64)>>,
     pub calls: RefCell<Vec<Call>>,
     next_token: Cell<u32>,
     answering: RefCell<Option<Reply>>,
     before_set: RefCell<Option<BeforeSet>>,
+    /// Requests a VM may enter from its tick, by context id.
+    streams: RefCell<Vec<(u32, Rc<TestStream>)>>,
 }
 
 impl Process {
@@ -63,10 +67,12 @@ impl Process {
             store: RefCell::new(BTreeMap::new()),
             next_cas: Cell::new(1),
             stats: RefCell::new(Vec::new()),
+            samples: RefCell::new(Vec::new()),
             calls: RefCell::new(Vec::new()),
             next_token: Cell::new(1),
             answering: RefCell::new(None),
             before_set: RefCell::new(None),
+            streams: RefCell::new(Vec::new()),
         })
     }
 
@@ -91,6 +97,17 @@ impl Process {
         self.store.borrow().keys().cloned().collect()
     }
 
+    /// Makes request `id` known to the process, so that a VM can enter it
+    /// from its tick (until [`Process::end_stream`]).
+    pub fn start_stream(&self, id: u32, request: &Rc<TestStream>) {
+        self.streams.borrow_mut().push((id, Rc::clone(request)));
+    }
+
+    /// Request `id` ended: Envoy no longer has it.
+    pub fn end_stream(&self, id: u32) {
+        self.streams.borrow_mut().retain(|(s, _)| *s != id);
+    }
+
     /// Installs a hook that runs before a later shared-data write.
     pub fn before_set(&self, hook: impl FnMut(&str, &[u8]) -> bool + 'static) {
         *self.before_set.borrow_mut() = Some(Box::new(hook));
@@ -103,6 +120,20 @@ impl Process {
             .iter()
             .find(|(n, _, _)| n == name)
             .map(|(_, _, v)| *v)
+    }
+
+    /// The values recorded into a histogram, oldest first.
+    pub fn samples(&self, name: &str) -> Vec<u64> {
+        let stats = self.stats.borrow();
+        let Some(id) = stats.iter().position(|(n, _, _)| n == name) else {
+            return Vec::new();
+        };
+        let samples = self.samples.borrow();
+        samples
+            .iter()
+            .filter(|(s, _)| *s as usize == id)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     /// The callouts not answered yet, oldest first.
@@ -141,6 +172,16 @@ pub struct TestHost {
 }
 
 impl Host for TestHost {
+    type Stream = Rc<TestStream>;
+
+    fn enter_stream(&self, context_id: u32) -> Result<Rc<TestStream>, HostError> {
+        let streams = self.process.streams.borrow();
+        let found = streams.iter().find(|(id, _)| *id == context_id);
+        found
+            .map(|(_, s)| Rc::clone(s))
+            .ok_or_else(|| HostError::Status("BadArgument".into()))
+    }
+
     fn now_nanos(&self) -> u64 {
         // VMs configured at the same instant still get different seeds.
         self.process.now_ms() * 1_000_000 + self.vm as u64 * 7_919
@@ -245,7 +286,11 @@ impl Host for TestHost {
         let stat = stats
             .get_mut(id as usize)
             .ok_or_else(|| HostError::Status("NotFound".into()))?;
-        stat.2 = value as i64;
+        if stat.1 == MetricKind::Histogram {
+            self.process.samples.borrow_mut().push((id, value));
+        } else {
+            stat.2 = value as i64;
+        }
         Ok(())
     }
 }
@@ -419,6 +464,8 @@ pub struct TestStream {
     pub refuse: bool,
     pub handed: RefCell<Vec<Vec<u8>>>,
     pub replies: RefCell<Vec<LocalReply>>,
+    /// How often the request was resumed from outside its callbacks.
+    pub resumed: Cell<u32>,
 }
 
 impl StreamHost for TestStream {
@@ -456,6 +503,39 @@ impl StreamHost for TestStream {
     fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
         self.replies.borrow_mut().push(*reply);
         Ok(())
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.resumed.set(self.resumed.get() + 1);
+        Ok(())
+    }
+}
+
+/// A request entered from a VM's tick is the same request.
+impl StreamHost for Rc<TestStream> {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.as_ref().request_header(name)
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.as_ref().response_header(name)
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.as_ref().request_body(size)
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.as_ref().response_body(size)
+    }
+    fn response_flags(&self) -> Option<Vec<u8>> {
+        self.as_ref().response_flags()
+    }
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Result<(), HostError> {
+        self.as_ref().call_foreign(name, args)
+    }
+    fn send_local_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
+        self.as_ref().send_local_reply(reply)
+    }
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.as_ref().resume_request()
     }
 }
 

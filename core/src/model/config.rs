@@ -67,6 +67,9 @@ pub struct Config {
     /// Whether clients spell nodes `https://`: the affinity ring is ordered
     /// by that spelling, so it must match the client libraries'.
     pub https: bool,
+    /// The instance's name in its metric names; `None` for the plain
+    /// `alternator_lb.<stat>` names.
+    pub stat_prefix: Option<String>,
 }
 
 /// Which writes have affinity (`key_route_affinity`).

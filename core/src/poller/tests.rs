@@ -209,7 +209,7 @@ fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
         assert!(sim.routed(vm).is_empty(), "VM {vm}");
     }
     let request = TestStream::default();
-    let mut stream = Stream::new(sim.router(2));
+    let mut stream = Stream::new(1, sim.router(2));
     assert_eq!(stream.on_request_headers(&request, true), Action::Pause);
     assert_eq!(
         request.replies.borrow()[0].body,
@@ -224,7 +224,7 @@ fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
         assert_eq!(sim.routed(vm), all(), "VM {vm}");
     }
     let request = TestStream::default();
-    let mut stream = Stream::new(sim.router(2));
+    let mut stream = Stream::new(2, sim.router(2));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
@@ -243,7 +243,7 @@ fn describe_through(router: Rc<RefCell<Router>>, table: &str, key: &str) {
         response_body: body.into_bytes(),
         ..TestStream::default()
     };
-    let mut stream = Stream::new(router);
+    let mut stream = Stream::new(3, router);
     assert_eq!(stream.on_request_headers(&request, false), Action::Continue);
     assert_eq!(stream.on_request_body(&request, 30, true), Action::Continue);
     assert_eq!(stream.on_response_headers(&request), Action::Continue);
@@ -346,4 +346,166 @@ fn a_changed_list_reaches_every_vm_and_new_nodes_wait_for_a_probe() {
     for vm in 0..4 {
         assert!(!sim.routed(vm).contains(&a("10.0.0.1:8000")), "VM {vm}");
     }
+}
+
+/// A conditional write's request, as Envoy shows its headers.
+fn conditional_write() -> Rc<TestStream> {
+    let body = br#"{"TableName":"orders","Item":{"order_id":{"S":"o-1"}},"ConditionExpression":"attribute_not_exists(order_id)"}"#;
+    Rc::new(TestStream {
+        request_headers: vec![
+            ("x-amz-target", b"DynamoDB_20120810.PutItem".to_vec()),
+            ("content-length", body.len().to_string().into_bytes()),
+        ],
+        request_body: body.to_vec(),
+        ..TestStream::default()
+    })
+}
+
+const HOLDING: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+    "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}}"#;
+
+#[test]
+fn a_held_write_whose_body_never_comes_is_sent_on_and_holding_stops_everywhere() {
+    capture_logs();
+    let sim = discovered(HOLDING, 3);
+    let request = conditional_write();
+    sim.process.start_stream(40, &request);
+    let mut stream = Stream::new(40, sim.router(0));
+    assert_eq!(
+        stream.on_request_headers(request.as_ref(), false),
+        Action::Pause
+    );
+    // Envoy without allow_on_headers_stop_iteration never calls with the
+    // body. Within the timeout and one tick, VM 0 sends the write on.
+    sim.run(crate::poller::HOLD_TIMEOUT_MS - sim.tick_ms);
+    assert!(request.handed.borrow().is_empty(), "not before the timeout");
+    sim.run(2 * sim.tick_ms);
+    assert_eq!(request.handed.borrow().len(), 1, "sent on, once");
+    assert_eq!(request.resumed.get(), 1);
+    assert!(request.replies.borrow().is_empty());
+    // Its answer is attributed to the node it went to.
+    assert_eq!(
+        stream.on_response_headers(request.as_ref()),
+        Action::Continue
+    );
+    let warned: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("got no body within 300 ms"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("allow_on_headers_stop_iteration"));
+    sim.run(sim.tick_ms * 2);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(1)
+    );
+    assert_eq!(sim.process.stat("alternator_lb.affinity_held"), Some(1));
+    // Every VM now sends writes on at once, without holding them.
+    for vm in 0..3 {
+        let later = conditional_write();
+        let mut stream = Stream::new(41 + vm as u32, sim.router(vm));
+        assert_eq!(
+            stream.on_request_headers(later.as_ref(), false),
+            Action::Continue,
+            "VM {vm}"
+        );
+        assert_eq!(later.handed.borrow().len(), 1);
+    }
+    assert_eq!(
+        logs().iter().filter(|l| l.contains("got no body")).count(),
+        1
+    );
+}
+
+#[test]
+fn a_body_that_starts_in_time_keeps_its_write_held_however_slow_it_is() {
+    let sim = discovered(HOLDING, 2);
+    let request = conditional_write();
+    sim.process.start_stream(50, &request);
+    let mut stream = Stream::new(50, sim.router(0));
+    assert_eq!(
+        stream.on_request_headers(request.as_ref(), false),
+        Action::Pause
+    );
+    sim.run(sim.tick_ms);
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), 10, false),
+        Action::Pause
+    );
+    // The rest comes much later: the write waits for it, by its key.
+    sim.run(5 * crate::poller::HOLD_TIMEOUT_MS);
+    assert!(request.handed.borrow().is_empty());
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    assert_eq!(request.handed.borrow().len(), 1);
+    assert_eq!(request.resumed.get(), 0);
+    sim.run(sim.tick_ms * 2);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(0)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.affinity_routed_by_key"),
+        Some(1)
+    );
+    // Holding goes on.
+    let next = conditional_write();
+    let mut stream = Stream::new(51, sim.router(1));
+    assert_eq!(
+        stream.on_request_headers(next.as_ref(), false),
+        Action::Pause
+    );
+}
+
+#[test]
+fn a_held_write_that_ends_before_its_body_is_forgotten() {
+    capture_logs();
+    let sim = discovered(HOLDING, 1);
+    let request = conditional_write();
+    sim.process.start_stream(60, &request);
+    let mut stream = Stream::new(60, sim.router(0));
+    assert_eq!(
+        stream.on_request_headers(request.as_ref(), false),
+        Action::Pause
+    );
+    // The client gives up: Envoy deletes the context.
+    drop(stream);
+    sim.process.end_stream(60);
+    sim.run(3 * crate::poller::HOLD_TIMEOUT_MS);
+    assert!(request.handed.borrow().is_empty());
+    assert!(!logs().iter().any(|l| l.contains("got no body")));
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_stat_prefix_names_every_stat_of_its_instance() {
+    let sim = Sim::new(
+        r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "stat_prefix": "orders"}"#,
+        2,
+        &NODES,
+    );
+    sim.run(2_500);
+    assert_eq!(
+        sim.process.stat("alternator_lb.orders.discovery_successes"),
+        Some(3)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.orders.nodes_known"),
+        Some(3)
+    );
+    assert_eq!(sim.process.stat("alternator_lb.discovery_successes"), None);
+    // The latency of each call went into the histogram (the simulated
+    // cluster answers after 3 ms).
+    assert_eq!(
+        sim.process
+            .samples("alternator_lb.orders.discovery_latency_ms"),
+        [3, 3, 3]
+    );
 }

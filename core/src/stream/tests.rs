@@ -31,7 +31,7 @@ fn node(handed: &[u8]) -> NodeAddr {
 
 /// A plain request (no body to wait for): where it was handed.
 fn send(sim: &Sim, request: &TestStream) -> (Action, Stream) {
-    let mut stream = Stream::new(sim.router(0));
+    let mut stream = Stream::new(1, sim.router(0));
     (stream.on_request_headers(request, true), stream)
 }
 
@@ -52,7 +52,7 @@ fn requests_go_round_robin_with_the_prepared_bytes() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 3);
-    assert_eq!(sim.router(0).borrow().counts(), (6, 0));
+    assert_eq!(sim.router(0).borrow().counts().routed, 6);
     sim.run(sim.tick_ms);
     assert_eq!(sim.process.stat("alternator_lb.requests_routed"), Some(6));
 }
@@ -86,7 +86,8 @@ fn a_refused_hand_off_fails_closed_and_is_logged_once() {
         .filter(|l| l.contains("refused set_envoy_filter_state"))
         .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(sim.router(0).borrow().counts(), (0, 0));
+    let counts = sim.router(0).borrow().counts();
+    assert_eq!((counts.routed, counts.rejected_handoff_refused), (0, 3));
 }
 
 #[test]
@@ -151,7 +152,7 @@ fn conditional_put(key: &str) -> Vec<u8> {
 
 /// Sends a write whose body is held: where it went.
 fn send_held(sim: &Sim, request: &TestStream) -> NodeAddr {
-    let mut stream = Stream::new(sim.router(0));
+    let mut stream = Stream::new(2, sim.router(0));
     assert_eq!(stream.on_request_headers(request, false), Action::Pause);
     let size = request.request_body.len();
     assert_eq!(
@@ -211,7 +212,7 @@ fn a_gzip_body_is_routed_by_the_key_inside() {
 fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
     let sim = vm(RMW);
     let immediate = |request: &TestStream, end_of_stream: bool| {
-        let mut stream = Stream::new(sim.router(0));
+        let mut stream = Stream::new(3, sim.router(0));
         assert_eq!(
             stream.on_request_headers(request, end_of_stream),
             Action::Continue
@@ -243,7 +244,7 @@ fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
 fn with_affinity_off_no_header_is_read() {
     let sim = vm("");
     let request = put(&conditional_put("o-1"), false);
-    let mut stream = Stream::new(sim.router(0));
+    let mut stream = Stream::new(4, sim.router(0));
     assert_eq!(stream.on_request_headers(&request, false), Action::Continue);
     assert_eq!(stream.on_request_body(&request, 10, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
@@ -263,7 +264,7 @@ fn describe(status: &[u8], body: Vec<u8>, gzip: bool) -> TestStream {
 }
 
 fn answer(sim: &Sim, exchange: &TestStream) {
-    let mut stream = Stream::new(sim.router(0));
+    let mut stream = Stream::new(5, sim.router(0));
     assert_eq!(stream.on_request_headers(exchange, true), Action::Continue);
     assert_eq!(stream.on_response_headers(exchange), Action::Continue);
     let size = exchange.response_body.len();
@@ -293,4 +294,58 @@ fn table_descriptions_teach_partition_keys() {
     assert_eq!(router.tables().pk_name("zipped"), Some("id"));
     let news = router.take_learned();
     assert_eq!(news.len(), 2, "{news:?}");
+}
+
+#[test]
+fn held_writes_are_counted_by_how_they_were_routed() {
+    let sim = vm(RMW);
+    send_held(&sim, &put(&conditional_put("o-1"), false));
+    // Held (whether it qualifies depends on the body), then routed as usual.
+    let plain = br#"{"TableName":"orders","Item":{"order_id":{"S":"o-2"}}}"#;
+    send_held(&sim, &put(plain, false));
+    let unknown_table =
+        br#"{"TableName":"users","Item":{"id":{"S":"u"}},"ConditionExpression":"x"}"#;
+    send_held(&sim, &put(unknown_table, false));
+    let counts = sim.router(0).borrow().counts();
+    assert_eq!(counts.affinity_held, 3);
+    assert_eq!(counts.affinity_routed_by_key, 1);
+    assert_eq!(counts.affinity_fell_back, 2);
+    assert_eq!(counts.routed, 3);
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.affinity_fell_back"),
+        Some(2)
+    );
+}
+
+#[test]
+fn local_replies_name_why_in_their_details() {
+    let sim = vm("");
+    let refused = TestStream {
+        refuse: true,
+        ..TestStream::default()
+    };
+    send(&sim, &refused);
+    assert_eq!(
+        refused.replies.borrow()[0].details,
+        "alternator_lb_handoff_refused"
+    );
+    for node in sim.routed(0) {
+        sim.router(0)
+            .borrow_mut()
+            .observe(&node, crate::model::health::Outcome::Unreachable);
+    }
+    let nowhere = TestStream::default();
+    send(&sim, &nowhere);
+    assert_eq!(nowhere.replies.borrow()[0].details, "alternator_lb_no_node");
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process
+            .stat("alternator_lb.requests_rejected_handoff_refused"),
+        Some(1)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_rejected_no_node"),
+        Some(1)
+    );
 }

@@ -1,0 +1,134 @@
+"""The filter's stats as an operator reads them (issue 13): each instance's
+figures under its own `stat_prefix`, local replies counted and named in the
+access log, affinity counters, and the discovery latency histogram."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from filter_setup import build_wasm, shipped_config, wasm_plugin
+from harness import net
+from proxy import create_table, start_proxied, wait_discovered
+
+
+def with_access_log(path):
+    """An access log of each request's status and response code details."""
+    def edit(config: dict) -> dict:
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["access_log"] = [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": str(path),
+                "log_format": {"text_format_source": {
+                    "inline_string": "%RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n"}},
+            },
+        }]
+        return config
+    return edit
+
+
+def test_local_replies_are_counted_and_named_in_the_access_log(make_cluster, make_envoy, dynamodb,
+                                                                table_name, tmp_path):
+    access_log = tmp_path / "access.log"
+    # Envoy writes access logs out every 10 s by default.
+    flushing = lambda config, **kw: make_envoy(  # noqa: E731
+        config, extra_args=["--file-flush-interval-msec", "100"], **kw)
+    p = start_proxied(make_cluster, flushing, edit_config=with_access_log(access_log),
+                      refresh_interval_ms=500, down_probe_interval_ms=60000)
+    wait_discovered(p, 3)
+    create_table(dynamodb(p.endpoint), table_name)
+    for addr in p.cluster.addresses:
+        p.cluster.stop_node(addr)
+    client = dynamodb(p.endpoint)
+    # Each node fails once (marked Down), then the filter answers itself.
+    rejected = 0
+    deadline = time.monotonic() + 20
+    while rejected < 3 and time.monotonic() < deadline:
+        try:
+            client.list_tables()
+        except Exception as e:  # noqa: BLE001 - the 503 is what is expected
+            if "no Alternator node is available" in str(e):
+                rejected += 1
+    assert rejected >= 3
+    net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") >= 3,
+                 timeout=5, message="the rejections to be counted")
+    named = lambda: sum(line == "503 alternator_lb_no_node"  # noqa: E731
+                        for line in access_log.read_text().splitlines())
+    net.wait_for(lambda: named() >= 3, timeout=5,
+                 message="the 503s in the access log with their details")
+    assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_handoff_refused") == 0
+
+
+def test_affinity_counters_and_discovery_latency_move(make_cluster, make_envoy, dynamodb, table_name):
+    cluster = make_cluster(n_nodes=3)
+    create_table(dynamodb(cluster.endpoint(0)), table_name)
+    p = start_proxied(make_cluster, make_envoy, cluster=cluster, key_route_affinity="rmw",
+                      partition_keys={table_name: "pk"}, refresh_interval_ms=250)
+    wait_discovered(p, 3)
+    client = dynamodb(p.endpoint)
+    for i in range(4):
+        client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "s"}},
+                        ConditionExpression="attribute_not_exists(pk)")
+    for i in range(3):  # plain puts: held (the body decides), then spread as usual
+        client.put_item(TableName=table_name, Item={"pk": {"S": f"p{i}"}, "sk": {"S": "s"}})
+    client.get_item(TableName=table_name, Key={"pk": {"S": "k0"}, "sk": {"S": "s"}})
+    s = lambda name: p.envoy.stat("wasmcustom.alternator_lb." + name)  # noqa: E731
+    net.wait_for(lambda: s("affinity_held") == 7, timeout=5, message="7 held writes counted")
+    assert s("affinity_routed_by_key") == 4
+    assert s("affinity_fell_back") == 3
+    assert s("requests_hold_timeout") == 0
+    assert s("requests_routed") >= 8
+    # Every /localnodes call's duration went into the histogram.
+    status, body = p.envoy.admin_get("/stats?format=json&filter=discovery_latency_ms")
+    assert status == 200
+    histograms = [h for entry in json.loads(body)["stats"] if "histograms" in entry
+                  for h in entry["histograms"].get("computed_quantiles", [])]
+    names = [h["name"] for h in histograms]
+    assert "wasmcustom.alternator_lb.discovery_latency_ms" in names, names
+
+
+def test_two_instances_keep_their_own_figures(make_cluster, make_envoy, dynamodb, table_name):
+    """Two Alternator clusters behind one Envoy, one listener and filter
+    instance each, named apart by stat_prefix."""
+    a, b = make_cluster(n_nodes=3), make_cluster(n_nodes=2)
+    config = copy.deepcopy(shipped_config())
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=net.free_port())
+    first = config["static_resources"]["listeners"][0]
+    second = copy.deepcopy(first)
+    second["name"] = "dynamodb_b"
+    ports = []
+    for listener, cluster, prefix in ((first, a, "orders"), (second, b, "users")):
+        port = net.free_port()
+        ports.append(port)
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
+        plugin = wasm_plugin_of(listener)
+        plugin["name"] = plugin["root_id"] = f"alternator_lb_{prefix}"
+        plugin["vm_config"]["code"]["local"]["filename"] = str(build_wasm())
+        plugin["configuration"]["value"] = json.dumps(
+            {"seeds": [cluster.addresses[0]], "port": cluster.port, "stat_prefix": prefix,
+             "refresh_interval_ms": 500})
+    config["static_resources"]["listeners"].append(second)
+    envoy = make_envoy(config)
+    net.wait_for(lambda: envoy.log_text().count("discovered") >= 2, timeout=10,
+                 message="both instances to discover their nodes")
+    time.sleep(0.3)
+    for port, n in ((ports[0], 9), (ports[1], 4)):
+        client = dynamodb(f"http://127.0.0.1:{port}")
+        for _ in range(n):
+            client.list_tables()
+    s = lambda name: envoy.stat("wasmcustom.alternator_lb." + name)  # noqa: E731
+    net.wait_for(lambda: s("orders.requests_routed") == 9 and s("users.requests_routed") == 4,
+                 timeout=5, message="each instance's requests counted under its own name")
+    assert s("orders.nodes_known") == 3
+    assert s("users.nodes_known") == 2
+    assert s("orders.discovery_successes") >= 1 and s("users.discovery_successes") >= 1
+    # Nothing under the unprefixed names.
+    assert "wasmcustom.alternator_lb.requests_routed" not in envoy.stats("alternator_lb")
+
+
+def wasm_plugin_of(listener: dict) -> dict:
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return next(f for f in hcm["http_filters"] if f["name"] == "alternator_lb")["typed_config"]["config"]
