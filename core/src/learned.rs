@@ -11,9 +11,11 @@ use crate::model::Quoted;
 /// Attempts at the compare-and-set before the news waits for the next tick.
 const CAS_ATTEMPTS: usize = 8;
 
-/// The entry's key: per discovery identity, like the discovery record.
+/// The entry's key: per discovery identity, like the discovery record, and
+/// versioned with the entry's own format ([`affinity::tables::FORMAT`]) on
+/// top of the record's, which the discovery key already carries.
 pub fn key_for(discovery_key: &str) -> String {
-    format!("{discovery_key}.tables")
+    format!("{discovery_key}.v{}.tables", affinity::tables::FORMAT)
 }
 
 /// The entry's bytes and CAS, if it exists and can be read.

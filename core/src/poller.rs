@@ -131,6 +131,9 @@ impl<H: Host> Poller<H> {
         // host clock's nanoseconds differ per VM.
         let mut rng = Rng::new(host.now_nanos());
         let key = shared_state::key_for(&config.discovery_identity());
+        // Which record a VM shares, for whoever debugs two filters (or two
+        // module versions) in one Envoy: once per VM, at start.
+        log::debug!("discovery record in shared data key {key}");
         let settings = Settings {
             mode: config.key_route_affinity,
             verify_node_san: config.verify_node_san,

@@ -27,7 +27,45 @@ use crate::model::NodeAddr;
 use crate::model::Quoted;
 use std::fmt::{self, Write as _};
 
-const MAGIC: &str = "alternator-lb/3";
+/// The record's format version: the record's first word is
+/// `alternator-lb/<FORMAT>` and its shared-data key carries it too
+/// ([`key_for`]). A change to the encoding changes this one line. Because the
+/// key differs, an Envoy that swaps module versions in place (same `vm_id`,
+/// the old VMs draining while the new ones start) keeps two records side by
+/// side, each read only by the VMs that understand it, instead of each side
+/// taking the other's record for damage and resetting it.
+///
+/// `ALTERNATOR_LB_FORMAT` at build time overrides it (`scripts/build`
+/// documents it): the end-to-end tests build a second module that way to run
+/// two formats in one Envoy.
+pub const FORMAT: &str = match option_env!("ALTERNATOR_LB_FORMAT") {
+    Some(format) => format,
+    None => "3",
+};
+
+// The version goes into a key and into a line of space-separated words, so a
+// build-time override must be a plain token.
+const _: () = assert!(
+    is_token(FORMAT),
+    "ALTERNATOR_LB_FORMAT must be 1 to 16 ASCII letters, digits, '-' or '_'"
+);
+
+const fn is_token(s: &str) -> bool {
+    let mut rest = s.as_bytes();
+    if rest.is_empty() || rest.len() > 16 {
+        return false;
+    }
+    while let [b, tail @ ..] = rest {
+        if !(b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') {
+            return false;
+        }
+        rest = tail;
+    }
+    true
+}
+
+/// The record's first word is this prefix followed by [`FORMAT`].
+const MAGIC_PREFIX: &str = "alternator-lb/";
 
 /// A shared-data value that is not a record this version wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +82,9 @@ impl std::error::Error for DecodeError {}
 /// The shared-data key for a discovery identity (see
 /// [`Config::discovery_identity`](crate::config::Config::discovery_identity)).
 /// Prefixed because Istio gives every plugin of a proxy the same `vm_id`, so
-/// all of them share one key space; hashed to keep the key short.
+/// all of them share one key space; hashed to keep the key short; versioned
+/// with [`FORMAT`], so that builds writing different formats never share a
+/// record.
 pub fn key_for(identity: &str) -> String {
     // FNV-1a, 64 bit: stable across builds and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -52,7 +92,7 @@ pub fn key_for(identity: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("alternator_lb.discovery.{h:016x}")
+    format!("alternator_lb.discovery.v{FORMAT}.{h:016x}")
 }
 
 impl SharedState {
@@ -66,7 +106,7 @@ impl SharedState {
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "{MAGIC} {} {} {} {}",
+            "{MAGIC_PREFIX}{FORMAT} {} {} {} {}",
             self.round, self.next_due_ms, self.last_success_ms, self.last_activity_ms
         );
         for (i, list) in self.lists.iter().enumerate() {
@@ -96,7 +136,8 @@ impl SharedState {
         let mut lines = text.lines();
         let header = lines.next().ok_or_else(|| DecodeError("empty".into()))?;
         let mut fields = header.split(' ');
-        if fields.next() != Some(MAGIC) {
+        let magic = fields.next().and_then(|w| w.strip_prefix(MAGIC_PREFIX));
+        if magic != Some(FORMAT) {
             return Err(DecodeError(format!("unknown header {}", Quoted(header))));
         }
         let mut number = |what: &str| -> Result<u64, DecodeError> {
@@ -194,8 +235,20 @@ mod tests {
 
     #[test]
     fn keys_are_stable_and_distinct() {
-        assert_eq!(key_for("a"), "alternator_lb.discovery.af63dc4c8601ec8c");
+        assert_eq!(
+            key_for("a"),
+            format!("alternator_lb.discovery.v{FORMAT}.af63dc4c8601ec8c")
+        );
         assert_ne!(key_for("a|8000"), key_for("a|8001"));
+        // The learned-tables entry sits next to the record, under both
+        // formats: the record's (in the discovery key) and its own.
+        assert_eq!(
+            crate::learned::key_for(&key_for("a")),
+            format!(
+                "alternator_lb.discovery.v{FORMAT}.af63dc4c8601ec8c.v{}.tables",
+                crate::affinity::tables::FORMAT
+            )
+        );
     }
 
     fn state() -> SharedState {

@@ -99,7 +99,9 @@ def test_all_nodes_down_gives_503_at_once_and_traffic_resumes(make_cluster, make
         status, ctype, body, took = raw_request(p.endpoint)
         assert (status, ctype) == (503, "application/x-amz-json-1.0"), body
         assert json.loads(body)["__type"].endswith("#ServiceUnavailableException")
-        assert took < 0.5
+        # Answered by the filter at once, not after a connection attempt or a
+        # timeout; the bound leaves a loaded machine its slack.
+        assert took < 2.0, f"the proxy's own 503 took {took:.2f}s"
     for addr in p.cluster.addresses:
         p.cluster.start_node(addr)
     db = dynamodb(p.endpoint)
@@ -150,7 +152,11 @@ def test_new_node_is_quarantined_until_its_probe_succeeds(make_cluster, make_env
         started = time.monotonic()
         net.wait_for(lambda: p.cluster.requests_per_node().get(new, 0) > 0, timeout=5,
                      message="the node to get traffic once its probe succeeds")
-        assert time.monotonic() - started <= 0.3 + 0.5
+        took = time.monotonic() - started
+        print(f"the node got traffic {took:.2f} s after it started serving")
+        # Its next probe (every 300 ms) passes and the next tick routes to
+        # it; plus slack for a loaded machine.
+        assert took <= 0.3 + 1.0, f"the node got traffic only {took:.2f}s after it started serving"
     assert load.errors == []
     assert f"node {new}:{p.cluster.port} passed its probe" in p.envoy.log_text()
 

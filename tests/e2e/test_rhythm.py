@@ -28,15 +28,20 @@ def test_idle_slows_discovery_and_a_request_speeds_it_up(make_cluster, make_envo
     # The first request makes a round due at once and restores the fast pace.
     woke = time.monotonic()
     db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": "1"}})
-    first = net.wait_for(lambda: calls_between(p.cluster, woke, woke + 10), timeout=1.0,
+    first = net.wait_for(lambda: calls_between(p.cluster, woke, woke + 10), timeout=1.5,
                          message="a /localnodes call right after the first request")
-    assert first[0][0] - woke < 0.5
-    deadline = time.monotonic() + 1.5
+    print(f"first call {first[0][0] - woke:.2f} s after the first request")
+    # At once, not at the idle pace (2 s); slack for a loaded machine.
+    assert first[0][0] - woke < 1.0
+    deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:  # keep the traffic flowing
         db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": "1"}})
         time.sleep(0.05)
-    busy = calls_between(p.cluster, woke, woke + 1.5)
-    assert len(busy) >= 4, f"only {len(busy)} calls in 1.5 s of traffic at a 300 ms interval"
+    busy = calls_between(p.cluster, woke, woke + 3.0)
+    print(f"{len(busy)} calls in 3 s of traffic at a 300 ms interval")
+    # About 9 at the fast pace, at most 2 at the idle one: half the fast pace
+    # tells them apart and leaves a loaded machine (late ticks) its slack.
+    assert len(busy) >= 4, f"only {len(busy)} calls in 3 s of traffic at a 300 ms interval"
 
 
 def test_failures_back_off_and_walk_known_nodes_then_seeds(make_cluster, make_envoy):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from proxy import counts_since, create_table, start_proxied, wait_discovered
 
 
@@ -84,3 +86,22 @@ def test_client_headers_cannot_choose_the_node(make_cluster, make_envoy, dynamod
     assert names.get("x-envoy-original-dst-host") == target, "header should reach the node unchanged"
     assert names.get("host") == target
     assert sum(p.cluster.signature_failures().values()) == 0
+
+
+@pytest.mark.parametrize("server", [None, "ScyllaDB Alternator (test)"], ids=["absent", "set"])
+def test_the_nodes_server_header_reaches_the_client_unchanged(make_cluster, make_envoy, dynamodb,
+                                                               table_name, server):
+    """Alternator sends no Server header by default, or the one configured
+    in alternator_http_response_server_header; through the proxy the client
+    sees exactly that, not Envoy's "server: envoy"."""
+    cluster = make_cluster(n_nodes=2)
+    cluster.server_header = server
+    p = start_proxied(make_cluster, make_envoy, cluster=cluster)
+    wait_discovered(p, 2)
+    db = dynamodb(p.endpoint)
+    create_table(db, table_name)
+    answers = [db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
+               for i in range(4)]
+    for answer in answers:
+        headers = answer["ResponseMetadata"]["HTTPHeaders"]
+        assert headers.get("server") == server, headers

@@ -158,6 +158,9 @@ def test_one_discovery_round_per_interval_per_envoy(make_cluster, make_envoy, dy
     expected = {(("dc", "dc1"), ("rack", "rack1")), (("dc", "dc1"),), (("dc", "dc2"),)}
     assert set(per_query) == expected, per_query
     rounds = window / t.p.interval_s
+    print(f"/localnodes questions in {rounds:.0f} intervals: {per_query}")
+    # At most one round per interval; at least half of them, which leaves a
+    # loaded machine (late ticks, so late rounds) its slack.
     assert len(calls) <= len(expected) * (rounds + 1), f"{len(calls)} calls in {rounds:.0f} intervals: {per_query}"
     for q, n in per_query.items():
         assert rounds / 2 <= n <= rounds + 1, f"{q} asked {n} times in {rounds:.0f} intervals: {per_query}"

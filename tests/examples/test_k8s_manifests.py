@@ -13,6 +13,12 @@ Gateway); no cluster is needed.
   outbound|PORT||HOST Istio generates from the discovery ServiceEntry (or the
   cluster the EnvoyPatchPolicy adds), that cluster gets use_http_header, and
   the data cluster does not.
+* The Istio example's affinity variant (20-envoyfilter-affinity.yaml, the
+  filter installed by an EnvoyFilter with allow_on_headers_stop_iteration)
+  agrees with the WasmPlugin (same configuration plus key_route_affinity,
+  same image), and its ECDS name, filter position and route patch fit
+  together; the failure policy is FAIL_RELOAD and the gateway passes the
+  node's Server header through.
 * The Envoy pieces inside EnvoyFilter and EnvoyPatchPolicy (free-form for the
   schemas) are assembled, the way Istio and Envoy Gateway would, into an
   Envoy bootstrap with the real filter and its configuration, which the
@@ -96,9 +102,13 @@ def run_validator(entries: list[dict]) -> list[dict]:
 #   (id, file, text to replace (first occurrence), replacement, word the error names)
 MUTANTS = [
     ("istio-wrong-enum-failStrategy", "examples/istio/20-wasmplugin.yaml",
-     "failStrategy: FAIL_CLOSE", "failStrategy: FAIL_CLOSED", "failStrategy"),
+     "failStrategy: FAIL_RELOAD", "failStrategy: FAIL_RELOADED", "failStrategy"),
     ("istio-misspelled-failStrategy", "examples/istio/20-wasmplugin.yaml",
-     "  failStrategy: FAIL_CLOSE", "  failurePolicy: FAIL_CLOSE", "failurePolicy"),
+     "  failStrategy: FAIL_RELOAD", "  failurePolicy: FAIL_RELOAD", "failurePolicy"),
+    ("istio-wrong-enum-applyTo", "examples/istio/20-envoyfilter-affinity.yaml",
+     "applyTo: EXTENSION_CONFIG", "applyTo: EXTENSION_CONFIGURATION", "applyTo"),
+    ("istio-misspelled-routeConfiguration", "examples/istio/20-envoyfilter-affinity.yaml",
+     "routeConfiguration:", "routeConfig:", "routeConfig"),
     ("istio-wrong-enum-resolution", "examples/istio/10-clusters.yaml",
      "resolution: NONE", "resolution: ORIGINAL_DST", "resolution"),
     ("istio-misspelled-workloadSelector", "examples/istio/10-clusters.yaml",
@@ -288,8 +298,8 @@ def istio_problems(docs: list[dict]) -> list[str]:
     spec = plugin["spec"]
     config = spec.get("pluginConfig")
     problems += [f"pluginConfig: {p}" for p in config_problems(config)]
-    if spec.get("failStrategy") != "FAIL_CLOSE":
-        problems.append("the WasmPlugin must fail closed")
+    if spec.get("failStrategy") != "FAIL_RELOAD":
+        problems.append("the WasmPlugin must use failStrategy FAIL_RELOAD (never fail open)")
     if spec.get("type") != "HTTP":
         problems.append("the WasmPlugin must be an HTTP filter")
     if not str(spec.get("url", "")).startswith("oci://"):
@@ -322,6 +332,83 @@ def istio_problems(docs: list[dict]) -> list[str]:
         problems.append(f"{data} must not trust x-envoy-original-dst-host (use_http_header)")
     if data == discovery:
         problems.append("data and discovery clusters must differ")
+    if not any(p.get("server_header_transformation") == "PASS_THROUGH" for p in istio_hcm_patches(docs)):
+        problems.append("the gateway's HTTP connection manager must pass the node's Server header "
+                        "through (server_header_transformation: PASS_THROUGH)")
+    return problems + istio_affinity_problems(docs)
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def patches(docs: list[dict], apply_to: str) -> list[dict]:
+    return [p for ef in by_kind(docs, "EnvoyFilter") for p in ef["spec"]["configPatches"]
+            if p["applyTo"] == apply_to]
+
+
+def istio_hcm_patches(docs: list[dict]) -> list[dict]:
+    """The typed_config values the EnvoyFilters MERGE into the gateway's HTTP
+    connection manager."""
+    out = []
+    for p in patches(docs, "NETWORK_FILTER"):
+        if p["match"]["listener"]["filterChain"]["filter"]["name"] == HCM and p["patch"]["operation"] == "MERGE":
+            out.append(p["patch"]["value"]["typed_config"])
+    return out
+
+
+def istio_affinity_filter(docs: list[dict]) -> tuple[dict, dict, dict]:
+    """The affinity EnvoyFilter's extension configuration, the HTTP filter
+    that names it and the route patch."""
+    [ext] = [p["patch"]["value"] for p in patches(docs, "EXTENSION_CONFIG")]
+    [http] = [p for p in patches(docs, "HTTP_FILTER")]
+    [route] = [p for p in patches(docs, "HTTP_ROUTE")]
+    return ext, http, route
+
+
+def istio_affinity_problems(docs: list[dict]) -> list[str]:
+    """20-envoyfilter-affinity.yaml, the filter with key route affinity: the
+    same filter configuration as the WasmPlugin's plus affinity, the field
+    affinity needs, and the pieces that make Envoy use it."""
+    problems = []
+    ext, http, route = istio_affinity_filter(docs)
+    if ext["typed_config"].get("@type") != WASM_TYPE:
+        return ["the affinity extension configuration must be a Wasm HTTP filter"]
+    config = ext["typed_config"]["config"]
+    if config.get("allow_on_headers_stop_iteration") is not True:
+        problems.append("the affinity filter needs allow_on_headers_stop_iteration: true")
+    if config.get("failure_policy") != "FAIL_RELOAD":
+        problems.append("the affinity filter must use failure_policy FAIL_RELOAD")
+    uri = config["vm_config"]["code"]["remote"]["http_uri"]["uri"]
+    plugin = one(docs, "WasmPlugin")["spec"]
+    if uri != plugin["url"]:
+        problems.append(f"the affinity filter loads {uri}, the WasmPlugin {plugin['url']}")
+    try:
+        filter_config = json.loads(config["configuration"]["value"])
+    except ValueError as e:
+        return problems + [f"the affinity filter configuration is not JSON: {e}"]
+    problems += [f"affinity configuration: {p}" for p in config_problems(filter_config)]
+    if filter_config.get("key_route_affinity") not in ("rmw", "any_write"):
+        problems.append("the affinity filter must set key_route_affinity to rmw or any_write")
+    mine = {k: v for k, v in filter_config.items() if k not in ("key_route_affinity", "partition_keys")}
+    if mine != plugin["pluginConfig"]:
+        problems.append(f"the affinity configuration differs from the WasmPlugin's pluginConfig "
+                        f"beyond key_route_affinity: {mine} != {plugin['pluginConfig']}")
+    if (http["patch"]["operation"] != "INSERT_BEFORE"
+            or http["match"]["listener"]["filterChain"]["filter"].get("subFilter", {}).get("name")
+            != "envoy.filters.http.router"):
+        problems.append("the affinity filter must be inserted right before the router")
+    discovery = http["patch"]["value"].get("config_discovery", {})
+    if http["patch"]["value"].get("name") != ext["name"]:
+        problems.append(f"the HTTP filter is named {http['patch']['value'].get('name')!r}, "
+                        f"the extension configuration {ext['name']!r}")
+    if WASM_TYPE not in discovery.get("type_urls", []) or "ads" not in discovery.get("config_source", {}):
+        problems.append("the HTTP filter must take the Wasm configuration over ECDS (ADS)")
+    gateway_route = [r for r in one(docs, "VirtualService")["spec"]["http"] if r.get("name") == "gateway-to-alternator"]
+    if route["match"]["routeConfiguration"]["vhost"]["route"]["name"] != "gateway-to-alternator" or not gateway_route:
+        problems.append("the body buffer limit must be raised on the gateway's route, gateway-to-alternator")
+    if route["patch"]["value"].get("request_body_buffer_limit", 0) < 16 * 1024 * 1024:
+        problems.append("the gateway's route must hold bodies up to 16 MiB (request_body_buffer_limit)")
     return problems
 
 
@@ -423,6 +510,22 @@ CONSISTENCY_MUTANTS = [
     ("istio", "examples/istio/20-wasmplugin.yaml", '    - "10.0.0.5"', '    - "10.1.0.5"', "outside allowed_cidrs"),
     ("istio", "examples/istio/10-clusters.yaml", '  exportTo:\n  - "."\n---\n# Connection', "---\n# Connection",
      "must be exportTo"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", "            allow_on_headers_stop_iteration: true",
+     "            allow_on_headers_stop_iteration: false", "needs allow_on_headers_stop_iteration"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", '"key_route_affinity": "rmw"',
+     '"key_route_affinity": "none"', "must set key_route_affinity"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", '"refresh_interval_ms": 1000,',
+     '"refresh_interval_ms": 2000,', "differs from the WasmPlugin"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", "        name: alternator-lb.alternator-lb-affinity\n        config_discovery:",
+     "        name: alternator-lb.other\n        config_discovery:", "the HTTP filter is named"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", "request_body_buffer_limit: 16777216",
+     "request_body_buffer_limit: 1048576", "up to 16 MiB"),
+    ("istio", "examples/istio/20-envoyfilter-affinity.yaml", "            name: gateway-to-alternator",
+     "            name: mesh-to-gateway", "gateway's route"),
+    ("istio", "examples/istio/30-routing.yaml", "server_header_transformation: PASS_THROUGH",
+     "server_header_transformation: OVERWRITE", "Server header"),
+    ("istio", "examples/istio/20-wasmplugin.yaml", "failStrategy: FAIL_RELOAD", "failStrategy: FAIL_OPEN",
+     "never fail open"),
     ("eg", "examples/envoy-gateway/alternator-lb.yaml", "discovery_cluster: alternator_discovery",
      "discovery_cluster: alternator-discovery", "is not added by the EnvoyPatchPolicy"),
     ("eg", "examples/envoy-gateway/alternator-lb.yaml", "rule/0'", "rule/1'", "looks for cluster"),
@@ -471,37 +574,45 @@ def test_readmes_name_only_files_that_exist():
 # The Envoy pieces, checked by Envoy itself with the real filter
 
 
-def bootstrap(clusters: list[dict], route_cluster: str, plugin_config: dict, wasm: Path) -> dict:
-    """A gateway-like Envoy: one listener, the filter with `plugin_config` as
-    its JSON configuration, the route to `route_cluster`, and `clusters`."""
+def plugin_config(config: dict, wasm: Path, failure_policy: str) -> dict:
+    """The Wasm filter's PluginConfig a gateway builds from a plugin resource:
+    the module as a local file (Istio's agent and Envoy Gateway fetch it and
+    hand Envoy a file), `config` as its JSON configuration."""
+    return {
+        "name": "alternator_lb", "root_id": "alternator_lb", "failure_policy": failure_policy,
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm)}}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": json.dumps(config)},
+    }
+
+
+def bootstrap(clusters: list[dict], route_cluster: str, wasm_config: dict,
+              hcm_merge: list[dict] = (), route_merge: list[dict] = ()) -> dict:
+    """A gateway-like Envoy: one listener running the Wasm filter with
+    `wasm_config` (a PluginConfig), the route to `route_cluster`, and
+    `clusters`; the MERGE patches applied to the HTTP connection manager and
+    to the route."""
+    route = {"match": {"prefix": "/"}, "route": {"cluster": route_cluster, "timeout": "60s"}}
+    for value in route_merge:
+        merge(route, value)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
-        "route_config": {"virtual_hosts": [{
-            "name": "alternator", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": route_cluster, "timeout": "60s"}}],
-        }]},
+        "route_config": {"virtual_hosts": [{"name": "alternator", "domains": ["*"], "routes": [route]}]},
         "http_filters": [
-            {"name": "alternator_lb", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "alternator_lb", "root_id": "alternator_lb", "failure_policy": "FAIL_CLOSED",
-                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm)}}},
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                      "value": json.dumps(plugin_config)},
-                },
-            }},
+            {"name": "alternator_lb", "typed_config": {"@type": WASM_TYPE, "config": wasm_config}},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     }
+    for value in hcm_merge:
+        merge(hcm, value)
     return {
         "static_resources": {
             "listeners": [{
                 "name": "gateway",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": 18000}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                "typed_config": hcm}]}],
+                "filter_chains": [{"filters": [{"name": HCM, "typed_config": hcm}]}],
             }],
             "clusters": clusters,
         },
@@ -518,20 +629,72 @@ def envoy_validate(config: dict, tmp_path: Path) -> tuple[bool, str]:
     return proc.returncode == 0 and proc.stdout.strip().endswith("OK"), out
 
 
+# What istiod makes of a WasmPlugin's failStrategy (Istio 1.25 and later).
+ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
+
+
 def istio_bootstrap(docs: list[dict], wasm: Path) -> dict:
     clusters = istio_clusters(docs)
-    return bootstrap(list(clusters.values()), istio_data_cluster(docs),
-                     one(docs, "WasmPlugin")["spec"]["pluginConfig"], wasm)
+    spec = one(docs, "WasmPlugin")["spec"]
+    config = plugin_config(spec["pluginConfig"], wasm, ISTIO_FAILURE_POLICY[spec.get("failStrategy", "FAIL_CLOSE")])
+    return bootstrap(list(clusters.values()), istio_data_cluster(docs), config, istio_hcm_patches(docs))
+
+
+def istio_affinity_bootstrap(docs: list[dict], wasm: Path) -> dict:
+    """The gateway with 20-envoyfilter-affinity.yaml instead of the
+    WasmPlugin: its Wasm configuration as the istio-agent hands it to Envoy
+    (the remote module replaced by the fetched file), and its route patch."""
+    ext, _, route = istio_affinity_filter(docs)
+    config = copy.deepcopy(ext["typed_config"]["config"])
+    config["vm_config"]["code"] = {"local": {"filename": str(wasm)}}
+    return bootstrap(list(istio_clusters(docs).values()), istio_data_cluster(docs), config,
+                     istio_hcm_patches(docs), [route["patch"]["value"]])
 
 
 def eg_bootstrap(docs: list[dict], wasm: Path) -> dict:
     patch, _ = eg_route_patch(docs)
     [wasm_ext] = one(docs, "EnvoyExtensionPolicy")["spec"]["wasm"]
-    return bootstrap(list(eg_added_clusters(docs).values()), patch["operation"]["value"], wasm_ext["config"], wasm)
+    config = plugin_config(wasm_ext["config"], wasm, "FAIL_OPEN" if wasm_ext.get("failOpen") else "FAIL_CLOSED")
+    # Envoy Gateway's HTTP connection managers pass the Server header through
+    # by default (its xDS translator sets PASS_THROUGH).
+    return bootstrap(list(eg_added_clusters(docs).values()), patch["operation"]["value"], config,
+                     [{"server_header_transformation": "PASS_THROUGH"}])
 
 
 def test_istio_gateway_config_is_accepted_by_envoy(module, tmp_path):
     ok, out = envoy_validate(istio_bootstrap(istio_docs(), module), tmp_path)
+    assert ok, out[-3000:]
+    assert "Deprecated field" not in out, out[-3000:]
+
+
+def test_istio_affinity_gateway_config_is_accepted_by_envoy(module, tmp_path):
+    ok, out = envoy_validate(istio_affinity_bootstrap(istio_docs(), module), tmp_path)
+    assert ok, out[-3000:]
+    assert "Deprecated field" not in out, out[-3000:]
+
+
+def test_istio_affinity_filter_reference_is_accepted_by_envoy(module, tmp_path):
+    """The HTTP filter the affinity EnvoyFilter inserts, as it is (a reference
+    to its configuration over ECDS), on a gateway that gets xDS over ADS the
+    way Istio's proxies do."""
+    docs = istio_docs()
+    _, http, _ = istio_affinity_filter(docs)
+    config = istio_affinity_bootstrap(docs, module)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"][0] = http["patch"]["value"]
+    config["node"] = {"id": "gateway", "cluster": "gateway"}
+    config["dynamic_resources"] = {"ads_config": {
+        "api_type": "GRPC", "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}}
+    config["static_resources"]["clusters"].append({
+        "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}}}]}]},
+    })
+    ok, out = envoy_validate(config, tmp_path)
     assert ok, out[-3000:]
     assert "Deprecated field" not in out, out[-3000:]
 
@@ -555,8 +718,24 @@ def test_envoy_refuses_a_bad_plugin_config(module, tmp_path):
 
 def test_envoy_refuses_a_misspelled_cluster_field(module, tmp_path):
     docs = istio_docs()
-    ef = one(docs, "EnvoyFilter")
+    [ef] = [e for e in by_kind(docs, "EnvoyFilter") if e["metadata"]["name"] == "alternator-lb-clusters"]
     ef["spec"]["configPatches"][0]["patch"]["value"]["original_dst_lb_config"] = {"use_http_headers": True}
     ok, out = envoy_validate(istio_bootstrap(docs, module), tmp_path)
     assert not ok
     assert "use_http_headers" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("where,field,misspelled", [
+    ("filter", "allow_on_headers_stop_iteration", "allow_on_header_stop_iteration"),
+    ("route", "request_body_buffer_limit", "request_body_buffer_limits"),
+])
+def test_envoy_refuses_a_misspelled_affinity_field(module, tmp_path, where, field, misspelled):
+    """The free-form Envoy pieces of the affinity EnvoyFilter reach Envoy's
+    own check: a misspelled field in the filter or in the route patch fails."""
+    docs = istio_docs()
+    ext, _, route = istio_affinity_filter(docs)
+    target = ext["typed_config"]["config"] if where == "filter" else route["patch"]["value"]
+    target[misspelled] = target.pop(field)
+    ok, out = envoy_validate(istio_affinity_bootstrap(docs, module), tmp_path)
+    assert not ok
+    assert misspelled in out, out[-3000:]

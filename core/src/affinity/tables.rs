@@ -33,9 +33,16 @@ pub const MAX_TABLE_BYTES: usize = 255;
 /// which UTF-8 may spell in up to four bytes each.
 pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
 
-/// First line of the shared entry; a different one (another version of the
-/// filter in the same VM) reads as nothing learned.
-const MAGIC: &[u8] = b"alternator-lb/tables/1\n";
+/// The entry's format version: its first line is
+/// `alternator-lb/tables/<FORMAT>`, and its shared-data key carries it too
+/// ([`crate::learned::key_for`]), so that modules writing different formats
+/// in one Envoy (an upgrade in place) keep separate entries. A change to the
+/// encoding changes this one line.
+pub const FORMAT: &str = "1";
+
+/// The entry's first line is this prefix, [`FORMAT`] and a newline; any other
+/// first line reads as nothing learned.
+const MAGIC_PREFIX: &[u8] = b"alternator-lb/tables/";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tables {
@@ -150,8 +157,10 @@ pub fn learn(op: Op, status: u16, body: &[u8]) -> Option<(String, String)> {
 /// map always encodes to the same bytes.
 pub fn encode(learned: &BTreeMap<String, String>) -> Vec<u8> {
     let size: usize = learned.iter().map(|(t, a)| t.len() + a.len() + 10).sum();
-    let mut out = Vec::with_capacity(MAGIC.len() + size);
-    out.extend_from_slice(MAGIC);
+    let mut out = Vec::with_capacity(MAGIC_PREFIX.len() + FORMAT.len() + 1 + size);
+    out.extend_from_slice(MAGIC_PREFIX);
+    out.extend_from_slice(FORMAT.as_bytes());
+    out.push(b'\n');
     for (table, attr) in learned {
         for name in [table, attr] {
             out.extend_from_slice(name.len().to_string().as_bytes());
@@ -173,7 +182,10 @@ pub fn decode(bytes: &[u8]) -> BTreeMap<String, String> {
 }
 
 fn decode_all(bytes: &[u8]) -> Option<BTreeMap<String, String>> {
-    let mut rest = bytes.strip_prefix(MAGIC)?;
+    let mut rest = bytes
+        .strip_prefix(MAGIC_PREFIX)?
+        .strip_prefix(FORMAT.as_bytes())?
+        .strip_prefix(b"\n")?;
     let mut map = BTreeMap::new();
     while !rest.is_empty() {
         let (table, after) = name(rest, MAX_TABLE_BYTES)?;

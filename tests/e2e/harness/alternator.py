@@ -30,6 +30,9 @@ Endpoints of each node:
 * ``GET /``: ``200 healthy: <Host header>``.
 * ``POST /``: the DynamoDB API (SigV4 verified, then relayed to moto).
 
+Answers carry no ``Server`` header, as Alternator's by default, unless the
+cluster's ``server_header`` names one.
+
 Listing and serving are independent on purpose: ``stop_node`` kills a node
 that stays listed (the window in which Alternator still lists a node that
 died), ``remove_node``/``unlist_node`` drops a node from ``/localnodes``
@@ -272,7 +275,11 @@ class _NodeHandler(BaseHTTPRequestHandler):
         for name, value in headers:
             if name.lower() == "date":
                 has_date = True
-            self.send_header(name, value)
+            if name.lower() != "server":
+                self.send_header(name, value)
+        server = self.server.cluster.server_header
+        if server is not None:
+            self.send_header("Server", server)
         if not has_date:
             self.send_header("Date", self.date_time_string())
         self.send_header("Content-Length", str(len(body)))
@@ -466,6 +473,10 @@ class SimulatedCluster:
         self.access_key = access_key
         self.secret_key = secret_key
         self.request_hook: RequestHook | None = None
+        #: The Server header of every answer, like Alternator's
+        #: ``alternator_http_response_server_header``; ``None``, Alternator's
+        #: default, sends none (the backend's own is dropped too).
+        self.server_header: str | None = None
         #: Serve HTTPS: node address -> the server context (certificate) it presents.
         self.tls = tls
 

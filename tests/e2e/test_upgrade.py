@@ -1,0 +1,109 @@
+"""Two module versions in one Envoy, as in an upgrade in place: Envoy loads
+the new module while VMs of the old one still serve (same vm_id, so the same
+shared-data namespace). Each version keeps its discovery record under a key
+that carries its format version, so neither reads the other's record as
+damage and resets it.
+
+The second module is the filter built with another format version
+(ALTERNATOR_LB_FORMAT, see scripts/build) in its own cargo directory under
+target/, so that it neither rebuilds nor is rebuilt by the shipped module's
+build; after the first run it is a cache hit.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+
+from filter_setup import REPO, envoy_config, wasm_plugin
+from harness import net
+from proxy import counts_since, create_table, sleep_intervals, Proxied
+
+NEXT_FORMAT = "e2e-next"
+NEXT_WASM = REPO / "target" / "alternator_lb_format_next.wasm"
+NEXT_TARGET_DIR = REPO / "target" / "format-next"
+VM_ID = "alternator_lb"
+
+_next_built = False
+
+
+def build_next_module():
+    """The filter as it ships, but writing and reading format NEXT_FORMAT."""
+    global _next_built
+    if not _next_built:
+        env = {**os.environ, "ALTERNATOR_LB_FORMAT": NEXT_FORMAT,
+               "CARGO_TARGET_DIR": str(NEXT_TARGET_DIR)}
+        subprocess.run([str(REPO / "scripts" / "build"), "alternator-lb", str(NEXT_WASM)],
+                       stdout=subprocess.DEVNULL, cwd=REPO, env=env, check=True)
+        _next_built = True
+    return NEXT_WASM
+
+
+# Envoy prefixes a Wasm log line with the plugin's root_id and vm_id.
+def keys_logged(log: str, root_id: str) -> set[str]:
+    """The shared-data keys the VMs of `root_id` said they use."""
+    pattern = re.compile(f"wasm log {re.escape(root_id)} {VM_ID}: "
+                         r"discovery record in shared data key (\S+)")
+    return {m.group(1) for m in pattern.finditer(log)}
+
+
+def logged_by(log: str, root_id: str, text: str) -> list[str]:
+    return [line for line in log.splitlines() if f"wasm log {root_id} {VM_ID}: {text}" in line]
+
+
+def test_two_format_versions_share_an_envoy_without_resetting_each_other(
+        make_cluster, make_envoy, dynamodb, table_name):
+    next_wasm = build_next_module()
+    cluster = make_cluster(n_nodes=3)
+    old_port, new_port = net.free_port(), net.free_port()
+    config = envoy_config(listener_port=old_port, admin_port=net.free_port(),
+                          seeds=[cluster.addresses[0]], port=cluster.port, refresh_interval_ms=300)
+    # The upgraded module on a second listener: the same filter configuration
+    # and vm_id (so the same shared-data namespace and discovery identity),
+    # another module file, and a root_id of its own to tell the two apart in
+    # the log (shared data is per vm_id, whatever the root_id).
+    listeners = config["static_resources"]["listeners"]
+    new = copy.deepcopy(listeners[0])
+    new["name"] = "dynamodb_next"
+    new["address"]["socket_address"]["port_value"] = new_port
+    hcm = new["filter_chains"][0]["filters"][0]["typed_config"]
+    [plugin] = [f["typed_config"]["config"] for f in hcm["http_filters"] if f["name"] == "alternator_lb"]
+    plugin["name"] = plugin["root_id"] = "alternator_lb_next"
+    plugin["vm_config"]["code"]["local"]["filename"] = str(next_wasm)
+    assert plugin["vm_config"]["vm_id"] == wasm_plugin(config)["vm_config"]["vm_id"] == VM_ID
+    listeners.append(new)
+    # The Wasm log at debug: each VM names its shared-data key at start.
+    envoy = make_envoy(config, concurrency=2, extra_args=["--component-log-level", "wasm:debug"])
+    old = Proxied(cluster, envoy, f"http://127.0.0.1:{old_port}", 0.3)
+    upgraded = Proxied(cluster, envoy, f"http://127.0.0.1:{new_port}", 0.3)
+
+    # Each version runs its own discovery (its own lease in its own record).
+    for name in ("alternator_lb", "alternator_lb_next"):
+        net.wait_for(lambda: logged_by(envoy.log_text(), name, "discovered 3 nodes"), timeout=10,
+                     message=f"{name} to discover the nodes")
+
+    # Both route over the discovered nodes.
+    create_table(dynamodb(old.endpoint), table_name)
+    for p in (old, upgraded):
+        db = dynamodb(p.endpoint)
+        before = cluster.requests_per_node()
+        for i in range(30):
+            db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
+        served = counts_since(cluster, before)
+        assert sum(served.values()) == 30 and all(served.get(a, 0) > 0 for a in cluster.addresses), \
+            f"{p.endpoint}: {served}"
+    # Several more rounds with both writing their records.
+    sleep_intervals(old, 5)
+
+    log = envoy.log_text()
+    old_keys, new_keys = keys_logged(log, "alternator_lb"), keys_logged(log, "alternator_lb_next")
+    assert len(old_keys) == 1 and len(new_keys) == 1, (old_keys, new_keys)
+    [old_key], [new_key] = old_keys, new_keys
+    # One discovery identity (the hash at the end), two format versions.
+    assert old_key != new_key
+    assert old_key.rsplit(".", 1)[1] == new_key.rsplit(".", 1)[1]
+    assert f".v{NEXT_FORMAT}." in new_key and f".v{NEXT_FORMAT}." not in old_key
+    assert "corrupt shared state" not in log, [ln for ln in log.splitlines() if "corrupt" in ln][:5]
+    assert sum(cluster.signature_failures().values()) == 0
