@@ -21,6 +21,7 @@ pub const REQUESTS_REJECTED: &str = "alternator_lb.requests_rejected_no_node";
 pub const NODES_MARKED_DOWN: &str = "alternator_lb.nodes_marked_down";
 pub const PROBES_SUCCEEDED: &str = "alternator_lb.probe_successes";
 pub const PROBES_FAILED: &str = "alternator_lb.probe_failures";
+pub const DISCOVERY_ENTRIES_REFUSED: &str = "alternator_lb.discovery_entries_refused";
 
 /// The ids Envoy gave this VM's stats; `None` for one it refused to define
 /// (the rest still work).
@@ -36,6 +37,7 @@ pub struct Metrics {
     nodes_marked_down: Option<u32>,
     probe_successes: Option<u32>,
     probe_failures: Option<u32>,
+    discovery_entries_refused: Option<u32>,
     /// Request counts already added to the stats.
     flushed: (u64, u64),
     /// Node-count gauges as this VM last set them; they change only with the
@@ -92,6 +94,7 @@ impl Metrics {
             nodes_marked_down: define(host, Counter, NODES_MARKED_DOWN),
             probe_successes: define(host, Counter, PROBES_SUCCEEDED),
             probe_failures: define(host, Counter, PROBES_FAILED),
+            discovery_entries_refused: define(host, Counter, DISCOVERY_ENTRIES_REFUSED),
             flushed: (0, 0),
             last_counts: None,
         }
@@ -143,5 +146,15 @@ impl Metrics {
             self.probe_failures
         };
         add(host, id, 1);
+    }
+
+    /// `/localnodes` entries naming an address the filter refuses to
+    /// contact, per answer read.
+    pub fn entries_refused(&self, host: &impl Host, entries: usize) {
+        add(
+            host,
+            self.discovery_entries_refused,
+            u64::try_from(entries).unwrap_or(u64::MAX),
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
 use crate::host::{Host, HostError, CREATE_ONLY};
 use crate::learned;
-use crate::localnodes;
+use crate::localnodes::{self, Rules};
 use crate::metrics::{Gauges, Metrics};
 use crate::model::config::{Config, Mode};
 use crate::model::health::HealthState;
@@ -224,8 +224,8 @@ impl<H: Host> Poller<H> {
         let now = self.now_ms();
         match call {
             Callout::Discovery(round, query) => {
-                let answer = self.read_answer(num_headers, body_size);
-                self.finish_round(&round, query, answer, now);
+                let (answer, refused) = self.read_answer(num_headers, body_size);
+                self.finish_round(&round, query, answer, refused, now);
             }
             Callout::Probe(probe) => {
                 let result = match self.call_status(num_headers) {
@@ -275,7 +275,7 @@ impl<H: Host> Poller<H> {
                 let now = self.now_ms();
                 match call {
                     Callout::Discovery(round, query) => {
-                        self.finish_round(&round, query, Err(why), now)
+                        self.finish_round(&round, query, Err(why), 0, now)
                     }
                     Callout::Probe(probe) => self.finish_probe(probe, Err(why)),
                 }
@@ -299,22 +299,30 @@ impl<H: Host> Poller<H> {
     }
 
     /// Reads a `/localnodes` answer: the usable node list, or why there is
-    /// none. An answer over the size limit is refused unread.
+    /// none; and how many of its entries the rules refused. An answer over
+    /// the size limit is refused unread.
     fn read_answer(
         &self,
         num_headers: usize,
         body_size: usize,
-    ) -> Result<localnodes::Answer, String> {
-        match self.call_status(num_headers)? {
-            200 => {}
-            status => return Err(format!("answered HTTP {status}")),
+    ) -> (Result<localnodes::Answer, String>, usize) {
+        match self.call_status(num_headers) {
+            Ok(200) => {}
+            Ok(status) => return (Err(format!("answered HTTP {status}")), 0),
+            Err(e) => return (Err(e), 0),
         }
         if body_size > localnodes::MAX_BODY_BYTES {
-            return Err(localnodes::AnswerError::TooLarge(body_size).to_string());
+            let e = localnodes::AnswerError::TooLarge(body_size);
+            return (Err(e.to_string()), 0);
         }
         let body = self.host.call_response_body(body_size).unwrap_or_default();
-        localnodes::parse(&body, self.config.port, &self.config.allowed_cidrs)
-            .map_err(|e| e.to_string())
+        match localnodes::parse(&body, &Rules::of(&self.config)) {
+            Ok(answer) => {
+                let refused = answer.refused;
+                (Ok(answer), refused)
+            }
+            Err(e) => (Err(e.to_string()), e.refused()),
+        }
     }
 
     /// Reads and decodes the record; `None` when absent or damaged (a
@@ -448,18 +456,21 @@ impl<H: Host> Poller<H> {
     }
 
     /// Folds a discovery round's result into the record and logs what
-    /// changed, once, from the VM that ran the round.
+    /// changed, once, from the VM that ran the round; `refused` entries of
+    /// the answer go to their stat.
     fn finish_round(
         &mut self,
         round: &Round,
         query: usize,
         answer: Result<localnodes::Answer, String>,
+        refused: usize,
         now_ms: u64,
     ) {
         let target = round
             .target(query)
             .map_or_else(String::new, |t| t.to_string());
         self.metrics.discovery(&self.host, answer.is_ok());
+        self.metrics.entries_refused(&self.host, refused);
         if let Ok(answer) = &answer {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(

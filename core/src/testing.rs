@@ -38,6 +38,15 @@ pub struct Call {
     pub answered: bool,
 }
 
+impl Call {
+    /// Whether the call went to the node with IP `ip` (any port).
+    pub fn to(&self, ip: &str) -> bool {
+        self.node
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.trim_start_matches('[').trim_end_matches(']') == ip)
+    }
+}
+
 /// An answer to a callout: `None` is no answer at all (connection failed,
 /// reset or timed out).
 #[derive(Clone, Debug)]

@@ -347,3 +347,102 @@ fn a_changed_list_reaches_every_vm_and_new_nodes_wait_for_a_probe() {
         assert!(!sim.routed(vm).contains(&a("10.0.0.1:8000")), "VM {vm}");
     }
 }
+
+const REFUSED: &str = "alternator_lb.discovery_entries_refused";
+
+/// The addresses no answer may send the filter to, with seeds that are not
+/// loopback; each is the form a hostile answer could use.
+const HOSTILE: [&str; 6] = [
+    "fe80::1",
+    "169.254.169.254",
+    "::ffff:169.254.169.254",
+    "127.0.0.1",
+    "::1",
+    "224.0.0.1",
+];
+
+#[test]
+fn refused_entries_are_dropped_counted_and_never_contacted() {
+    capture_logs();
+    let mut listed: Vec<&str> = NODES.to_vec();
+    listed.extend(HOSTILE);
+    let sim = Sim::new(CONFIG, 3, &listed);
+    sim.run(5_500);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let rounds = sim.discovery_calls().len() as i64;
+    assert!(rounds >= 5, "{rounds}");
+    assert_eq!(sim.process.stat(REFUSED), Some(6 * rounds));
+    assert_eq!(
+        sim.process.stat("alternator_lb.discovery_successes"),
+        Some(rounds)
+    );
+    let calls = sim.process.calls.borrow().clone();
+    for call in &calls {
+        assert!(NODES.iter().any(|n| call.to(n)), "{call:?}");
+    }
+    // Named in the warning about the entries, once per VM that polled: the
+    // list of dropped entries stays the same from answer to answer.
+    let warned: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("unusable entries, ignored"))
+        .collect();
+    let pollers: std::collections::BTreeSet<usize> =
+        sim.discovery_calls().iter().map(|c| c.vm).collect();
+    assert_eq!(warned.len(), pollers.len(), "{warned:?}");
+    for refusal in [
+        "fe80::1 is link-local, refused",
+        "169.254.169.254 is link-local, refused",
+        "127.0.0.1 is loopback, refused as no seed is loopback",
+        "::1 is loopback, refused as no seed is loopback",
+        "224.0.0.1 is not a unicast address",
+    ] {
+        assert!(warned[0].contains(refusal), "{refusal}: {}", warned[0]);
+    }
+    assert!(warned[0].starts_with("WARN /localnodes from 10.0.0."));
+    assert!(warned[0].contains("had 6 unusable entries"));
+}
+
+#[test]
+fn loopback_seeds_let_loopback_answers_through_but_not_link_local_ones() {
+    let config = r#"{"seeds": ["127.0.0.1"]}"#;
+    let sim = Sim::new(config, 2, &["127.0.0.1", "127.0.0.2", "::1", "fe80::1"]);
+    sim.run(2_500);
+    let want = vec![a("127.0.0.1:8000"), a("127.0.0.2:8000"), a("[::1]:8000")];
+    assert_eq!(sim.routed(0), want);
+    assert_eq!(sim.routed(1), want);
+    let rounds = sim.discovery_calls().len() as i64;
+    assert_eq!(sim.process.stat(REFUSED), Some(rounds));
+    assert!(sim.process.calls.borrow().iter().all(|c| !c.to("fe80::1")));
+}
+
+#[test]
+fn an_answer_naming_only_refused_addresses_keeps_the_list_and_counts() {
+    capture_logs();
+    let sim = discovered(CONFIG, 2);
+    let before = sim.process.stat(REFUSED).unwrap_or(0);
+    assert_eq!(before, 0);
+    sim.cluster.borrow_mut().listed = vec!["fe80::1".into(), "169.254.169.254".into()];
+    sim.run(3_000);
+    assert_eq!(sim.process.record().unwrap().nodes, all());
+    assert_eq!(sim.routed(0), all());
+    let failed = sim.discovery_calls().len() as i64 - 1;
+    assert!(failed >= 2, "{failed}");
+    assert_eq!(sim.process.stat(REFUSED), Some(2 * failed));
+    assert_eq!(
+        sim.process.stat("alternator_lb.discovery_failures"),
+        Some(failed)
+    );
+    let line = logs()
+        .into_iter()
+        .find(|l| l.contains("failed:"))
+        .expect("a failure logged");
+    assert!(
+        line.contains(
+            "failed: answer has no valid IP entry (2 dropped, e.g. fe80::1 is link-local, refused); \
+             keeping the last good list of 3 nodes"
+        ),
+        "{line}"
+    );
+}
