@@ -11,6 +11,7 @@
 //! [`crate::health`]'s; this module performs them through a [`Host`].
 
 mod announce;
+mod outcome;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+
+use outcome::CallFailure;
 
 /// Attempts at a compare-and-set update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
@@ -63,6 +66,13 @@ enum Callout {
     Probe(Probe),
 }
 
+/// A callout awaiting its answer, and when it was made: a headerless answer
+/// or a 504 is a timeout only once the timeout has passed.
+struct InFlight {
+    call: Callout,
+    sent_ms: u64,
+}
+
 pub struct Poller<H: Host> {
     host: H,
     config: Config,
@@ -78,7 +88,7 @@ pub struct Poller<H: Host> {
     router: Rc<RefCell<Router>>,
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
-    in_flight: HashMap<u32, Callout>,
+    in_flight: HashMap<u32, InFlight>,
     /// Nodes this VM saw fail and has not yet published as Down.
     pending_down: Vec<NodeAddr>,
     /// Requests routed when activity was last checked.
@@ -218,21 +228,20 @@ impl<H: Host> Poller<H> {
 
     /// The answer to a callout this VM made.
     pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
-        let Some(call) = self.in_flight.remove(&token) else {
+        let Some(InFlight { call, sent_ms }) = self.in_flight.remove(&token) else {
             return;
         };
         let now = self.now_ms();
+        let elapsed_ms = now.saturating_sub(sent_ms);
         match call {
             Callout::Discovery(round, query) => {
-                let (answer, refused) = self.read_answer(num_headers, body_size);
+                let (answer, refused) = self.read_answer(num_headers, body_size, elapsed_ms);
                 self.finish_round(&round, query, answer, refused, now);
             }
             Callout::Probe(probe) => {
-                let result = match self.call_status(num_headers) {
-                    Ok(200) => Ok(()),
-                    Ok(status) => Err(format!("answered HTTP {status}")),
-                    Err(e) => Err(e),
-                };
+                let result = self
+                    .call_status(num_headers, body_size, elapsed_ms)
+                    .map_err(|e| e.to_string());
                 self.finish_probe(probe, result);
             }
         }
@@ -265,7 +274,8 @@ impl<H: Host> Poller<H> {
             .http_call(&self.config.discovery_cluster, &headers, timeout)
         {
             Ok(token) => {
-                self.in_flight.insert(token, call);
+                let sent_ms = self.now_ms();
+                self.in_flight.insert(token, InFlight { call, sent_ms });
             }
             Err(e) => {
                 let why = format!(
@@ -283,19 +293,35 @@ impl<H: Host> Poller<H> {
         }
     }
 
-    /// The HTTP status of the answer being delivered, or why there is none.
-    fn call_status(&self, num_headers: usize) -> Result<u32, String> {
+    /// Whether the answer being delivered, `elapsed_ms` after its call, is
+    /// a 200; if not, what happened instead (reading only the first bytes
+    /// of the body).
+    fn call_status(
+        &self,
+        num_headers: usize,
+        body_size: usize,
+        elapsed_ms: u64,
+    ) -> Result<(), CallFailure> {
+        let timeout_ms = self.config.discovery_timeout_ms;
         if num_headers == 0 {
-            return Err("no answer (connection failed or reset, or timed out)".to_string());
+            return Err(CallFailure::without_answer(elapsed_ms, timeout_ms));
         }
         let status = self
             .host
             .call_response_header(":status")
             .unwrap_or_default();
         let status = String::from_utf8_lossy(&status);
-        status
-            .parse()
-            .map_err(|_| format!("answered with status {}", Quoted(&status)))
+        match status.parse::<u32>() {
+            Ok(200) => Ok(()),
+            Ok(status) => {
+                let head = body_size.min(outcome::BODY_HEAD_BYTES);
+                let head = self.host.call_response_body(head).unwrap_or_default();
+                Err(CallFailure::from_status(
+                    status, &head, body_size, elapsed_ms, timeout_ms,
+                ))
+            }
+            Err(_) => Err(CallFailure::BadStatus(status.into_owned())),
+        }
     }
 
     /// Reads a `/localnodes` answer: the usable node list, or why there is
@@ -305,11 +331,10 @@ impl<H: Host> Poller<H> {
         &self,
         num_headers: usize,
         body_size: usize,
+        elapsed_ms: u64,
     ) -> (Result<localnodes::Answer, String>, usize) {
-        match self.call_status(num_headers) {
-            Ok(200) => {}
-            Ok(status) => return (Err(format!("answered HTTP {status}")), 0),
-            Err(e) => return (Err(e), 0),
+        if let Err(e) = self.call_status(num_headers, body_size, elapsed_ms) {
+            return (Err(e.to_string()), 0);
         }
         if body_size > localnodes::MAX_BODY_BYTES {
             let e = localnodes::AnswerError::TooLarge(body_size);
