@@ -14,7 +14,7 @@
 //! already sorted.
 
 use alternator_lb_core::discovery::{self, Round};
-use alternator_lb_core::localnodes::{self, MAX_BODY_BYTES, MAX_NODES};
+use alternator_lb_core::localnodes::{self, Rules, MAX_BODY_BYTES, MAX_NODES};
 use alternator_lb_core::model::record::{QueryList, SharedState};
 use alternator_lb_core::model::NodeAddr;
 use alternator_lb_core::rng::Rng;
@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 
 const RUNS: usize = 21;
 const PORT: u16 = 8000;
+/// No allowed_cidrs, seeds that are not loopback: the default rules.
+const RULES: Rules = Rules {
+    port: PORT,
+    allowed: &[],
+    loopback: false,
+};
 
 /// Distinct addresses in 10.0.0.0/8 spread over the range (an odd
 /// multiplier permutes 24 bits), as many as fit in a body under the limit.
@@ -89,7 +95,7 @@ fn measure(body: &[u8]) -> [Vec<Duration>; 5] {
     let mut times: [Vec<Duration>; 5] = Default::default();
     for _ in 0..RUNS {
         let t0 = Instant::now();
-        let answer = localnodes::parse(body, PORT, &[]).expect("a usable answer");
+        let answer = localnodes::parse(body, &RULES).expect("a usable answer");
         let t1 = Instant::now();
         let (next, event) = discovery::apply_answer(&state, &round, 0, answer.nodes, 1_000);
         let t2 = Instant::now();
@@ -118,7 +124,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn report(what: &str, body: &[u8], entries: usize) {
-    let answer = localnodes::parse(body, PORT, &[]).expect("a usable answer");
+    let answer = localnodes::parse(body, &RULES).expect("a usable answer");
     println!(
         "{what}: {} bytes, {entries} addresses, {} kept, dropped: {:?}",
         body.len(),

@@ -11,6 +11,7 @@
 //! key, a key given twice), and every refused value is refused afterwards,
 //! by code that can quote it and say what was expected.
 
+use crate::model::address;
 use crate::model::cidr::{self, Cidr};
 use crate::model::config::{Config, Mode, Scope, SeedGroup};
 use crate::model::health::ProbePeriods;
@@ -574,6 +575,22 @@ fn addresses(
         };
         let addr = NodeAddr::parse(&s, port)
             .map_err(|e: AddrError| err("seeds", format!("{context}entry {i}: {e}")))?;
+        // A seed is the operator's own choice, but a link-local one cannot
+        // work: `/localnodes` answers naming link-local addresses are
+        // always refused (cloud metadata endpoints live there), so its
+        // cluster could never be discovered; and an IPv6 one is not even
+        // reachable without the zone index no address here carries.
+        if address::is_link_local(&addr.ip) {
+            return Err(err(
+                "seeds",
+                format!(
+                    "{context}entry {i}: {} is link-local (169.254.0.0/16, fe80::/10); \
+                     nodes are never discovered there, since /localnodes answers naming \
+                     link-local addresses are refused",
+                    addr.ip
+                ),
+            ));
+        }
         seeds.push(addr);
     }
     crate::model::sorted::sort_dedup(&mut seeds);
@@ -947,6 +964,34 @@ mod tests {
                 .contains("192.0.2.1:8000 is outside allowed_cidrs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn link_local_seeds_are_refused() {
+        for (doc, entry) in [
+            (
+                r#"{"seeds": ["10.0.0.1", "169.254.169.254"]}"#,
+                "entry 1: 169.254.169.254",
+            ),
+            (r#"{"seeds": ["[fe80::1]:8000"]}"#, "entry 0: fe80::1"),
+            (
+                r#"{"seeds": ["::ffff:169.254.0.9"]}"#,
+                "entry 0: 169.254.0.9",
+            ),
+            (
+                r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["febf::1"]}}"#,
+                "datacenter \"dc2\": entry 0: febf::1",
+            ),
+        ] {
+            let e = parse(doc).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("seeds"), "{doc}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("{entry} is link-local")), "{text}");
+            assert!(text.contains("/localnodes answers naming link-local addresses are refused"));
+        }
+        // Loopback seeds are fine (local test setups), as are the ranges'
+        // neighbours.
+        assert!(parse(r#"{"seeds": ["127.0.0.1", "::1", "169.255.0.1", "fec0::1"]}"#).is_ok());
     }
 
     #[test]

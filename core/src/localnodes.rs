@@ -6,13 +6,20 @@
 //! deduplicated and sorted so that every worker and every Envoy sees the same
 //! list for the same cluster state.
 //!
+//! `/localnodes` is plain, unauthenticated HTTP, so an answer is also not
+//! trusted to say where Envoy may connect: addresses no node has, or that
+//! reach something other than a node (link-local ones, where cloud metadata
+//! endpoints answer; loopback ones, unless the seeds are loopback too) are
+//! refused, see [`Rules`].
+//!
 //! The array is read entry by entry (serde_json, each entry kept as its JSON
 //! text until it is looked at), never as a tree of the whole answer: a 1 MiB
 //! answer is some 70,000 entries, and each worker reads every answer.
 
 use crate::model::address;
 use crate::model::cidr::{self, Cidr};
-use crate::model::{NodeAddr, Quoted};
+use crate::model::config::Config;
+use crate::model::{AddrError, NodeAddr, Quoted};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -75,6 +82,9 @@ pub struct Answer {
     pub nodes: Vec<NodeAddr>,
     /// One description per dropped entry (bad entries, duplicates not counted).
     pub dropped: Vec<String>,
+    /// How many of the dropped entries are addresses the [`Rules`] refuse
+    /// (as opposed to entries that are not addresses at all).
+    pub refused: usize,
 }
 
 /// Why an answer cannot be used at all. The last good list stays in force.
@@ -84,8 +94,22 @@ pub enum AnswerError {
     NotUtf8,
     NotJson(String),
     NotAnArray,
-    /// Entries were present but none was an IP literal.
-    NoValidEntry(Vec<String>),
+    /// Entries were present but none was a usable address: what was
+    /// dropped, and how many of those the [`Rules`] refused.
+    NoValidEntry {
+        dropped: Vec<String>,
+        refused: usize,
+    },
+}
+
+impl AnswerError {
+    /// Entries of the answer the [`Rules`] refused (for the stat).
+    pub fn refused(&self) -> usize {
+        match self {
+            AnswerError::NoValidEntry { refused, .. } => *refused,
+            _ => 0,
+        }
+    }
 }
 
 impl fmt::Display for AnswerError {
@@ -98,7 +122,7 @@ impl fmt::Display for AnswerError {
             AnswerError::NotUtf8 => write!(f, "answer is not UTF-8"),
             AnswerError::NotJson(e) => write!(f, "answer is not JSON: {e}"),
             AnswerError::NotAnArray => write!(f, "answer is not a JSON array"),
-            AnswerError::NoValidEntry(dropped) => {
+            AnswerError::NoValidEntry { dropped, .. } => {
                 write!(f, "answer has no valid IP entry ({} dropped", dropped.len())?;
                 if let Some(first) = dropped.first() {
                     write!(f, ", e.g. {first}")?;
@@ -111,15 +135,51 @@ impl fmt::Display for AnswerError {
 
 impl std::error::Error for AnswerError {}
 
-/// Reads a `/localnodes` body; each IP gets the configured Alternator `port`.
-/// Addresses outside `allowed` (when non-empty) are dropped like bad entries.
+/// Which addresses an answer may name.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'c> {
+    /// The Alternator port every listed IP gets (answers carry bare IPs).
+    pub port: u16,
+    /// `allowed_cidrs`: when non-empty, nothing outside these ranges.
+    pub allowed: &'c [Cidr],
+    /// Whether loopback addresses may be listed. A node's loopback address
+    /// is reachable only from its own host, so a cluster that lists them
+    /// is one on this host (a test or demo setup), whose seeds are loopback
+    /// too; anywhere else such an answer would point Envoy at services of
+    /// the proxy's own host.
+    pub loopback: bool,
+}
+
+impl<'c> Rules<'c> {
+    /// The rules a configuration implies: loopback answers are accepted
+    /// when any seed is a loopback address.
+    pub fn of(config: &'c Config) -> Rules<'c> {
+        Rules {
+            port: config.port,
+            allowed: &config.allowed_cidrs,
+            loopback: config.seeds.iter().any(|s| address::is_loopback(&s.ip)),
+        }
+    }
+}
+
+/// Reads a `/localnodes` body; each IP gets the configured Alternator port.
+/// Entries that are not IP literals, and addresses the `rules` refuse, are
+/// dropped (the refused ones are counted apart):
+///
+/// - addresses no node can have: unspecified, multicast, broadcast;
+/// - link-local addresses (169.254.0.0/16, fe80::/10), always;
+/// - loopback addresses (127.0.0.0/8, ::1) unless [`Rules::loopback`];
+/// - addresses outside `allowed_cidrs`, when it is set.
+///
+/// IPv4-mapped IPv6 addresses are folded to IPv4 first, so
+/// `::ffff:169.254.169.254` is as link-local as `169.254.169.254`.
 ///
 /// Only the [`MAX_NODES`] smallest addresses are kept, whatever order the
 /// answer lists them in: Alternator answers in no particular order, and every
 /// worker must derive the same list from the same answer. They are kept as
 /// the entries arrive (the largest kept one evicted by a smaller newcomer),
 /// so an answer of n entries costs O(n log MAX_NODES), not a sort of all n.
-pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerError> {
+pub fn parse(body: &[u8], rules: &Rules) -> Result<Answer, AnswerError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(AnswerError::TooLarge(body.len()));
     }
@@ -136,12 +196,12 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
         });
     }
     let mut entries = Entries {
-        port,
-        allowed,
+        rules,
         seen: 0,
         nodes: BTreeSet::new(),
         beyond: 0,
         dropped: Vec::new(),
+        refused: 0,
     };
     let mut de = serde_json::Deserializer::from_str(text);
     de::Deserializer::deserialize_seq(&mut de, &mut entries)
@@ -152,13 +212,14 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
         nodes,
         beyond,
         mut dropped,
+        refused,
         ..
     } = entries;
     // `[]` is a real answer: the datacenter or rack asked about has no live
     // node (or does not exist). Whether it may replace a list is for
     // discovery to decide.
     if nodes.is_empty() && seen > 0 {
-        return Err(AnswerError::NoValidEntry(dropped));
+        return Err(AnswerError::NoValidEntry { dropped, refused });
     }
     if beyond > 0 {
         dropped.push(format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
@@ -166,13 +227,13 @@ pub fn parse(body: &[u8], port: u16, allowed: &[Cidr]) -> Result<Answer, AnswerE
     Ok(Answer {
         nodes: nodes.into_iter().collect(),
         dropped,
+        refused,
     })
 }
 
 /// What the answer's entries gave so far.
 struct Entries<'c> {
-    port: u16,
-    allowed: &'c [Cidr],
+    rules: &'c Rules<'c>,
     /// Entries read, good or bad.
     seen: usize,
     /// The smallest valid addresses so far, never more than [`MAX_NODES`].
@@ -182,6 +243,8 @@ struct Entries<'c> {
     /// counts once per repetition (Alternator lists each node once).
     beyond: usize,
     dropped: Vec<String>,
+    /// Entries of `dropped` that the rules refused.
+    refused: usize,
 }
 
 impl Entries<'_> {
@@ -214,9 +277,13 @@ impl Entries<'_> {
             return Ok(());
         }
         match serde_json::from_str::<Text>(text) {
-            Ok(Text(ip)) => match node(&ip, self.port, self.allowed) {
+            Ok(Text(ip)) => match node(&ip, self.rules) {
                 Ok(node) => self.keep(node),
-                Err(why) => self.dropped.push(why),
+                Err(Dropped::Unusable(why)) => self.dropped.push(why),
+                Err(Dropped::Refused(why)) => {
+                    self.refused += 1;
+                    self.dropped.push(why);
+                }
             },
             // serde_json has just read it as a string.
             Err(e) => self.dropped.push(e.to_string()),
@@ -326,12 +393,36 @@ impl<'de> Visitor<'de> for Nesting {
     }
 }
 
-fn node(text: &str, port: u16, allowed: &[Cidr]) -> Result<NodeAddr, String> {
-    let ip = IpAddr::from_str(text)
-        .map_err(|_| format!("{} is not an IP literal", Quoted(&abbreviate(text))))?;
-    let node = address::checked(ip, port).map_err(|e| e.to_string())?;
-    if !cidr::allowed(allowed, &node.ip) {
-        return Err(format!("{} is outside allowed_cidrs", node.ip));
+/// Why an entry was dropped, as the warning describes it.
+enum Dropped {
+    /// Not a node address at all.
+    Unusable(String),
+    /// An address, but one the rules refuse.
+    Refused(String),
+}
+
+fn node(text: &str, rules: &Rules) -> Result<NodeAddr, Dropped> {
+    let ip = IpAddr::from_str(text).map_err(|_| {
+        Dropped::Unusable(format!(
+            "{} is not an IP literal",
+            Quoted(&abbreviate(text))
+        ))
+    })?;
+    let node = address::checked(ip, rules.port).map_err(|e| match e {
+        AddrError::NotUnicast(_) => Dropped::Refused(e.to_string()),
+        _ => Dropped::Unusable(e.to_string()),
+    })?;
+    let ip = node.ip;
+    if address::is_link_local(&ip) {
+        return Err(Dropped::Refused(format!("{ip} is link-local, refused")));
+    }
+    if address::is_loopback(&ip) && !rules.loopback {
+        return Err(Dropped::Refused(format!(
+            "{ip} is loopback, refused as no seed is loopback"
+        )));
+    }
+    if !cidr::allowed(rules.allowed, &ip) {
+        return Err(Dropped::Refused(format!("{ip} is outside allowed_cidrs")));
     }
     Ok(node)
 }
@@ -351,8 +442,15 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// Port 8000, no allowed_cidrs, seeds that are not loopback.
+    const R: Rules = Rules {
+        port: 8000,
+        allowed: &[],
+        loopback: false,
+    };
+
     fn nodes(body: &str) -> Vec<String> {
-        parse(body.as_bytes(), 8000, &[])
+        parse(body.as_bytes(), &R)
             .unwrap()
             .nodes
             .iter()
@@ -388,23 +486,153 @@ mod tests {
     fn bad_entries_are_dropped_and_reported() {
         let a = parse(
             br#"["10.0.0.1", "node2", 7, null, "10.0.0.2:8000", "0.0.0.0", {"a":1}, " 10.0.0.3"]"#,
-            8000,
-            &[],
+            &R,
         )
         .unwrap();
         assert_eq!(a.nodes.len(), 1);
         assert_eq!(a.dropped.len(), 7, "{:?}", a.dropped);
         assert!(a.dropped.iter().any(|d| d.contains("node2")));
+        // Only 0.0.0.0 is an address; the rest are not addresses at all.
+        assert_eq!(a.refused, 1, "{:?}", a.dropped);
+    }
+
+    fn kept(a: &Answer) -> Vec<String> {
+        a.nodes.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn link_local_addresses_are_refused_and_counted() {
+        let a = parse(
+            br#"["10.0.0.1", "169.254.169.254", "fe80::1", "::ffff:169.254.1.1",
+                "febf:ffff::2", "169.254.0.0", "fe80::1"]"#,
+            &R,
+        )
+        .unwrap();
+        assert_eq!(kept(&a), ["10.0.0.1:8000"]);
+        assert_eq!(a.refused, 6, "each entry counts: {:?}", a.dropped);
+        assert_eq!(
+            a.dropped,
+            [
+                "169.254.169.254 is link-local, refused",
+                "fe80::1 is link-local, refused",
+                "169.254.1.1 is link-local, refused",
+                "febf:ffff::2 is link-local, refused",
+                "169.254.0.0 is link-local, refused",
+                "fe80::1 is link-local, refused",
+            ]
+        );
+        // Neighbours of the ranges are ordinary addresses.
+        let a = parse(br#"["169.253.255.255", "169.255.0.1", "fec0::1"]"#, &R).unwrap();
+        assert_eq!(a.nodes.len(), 3);
+        assert_eq!(a.refused, 0);
+    }
+
+    #[test]
+    fn link_local_stays_refused_with_loopback_seeds_and_ranges_that_cover_it() {
+        let allowed: Vec<Cidr> = vec![
+            "169.254.0.0/16".parse().unwrap(),
+            "fe80::/10".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ];
+        let rules = Rules {
+            allowed: &allowed,
+            loopback: true,
+            ..R
+        };
+        let a = parse(br#"["169.254.169.254", "fe80::1", "127.0.0.2"]"#, &rules).unwrap();
+        assert_eq!(kept(&a), ["127.0.0.2:8000"]);
+        assert_eq!(a.refused, 2);
+    }
+
+    #[test]
+    fn loopback_is_refused_unless_a_seed_is_loopback() {
+        let body = br#"["127.0.0.1", "::1", "::ffff:127.0.0.5", "127.255.255.254", "10.0.0.1"]"#;
+        let a = parse(body, &R).unwrap();
+        assert_eq!(kept(&a), ["10.0.0.1:8000"]);
+        assert_eq!(a.refused, 4);
+        assert!(a
+            .dropped
+            .contains(&"127.0.0.5 is loopback, refused as no seed is loopback".to_string()));
+        assert!(a
+            .dropped
+            .contains(&"::1 is loopback, refused as no seed is loopback".to_string()));
+        let local = Rules {
+            loopback: true,
+            ..R
+        };
+        let a = parse(body, &local).unwrap();
+        assert_eq!(
+            kept(&a),
+            [
+                "10.0.0.1:8000",
+                "127.0.0.1:8000",
+                "127.0.0.5:8000",
+                "127.255.255.254:8000",
+                "[::1]:8000"
+            ]
+        );
+        assert_eq!((a.refused, a.dropped.len()), (0, 0));
+    }
+
+    #[test]
+    fn the_configuration_decides_whether_loopback_is_allowed() {
+        let rules_of = |doc: &str| {
+            let config = Config::parse(doc.as_bytes()).unwrap();
+            let loopback = Rules::of(&config).loopback;
+            loopback
+        };
+        assert!(!rules_of(r#"{"seeds": ["10.0.0.1", "fd00::1"]}"#));
+        assert!(rules_of(r#"{"seeds": ["127.0.0.1"]}"#));
+        assert!(rules_of(r#"{"seeds": ["10.0.0.1", "::1"]}"#));
+        assert!(rules_of(r#"{"seeds": ["::ffff:127.3.0.1"]}"#));
+        assert!(rules_of(
+            r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["127.0.0.2:9000"]}}"#
+        ));
+        let config = Config::parse(
+            br#"{"seeds": ["10.0.0.1"], "port": 9042, "allowed_cidrs": ["10.0.0.0/8"]}"#,
+        )
+        .unwrap();
+        let rules = Rules::of(&config);
+        assert_eq!((rules.port, rules.allowed.len()), (9042, 1));
+    }
+
+    #[test]
+    fn addresses_no_node_has_are_refused_and_counted() {
+        let a = parse(
+            br#"["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1",
+                "::ffff:224.0.0.1", "::ffff:0.0.0.0", "10.0.0.1"]"#,
+            &R,
+        )
+        .unwrap();
+        assert_eq!(kept(&a), ["10.0.0.1:8000"]);
+        assert_eq!(a.refused, 7, "{:?}", a.dropped);
+        assert!(a
+            .dropped
+            .iter()
+            .all(|d| d.ends_with("is not a unicast address")));
+    }
+
+    #[test]
+    fn an_answer_of_refused_addresses_only_is_unusable_and_counted() {
+        let e = parse(br#"["fe80::1", "169.254.169.254", "127.0.0.1", "x"]"#, &R).unwrap_err();
+        assert_eq!(e.refused(), 3);
+        assert!(
+            e.to_string()
+                .starts_with("answer has no valid IP entry (4 dropped, e.g. fe80::1 is link-local"),
+            "{e}"
+        );
+        assert_eq!(AnswerError::NotAnArray.refused(), 0);
     }
 
     #[test]
     fn an_empty_array_is_an_empty_answer() {
         for body in [&b"[]"[..], b" [ ] \n"] {
             assert_eq!(
-                parse(body, 8000, &[]),
+                parse(body, &R),
                 Ok(Answer {
                     nodes: vec![],
-                    dropped: vec![]
+                    dropped: vec![],
+                    refused: 0,
                 })
             );
         }
@@ -414,8 +642,7 @@ mod tests {
     fn non_string_entries_are_quoted_as_sent() {
         let a = parse(
             b"[\"10.0.0.1\", {\"a\": [1,\r\n\t2.50]}, 1e2, \"\\u0031\\u0030.0.0.2\"]",
-            8000,
-            &[],
+            &R,
         )
         .unwrap();
         assert_eq!(a.nodes.len(), 2, "escapes are decoded");
@@ -430,36 +657,31 @@ mod tests {
 
     #[test]
     fn unusable_answers_are_errors() {
-        assert_eq!(
-            parse(br#"{"nodes":[]}"#, 8000, &[]),
-            Err(AnswerError::NotAnArray)
-        );
-        assert_eq!(
-            parse(br#""10.0.0.1""#, 8000, &[]),
-            Err(AnswerError::NotAnArray)
-        );
+        assert_eq!(parse(br#"{"nodes":[]}"#, &R), Err(AnswerError::NotAnArray));
+        assert_eq!(parse(br#""10.0.0.1""#, &R), Err(AnswerError::NotAnArray));
+        assert!(matches!(parse(b"<html>", &R), Err(AnswerError::NotJson(_))));
+        assert!(matches!(parse(b"", &R), Err(AnswerError::NotJson(_))));
         assert!(matches!(
-            parse(b"<html>", 8000, &[]),
+            parse(br#"["10.0.0.1""#, &R),
             Err(AnswerError::NotJson(_))
         ));
-        assert!(matches!(
-            parse(b"", 8000, &[]),
-            Err(AnswerError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse(br#"["10.0.0.1""#, 8000, &[]),
-            Err(AnswerError::NotJson(_))
-        ));
-        assert_eq!(parse(b"[\"\xff\"]", 8000, &[]), Err(AnswerError::NotUtf8));
+        assert_eq!(parse(b"[\"\xff\"]", &R), Err(AnswerError::NotUtf8));
         assert!(
-            matches!(parse(br#"["x", 1]"#, 8000, &[]), Err(AnswerError::NoValidEntry(d)) if d.len() == 2)
+            matches!(parse(br#"["x", 1]"#, &R), Err(AnswerError::NoValidEntry { dropped, refused: 0 }) if dropped.len() == 2)
         );
     }
 
     #[test]
     fn addresses_outside_allowed_ranges_are_dropped() {
         let allowed: Vec<Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
-        let a = parse(br#"["10.0.0.1","10.0.1.1","192.0.2.1"]"#, 8000, &allowed).unwrap();
+        let a = parse(
+            br#"["10.0.0.1","10.0.1.1","192.0.2.1"]"#,
+            &Rules {
+                allowed: &allowed,
+                ..R
+            },
+        )
+        .unwrap();
         assert_eq!(a.nodes.len(), 1);
         assert_eq!(a.dropped.len(), 2);
         assert!(
@@ -467,17 +689,37 @@ mod tests {
             "{:?}",
             a.dropped
         );
+        assert_eq!(a.refused, 2);
         assert!(matches!(
-            parse(br#"["192.0.2.1"]"#, 8000, &allowed),
-            Err(AnswerError::NoValidEntry(_))
+            parse(
+                br#"["192.0.2.1"]"#,
+                &Rules {
+                    allowed: &allowed,
+                    ..R
+                }
+            ),
+            Err(AnswerError::NoValidEntry { refused: 1, .. })
         ));
+        // With loopback seeds, allowed_cidrs still narrows loopback answers.
+        let allowed: Vec<Cidr> = vec!["127.0.0.0/24".parse().unwrap()];
+        let local = Rules {
+            allowed: &allowed,
+            loopback: true,
+            ..R
+        };
+        let a = parse(br#"["127.0.0.1", "127.0.1.1", "::1", "10.0.0.1"]"#, &local).unwrap();
+        assert_eq!(kept(&a), ["127.0.0.1:8000"]);
+        assert_eq!(a.refused, 3);
+        assert!(a
+            .dropped
+            .contains(&"127.0.1.1 is outside allowed_cidrs".to_string()));
     }
 
     #[test]
     fn deep_nesting_is_refused_not_recursed() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
-            parse(deep.as_bytes(), 8000, &[]),
+            parse(deep.as_bytes(), &R),
             Err(AnswerError::NotJson(_))
         ));
         // An entry nested within the reader's limit is one bad entry; past
@@ -489,11 +731,11 @@ mod tests {
                 "]".repeat(depth)
             )
         };
-        let a = parse(nested(50).as_bytes(), 8000, &[]).unwrap();
+        let a = parse(nested(50).as_bytes(), &R).unwrap();
         assert_eq!(a.nodes.len(), 1);
         assert_eq!(a.dropped.len(), 1);
         assert!(matches!(
-            parse(nested(100).as_bytes(), 8000, &[]),
+            parse(nested(100).as_bytes(), &R),
             Err(AnswerError::NotJson(_))
         ));
     }
@@ -502,7 +744,7 @@ mod tests {
     fn oversized_answer_is_refused_unread() {
         let big = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(
-            parse(&big, 8000, &[]),
+            parse(&big, &R),
             Err(AnswerError::TooLarge(MAX_BODY_BYTES + 1))
         );
     }
@@ -512,7 +754,7 @@ mod tests {
         let body: Vec<String> = (0..(MAX_NODES + 10))
             .map(|i| format!("\"10.1.{}.{}\"", i / 250, i % 250 + 1))
             .collect();
-        let a = parse(format!("[{}]", body.join(",")).as_bytes(), 8000, &[]).unwrap();
+        let a = parse(format!("[{}]", body.join(",")).as_bytes(), &R).unwrap();
         assert_eq!(a.nodes.len(), MAX_NODES);
         assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
     }
@@ -562,7 +804,7 @@ mod tests {
                 1 => ips.reverse(),
                 _ => shuffle(&mut ips, seed),
             }
-            let a = parse(body(&ips).as_bytes(), 8000, &[]).unwrap();
+            let a = parse(body(&ips).as_bytes(), &R).unwrap();
             assert!(a.nodes == want, "order {seed}");
             assert_eq!(a.dropped, [note.as_str()], "order {seed}");
         }
@@ -571,7 +813,7 @@ mod tests {
         noisy.extend(ips.iter().step_by(3).cloned());
         noisy.extend(["nope".to_string(), "0.0.0.0".to_string()]);
         shuffle(&mut noisy, 99);
-        let a = parse(body(&noisy).as_bytes(), 8000, &[]).unwrap();
+        let a = parse(body(&noisy).as_bytes(), &R).unwrap();
         assert!(a.nodes == want);
         assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
         assert!(a.dropped.iter().any(|d| d.contains("nope")));
@@ -580,7 +822,7 @@ mod tests {
     #[test]
     fn long_bad_entries_are_abbreviated() {
         let long = "x".repeat(10_000);
-        let a = parse(format!(r#"["10.0.0.1","{long}"]"#).as_bytes(), 8000, &[]).unwrap();
+        let a = parse(format!(r#"["10.0.0.1","{long}"]"#).as_bytes(), &R).unwrap();
         assert!(a.dropped[0].len() < 100, "{}", a.dropped[0]);
     }
 

@@ -31,6 +31,10 @@ pub enum Gauge {
 pub enum Counter {
     DiscoverySuccesses,
     DiscoveryFailures,
+    /// `/localnodes` entries refused because they could point Envoy off
+    /// the cluster (link-local, non-unicast, loopback, outside
+    /// `allowed_cidrs`).
+    DiscoveryEntriesRefused,
     NodesMarkedDown,
     ProbeSuccesses,
     ProbeFailures,
@@ -71,9 +75,10 @@ impl Gauge {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::DiscoverySuccesses,
         Counter::DiscoveryFailures,
+        Counter::DiscoveryEntriesRefused,
         Counter::NodesMarkedDown,
         Counter::ProbeSuccesses,
         Counter::ProbeFailures,
@@ -90,6 +95,7 @@ impl Counter {
         match self {
             Counter::DiscoverySuccesses => "discovery_successes",
             Counter::DiscoveryFailures => "discovery_failures",
+            Counter::DiscoveryEntriesRefused => "discovery_entries_refused",
             Counter::NodesMarkedDown => "nodes_marked_down",
             Counter::ProbeSuccesses => "probe_successes",
             Counter::ProbeFailures => "probe_failures",
@@ -160,7 +166,7 @@ pub struct Gauges {
 /// (the rest still work).
 pub struct Metrics {
     gauges: [Option<u32>; 4],
-    counters: [Option<u32>; 12],
+    counters: [Option<u32>; 13],
     discovery_latency: Option<u32>,
     /// Request counts already added to the stats.
     flushed: RequestCounts,

@@ -11,6 +11,7 @@
 //! [`crate::health`]'s; this module performs them through a [`Host`].
 
 mod announce;
+mod outcome;
 #[cfg(test)]
 mod tests;
 
@@ -19,7 +20,7 @@ use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
 use crate::host::{Host, HostError, StreamHost, CREATE_ONLY};
 use crate::learned;
-use crate::localnodes;
+use crate::localnodes::{self, Rules};
 use crate::metrics::{Counter, Gauges, Metrics, RequestCounts};
 use crate::model::config::{Config, Mode};
 use crate::model::health::HealthState;
@@ -34,6 +35,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+
+use outcome::CallFailure;
 
 /// Attempts at a compare-and-set update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
@@ -71,6 +74,13 @@ enum Callout {
     Probe(Probe),
 }
 
+/// A callout awaiting its answer, and when it was made: a headerless answer
+/// or a 504 is a timeout only once the timeout has passed.
+struct InFlight {
+    call: Callout,
+    sent_ms: u64,
+}
+
 pub struct Poller<H: Host> {
     host: H,
     config: Config,
@@ -89,8 +99,7 @@ pub struct Poller<H: Host> {
     router: Rc<RefCell<Router>>,
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
-    /// Callouts awaiting their answer, with when each was made.
-    in_flight: HashMap<u32, (Callout, u64)>,
+    in_flight: HashMap<u32, InFlight>,
     /// Nodes this VM saw fail and has not yet published as Down.
     pending_down: Vec<NodeAddr>,
     /// Requests routed when activity was last checked.
@@ -238,22 +247,20 @@ impl<H: Host> Poller<H> {
 
     /// The answer to a callout this VM made.
     pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
-        let Some((call, sent_ms)) = self.in_flight.remove(&token) else {
+        let Some(InFlight { call, sent_ms }) = self.in_flight.remove(&token) else {
             return;
         };
         let now = self.now_ms();
+        let elapsed_ms = now.saturating_sub(sent_ms);
         match call {
             Callout::Discovery(round, query) => {
-                let answer = self.read_answer(num_headers, body_size);
-                let took_ms = now.saturating_sub(sent_ms);
-                self.finish_round(&round, query, answer, now, took_ms);
+                let (answer, refused) = self.read_answer(num_headers, body_size, elapsed_ms);
+                self.finish_round(&round, query, answer, refused, now, elapsed_ms);
             }
             Callout::Probe(probe) => {
-                let result = match self.call_status(num_headers) {
-                    Ok(200) => Ok(()),
-                    Ok(status) => Err(format!("answered HTTP {status}")),
-                    Err(e) => Err(e),
-                };
+                let result = self
+                    .call_status(num_headers, body_size, elapsed_ms)
+                    .map_err(|e| e.to_string());
                 self.finish_probe(probe, result);
             }
         }
@@ -286,8 +293,8 @@ impl<H: Host> Poller<H> {
             .http_call(&self.config.discovery_cluster, &headers, timeout)
         {
             Ok(token) => {
-                let now = self.now_ms();
-                self.in_flight.insert(token, (call, now));
+                let sent_ms = self.now_ms();
+                self.in_flight.insert(token, InFlight { call, sent_ms });
             }
             Err(e) => {
                 let why = format!(
@@ -297,7 +304,7 @@ impl<H: Host> Poller<H> {
                 let now = self.now_ms();
                 match call {
                     Callout::Discovery(round, query) => {
-                        self.finish_round(&round, query, Err(why), now, 0)
+                        self.finish_round(&round, query, Err(why), 0, now, 0)
                     }
                     Callout::Probe(probe) => self.finish_probe(probe, Err(why)),
                 }
@@ -305,38 +312,61 @@ impl<H: Host> Poller<H> {
         }
     }
 
-    /// The HTTP status of the answer being delivered, or why there is none.
-    fn call_status(&self, num_headers: usize) -> Result<u32, String> {
+    /// Whether the answer being delivered, `elapsed_ms` after its call, is
+    /// a 200; if not, what happened instead (reading only the first bytes
+    /// of the body).
+    fn call_status(
+        &self,
+        num_headers: usize,
+        body_size: usize,
+        elapsed_ms: u64,
+    ) -> Result<(), CallFailure> {
+        let timeout_ms = self.config.discovery_timeout_ms;
         if num_headers == 0 {
-            return Err("no answer (connection failed or reset, or timed out)".to_string());
+            return Err(CallFailure::without_answer(elapsed_ms, timeout_ms));
         }
         let status = self
             .host
             .call_response_header(":status")
             .unwrap_or_default();
         let status = String::from_utf8_lossy(&status);
-        status
-            .parse()
-            .map_err(|_| format!("answered with status {}", Quoted(&status)))
+        match status.parse::<u32>() {
+            Ok(200) => Ok(()),
+            Ok(status) => {
+                let head = body_size.min(outcome::BODY_HEAD_BYTES);
+                let head = self.host.call_response_body(head).unwrap_or_default();
+                Err(CallFailure::from_status(
+                    status, &head, body_size, elapsed_ms, timeout_ms,
+                ))
+            }
+            Err(_) => Err(CallFailure::BadStatus(status.into_owned())),
+        }
     }
 
     /// Reads a `/localnodes` answer: the usable node list, or why there is
-    /// none. An answer over the size limit is refused unread.
+    /// none; and how many of its entries the rules refused. An answer over
+    /// the size limit is refused unread.
     fn read_answer(
         &self,
         num_headers: usize,
         body_size: usize,
-    ) -> Result<localnodes::Answer, String> {
-        match self.call_status(num_headers)? {
-            200 => {}
-            status => return Err(format!("answered HTTP {status}")),
+        elapsed_ms: u64,
+    ) -> (Result<localnodes::Answer, String>, usize) {
+        if let Err(e) = self.call_status(num_headers, body_size, elapsed_ms) {
+            return (Err(e.to_string()), 0);
         }
         if body_size > localnodes::MAX_BODY_BYTES {
-            return Err(localnodes::AnswerError::TooLarge(body_size).to_string());
+            let e = localnodes::AnswerError::TooLarge(body_size);
+            return (Err(e.to_string()), 0);
         }
         let body = self.host.call_response_body(body_size).unwrap_or_default();
-        localnodes::parse(&body, self.config.port, &self.config.allowed_cidrs)
-            .map_err(|e| e.to_string())
+        match localnodes::parse(&body, &Rules::of(&self.config)) {
+            Ok(answer) => {
+                let refused = answer.refused;
+                (Ok(answer), refused)
+            }
+            Err(e) => (Err(e.to_string()), e.refused()),
+        }
     }
 
     /// Reads and decodes the record; `None` when absent or damaged (a
@@ -472,12 +502,14 @@ impl<H: Host> Poller<H> {
     }
 
     /// Folds a discovery round's result into the record and logs what
-    /// changed, once, from the VM that ran the round.
+    /// changed, once, from the VM that ran the round; `refused` entries of
+    /// the answer go to their stat.
     fn finish_round(
         &mut self,
         round: &Round,
         query: usize,
         answer: Result<localnodes::Answer, String>,
+        refused: usize,
         now_ms: u64,
         took_ms: u64,
     ) {
@@ -485,6 +517,8 @@ impl<H: Host> Poller<H> {
             .target(query)
             .map_or_else(String::new, |t| t.to_string());
         self.metrics.discovery(&self.host, answer.is_ok(), took_ms);
+        self.metrics
+            .add(&self.host, Counter::DiscoveryEntriesRefused, refused as u64);
         if let Ok(answer) = &answer {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(

@@ -35,11 +35,22 @@ pub struct Call {
     /// The node asked (`x-envoy-original-dst-host`).
     pub node: String,
     pub at_ms: u64,
+    /// The timeout the call was made with.
+    pub timeout_ms: u64,
     pub answered: bool,
 }
 
-/// An answer to a callout: `None` is no answer at all (connection failed,
-/// reset or timed out).
+impl Call {
+    /// Whether the call went to the node with IP `ip` (any port).
+    pub fn to(&self, ip: &str) -> bool {
+        self.node
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.trim_start_matches('[').trim_end_matches(']') == ip)
+    }
+}
+
+/// An answer to a callout: `None` is no answer at all (no headers: Envoy
+/// delivers a stream reset that way).
 #[derive(Clone, Debug)]
 pub struct Reply(pub Option<(u32, Vec<u8>)>);
 
@@ -222,7 +233,7 @@ impl Host for TestHost {
         &self,
         cluster: &str,
         headers: &[(&str, &str)],
-        _timeout_ms: u32,
+        timeout_ms: u32,
     ) -> Result<u32, HostError> {
         let header = |name: &str| {
             headers
@@ -246,6 +257,7 @@ impl Host for TestHost {
             path,
             node,
             at_ms: self.process.now_ms(),
+            timeout_ms: timeout_ms.into(),
             answered: false,
         });
         Ok(token)
@@ -295,20 +307,46 @@ impl Host for TestHost {
     }
 }
 
+/// What Envoy 1.40 answers a callout itself when the connection to the
+/// node is refused (checked with a real Envoy).
+pub const ENVOY_REFUSED: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+/// What it answers, with status 504, when the callout's timeout passes.
+pub const ENVOY_TIMEOUT: &str = "upstream request timeout";
+
 /// A simulated Alternator cluster: which nodes answer, and what
 /// `/localnodes` lists.
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
-    /// Nodes that answer nothing (connection refused).
+    /// Nodes (IPs) that refuse connections: Envoy answers 503.
     pub dead: Vec<String>,
+    /// Nodes that accept connections but never answer: Envoy answers 504
+    /// when the callout's timeout has passed.
+    pub silent: Vec<String>,
+    /// Nodes that answer every call with this status and body.
+    pub failing: Vec<(String, u32, Vec<u8>)>,
     /// What `/localnodes` answers (bare IPs), whoever is asked.
     pub listed: Vec<String>,
 }
 
 impl Cluster {
+    /// How long after the call its answer comes, if not after `latency_ms`.
+    pub fn delay(&self, call: &Call) -> Option<u64> {
+        self.silent
+            .iter()
+            .any(|ip| call.to(ip))
+            .then_some(call.timeout_ms)
+    }
+
     pub fn reply(&self, call: &Call) -> Reply {
-        if self.dead.iter().any(|d| call.node.starts_with(d.as_str())) {
-            return Reply(None);
+        if self.dead.iter().any(|ip| call.to(ip)) {
+            return Reply(Some((503, ENVOY_REFUSED.as_bytes().to_vec())));
+        }
+        if self.silent.iter().any(|ip| call.to(ip)) {
+            return Reply(Some((504, ENVOY_TIMEOUT.as_bytes().to_vec())));
+        }
+        if let Some((_, status, body)) = self.failing.iter().find(|(ip, _, _)| call.to(ip)) {
+            return Reply(Some((*status, body.clone())));
         }
         if call.path.starts_with("/localnodes") {
             let body = serde_json::to_vec(&self.listed).unwrap_or_default();
@@ -353,8 +391,8 @@ impl Sim {
             process,
             vms: pollers,
             cluster: Rc::new(RefCell::new(Cluster {
-                dead: Vec::new(),
                 listed: listed.iter().map(|s| s.to_string()).collect(),
+                ..Cluster::default()
             })),
             tick_ms,
             next_tick: RefCell::new(
@@ -384,12 +422,13 @@ impl Sim {
         self.vms[vm].borrow_mut().on_tick();
     }
 
-    /// Answers every callout made at least `latency_ms` ago, as the
-    /// cluster stands now.
+    /// Answers every callout made at least `latency_ms` ago (a silent
+    /// node's at its timeout), as the cluster stands now.
     pub fn deliver(&self) {
         let now = self.process.now_ms();
         for call in self.process.pending() {
-            if call.at_ms + self.latency_ms > now {
+            let delay = self.cluster.borrow().delay(&call);
+            if call.at_ms + delay.unwrap_or(self.latency_ms) > now {
                 continue;
             }
             let reply = self.cluster.borrow().reply(&call);

@@ -2,11 +2,11 @@
 //! error or a node list that keeps the documented promises.
 //!
 //! The first input byte picks the options (bit 0: an `allowed_cidrs` list;
-//! bits 1-2: the port), the rest is the body.
+//! bits 1-2: the port; bit 3: loopback seeds), the rest is the body.
 #![no_main]
 
+use alternator_lb_core::localnodes::{self, Rules, MAX_NODES};
 use alternator_lb_core::model::cidr::{self, Cidr};
-use alternator_lb_core::localnodes::{self, MAX_NODES};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 
@@ -15,6 +15,14 @@ fn unicast(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
         IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+/// 169.254.0.0/16 and fe80::/10, written apart from the crate's own check.
+fn link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[..2] == [169, 254],
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 
@@ -30,8 +38,14 @@ fuzz_target!(|data: &[u8]| {
         Vec::new()
     };
     let port = PORTS[usize::from((options >> 1) & 3)];
+    let loopback = options & 8 == 8;
+    let rules = Rules {
+        port,
+        allowed: &allowed,
+        loopback,
+    };
 
-    match localnodes::parse(body, port, &allowed) {
+    match localnodes::parse(body, &rules) {
         Ok(answer) => {
             let nodes = &answer.nodes;
             // Only `[]` may give no node: entries that are all unusable
@@ -49,11 +63,20 @@ fuzz_target!(|data: &[u8]| {
                 nodes.windows(2).all(|w| w[0] < w[1]),
                 "nodes not sorted and deduplicated: {nodes:?}"
             );
-            assert!(nodes.is_empty() || port != 0, "a node with port 0 was accepted");
+            assert!(
+                nodes.is_empty() || port != 0,
+                "a node with port 0 was accepted"
+            );
+            assert!(
+                answer.refused <= answer.dropped.len(),
+                "more refused than dropped"
+            );
             for n in nodes {
                 assert_eq!(n.port, port, "{n} does not have the configured port");
                 assert!(cidr::allowed(&allowed, &n.ip), "{n} is outside {allowed:?}");
                 assert!(unicast(n.ip), "{n} is not a unicast address");
+                assert!(!link_local(n.ip), "{n} is link-local");
+                assert!(loopback || !n.ip.is_loopback(), "{n} is loopback");
                 if let IpAddr::V6(v6) = n.ip {
                     assert!(v6.to_ipv4_mapped().is_none(), "{n} not folded to IPv4");
                 }

@@ -121,9 +121,13 @@ def host_stats(envoy, cluster_name: str = "alternator") -> dict:
     assert status == 200, body[:200]
     hosts: dict = {}
     for line in body.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster_name:
-            _, host, stat, value = parts
+        # An IPv6 host has "::" of its own: split around it.
+        name, _, rest = line.partition("::")
+        parts = rest.rsplit("::", 2)
+        # Hosts only (IP:PORT, [IPv6]:PORT), not cluster-wide lines such as
+        # default_priority::max_connections.
+        if name == cluster_name and len(parts) == 3 and (parts[0][:1].isdigit() or parts[0][:1] == "["):
+            host, stat, value = parts
             try:
                 hosts.setdefault(host, {})[stat] = int(value)
             except ValueError:

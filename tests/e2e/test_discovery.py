@@ -160,3 +160,40 @@ def test_datacenter_and_rack_are_sent_and_honoured(make_cluster, make_envoy, dyn
     got = {a: n for a, n in counts_since(cluster, before).items() if n}
     assert sorted(got) == sorted(cluster.addresses[2:4]), got
     assert all(n == 20 for n in got.values()), got
+
+
+@pytest.mark.parametrize("failure", ["refused", "timeout", "http_500"])
+def test_discovery_failures_are_logged_as_what_happened(make_cluster, make_envoy, failure):
+    # The only seed fails the way the parameter says, from the first call,
+    # so the first failure of the streak is logged.
+    block = net.reserve_loopback_block()
+    try:
+        if failure == "refused":
+            port = net.free_port()
+            seed = block.address(1)  # nothing listens there
+            p = start_proxied(make_cluster, make_envoy, cluster=object(), seeds=[seed], port=port,
+                              refresh_interval_ms=300, discovery_timeout_ms=250)
+            why = 'connection failed or reset before an answer (Envoy: "remote connection failure'
+        else:
+            cluster = make_cluster(n_nodes=1)
+            seed, port = cluster.addresses[0], cluster.port
+            cluster.set_localnodes_mode(None, "slow" if failure == "timeout" else "error", delay=1.0)
+            p = start_proxied(make_cluster, make_envoy, cluster=cluster, refresh_interval_ms=300,
+                              discovery_timeout_ms=250)
+            why = {
+                "timeout": "timed out: no answer within discovery_timeout_ms (250 ms); ",
+                # The harness's error answer, quoted as sent.
+                "http_500": r'answered HTTP 500: "{\"message\": \"simulated internal error\"}"; ',
+            }[failure]
+        expected = f"/localnodes from {seed}:{port} (the asked node's dc) failed: {why}"
+
+        def logged():
+            return [line for line in p.envoy.log_text().splitlines() if expected in line]
+
+        lines = net.wait_for(logged, timeout=5, message=f"a log line with {expected!r}")
+        # One line, whole: the message was not split by what it quotes.
+        assert lines[0].endswith("no node discovered yet (1 failures in a row; "
+                                 "further failures are logged every 60 attempts)"), lines[0]
+        assert p.envoy.stat("wasmcustom.alternator_lb.discovery_failures") >= 1
+    finally:
+        block.release()

@@ -103,6 +103,23 @@ pub fn checked(ip: IpAddr, port: u16) -> Result<NodeAddr, AddrError> {
     }
 }
 
+/// Link-local: 169.254.0.0/16 or fe80::/10. No Alternator node is reached
+/// there, but cloud metadata endpoints are (169.254.169.254); an IPv6 one
+/// is not even reachable without the zone index an address here never has.
+/// Expects an address folded by [`checked`] (a mapped IPv4 one is IPv4).
+pub fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        // The first 10 bits are 1111 1110 10.
+        IpAddr::V6(v6) => u128::from(*v6) >> 118 == 0x3fa,
+    }
+}
+
+/// Loopback: 127.0.0.0/8 or ::1 (after folding, as [`is_link_local`]).
+pub fn is_loopback(ip: &IpAddr) -> bool {
+    ip.is_loopback()
+}
+
 /// An IPv4-mapped IPv6 address names the same node as the IPv4 one; folding
 /// it keeps the sorted, deduplicated list honest.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -223,6 +240,39 @@ mod tests {
                 matches!(NodeAddr::parse(bad, 8000), Err(AddrError::NotUnicast(_))),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn link_local_and_loopback_are_told_after_folding() {
+        let folded = |s: &str| checked(s.parse().unwrap(), 1).unwrap().ip;
+        for ll in [
+            "169.254.0.1",
+            "169.254.169.254",
+            "169.254.255.255",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "febf:ffff::1",
+        ] {
+            assert!(is_link_local(&folded(ll)), "{ll}");
+            assert!(!is_loopback(&folded(ll)), "{ll}");
+        }
+        for lo in ["127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.2"] {
+            assert!(is_loopback(&folded(lo)), "{lo}");
+            assert!(!is_link_local(&folded(lo)), "{lo}");
+        }
+        for other in [
+            "169.253.255.255",
+            "169.255.0.1",
+            "10.0.0.1",
+            "fec0::1",
+            "fe7f::1",
+            "fd00:ec2::254",
+            "::2",
+            "128.0.0.1",
+        ] {
+            assert!(!is_link_local(&folded(other)), "{other}");
+            assert!(!is_loopback(&folded(other)), "{other}");
         }
     }
 

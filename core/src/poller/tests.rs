@@ -7,7 +7,7 @@ use crate::model::health::{HealthState, Outcome};
 use crate::model::NodeAddr;
 use crate::router::Router;
 use crate::stream::{Action, Stream};
-use crate::testing::{capture_logs, logs, Sim, TestStream};
+use crate::testing::{capture_logs, logs, Reply, Sim, TestStream, ENVOY_TIMEOUT};
 use std::cell::RefCell;
 use std::rc::Rc;
 #[cfg(target_arch = "wasm32")]
@@ -508,4 +508,289 @@ fn a_stat_prefix_names_every_stat_of_its_instance() {
             .samples("alternator_lb.orders.discovery_latency_ms"),
         [3, 3, 3]
     );
+}
+
+const REFUSED: &str = "alternator_lb.discovery_entries_refused";
+
+/// The addresses no answer may send the filter to, with seeds that are not
+/// loopback; each is the form a hostile answer could use.
+const HOSTILE: [&str; 6] = [
+    "fe80::1",
+    "169.254.169.254",
+    "::ffff:169.254.169.254",
+    "127.0.0.1",
+    "::1",
+    "224.0.0.1",
+];
+
+#[test]
+fn refused_entries_are_dropped_counted_and_never_contacted() {
+    capture_logs();
+    let mut listed: Vec<&str> = NODES.to_vec();
+    listed.extend(HOSTILE);
+    let sim = Sim::new(CONFIG, 3, &listed);
+    sim.run(5_500);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let rounds = sim.discovery_calls().len() as i64;
+    assert!(rounds >= 5, "{rounds}");
+    assert_eq!(sim.process.stat(REFUSED), Some(6 * rounds));
+    assert_eq!(
+        sim.process.stat("alternator_lb.discovery_successes"),
+        Some(rounds)
+    );
+    let calls = sim.process.calls.borrow().clone();
+    for call in &calls {
+        assert!(NODES.iter().any(|n| call.to(n)), "{call:?}");
+    }
+    // Named in the warning about the entries, once per VM that polled: the
+    // list of dropped entries stays the same from answer to answer.
+    let warned: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("unusable entries, ignored"))
+        .collect();
+    let pollers: std::collections::BTreeSet<usize> =
+        sim.discovery_calls().iter().map(|c| c.vm).collect();
+    assert_eq!(warned.len(), pollers.len(), "{warned:?}");
+    for refusal in [
+        "fe80::1 is link-local, refused",
+        "169.254.169.254 is link-local, refused",
+        "127.0.0.1 is loopback, refused as no seed is loopback",
+        "::1 is loopback, refused as no seed is loopback",
+        "224.0.0.1 is not a unicast address",
+    ] {
+        assert!(warned[0].contains(refusal), "{refusal}: {}", warned[0]);
+    }
+    assert!(warned[0].starts_with("WARN /localnodes from 10.0.0."));
+    assert!(warned[0].contains("had 6 unusable entries"));
+}
+
+#[test]
+fn loopback_seeds_let_loopback_answers_through_but_not_link_local_ones() {
+    let config = r#"{"seeds": ["127.0.0.1"]}"#;
+    let sim = Sim::new(config, 2, &["127.0.0.1", "127.0.0.2", "::1", "fe80::1"]);
+    sim.run(2_500);
+    let want = vec![a("127.0.0.1:8000"), a("127.0.0.2:8000"), a("[::1]:8000")];
+    assert_eq!(sim.routed(0), want);
+    assert_eq!(sim.routed(1), want);
+    let rounds = sim.discovery_calls().len() as i64;
+    assert_eq!(sim.process.stat(REFUSED), Some(rounds));
+    assert!(sim.process.calls.borrow().iter().all(|c| !c.to("fe80::1")));
+}
+
+#[test]
+fn an_answer_naming_only_refused_addresses_keeps_the_list_and_counts() {
+    capture_logs();
+    let sim = discovered(CONFIG, 2);
+    let before = sim.process.stat(REFUSED).unwrap_or(0);
+    assert_eq!(before, 0);
+    sim.cluster.borrow_mut().listed = vec!["fe80::1".into(), "169.254.169.254".into()];
+    sim.run(3_000);
+    assert_eq!(sim.process.record().unwrap().nodes, all());
+    assert_eq!(sim.routed(0), all());
+    let failed = sim.discovery_calls().len() as i64 - 1;
+    assert!(failed >= 2, "{failed}");
+    assert_eq!(sim.process.stat(REFUSED), Some(2 * failed));
+    assert_eq!(
+        sim.process.stat("alternator_lb.discovery_failures"),
+        Some(failed)
+    );
+    let line = logs()
+        .into_iter()
+        .find(|l| l.contains("failed:"))
+        .expect("a failure logged");
+    assert!(
+        line.contains(
+            "failed: answer has no valid IP entry (2 dropped, e.g. fe80::1 is link-local, refused); \
+             keeping the last good list of 3 nodes"
+        ),
+        "{line}"
+    );
+}
+
+/// One VM whose only seed, 10.0.0.1, is set up by `setup`; the first
+/// discovery failure's log line, after `ms`.
+fn first_failure(setup: impl FnOnce(&Sim), ms: u64) -> String {
+    capture_logs();
+    let sim = Sim::new(r#"{"seeds": ["10.0.0.1"]}"#, 1, &NODES);
+    setup(&sim);
+    sim.run(ms);
+    let failures: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("failed:"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let line = failures[0].clone();
+    let prefix = "WARN /localnodes from 10.0.0.1:8000 (the asked node's dc) failed: ";
+    let rest = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{line}"));
+    let suffix = "; no node discovered yet (1 failures in a row; further failures are logged every 60 attempts)";
+    rest.strip_suffix(suffix)
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string()
+}
+
+#[test]
+fn discovery_failures_say_what_happened() {
+    let refused = first_failure(
+        |sim| sim.cluster.borrow_mut().dead.push("10.0.0.1".into()),
+        500,
+    );
+    assert_eq!(
+        refused,
+        r#"connection failed or reset before an answer (Envoy: "remote connection failure")"#
+    );
+    // The node takes the connection and never answers: Envoy answers 504
+    // at the 2 s timeout.
+    let silent = first_failure(
+        |sim| sim.cluster.borrow_mut().silent.push("10.0.0.1".into()),
+        2_500,
+    );
+    assert_eq!(
+        silent,
+        "timed out: no answer within discovery_timeout_ms (2000 ms)"
+    );
+    let status = first_failure(
+        |sim| {
+            let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom
+on two lines"}"#;
+            sim.cluster
+                .borrow_mut()
+                .failing
+                .push(("10.0.0.1".into(), 500, body.to_vec()));
+        },
+        500,
+    );
+    assert_eq!(
+        status,
+        r#"answered HTTP 500: "{\"__type\":\"com.amazonaws.dynamodb.v20120810#InternalServerError\",\"message\":\"boom\non two lines\"}""#
+    );
+    // A node's own 504, well before the timeout, is what it is.
+    let early = first_failure(
+        |sim| {
+            let body = ENVOY_TIMEOUT.as_bytes().to_vec();
+            sim.cluster
+                .borrow_mut()
+                .failing
+                .push(("10.0.0.1".into(), 504, body));
+        },
+        500,
+    );
+    assert_eq!(early, r#"answered HTTP 504: "upstream request timeout""#);
+    // A page of HTML is cut, on one line.
+    let page = first_failure(
+        |sim| {
+            let body = "<html><body>\n".repeat(500).into_bytes();
+            sim.cluster
+                .borrow_mut()
+                .failing
+                .push(("10.0.0.1".into(), 503, body));
+        },
+        500,
+    );
+    assert!(
+        page.starts_with(r#"answered HTTP 503 with a 6500-byte body starting "<html><body>\n"#),
+        "{page}"
+    );
+    assert!(page.len() < 200 && !page.contains('\n'), "{page}");
+}
+
+/// The pending `/localnodes` call of a single VM that never gets answers
+/// by itself.
+fn unanswered_call(sim: &Sim) -> crate::testing::Call {
+    for _ in 0..1_000 {
+        sim.run(1);
+        let pending = sim.process.pending();
+        if let Some(call) = pending.first() {
+            assert_eq!(pending.len(), 1, "{pending:?}");
+            assert_eq!(call.at_ms, sim.process.now_ms());
+            return call.clone();
+        }
+    }
+    panic!("no call within 1 s");
+}
+
+#[test]
+fn a_headerless_answer_is_a_timeout_only_after_the_timeout() {
+    for (after_ms, want) in [
+        (3, "connection failed or reset before an answer"),
+        (1_500, "connection failed or reset before an answer"),
+        (
+            2_000,
+            "timed out: no answer within discovery_timeout_ms (2000 ms)",
+        ),
+    ] {
+        capture_logs();
+        let mut sim = Sim::new(r#"{"seeds": ["10.0.0.1"]}"#, 1, &NODES);
+        sim.latency_ms = u64::MAX / 2;
+        let call = unanswered_call(&sim);
+        assert_eq!(call.timeout_ms, 2_000);
+        sim.process
+            .advance(call.at_ms + after_ms - sim.process.now_ms());
+        sim.answer(&call, Reply(None));
+        let line = logs()
+            .into_iter()
+            .find(|l| l.contains("failed:"))
+            .expect("a failure logged");
+        assert!(
+            line.contains(&format!("(the asked node's dc) failed: {want}; no node")),
+            "after {after_ms} ms: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_timeout_is_the_configured_one() {
+    capture_logs();
+    let sim = Sim::new(
+        r#"{"seeds": ["10.0.0.1"], "discovery_timeout_ms": 250}"#,
+        1,
+        &NODES,
+    );
+    sim.cluster.borrow_mut().silent.push("10.0.0.1".into());
+    sim.run(1_000);
+    let call = &sim.discovery_calls()[0];
+    assert_eq!(call.timeout_ms, 250);
+    assert!(logs()
+        .iter()
+        .any(|l| l.contains("failed: timed out: no answer within discovery_timeout_ms (250 ms)")));
+}
+
+#[test]
+fn probe_failures_are_logged_at_debug_with_the_same_words() {
+    capture_logs();
+    let sim = discovered(CONFIG, 2);
+    let victim = a("10.0.0.2:8000");
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::Unreachable);
+    sim.cluster
+        .borrow_mut()
+        .failing
+        .push(("10.0.0.2".into(), 500, b"internal error".to_vec()));
+    sim.run(2_500);
+    sim.cluster.borrow_mut().failing.clear();
+    sim.cluster.borrow_mut().silent.push("10.0.0.2".into());
+    sim.run(4_500);
+    sim.cluster.borrow_mut().silent.clear();
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.run(2_500);
+    let probes: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.contains("probe of"))
+        .collect();
+    let prefix = "DEBUG probe of Down node 10.0.0.2:8000: ";
+    for want in [
+        r#"answered HTTP 500: "internal error""#,
+        "timed out: no answer within discovery_timeout_ms (2000 ms)",
+        r#"connection failed or reset before an answer (Envoy: "remote connection failure")"#,
+    ] {
+        assert!(
+            probes.contains(&format!("{prefix}{want}")),
+            "{want}: {probes:#?}"
+        );
+    }
+    assert!(!sim.routed(0).contains(&victim));
 }
