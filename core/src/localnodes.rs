@@ -222,7 +222,8 @@ pub fn parse(body: &[u8], rules: &Rules) -> Result<Answer, AnswerError> {
         return Err(AnswerError::NoValidEntry { dropped, refused });
     }
     if beyond > 0 {
-        dropped.push(format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
+        // First, so that a warning naming only the first few still says it.
+        dropped.insert(0, format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
     }
     Ok(Answer {
         nodes: nodes.into_iter().collect(),

@@ -524,7 +524,7 @@ impl<H: Host> Poller<H> {
                 log::warn!(
                     "/localnodes from {target} had {} unusable entries, ignored: {}",
                     answer.dropped.len(),
-                    answer.dropped.join("; ")
+                    announce::first_few(&answer.dropped)
                 );
                 self.last_dropped = answer.dropped.clone();
             }
