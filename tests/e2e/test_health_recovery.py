@@ -38,12 +38,14 @@ def test_resets_below_the_threshold_keep_a_healthy_node_in_rotation(make_cluster
                      message="the victim to serve")
         before_5xx = p.envoy.stat("http.dynamodb.downstream_rq_5xx")
         for i, how in enumerate(rounds):
-            errors_before = _victim_stat(p, victim_host, "rq_error")
+            answers_5xx = p.envoy.stat("http.dynamodb.downstream_rq_5xx")
             p.cluster.drop_next_requests(victim, below, how=how)
-            # Envoy has seen both resets (its per-host errors, counted on the
-            # worker that observed them) ...
-            net.wait_for(lambda: _victim_stat(p, victim_host, "rq_error") >= errors_before + below,
-                         timeout=10, message=f"round {i}: {below} dropped requests to reach Envoy")
+            net.wait_for(lambda: p.cluster.dropped_requests()[victim] == below * (i + 1), timeout=20,
+                         message=f"round {i}: the node to drop {below} requests")
+            # Envoy answered both with its 503, after the filter saw the
+            # reset (the filter's response callback runs first) ...
+            net.wait_for(lambda: p.envoy.stat("http.dynamodb.downstream_rq_5xx") >= answers_5xx + below,
+                         timeout=10, message=f"round {i}: Envoy to answer the {below} dropped requests")
             # ... and then an answer from the node, which clears the count.
             answered = _victim_stat(p, victim_host, "rq_success")
             net.wait_for(lambda: _victim_stat(p, victim_host, "rq_success") > answered, timeout=10,
