@@ -31,10 +31,16 @@ pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_IDLE_REFRESH_INTERVAL_MS: u64 = 60_000;
 /// "Idle" means a minute without requests, as in the client libraries.
 pub const DEFAULT_IDLE_AFTER_MS: u64 = 60_000;
-/// As the client libraries: a Down node is retried every 30 s.
+/// As the client libraries: a Down node is retried at least every 30 s
+/// (sooner right after it went Down: the probes back off up to this).
 pub const DEFAULT_DOWN_PROBE_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_QUARANTINE_PROBE_INTERVAL_MS: u64 = 1_000;
+/// A refused connection is a node that is not there.
 pub const DEFAULT_DOWN_AFTER_FAILURES: u32 = 1;
+/// A reset after connecting happens to healthy nodes too (an idle
+/// keep-alive connection closed by the node as a request goes out, Envoy's
+/// "503 UC"); three in a row, with no answer between, are not chance.
+pub const DEFAULT_DOWN_AFTER_RESETS: u32 = 3;
 
 const PORT_RANGE: (u16, u16) = (1, 65_535);
 /// Polling faster than this would only load the cluster; one day is the
@@ -43,6 +49,7 @@ const REFRESH_INTERVAL_RANGE: (u64, u64) = (100, 86_400_000);
 const DISCOVERY_TIMEOUT_RANGE: (u64, u64) = (10, 300_000);
 const PROBE_INTERVAL_RANGE: (u64, u64) = (100, 3_600_000);
 const DOWN_AFTER_FAILURES_RANGE: (u32, u32) = (1, 100);
+const DOWN_AFTER_RESETS_RANGE: (u32, u32) = (1, 100);
 const MAX_CIDRS: usize = 256;
 /// Seed addresses in all groups together.
 pub const MAX_SEEDS: usize = 256;
@@ -58,7 +65,7 @@ pub const MAX_PARTITION_KEYS: usize = 1024;
 /// Every key the filter understands, in the order the README documents them.
 /// The fields of [`Document`] are the same keys (a test holds them equal);
 /// this list is what an "unknown key" refusal offers instead.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 20] = [
     "seeds",
     "port",
     "discovery_cluster",
@@ -70,6 +77,7 @@ pub const KEYS: [&str; 19] = [
     "datacenter",
     "rack",
     "down_after_failures",
+    "down_after_resets",
     "down_probe_interval_ms",
     "quarantine_probe_interval_ms",
     "allowed_cidrs",
@@ -128,6 +136,7 @@ struct Document {
     datacenter: Key<String>,
     rack: Key<String>,
     down_after_failures: Key<u32>,
+    down_after_resets: Key<u32>,
     down_probe_interval_ms: Key<u64>,
     quarantine_probe_interval_ms: Key<u64>,
     allowed_cidrs: Key<Vec<Given<String>>>,
@@ -362,6 +371,7 @@ impl Document {
             datacenter,
             rack,
             down_after_failures,
+            down_after_resets,
             down_probe_interval_ms,
             quarantine_probe_interval_ms,
             allowed_cidrs,
@@ -419,6 +429,12 @@ impl Document {
                 down_after_failures,
                 DOWN_AFTER_FAILURES_RANGE,
                 DEFAULT_DOWN_AFTER_FAILURES,
+            )?,
+            down_after_resets: integer(
+                "down_after_resets",
+                down_after_resets,
+                DOWN_AFTER_RESETS_RANGE,
+                DEFAULT_DOWN_AFTER_RESETS,
             )?,
             idle_refresh_interval_ms: integer(
                 "idle_refresh_interval_ms",
@@ -924,6 +940,7 @@ mod tests {
         assert_eq!(c.idle_refresh_interval_ms, 60_000);
         assert_eq!(c.idle_after_ms, 60_000);
         assert_eq!(c.down_after_failures, 1);
+        assert_eq!(c.down_after_resets, 3);
         assert_eq!(
             c.probe_periods,
             ProbePeriods {
@@ -938,12 +955,13 @@ mod tests {
     fn health_and_range_keys_are_read() {
         let c = parse(
             r#"{"seeds": ["10.0.0.1"], "idle_refresh_interval_ms": 5000, "down_after_failures": 3,
-                "down_probe_interval_ms": 2000, "quarantine_probe_interval_ms": 300,
+                "down_after_resets": 7, "down_probe_interval_ms": 2000, "quarantine_probe_interval_ms": 300,
                 "allowed_cidrs": ["10.0.0.0/8", "fd00::/8"]}"#,
         )
         .unwrap();
         assert_eq!(c.idle_refresh_interval_ms, 5000);
         assert_eq!(c.down_after_failures, 3);
+        assert_eq!(c.down_after_resets, 7);
         assert_eq!(
             c.probe_periods,
             ProbePeriods {
@@ -1058,6 +1076,9 @@ mod tests {
             (r#""datacenter": 3"#, "datacenter"),
             (r#""rack": "a\nb""#, "rack"),
             (r#""down_after_failures": 0"#, "down_after_failures"),
+            (r#""down_after_resets": 0"#, "down_after_resets"),
+            (r#""down_after_resets": 101"#, "down_after_resets"),
+            (r#""down_after_resets": "3""#, "down_after_resets"),
             (r#""down_probe_interval_ms": 50"#, "down_probe_interval_ms"),
             (
                 r#""quarantine_probe_interval_ms": true"#,
@@ -1479,7 +1500,7 @@ mod tests {
             r#"{"seeds": ["10.0.0.1"], "port": 8000, "discovery_cluster": "d",
                 "refresh_interval_ms": 1000, "idle_refresh_interval_ms": 60000,
                 "idle_after_ms": 60000, "discovery_timeout_ms": 2000, "routing": ["cluster"],
-                "down_after_failures": 1, "down_probe_interval_ms": 30000,
+                "down_after_failures": 1, "down_after_resets": 3, "down_probe_interval_ms": 30000,
                 "quarantine_probe_interval_ms": 1000, "allowed_cidrs": ["10.0.0.0/8"],
                 "verify_node_san": true, "key_route_affinity": "rmw",
                 "partition_keys": {"t": "k"}, "scheme": "https", "stat_prefix": "orders-eu"}"#,
@@ -1489,7 +1510,7 @@ mod tests {
         let shorthand = parse(r#"{"seeds": ["10.0.0.1"], "datacenter": "a", "rack": "b"}"#);
         assert!(shorthand.is_ok());
         // Every key in KEYS is used by one of the two documents above.
-        assert_eq!(KEYS.len(), 19);
+        assert_eq!(KEYS.len(), 20);
     }
 
     #[test]

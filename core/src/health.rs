@@ -1,13 +1,20 @@
 //! Node health: which listed nodes may take requests, shared by every worker.
 //!
 //! A node is Active unless the shared state says otherwise:
-//! - **Down**: a connection to it failed, or was reset before any response.
-//!   It gets no requests until `/localnodes` still lists it *and* a direct
-//!   probe succeeds; probes come every `down_probe_interval_ms`.
-//! - **Quarantined**: it joined the known nodes after the first discovery.
-//!   Alternator lists a node some seconds before it serves, so it gets
-//!   requests only once a probe (every `quarantine_probe_interval_ms`)
-//!   succeeds.
+//! - **Down**: a connection to it could not be made (`down_after_failures`
+//!   in a row, default 1), or connections to it were reset before any
+//!   response `down_after_resets` times in a row (default 3), as seen by one
+//!   worker; an answer in between starts both counts over. A single reset is
+//!   no sign of a dead node: a node closing an idle keep-alive connection as a
+//!   request goes out looks just like it. A Down node gets no requests until
+//!   `/localnodes` still lists it *and* a direct probe succeeds. Probes back
+//!   off: the first 1 s after the node went Down, then 2 s, 4 s, ... up to
+//!   `down_probe_interval_ms`. A node that restarts is back a few seconds
+//!   after it serves again; one that stays away costs a probe per period.
+//! - **Quarantined**: it joined the known nodes after the first discovery
+//!   (or came back into them after dropping out). Alternator lists a node
+//!   some seconds before it serves, so it gets requests only once a probe
+//!   (every `quarantine_probe_interval_ms`) succeeds.
 //!
 //! Health is kept for the known nodes: the union of every query's list (see
 //! [`crate::topology`]). A node in several lists has one health; a node
@@ -16,17 +23,22 @@
 //! HTTP errors answered by a node (500, 502, 503, 504) say nothing about
 //! whether it is reachable, so they are health-neutral; see [`Outcome`].
 //! Probes are leased like discovery rounds: at most one probe per node per
-//! period per Envoy process.
+//! wait per Envoy process. The backoff lives in the shared record, since
+//! any VM may lease the next probe.
 
 use crate::model::health::{Health, HealthState, Outcome, ProbePeriods};
 use crate::model::record::SharedState;
 use crate::model::NodeAddr;
 
 /// Envoy `ResponseFlag` bits (`StreamInfo::CoreResponseFlag`) that mean the
-/// node did not answer at all.
+/// node did not answer at all: UR, UF and UC.
 pub const FLAG_UPSTREAM_REMOTE_RESET: u64 = 0x10;
 pub const FLAG_UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
 pub const FLAG_UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+
+/// The wait before the first probe of a node that just went Down. Short, so
+/// that a restart (seconds) costs seconds; the waits after it double.
+pub const FIRST_DOWN_WAIT_MS: u64 = 1_000;
 
 /// Envoy's `response.flags` property, a little-endian 64-bit integer; 0
 /// (nothing went wrong) when the host cannot tell.
@@ -36,15 +48,37 @@ pub fn flags_from_property(bytes: Option<&[u8]>) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Classifies a response from Envoy's `response.flags`.
+/// Classifies a response from Envoy's `response.flags`. A failed connect
+/// wins over a reset when both are set: the node refused a connection at
+/// least once, which a healthy node does not.
 pub fn outcome_from_flags(flags: u64) -> Outcome {
-    let unreachable = FLAG_UPSTREAM_REMOTE_RESET
-        | FLAG_UPSTREAM_CONNECTION_FAILURE
-        | FLAG_UPSTREAM_CONNECTION_TERMINATION;
-    if flags & unreachable != 0 {
-        Outcome::Unreachable
+    if flags & FLAG_UPSTREAM_CONNECTION_FAILURE != 0 {
+        Outcome::ConnectFailed
+    } else if flags & (FLAG_UPSTREAM_REMOTE_RESET | FLAG_UPSTREAM_CONNECTION_TERMINATION) != 0 {
+        Outcome::Reset
     } else {
         Outcome::Answered
+    }
+}
+
+/// The wait between a node going Down and its first probe: 1 s, or the
+/// configured period if that is shorter.
+fn first_down_wait(periods: ProbePeriods) -> u64 {
+    FIRST_DOWN_WAIT_MS.min(periods.down_ms)
+}
+
+/// The wait after the probe being leased now, given the record of the node.
+/// Down: twice the last wait, from [`FIRST_DOWN_WAIT_MS`] up to the Down
+/// period (a record with a nonsense wait, say 0, starts the backoff over
+/// rather than probing on every tick). Quarantined: the fixed period.
+fn next_wait(health: &Health, periods: ProbePeriods) -> u64 {
+    match health.state {
+        HealthState::Down => health
+            .wait_ms
+            .saturating_mul(2)
+            .max(first_down_wait(periods))
+            .min(periods.down_ms),
+        HealthState::Quarantined => periods.quarantine_ms,
     }
 }
 
@@ -63,12 +97,14 @@ pub fn mark_down(
     if state.health.get(&node).map(|h| h.state) == Some(HealthState::Down) {
         return None;
     }
+    let wait = first_down_wait(periods);
     let mut next = state.clone();
     next.health.insert(
         node,
         Health {
             state: HealthState::Down,
-            next_probe_ms: now_ms.saturating_add(periods.down_ms),
+            next_probe_ms: now_ms.saturating_add(wait),
+            wait_ms: wait,
         },
     );
     Some(next)
@@ -115,6 +151,7 @@ pub fn on_new_list(
                 Health {
                     state: HealthState::Quarantined,
                     next_probe_ms: now_ms,
+                    wait_ms: 0,
                 },
             );
             quarantined.push(*n);
@@ -131,8 +168,9 @@ pub struct Probe {
 }
 
 /// Leases the probe of the first node that is due. The returned state moves
-/// that node's next probe one period ahead; writing it by compare-and-swap
-/// makes this VM the only prober of that node for the period.
+/// that node's next probe one wait ahead (the Down backoff's next step, or
+/// the quarantine period); writing it by compare-and-swap makes this VM the
+/// only prober of that node until then.
 pub fn try_start_probe(
     state: &SharedState,
     now_ms: u64,
@@ -146,12 +184,14 @@ pub fn try_start_probe(
         node: *node,
         state: health.state,
     };
+    let wait = next_wait(health, periods);
     let mut next = state.clone();
     next.health.insert(
         *node,
         Health {
             state: health.state,
-            next_probe_ms: now_ms.saturating_add(periods.of(health.state)),
+            next_probe_ms: now_ms.saturating_add(wait),
+            wait_ms: wait,
         },
     );
     Some((next, probe))
@@ -211,20 +251,58 @@ mod tests {
         s
     }
 
+    fn with(mut s: SharedState, node: &str, state: HealthState, next_probe_ms: u64) -> SharedState {
+        s.health.insert(
+            a(node),
+            Health {
+                state,
+                next_probe_ms,
+                wait_ms: 0,
+            },
+        );
+        s
+    }
+
+    /// Leases every probe of the state's only tracked node that falls due
+    /// up to `until`, each exactly when due, and returns their times.
+    fn probe_times(mut s: SharedState, periods: ProbePeriods, until: u64) -> Vec<u64> {
+        let mut times = Vec::new();
+        while let Some(due) = s.health.values().next().map(|h| h.next_probe_ms) {
+            if due > until {
+                break;
+            }
+            assert!(
+                try_start_probe(&s, due - 1, periods).is_none(),
+                "early at {due}"
+            );
+            let (next, _) = try_start_probe(&s, due, periods).unwrap();
+            times.push(due);
+            s = next;
+        }
+        times
+    }
+
     #[test]
-    fn flags_tell_unreachable_from_answered() {
+    fn flags_tell_connect_failures_from_resets_from_answers() {
         assert_eq!(outcome_from_flags(0), Outcome::Answered);
         assert_eq!(
             outcome_from_flags(FLAG_UPSTREAM_CONNECTION_FAILURE),
-            Outcome::Unreachable
+            Outcome::ConnectFailed
         );
         assert_eq!(
             outcome_from_flags(FLAG_UPSTREAM_REMOTE_RESET),
-            Outcome::Unreachable
+            Outcome::Reset
         );
         assert_eq!(
             outcome_from_flags(FLAG_UPSTREAM_CONNECTION_TERMINATION),
-            Outcome::Unreachable
+            Outcome::Reset
+        );
+        // A failed connect is the stronger sign, whatever else is set.
+        assert_eq!(
+            outcome_from_flags(
+                FLAG_UPSTREAM_CONNECTION_FAILURE | FLAG_UPSTREAM_CONNECTION_TERMINATION
+            ),
+            Outcome::ConnectFailed
         );
         // Upstream request timeout (0x4) and overflow (0x80) are not the node's absence.
         assert_eq!(flags_from_property(Some(&0x20u64.to_le_bytes())), 0x20);
@@ -245,8 +323,10 @@ mod tests {
             down.health[&a("10.0.0.1:8000")],
             Health {
                 state: HealthState::Down,
-                next_probe_ms: 30_100
-            }
+                next_probe_ms: 1_100,
+                wait_ms: 1_000,
+            },
+            "first probed 1 s after it went Down"
         );
         assert!(!is_routable(&down, &a("10.0.0.1:8000")));
         assert!(is_routable(&down, &a("10.0.0.2:8000")));
@@ -263,16 +343,15 @@ mod tests {
 
     #[test]
     fn a_quarantined_node_that_fails_goes_down() {
-        let mut s = listed(&["10.0.0.1:8000"]);
-        s.health.insert(
-            a("10.0.0.1:8000"),
-            Health {
-                state: HealthState::Quarantined,
-                next_probe_ms: 0,
-            },
+        let s = with(
+            listed(&["10.0.0.1:8000"]),
+            "10.0.0.1:8000",
+            HealthState::Quarantined,
+            0,
         );
         let down = mark_down(&s, a("10.0.0.1:8000"), 5, P).unwrap();
         assert_eq!(down.health[&a("10.0.0.1:8000")].state, HealthState::Down);
+        assert_eq!(down.health[&a("10.0.0.1:8000")].next_probe_ms, 1_005);
     }
 
     #[test]
@@ -282,13 +361,11 @@ mod tests {
         assert!(first.health.is_empty());
 
         let old = first.nodes.clone();
-        let mut s = listed(&["10.0.0.2:8000", "10.0.0.3:8000"]);
-        s.health.insert(
-            a("10.0.0.1:8000"),
-            Health {
-                state: HealthState::Down,
-                next_probe_ms: 0,
-            },
+        let mut s = with(
+            listed(&["10.0.0.2:8000", "10.0.0.3:8000"]),
+            "10.0.0.1:8000",
+            HealthState::Down,
+            0,
         );
         assert_eq!(on_new_list(&mut s, &old, false, 10), [a("10.0.0.3:8000")]);
         assert_eq!(
@@ -301,28 +378,107 @@ mod tests {
             s.health[&a("10.0.0.3:8000")],
             Health {
                 state: HealthState::Quarantined,
-                next_probe_ms: 10
+                next_probe_ms: 10,
+                wait_ms: 0,
             }
         );
     }
 
+    /// A Down node that `/localnodes` drops is forgotten, backoff and all;
+    /// listed again, it is a newcomer: Quarantined, probed at once and then
+    /// every quarantine period, not on the Down node's 30 s.
     #[test]
-    fn probes_are_leased_one_per_node_per_period() {
-        let mut s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        s.health.insert(
-            a("10.0.0.1:8000"),
-            Health {
-                state: HealthState::Down,
-                next_probe_ms: 1_000,
-            },
+    fn a_node_listed_again_after_dropping_out_is_probed_as_quarantined() {
+        let full = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let mut s = mark_down(&full, a("10.0.0.2:8000"), 0, P).unwrap();
+        for due in [1_000, 3_000, 7_000, 15_000, 31_000, 61_000] {
+            s = try_start_probe(&s, due, P).unwrap().0;
+        }
+        assert_eq!(
+            s.health[&a("10.0.0.2:8000")].wait_ms,
+            30_000,
+            "backed off to the period"
         );
-        s.health.insert(
-            a("10.0.0.2:8000"),
-            Health {
-                state: HealthState::Quarantined,
-                next_probe_ms: 5_000,
-            },
+
+        let mut dropped = listed(&["10.0.0.1:8000"]);
+        dropped.health = s.health.clone();
+        assert!(on_new_list(&mut dropped, &full.nodes, false, 300_000).is_empty());
+        assert!(dropped.health.is_empty(), "forgotten");
+
+        let mut back = full.clone();
+        back.health = dropped.health.clone();
+        assert_eq!(
+            on_new_list(&mut back, &dropped.nodes, false, 310_000),
+            [a("10.0.0.2:8000")]
         );
+        assert_eq!(
+            back.health[&a("10.0.0.2:8000")].state,
+            HealthState::Quarantined
+        );
+        assert!(!is_routable(&back, &a("10.0.0.2:8000")));
+        assert_eq!(
+            probe_times(back, P, 315_000),
+            [310_000, 311_000, 312_000, 313_000, 314_000, 315_000]
+        );
+    }
+
+    #[test]
+    fn down_probes_back_off_from_one_second_to_the_period() {
+        let s = mark_down(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, P).unwrap();
+        assert_eq!(
+            probe_times(s, P, 200_000),
+            [
+                1_000, 3_000, 7_000, 15_000, 31_000, // waits of 1, 2, 4, 8, 16 s
+                61_000, 91_000, 121_000, 151_000, 181_000 // then the 30 s period
+            ]
+        );
+    }
+
+    #[test]
+    fn a_period_under_one_second_is_the_only_wait() {
+        let short = ProbePeriods {
+            down_ms: 300,
+            quarantine_ms: 200,
+        };
+        let s = mark_down(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, short).unwrap();
+        assert_eq!(probe_times(s, short, 1_500), [300, 600, 900, 1_200, 1_500]);
+        // A period between the first wait and its double caps the second.
+        let odd = ProbePeriods {
+            down_ms: 1_500,
+            quarantine_ms: 200,
+        };
+        let s = mark_down(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, odd).unwrap();
+        assert_eq!(probe_times(s, odd, 6_000), [1_000, 2_500, 4_000, 5_500]);
+    }
+
+    /// The record is writable by anything in the proxy: a wait of 0 must
+    /// not make a node probed on every tick, nor a huge one overflow.
+    #[test]
+    fn a_nonsense_wait_in_the_record_stays_within_bounds() {
+        for (wait, expected) in [(0, 1_000), (1, 1_000), (u64::MAX, 30_000)] {
+            let mut s = listed(&["10.0.0.1:8000"]);
+            s.health.insert(
+                a("10.0.0.1:8000"),
+                Health {
+                    state: HealthState::Down,
+                    next_probe_ms: 0,
+                    wait_ms: wait,
+                },
+            );
+            let (next, _) = try_start_probe(&s, 10, P).unwrap();
+            assert_eq!(next.health[&a("10.0.0.1:8000")].wait_ms, expected, "{wait}");
+            assert_eq!(
+                next.health[&a("10.0.0.1:8000")].next_probe_ms,
+                10 + expected
+            );
+        }
+    }
+
+    #[test]
+    fn probes_are_leased_one_per_node_per_wait() {
+        let s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let s = mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = with(s, "10.0.0.2:8000", HealthState::Quarantined, 5_000);
         assert!(try_start_probe(&s, 999, P).is_none());
         let (s, probe) = try_start_probe(&s, 1_000, P).unwrap();
         assert_eq!(
@@ -332,30 +488,25 @@ mod tests {
                 state: HealthState::Down
             }
         );
-        assert_eq!(s.health[&probe.node].next_probe_ms, 31_000);
+        assert_eq!(s.health[&probe.node].next_probe_ms, 3_000);
         assert!(
-            try_start_probe(&s, 4_999, P).is_none(),
-            "the Down node is leased for 30 s"
+            try_start_probe(&s, 2_999, P).is_none(),
+            "the Down node is leased for 2 s"
         );
+        let (s, probe) = try_start_probe(&s, 3_000, P).unwrap();
+        assert_eq!(probe.node, a("10.0.0.1:8000"));
+        assert_eq!(s.health[&probe.node].next_probe_ms, 7_000);
         let (s, probe) = try_start_probe(&s, 5_000, P).unwrap();
         assert_eq!(probe.state, HealthState::Quarantined);
         assert_eq!(s.health[&probe.node].next_probe_ms, 6_000);
+        assert!(try_start_probe(&s, 5_999, P).is_none());
     }
 
     #[test]
-    fn a_successful_probe_restores_the_node() {
-        let mut s = listed(&["10.0.0.1:8000"]);
-        s.health.insert(
-            a("10.0.0.1:8000"),
-            Health {
-                state: HealthState::Down,
-                next_probe_ms: 0,
-            },
-        );
-        let probe = Probe {
-            node: a("10.0.0.1:8000"),
-            state: HealthState::Down,
-        };
+    fn a_successful_probe_restores_the_node_and_the_next_outage_starts_over() {
+        let s = mark_down(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, P).unwrap();
+        let (s, probe) = try_start_probe(&s, 1_000, P).unwrap();
+        let (s, _) = try_start_probe(&s, 3_000, P).unwrap();
         let (same, back) = apply_probe(&s, &probe, false);
         assert!(!back);
         assert_eq!(same.health.len(), 1);
@@ -365,5 +516,9 @@ mod tests {
         // A probe answer for a node that is no longer tracked changes nothing.
         let (_, back) = apply_probe(&up, &probe, true);
         assert!(!back);
+        // Down again later: 1 s to the first probe, not where the last
+        // outage's backoff had got to.
+        let again = mark_down(&up, probe.node, 50_000, P).unwrap();
+        assert_eq!(again.health[&probe.node].next_probe_ms, 51_000);
     }
 }

@@ -23,7 +23,7 @@ use crate::learned;
 use crate::localnodes::{self, Rules};
 use crate::metrics::{Counter, Gauges, Metrics, RequestCounts};
 use crate::model::config::{Config, Mode};
-use crate::model::health::HealthState;
+use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::{NodeAddr, Quoted};
 use crate::rng::Rng;
@@ -100,8 +100,9 @@ pub struct Poller<H: Host> {
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
     in_flight: HashMap<u32, InFlight>,
-    /// Nodes this VM saw fail and has not yet published as Down.
-    pending_down: Vec<NodeAddr>,
+    /// Nodes this VM saw fail and has not yet published as Down, with what
+    /// ended their streak.
+    pending_down: Vec<(NodeAddr, Outcome)>,
     /// Requests routed when activity was last checked.
     seen_requests: u64,
     /// Last warning about dropped `/localnodes` entries, to not repeat it.
@@ -148,6 +149,7 @@ impl<H: Host> Poller<H> {
             verify_node_san: config.verify_node_san,
             https: config.https,
             down_after_failures: config.down_after_failures,
+            down_after_resets: config.down_after_resets,
         };
         let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
         let mut poller = Poller {
@@ -408,11 +410,11 @@ impl<H: Host> Poller<H> {
         let requests = self.requests().routed;
         let mut next = state.clone();
         let mut downs = Vec::new();
-        for node in &self.pending_down {
+        for (node, why) in &self.pending_down {
             if let Some(marked) = health::mark_down(&next, *node, now_ms, self.config.probe_periods)
             {
                 next = marked;
-                downs.push(*node);
+                downs.push((*node, *why));
             }
         }
         if requests != self.seen_requests {
@@ -428,11 +430,19 @@ impl<H: Host> Poller<H> {
         self.write_state(&next, Some(cas)).ok()?;
         self.pending_down.clear();
         self.seen_requests = requests;
-        for node in &downs {
+        for (node, why) in &downs {
             self.metrics.add(&self.host, Counter::NodesMarkedDown, 1);
+            let (what, in_a_row) = match why {
+                Outcome::Reset => (
+                    "its connections were reset before any response",
+                    self.config.down_after_resets,
+                ),
+                _ => ("connecting to it failed", self.config.down_after_failures),
+            };
             log::warn!(
-                "node {node} marked Down: connection failed or reset before any response; it gets no requests \
-                 until /localnodes lists it and a probe succeeds (probed every {} ms)",
+                "node {node} marked Down: {what} ({in_a_row} in a row); it gets no requests until /localnodes lists it \
+                 and a probe succeeds (probed after {} ms, then at doubling waits up to every {} ms)",
+                health::FIRST_DOWN_WAIT_MS.min(self.config.probe_periods.down_ms),
                 self.config.probe_periods.down_ms
             );
         }
@@ -445,9 +455,9 @@ impl<H: Host> Poller<H> {
         let Ok(mut router) = self.router.try_borrow_mut() else {
             return;
         };
-        for node in router.take_unreachable() {
-            if !self.pending_down.contains(&node) {
-                self.pending_down.push(node);
+        for (node, why) in router.take_unreachable() {
+            if !self.pending_down.iter().any(|(n, _)| *n == node) {
+                self.pending_down.push((node, why));
             }
         }
     }
@@ -574,8 +584,9 @@ impl<H: Host> Poller<H> {
     /// stay out until the record agrees.
     fn rebuild(&mut self, state: Option<&SharedState>) {
         self.absorb_unreachable();
+        let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|(n, _)| *n).collect();
         if let Ok(mut router) = self.router.try_borrow_mut() {
-            router.rebuild(state, &self.topology, &self.pending_down);
+            router.rebuild(state, &self.topology, &withheld);
         }
     }
 

@@ -55,8 +55,19 @@ pub struct Settings {
     pub verify_node_san: bool,
     /// Whether the client libraries spell nodes `https://` (ring order).
     pub https: bool,
-    /// Connection failures in a row, seen by this VM, that take a node out.
+    /// Failed connects in a row, seen by this VM, that take a node out.
     pub down_after_failures: u32,
+    /// Resets before a response in a row, seen by this VM, that take a
+    /// node out.
+    pub down_after_resets: u32,
+}
+
+/// One node's failures in a row, seen by this VM since its last answer.
+/// Counted apart: a failed connect is a strong sign, a reset a weak one.
+#[derive(Debug, Default)]
+struct Streak {
+    connect_failures: u32,
+    resets: u32,
 }
 
 pub struct Router {
@@ -87,10 +98,12 @@ pub struct Router {
     held: Vec<(u32, u64)>,
     /// Held requests the poller sent on without their body, and where.
     released: Vec<(u32, Rc<Route>)>,
-    /// Connection failures in a row per node, seen by this VM.
-    failures: HashMap<NodeAddr, u32>,
-    /// Nodes this VM found unreachable, for the poller to publish as Down.
-    unreachable: Vec<NodeAddr>,
+    /// Failures in a row per node, seen by this VM; a node that answers
+    /// has none.
+    failures: HashMap<NodeAddr, Streak>,
+    /// Nodes this VM found unreachable, for the poller to publish as Down,
+    /// with what ended their streak (a failed connect, or a reset).
+    unreachable: Vec<(NodeAddr, Outcome)>,
     /// Partition keys this VM learned, for the poller to share.
     learned: Vec<(String, String)>,
     refusal_logged: bool,
@@ -247,31 +260,42 @@ impl Router {
         Some(self.released.swap_remove(at).1)
     }
 
-    /// Folds one response into the failure streaks. A node unreachable
-    /// `down_after_failures` times in a row stops getting this VM's requests
-    /// at once, before the other VMs hear of it.
+    /// Folds one response into the failure streaks. A node whose connects
+    /// failed `down_after_failures` times in a row, or whose connections
+    /// were reset `down_after_resets` times in a row, stops getting this
+    /// VM's requests at once, before the other VMs hear of it. An answer
+    /// ends both streaks.
     #[inline]
     pub fn observe(&mut self, node: &NodeAddr, outcome: Outcome) {
-        match outcome {
+        let (threshold, streak) = match outcome {
             Outcome::Answered => {
                 if !self.failures.is_empty() {
                     self.failures.remove(node);
                 }
+                return;
             }
-            Outcome::Unreachable => {
-                let streak = self.failures.entry(*node).or_insert(0);
-                *streak += 1;
-                if *streak >= self.settings.down_after_failures {
-                    self.failures.remove(node);
-                    self.withdraw(node);
-                }
+            Outcome::ConnectFailed => {
+                let streak = self.failures.entry(*node).or_default();
+                (
+                    self.settings.down_after_failures,
+                    &mut streak.connect_failures,
+                )
             }
+            Outcome::Reset => {
+                let streak = self.failures.entry(*node).or_default();
+                (self.settings.down_after_resets, &mut streak.resets)
+            }
+        };
+        *streak = streak.saturating_add(1);
+        if *streak >= threshold {
+            self.failures.remove(node);
+            self.withdraw(node, outcome);
         }
     }
 
     /// Takes `node` out of this VM's routing now: out of every tier, and
     /// Down in every ring.
-    fn withdraw(&mut self, node: &NodeAddr) {
+    fn withdraw(&mut self, node: &NodeAddr, why: Outcome) {
         for tier in &mut self.tiers {
             tier.retain(|r| r.node != *node);
         }
@@ -281,13 +305,14 @@ impl Router {
                 *h = NodeHealth::Down;
             }
         }
-        if !self.unreachable.contains(node) {
-            self.unreachable.push(*node);
+        if !self.unreachable.iter().any(|(n, _)| n == node) {
+            self.unreachable.push((*node, why));
         }
     }
 
-    /// The nodes found unreachable since the last call.
-    pub fn take_unreachable(&mut self) -> Vec<NodeAddr> {
+    /// The nodes found unreachable since the last call, with what ended
+    /// their streak.
+    pub fn take_unreachable(&mut self) -> Vec<(NodeAddr, Outcome)> {
         std::mem::take(&mut self.unreachable)
     }
 

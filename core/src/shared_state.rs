@@ -10,16 +10,20 @@
 //! readable in a debugger:
 //!
 //! ```text
-//! alternator-lb/3 <round> <next_due_ms> <last_success_ms> <last_activity_ms>
+//! alternator-lb/4 <round> <next_due_ms> <last_success_ms> <last_activity_ms>
 //! L <query> <round> <consecutive_failures>   (one per query, 0, 1, 2, ...)
 //! F <failed target>                 (of the list above, oldest first)
 //! N <node>                          (of the list above, sorted)
-//! D <node> <next_probe_ms>          (a Down node)
-//! Q <node> <next_probe_ms>          (a Quarantined node)
+//! D <node> <next_probe_ms> <wait_ms>   (a Down node)
+//! Q <node> <next_probe_ms> <wait_ms>   (a Quarantined node)
 //! ```
 //!
 //! The union of the lists is not stored: it is recomputed on decode, so the
 //! record cannot contradict itself.
+//!
+//! The first word names the format and changes whenever the lines do (4
+//! added the probe wait, which the Down backoff grows from). A record in
+//! another format is refused like a damaged one, never misread.
 
 use crate::model::health::{Health, HealthState};
 use crate::model::record::{QueryList, SharedState, MAX_FAILED};
@@ -40,7 +44,7 @@ use std::fmt::{self, Write as _};
 /// two formats in one Envoy.
 pub const FORMAT: &str = match option_env!("ALTERNATOR_LB_FORMAT") {
     Some(format) => format,
-    None => "3",
+    None => "4",
 };
 
 // The version goes into a key and into a line of space-separated words, so a
@@ -123,7 +127,7 @@ impl SharedState {
                 HealthState::Down => 'D',
                 HealthState::Quarantined => 'Q',
             };
-            let _ = writeln!(s, "{kind} {n} {}", h.next_probe_ms);
+            let _ = writeln!(s, "{kind} {n} {} {}", h.next_probe_ms, h.wait_ms);
         }
         s.into_bytes()
     }
@@ -207,7 +211,7 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
             }
             list.nodes.push(addr);
         }
-        ("D" | "Q", Some(next_probe_ms), None) => {
+        ("D" | "Q", Some(next_probe_ms), Some(wait_ms)) => {
             let health = Health {
                 state: if kind == "D" {
                     HealthState::Down
@@ -215,6 +219,7 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
                     HealthState::Quarantined
                 },
                 next_probe_ms: next_probe_ms.parse().ok()?,
+                wait_ms: wait_ms.parse().ok()?,
             };
             state.health.insert(first.parse().ok()?, health);
         }
@@ -289,6 +294,7 @@ mod tests {
             Health {
                 state: HealthState::Down,
                 next_probe_ms: 5,
+                wait_ms: 4_000,
             },
         );
         s.health.insert(
@@ -296,6 +302,7 @@ mod tests {
             Health {
                 state: HealthState::Quarantined,
                 next_probe_ms: 6,
+                wait_ms: 1_000,
             },
         );
         s
@@ -326,7 +333,7 @@ mod tests {
         assert_eq!(text.matches("N 10.0.0.1:8000").count(), 2, "{text}");
         assert!(
             text.starts_with(
-                "alternator-lb/3 12 1700000000123 1700000000000 1700000000001\nL 0 11 0\nN "
+                "alternator-lb/4 12 1700000000123 1700000000000 1700000000001\nL 0 11 0\nN "
             ),
             "{text}"
         );
@@ -343,37 +350,44 @@ mod tests {
         let many_failed: String = (0..=MAX_FAILED)
             .map(|i| format!("\nF 10.0.{}.{}:1", i / 250, i % 250 + 1))
             .collect();
-        let many_failed = format!("alternator-lb/3 1 2 3 4\nL 0 0 0{many_failed}");
+        let many_failed = format!("alternator-lb/4 1 2 3 4\nL 0 0 0{many_failed}");
         for bad in [
             &b""[..],
             b"hello",
             b"alternator-lb/2 1 2 3 4 5 6",
-            b"alternator-lb/3 1 2 3",
-            b"alternator-lb/3 1 2 3 4 5",
-            b"alternator-lb/3 1 2 x 4",
-            b"alternator-lb/3 1 2 3 -4",
-            b"alternator-lb/3 1 2 3 4\nN 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nF 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nL 1 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nL 0 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nL 2 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 18446744073709551616 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 4294967296",
-            b"alternator-lb/3 1 2 3 4\nL 0 x 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0 0",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN nonsense",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.2:1\nN 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1\nN 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1 x",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nL 0 0 0\nN",
-            b"alternator-lb/3 1 2 3 4\nX 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1",
-            b"alternator-lb/3 1 2 3 4\nQ 10.0.0.1:1 x",
-            b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5 6",
-            b"alternator-lb/3 1 2 3 4\nD nonsense 5",
-            b"alternator-lb/3 1 2 3 4\n\n",
+            // The format before the probe wait: refused, not misread.
+            b"alternator-lb/3 1 2 3 4",
+            b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5",
+            b"alternator-lb/4 1 2 3",
+            b"alternator-lb/4 1 2 3 4 5",
+            b"alternator-lb/4 1 2 x 4",
+            b"alternator-lb/4 1 2 3 -4",
+            b"alternator-lb/4 1 2 3 4\nN 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nF 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nL 1 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nL 0 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nL 2 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 18446744073709551616 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 4294967296",
+            b"alternator-lb/4 1 2 3 4\nL 0 x 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0 0",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN nonsense",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.2:1\nN 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1\nN 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1 x",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN",
+            b"alternator-lb/4 1 2 3 4\nX 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5",
+            b"alternator-lb/4 1 2 3 4\nQ 10.0.0.1:1 x 1",
+            b"alternator-lb/4 1 2 3 4\nQ 10.0.0.1:1 1 x",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 -6",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 18446744073709551616",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 6 7",
+            b"alternator-lb/4 1 2 3 4\nD nonsense 5 6",
+            b"alternator-lb/4 1 2 3 4\n\n",
             many_failed.as_bytes(),
             b"\xff",
         ] {
@@ -388,8 +402,26 @@ mod tests {
     #[test]
     fn health_lines_may_name_unlisted_nodes() {
         // Before discovery, seeds can be marked Down.
-        let s = SharedState::decode(b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5").unwrap();
+        let s = SharedState::decode(b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 1000").unwrap();
         assert_eq!(s.health.len(), 1);
         assert!(s.nodes.is_empty());
+    }
+
+    #[test]
+    fn health_lines_carry_the_probe_wait() {
+        let text = String::from_utf8(state().encode()).unwrap();
+        assert!(
+            text.ends_with("D 10.0.0.1:8000 5 4000\nQ [fd00::1]:8000 6 1000\n"),
+            "{text}"
+        );
+        let s = SharedState::decode(b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 16000").unwrap();
+        assert_eq!(
+            s.health[&addr("10.0.0.1:1")],
+            Health {
+                state: HealthState::Down,
+                next_probe_ms: 5,
+                wait_ms: 16_000,
+            }
+        );
     }
 }

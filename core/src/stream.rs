@@ -58,6 +58,7 @@ impl Stream {
             verify_node_san: false,
             https: false,
             down_after_failures: 1,
+            down_after_resets: 1,
         };
         Stream::new(id, Rc::new(RefCell::new(Router::new(settings, &[], 0))))
     }

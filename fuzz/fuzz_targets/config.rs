@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
             }
             assert!(!c.discovery_cluster.is_empty());
             assert!(c.down_after_failures >= 1);
+            assert!(c.down_after_resets >= 1);
             let _ = c.discovery_identity();
         }
         Err(e) => {

@@ -434,6 +434,42 @@ def test_stop_node_resets_inflight_dynamodb_request(make_cluster):
     assert cluster.requests_per_node()[addr] == 1
 
 
+def test_drop_next_requests_ends_connections_unanswered_then_serves(make_cluster):
+    """A node told to drop requests reads each whole and ends its connection
+    without a byte of answer (RST or FIN), answers GET meanwhile, and serves
+    normally once the count is spent."""
+    cluster = make_cluster(1)
+    addr, port = cluster.addresses[0], cluster.port
+    path, _, headers, body = sign(cluster.endpoint(addr) + "/", b"{}",
+                                  {"X-Amz-Target": "DynamoDB_20120810.ListTables"},
+                                  access_key=cluster.access_key, secret_key=cluster.secret_key)
+    raw = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    request = f"POST {path} HTTP/1.1\r\n{raw}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    def post_on_new_connection():
+        s = socket.create_connection((addr, port), timeout=10)
+        try:
+            s.sendall(request)
+            return s.recv(4096)
+        finally:
+            s.close()
+
+    cluster.drop_next_requests(addr, 1, how="reset")
+    with pytest.raises(ConnectionResetError):
+        post_on_new_connection()
+    cluster.drop_next_requests(addr, 2, how="close")
+    # Probes still pass while requests are dropped.
+    assert http_get(addr, port, "/")[0] == 200
+    assert post_on_new_connection() == b""      # FIN, no answer
+    assert post_on_new_connection() == b""
+    assert post_on_new_connection().startswith(b"HTTP/1.1 200")
+    assert cluster.dropped_requests() == {addr: 3}
+    assert cluster.requests_per_node() == {addr: 1}, "dropped requests are not served"
+    with pytest.raises(ValueError):
+        cluster.drop_next_requests(addr, 1, how="bogus")
+    assert cluster.errors() == []
+
+
 def test_localnodes_modes(make_cluster):
     cluster = make_cluster(3)
     a0, a1, a2 = cluster.addresses

@@ -52,8 +52,11 @@ pub struct Config {
     /// The scopes requests are routed over, tried in order: non-empty, no
     /// duplicates, nothing after [`Scope::Cluster`].
     pub routing: Vec<Scope>,
-    /// Consecutive connection failures a worker sees before a node is Down.
+    /// Consecutive failed connects a worker sees before a node is Down.
     pub down_after_failures: u32,
+    /// Consecutive resets before a response (a connection was made) a
+    /// worker sees before a node is Down.
+    pub down_after_resets: u32,
     pub probe_periods: ProbePeriods,
     /// Where requests may ever go; empty means anywhere.
     pub allowed_cidrs: Vec<Cidr>,

@@ -7,7 +7,8 @@
 /// Active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealthState {
-    /// A connection to it failed, or was reset before any response.
+    /// A connection to it failed, or connections were reset before any
+    /// response too many times in a row.
     Down,
     /// It joined the known nodes after the first discovery: Alternator lists
     /// a node some seconds before it serves.
@@ -29,32 +30,33 @@ pub struct Health {
     pub state: HealthState,
     /// Wall-clock time at which the next probe may start.
     pub next_probe_ms: u64,
+    /// How long before `next_probe_ms` the node was last probed (or went
+    /// Down, or was quarantined). A Down node's waits grow from it, so it
+    /// lives in the shared record: whichever VM leases the next probe must
+    /// know where the backoff stands.
+    pub wait_ms: u64,
 }
 
 /// Probe periods, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbePeriods {
+    /// The longest wait between two probes of a Down node.
     pub down_ms: u64,
     pub quarantine_ms: u64,
 }
 
-impl ProbePeriods {
-    /// The period between two probes of a node in `state`.
-    pub fn of(&self, state: HealthState) -> u64 {
-        match state {
-            HealthState::Down => self.down_ms,
-            HealthState::Quarantined => self.quarantine_ms,
-        }
-    }
-}
-
 /// What Envoy reports about one proxied request, reduced to what health
-/// needs. Envoy's response flags say whether the upstream connection failed
-/// (UF), was reset (UR) or terminated (UC) before a response started.
+/// needs: Envoy's response flags say whether the upstream connection could
+/// not be made (UF), or was reset (UR) or terminated (UC) before a response
+/// started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The node answered (any status, 5xx included).
     Answered,
-    /// No answer: connection failure or reset before the response.
-    Unreachable,
+    /// No connection could be made: nothing listens, or nothing answers.
+    ConnectFailed,
+    /// A connection was made, then reset or closed before a response. On a
+    /// reused keep-alive connection this happens to healthy nodes too (the
+    /// node closed an idle connection as the request went out).
+    Reset,
 }

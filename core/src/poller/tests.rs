@@ -141,7 +141,7 @@ fn every_vm_stops_routing_to_a_node_within_one_tick_of_its_failure() {
     // using it at once.
     sim.router(3)
         .borrow_mut()
-        .observe(&victim, Outcome::Unreachable);
+        .observe(&victim, Outcome::ConnectFailed);
     assert!(!sim.routed(3).contains(&victim));
     assert!(sim.routed(0).contains(&victim), "others learn on a tick");
     // Its next tick publishes it; every other VM's next tick takes it up.
@@ -170,7 +170,7 @@ fn a_down_node_is_probed_once_per_period_and_comes_back_everywhere() {
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.router(0)
         .borrow_mut()
-        .observe(&victim, Outcome::Unreachable);
+        .observe(&victim, Outcome::ConnectFailed);
     sim.run(7_000);
     // Probed every 2 s, by one VM each time, failing while it is dead.
     let probes = sim.probes();
@@ -202,7 +202,7 @@ fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
     for node in all() {
         sim.router(1)
             .borrow_mut()
-            .observe(&node, Outcome::Unreachable);
+            .observe(&node, Outcome::ConnectFailed);
     }
     sim.run(300);
     for vm in 0..3 {
@@ -765,7 +765,7 @@ fn probe_failures_are_logged_at_debug_with_the_same_words() {
     let victim = a("10.0.0.2:8000");
     sim.router(0)
         .borrow_mut()
-        .observe(&victim, Outcome::Unreachable);
+        .observe(&victim, Outcome::ConnectFailed);
     sim.cluster
         .borrow_mut()
         .failing
@@ -793,4 +793,188 @@ fn probe_failures_are_logged_at_debug_with_the_same_words() {
         );
     }
     assert!(!sim.routed(0).contains(&victim));
+}
+
+/// The shipped defaults: 1 s rounds, Down nodes probed after 1 s, then at
+/// doubling waits up to 30 s.
+const DEFAULTS: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]}"#;
+
+fn probes_of(sim: &Sim, node: &str) -> Vec<crate::testing::Call> {
+    sim.probes()
+        .into_iter()
+        .filter(|c| c.node == node)
+        .collect()
+}
+
+/// Runs the simulation until every VM routes `node` again, at most
+/// `limit_ms`; returns how long that took, if it happened.
+fn until_routed_everywhere(sim: &Sim, node: NodeAddr, limit_ms: u64) -> Option<u64> {
+    for elapsed in 0..=limit_ms {
+        if (0..sim.vms.len()).all(|vm| sim.routed(vm).contains(&node)) {
+            return Some(elapsed);
+        }
+        sim.run(1);
+    }
+    None
+}
+
+/// A restart: the node stops (a request finds its connect refused), comes
+/// back 3 s later, and is routed by every VM within 5 s of serving again,
+/// whatever the outage's phase against the probes (outages of 2.5 to
+/// 3.5 s, each starting at another point of the tick cycle).
+#[test]
+fn a_node_down_for_three_seconds_is_back_everywhere_within_five() {
+    let victim = a("10.0.0.2:8000");
+    let mut worst = 0;
+    for (i, outage) in (2_500..=3_500).step_by(100).enumerate() {
+        let sim = discovered(DEFAULTS, 5);
+        sim.run(i as u64 * 37);
+        sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+        sim.router(i % 5)
+            .borrow_mut()
+            .observe(&victim, Outcome::ConnectFailed);
+        sim.run(outage);
+        assert!(
+            (0..5).all(|vm| !sim.routed(vm).contains(&victim)),
+            "out everywhere during the outage"
+        );
+        sim.cluster.borrow_mut().dead.clear();
+        let back = until_routed_everywhere(&sim, victim, 5_000)
+            .unwrap_or_else(|| panic!("a {outage} ms outage: not back within 5 s"));
+        worst = worst.max(back);
+        let probes: Vec<u64> = probes_of(&sim, "10.0.0.2:8000")
+            .iter()
+            .map(|c| c.at_ms)
+            .collect();
+        println!("outage {outage} ms: back everywhere {back} ms after serving again; probes at {probes:?}");
+    }
+    println!("worst: {worst} ms");
+}
+
+/// Probes of a Down node come 1, 2, 4, 8, 16 s apart, then every 30 s:
+/// one at a time, whichever of 5 VMs leases it, never two in one wait.
+#[test]
+fn down_probes_back_off_one_two_four_seconds_up_to_the_period_across_five_vms() {
+    let sim = discovered(DEFAULTS, 5);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(4)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.tick(4);
+    let down_at = sim.process.now_ms();
+    assert_eq!(
+        sim.process.record().unwrap().health[&victim].state,
+        HealthState::Down
+    );
+    sim.run(125_000);
+    let probes = probes_of(&sim, "10.0.0.2:8000");
+    let mut at = vec![down_at];
+    at.extend(probes.iter().map(|c| c.at_ms));
+    let waits: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    let expected = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000];
+    assert_eq!(waits.len(), expected.len(), "{waits:?}");
+    for (wait, want) in waits.iter().zip(expected) {
+        // Leased on the first tick at or after the due time.
+        assert!(
+            (want..want + sim.tick_ms + 5).contains(wait),
+            "waits {waits:?}"
+        );
+    }
+    for vm in 0..5 {
+        assert!(!sim.routed(vm).contains(&victim), "VM {vm}");
+    }
+    assert_eq!(sim.process.stat("alternator_lb.probe_failures"), Some(8));
+}
+
+/// Resets on reused connections happen to healthy nodes: fewer than
+/// `down_after_resets` (3) in a row on each VM leave the node routed
+/// everywhere, and an answer starts the count over.
+#[test]
+fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
+    capture_logs();
+    let sim = discovered(DEFAULTS, 5);
+    let victim = a("10.0.0.2:8000");
+    for vm in 0..5 {
+        for _ in 0..2 {
+            sim.router(vm).borrow_mut().observe(&victim, Outcome::Reset);
+        }
+    }
+    sim.run(1_000);
+    for vm in 0..5 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    assert!(sim.process.record().unwrap().health.is_empty());
+    // An answer on VM 1 clears its count: two more resets are still fine.
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::Answered);
+    for _ in 0..2 {
+        sim.router(1).borrow_mut().observe(&victim, Outcome::Reset);
+    }
+    sim.run(1_000);
+    for vm in 0..5 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(0));
+    // The third in a row takes it out: at once on VM 1, within a tick on
+    // the others.
+    sim.router(1).borrow_mut().observe(&victim, Outcome::Reset);
+    assert!(!sim.routed(1).contains(&victim));
+    sim.run(2 * sim.tick_ms);
+    for vm in 0..5 {
+        assert!(!sim.routed(vm).contains(&victim), "VM {vm}");
+    }
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(1));
+    assert!(
+        logs().iter().any(|l| l.starts_with(
+            "WARN node 10.0.0.2:8000 marked Down: its connections were reset before any response (3 in a row)"
+        )),
+        "{:?}",
+        logs()
+    );
+}
+
+/// A Down node that `/localnodes` stops listing is forgotten; listed again,
+/// it is quarantined and probed every `quarantine_probe_interval_ms` (1 s),
+/// not where its Down backoff had got to.
+#[test]
+fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.run(40_000);
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.health[&victim].state, HealthState::Down);
+    assert_eq!(record.health[&victim].wait_ms, 30_000, "backed off");
+    // The cluster drops it from /localnodes: forgotten.
+    sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
+    sim.run(2_000);
+    let record = sim.process.record().unwrap();
+    assert!(!record.nodes.contains(&victim));
+    assert!(record.health.is_empty(), "{:?}", record.health);
+    // Listed again, still not serving: Quarantined, probed every second.
+    sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
+    let before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.run(1_000 + sim.tick_ms);
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.health[&victim].state, HealthState::Quarantined);
+    sim.run(4_000);
+    let probes = probes_of(&sim, "10.0.0.2:8000");
+    let since: Vec<u64> = probes[before..].iter().map(|c| c.at_ms).collect();
+    assert!(since.len() >= 4, "{since:?}");
+    for pair in since.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((1_000..1_000 + sim.tick_ms + 5).contains(&gap), "{since:?}");
+    }
+    for vm in 0..3 {
+        assert!(!sim.routed(vm).contains(&victim), "VM {vm}");
+    }
+    // Serving: back within a quarantine period (and a tick).
+    sim.cluster.borrow_mut().dead.clear();
+    let back = until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms);
+    assert!(back.is_some(), "not back within a quarantine period");
 }

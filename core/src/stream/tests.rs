@@ -3,7 +3,10 @@
 
 use super::*;
 use crate::filter_state;
-use crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE;
+use crate::health::{
+    FLAG_UPSTREAM_CONNECTION_FAILURE, FLAG_UPSTREAM_CONNECTION_TERMINATION,
+    FLAG_UPSTREAM_REMOTE_RESET,
+};
 use crate::model::NodeAddr;
 use crate::testing::{capture_logs, logs, Sim, TestStream};
 #[cfg(target_arch = "wasm32")]
@@ -124,6 +127,101 @@ fn connection_failures_in_a_row_take_a_node_out_and_an_answer_resets_the_streak(
         fails(0x4);
     }
     assert_eq!(sim.routed(0).len(), 2);
+}
+
+/// Sends one request and reports `flags` as its outcome; returns the node
+/// it went to.
+fn respond(sim: &Sim, flags: u64) -> NodeAddr {
+    let request = TestStream {
+        flags,
+        ..TestStream::default()
+    };
+    let (_, mut stream) = send(sim, &request);
+    let chosen = node(&request.handed.borrow()[0]);
+    assert_eq!(stream.on_response_headers(&request), Action::Continue);
+    chosen
+}
+
+/// Sends requests round robin until one goes to `target`, which sees
+/// `flags`; the others are answered.
+fn respond_at(sim: &Sim, target: NodeAddr, flags: u64) {
+    for _ in 0..NODES.len() {
+        let request = TestStream {
+            flags,
+            ..TestStream::default()
+        };
+        let (_, mut stream) = send(sim, &request);
+        let chosen = node(&request.handed.borrow()[0]);
+        if chosen != target {
+            // Not the target: answered.
+            let answered = TestStream::default();
+            stream.on_response_headers(&answered);
+            continue;
+        }
+        stream.on_response_headers(&request);
+        return;
+    }
+    panic!("{target} is not routed");
+}
+
+#[test]
+fn resets_take_a_node_out_only_three_in_a_row_by_default() {
+    let sim = vm("");
+    let victim = respond(&sim, FLAG_UPSTREAM_CONNECTION_TERMINATION);
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    assert!(sim.routed(0).contains(&victim), "two resets: still in");
+    // An answer between starts the count over.
+    respond_at(&sim, victim, 0);
+    respond_at(&sim, victim, FLAG_UPSTREAM_CONNECTION_TERMINATION);
+    respond_at(&sim, victim, FLAG_UPSTREAM_CONNECTION_TERMINATION);
+    sim.run(2 * sim.tick_ms);
+    assert_eq!(sim.routed(0).len(), 3, "two in a row again: still in");
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(0));
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    assert!(!sim.routed(0).contains(&victim), "the third in a row");
+    sim.run(sim.tick_ms);
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(1));
+}
+
+#[test]
+fn one_failed_connect_takes_a_node_out_by_default() {
+    let sim = vm("");
+    let victim = respond(&sim, FLAG_UPSTREAM_CONNECTION_FAILURE);
+    assert!(!sim.routed(0).contains(&victim));
+}
+
+/// Failed connects and resets are counted apart; only an answer clears
+/// both.
+#[test]
+fn connect_failures_and_resets_have_their_own_thresholds() {
+    let sim = vm(r#", "down_after_failures": 2, "down_after_resets": 3"#);
+    let victim = respond(&sim, FLAG_UPSTREAM_REMOTE_RESET);
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    respond_at(&sim, victim, FLAG_UPSTREAM_CONNECTION_FAILURE);
+    assert!(
+        sim.routed(0).contains(&victim),
+        "2 resets and 1 failed connect"
+    );
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    assert!(!sim.routed(0).contains(&victim), "the third reset");
+
+    let sim = vm(r#", "down_after_failures": 2, "down_after_resets": 3"#);
+    let victim = respond(&sim, FLAG_UPSTREAM_CONNECTION_FAILURE);
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    respond_at(&sim, victim, 0);
+    respond_at(&sim, victim, FLAG_UPSTREAM_CONNECTION_FAILURE);
+    respond_at(&sim, victim, FLAG_UPSTREAM_REMOTE_RESET);
+    assert!(sim.routed(0).contains(&victim), "the answer cleared both");
+    respond_at(&sim, victim, FLAG_UPSTREAM_CONNECTION_FAILURE);
+    assert!(
+        !sim.routed(0).contains(&victim),
+        "the second failed connect"
+    );
+
+    // With a threshold of 1, one reset is enough.
+    let sim = vm(r#", "down_after_resets": 1"#);
+    let victim = respond(&sim, FLAG_UPSTREAM_CONNECTION_TERMINATION);
+    assert!(!sim.routed(0).contains(&victim));
 }
 
 const RMW: &str = r#", "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}"#;
@@ -333,7 +431,7 @@ fn local_replies_name_why_in_their_details() {
     for node in sim.routed(0) {
         sim.router(0)
             .borrow_mut()
-            .observe(&node, crate::model::health::Outcome::Unreachable);
+            .observe(&node, crate::model::health::Outcome::ConnectFailed);
     }
     let nowhere = TestStream::default();
     send(&sim, &nowhere);

@@ -37,6 +37,8 @@ Listing and serving are independent on purpose: ``stop_node`` kills a node
 that stays listed (the window in which Alternator still lists a node that
 died), ``remove_node``/``unlist_node`` drops a node from ``/localnodes``
 while it keeps serving (a decommission the client has not noticed yet).
+``drop_next_requests`` makes a node that stays up end a few connections
+without answering (a reset after the connection was made).
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class SimulatedNode:
     listed: bool = True
     localnodes_mode: str = "normal"
     slow_delay: float = 2.0
+    drop_next: int = 0          # DynamoDB requests still to drop unanswered
+    drop_how: str = "reset"
     server: "_NodeServer | None" = field(default=None, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -246,6 +250,14 @@ class _Aborted(Exception):
     """The node was stopped while this request was being handled."""
 
 
+class _Dropped(Exception):
+    """This request is to be dropped unanswered (``drop_next_requests``)."""
+
+    def __init__(self, how: str):
+        super().__init__(how)
+        self.how = how
+
+
 class _NodeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True   # else keep-alive requests stall ~40 ms
@@ -310,6 +322,12 @@ class _NodeHandler(BaseHTTPRequestHandler):
     def _dispatch(self, fn) -> None:
         try:
             fn()
+        except _Dropped as d:
+            # No answer at all: the connection ends once the handler
+            # returns, with a RST (no linger) or a FIN.
+            self.close_connection = True
+            if d.how == "reset":
+                _reset(self.connection)
         except (_Aborted, ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as e:  # a harness bug: record it, answer 500, go on
@@ -378,6 +396,9 @@ class _NodeHandler(BaseHTTPRequestHandler):
         cluster, node = self.server.cluster, self.server.node
         url = urlsplit(self.path)
         body = self._read_body()
+        how = cluster._take_drop(node.address)
+        if how is not None:
+            raise _Dropped(how)
         headers = self._received_headers()
         if url.path != "/":
             self._send_json(404, {"error": f"no such path {url.path}"})
@@ -619,6 +640,25 @@ class SimulatedCluster:
         with self._lock:
             self._localnodes_body = body
 
+    def drop_next_requests(self, addr: str, n: int, how: str = "reset") -> None:
+        """Make the node read its next ``n`` DynamoDB requests (``POST``)
+        whole and then end their connections without any answer: with a RST
+        (``how="reset"``) or a FIN (``"close"``). The node stays up and
+        listed, answers ``GET`` (probes, ``/localnodes``) as usual, and
+        serves normally afterwards: a healthy node whose keep-alive
+        connection ends just as a request goes out. Dropped requests are
+        not recorded as served; :meth:`dropped_requests` counts them."""
+        if how not in ("reset", "close"):
+            raise ValueError(f"how must be 'reset' or 'close', not {how!r}")
+        with self._lock:
+            node = self.node(addr)
+            node.drop_next, node.drop_how = n, how
+
+    def dropped_requests(self) -> dict[str, int]:
+        """DynamoDB requests dropped unanswered, per node address."""
+        with self._lock:
+            return {a: self._dropped.get(a, 0) for a in self._nodes}
+
     def set_request_hook(self, hook: RequestHook | None) -> None:
         """Register (or clear) a hook called with each verified DynamoDB request."""
         with self._lock:
@@ -633,6 +673,7 @@ class SimulatedCluster:
         self._localnodes_log: list[tuple[float, str, dict[str, str]]] = []
         self._records: collections.deque[DynamoRequest] = collections.deque(maxlen=MAX_RECORDS)
         self._last_headers: dict[str, list[tuple[str, str]]] = {}
+        self._dropped: collections.Counter[str] = collections.Counter()
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -692,6 +733,16 @@ class SimulatedCluster:
     def _record_localnodes(self, addr: str, query: dict[str, str]) -> None:
         with self._lock:
             self._localnodes_log.append((time.monotonic(), addr, query))
+
+    def _take_drop(self, addr: str) -> str | None:
+        """How to drop this request of ``addr``, or None to serve it."""
+        with self._lock:
+            node = self._nodes[addr]
+            if node.drop_next <= 0:
+                return None
+            node.drop_next -= 1
+            self._dropped[addr] += 1
+            return node.drop_how
 
     def _record_signature_failure(self, addr: str, reason: str) -> None:
         with self._lock:
