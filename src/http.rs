@@ -16,6 +16,12 @@ impl Http {
     }
 }
 
+/// Only in a module built for the end-to-end test of Envoy's failure
+/// policy (`ALTERNATOR_LB_TRAP_HEADER`, scripts/build): a request carrying
+/// this header makes the VM panic, as a bug would. `None`, and so no code,
+/// in every other build.
+const TRAP_HEADER: Option<&str> = option_env!("ALTERNATOR_LB_TRAP_HEADER");
+
 fn action(a: stream::Action) -> Action {
     match a {
         stream::Action::Continue => Action::Continue,
@@ -27,6 +33,14 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Some(name) = TRAP_HEADER {
+            if alternator_lb_core::host::StreamHost::request_header(&SdkStream, name).is_some() {
+                #[allow(clippy::panic)]
+                {
+                    panic!("{name} asked for a trap (a test build)");
+                }
+            }
+        }
         action(self.stream.on_request_headers(&SdkStream, end_of_stream))
     }
 
