@@ -417,7 +417,15 @@ class _NodeHandler(BaseHTTPRequestHandler):
         hook = cluster._record_request(record)
         answer = hook(record) if hook else None
         if answer is None:
-            answer = self._forward(body)
+            if record.operation in _SERIALIZED_WRITES:
+                # moto applies a read-modify-write (ADD, a condition) without
+                # isolation from a concurrent one on the same item; Alternator
+                # runs such writes as LWT, one at a time per partition.
+                # Serializing the cluster's writes keeps that promise.
+                with cluster._write_lock:
+                    answer = self._forward(body)
+            else:
+                answer = self._forward(body)
         status, out_headers, out_body = answer
         if isinstance(out_headers, dict):
             out_headers = list(out_headers.items())
@@ -465,6 +473,11 @@ class _NodeHandler(BaseHTTPRequestHandler):
         return 500, [("Content-Type", "application/x-amz-json-1.0")], body
 
 
+#: Writes that may read before they write, serialized like Alternator's LWT.
+_SERIALIZED_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
+                      "TransactWriteItems"}
+
+
 class SimulatedCluster:
     """A cluster of simulated Alternator nodes sharing one port and one backend.
 
@@ -502,6 +515,7 @@ class SimulatedCluster:
         self.tls = tls
 
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
         self._nodes: dict[str, SimulatedNode] = {}
         self._default_mode = ("normal", 2.0)
         self._localnodes_body: bytes | None = None
