@@ -70,7 +70,7 @@ printf '  %-56s %8s\n' \
   "module side (filter + entry points + allocator):" "$(div $((total - driver - mocks)) "$requests")" \
   "  of which glibc malloc + free:" "$(div $((malloc + free)) "$requests")"
 echo
-echo "Instructions per pick, as Routes::pick (RefCell borrow, pick, Rc clone + drop, loop):" \
+echo "Instructions per pick, as Router::pick (RefCell borrow, pick, Rc clone + drop, loop):" \
   "$(div "$(collected "$out/pick.log")" "$picks")"
 echo "Instructions per pick, RoundRobin::pick alone (with the loop around it):" \
   "$(div "$(collected "$out/pick_raw.log")" "$picks")"
