@@ -13,7 +13,7 @@
 
 use crate::model::address;
 use crate::model::cidr::{self, Cidr};
-use crate::model::config::{Config, Mode, Scope, SeedGroup};
+use crate::model::config::{Balancing, Config, Mode, Scope, SeedGroup};
 use crate::model::health::ProbePeriods;
 use crate::model::{AddrError, NodeAddr, Quoted};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -65,7 +65,7 @@ pub const MAX_PARTITION_KEYS: usize = 1024;
 /// Every key the filter understands, in the order the README documents them.
 /// The fields of [`Document`] are the same keys (a test holds them equal);
 /// this list is what an "unknown key" refusal offers instead.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "seeds",
     "port",
     "discovery_cluster",
@@ -86,6 +86,7 @@ pub const KEYS: [&str; 20] = [
     "partition_keys",
     "scheme",
     "stat_prefix",
+    "load_balancing",
 ];
 
 /// A refused configuration: which key, and what is wrong with it.
@@ -145,6 +146,7 @@ struct Document {
     partition_keys: Key<Members<Given<String>>>,
     scheme: Key<String>,
     stat_prefix: Key<String>,
+    load_balancing: Key<String>,
 }
 
 /// A key's value; `None` when the key is absent. A plain `Option` would
@@ -380,6 +382,7 @@ impl Document {
             partition_keys,
             scheme,
             stat_prefix,
+            load_balancing,
         } = self;
         let port = integer("port", port, PORT_RANGE, DEFAULT_PORT)?;
         let allowed_cidrs = cidrs(allowed_cidrs)?;
@@ -459,6 +462,7 @@ impl Document {
             partition_keys: tables(partition_keys)?,
             https: https(scheme)?,
             stat_prefix: stat_prefix_of(stat_prefix)?,
+            load_balancing: balancing(load_balancing)?,
         })
     }
 }
@@ -785,6 +789,18 @@ fn https(scheme: Key<String>) -> Result<bool, ConfigError> {
         Some(given) => Err(err(
             "scheme",
             format!("must be \"http\" or \"https\", got {given}"),
+        )),
+    }
+}
+
+fn balancing(value: Key<String>) -> Result<Balancing, ConfigError> {
+    match value.0 {
+        None => Ok(Balancing::LeastRequest),
+        Some(Given::Expected(s)) if s == "least_request" => Ok(Balancing::LeastRequest),
+        Some(Given::Expected(s)) if s == "round_robin" => Ok(Balancing::RoundRobin),
+        Some(given) => Err(err(
+            "load_balancing",
+            format!("must be \"least_request\" or \"round_robin\", got {given}"),
         )),
     }
 }
@@ -1503,14 +1519,42 @@ mod tests {
                 "down_after_failures": 1, "down_after_resets": 3, "down_probe_interval_ms": 30000,
                 "quarantine_probe_interval_ms": 1000, "allowed_cidrs": ["10.0.0.0/8"],
                 "verify_node_san": true, "key_route_affinity": "rmw",
-                "partition_keys": {"t": "k"}, "scheme": "https", "stat_prefix": "orders-eu"}"#,
+                "partition_keys": {"t": "k"}, "scheme": "https", "stat_prefix": "orders-eu",
+                "load_balancing": "round_robin"}"#,
         );
         assert!(c.is_ok(), "{c:?}");
         assert_eq!(c.unwrap().stat_prefix.as_deref(), Some("orders-eu"));
         let shorthand = parse(r#"{"seeds": ["10.0.0.1"], "datacenter": "a", "rack": "b"}"#);
         assert!(shorthand.is_ok());
         // Every key in KEYS is used by one of the two documents above.
-        assert_eq!(KEYS.len(), 20);
+        assert_eq!(KEYS.len(), 21);
+    }
+
+    #[test]
+    fn load_balancing_is_least_request_unless_round_robin_is_asked() {
+        let lb = |extra: &str| parse(&format!(r#"{{"seeds": ["10.0.0.1"]{extra}}}"#));
+        assert_eq!(lb("").unwrap().load_balancing, Balancing::LeastRequest);
+        assert_eq!(
+            lb(r#", "load_balancing": "least_request""#)
+                .unwrap()
+                .load_balancing,
+            Balancing::LeastRequest
+        );
+        assert_eq!(
+            lb(r#", "load_balancing": "round_robin""#)
+                .unwrap()
+                .load_balancing,
+            Balancing::RoundRobin
+        );
+        for bad in [r#""ROUND_ROBIN""#, r#""random""#, "null", "1"] {
+            let e = lb(&format!(r#", "load_balancing": {bad}"#)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("load_balancing"), "{bad}");
+            assert!(
+                e.problem
+                    .contains(r#"must be "least_request" or "round_robin", got"#),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -73,6 +73,19 @@ pub struct Config {
     /// The instance's name in its metric names; `None` for the plain
     /// `alternator_lb.<stat>` names.
     pub stat_prefix: Option<String>,
+    /// How a request's node is picked within its routing scope.
+    pub load_balancing: Balancing,
+}
+
+/// `load_balancing`: how a request's node is picked among the healthy
+/// nodes of its scope (key route affinity aside).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balancing {
+    /// Two nodes drawn at random, the one with the lower cost taken
+    /// (requests in flight and recent answer latency): slow nodes shed load.
+    LeastRequest,
+    /// Each node in turn, whatever its speed.
+    RoundRobin,
 }
 
 /// Which writes have affinity (`key_route_affinity`).
