@@ -118,6 +118,11 @@ impl Host for SdkHost {
 pub struct SdkStream;
 
 impl StreamHost for SdkStream {
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        SdkHost.now_nanos()
+    }
+
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .ok()

@@ -105,6 +105,8 @@ pub trait Host {
 
 /// The host of one request, valid during its callbacks.
 pub trait StreamHost {
+    /// Wall-clock nanoseconds (least-request times each request).
+    fn now_nanos(&self) -> u64;
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// The request body Envoy has buffered, `size` bytes.

@@ -52,6 +52,7 @@ pub mod filter_state;
 pub mod health;
 pub mod host;
 pub mod learned;
+pub mod load;
 pub mod localnodes;
 pub mod log_throttle;
 pub mod metrics;

@@ -1,4 +1,6 @@
-//! Round robin over the current node list: the per-request decision.
+//! Which node of a routing scope the next request goes to: round robin
+//! over the scope's list, or the lower-cost node of two drawn at random
+//! (least request, "power of two choices"). The per-request decision.
 //!
 //! Each Envoy worker owns one picker. Workers start at different offsets so
 //! that, with several workers each taking a few requests, the first node is
@@ -72,6 +74,34 @@ impl<T> RoundRobin<T> {
     }
 }
 
+/// Costs closer than this factor are a tie. Latency estimates of equal
+/// nodes jitter; without a margin the one that happens to be estimated a
+/// little slower would lose every pair it is drawn into until its estimate
+/// moved, and equal nodes would not get equal shares.
+pub const TIE_MARGIN: f64 = 1.2;
+
+/// Of two distinct entries drawn with `draw` (any random u64), the one
+/// with the clearly lower cost (by more than [`TIE_MARGIN`]); on a tie the
+/// first drawn, which is drawn uniformly, so that equal entries get equal
+/// shares. The only entry of a list of one; `None` for an empty list. Two
+/// draws rather than the cheapest of all keep a node that just became
+/// cheap from getting every worker's every request at once.
+#[inline]
+pub fn two_choices<T>(entries: &[T], draw: u64, cost: impl Fn(&T) -> f64) -> Option<&T> {
+    let n = entries.len() as u64;
+    if n < 2 {
+        return entries.first();
+    }
+    let first = draw % n;
+    let mut second = (draw >> 32) % (n - 1);
+    if second >= first {
+        second += 1;
+    }
+    let a = entries.get(first as usize)?;
+    let b = entries.get(second as usize)?;
+    Some(if cost(b) * TIE_MARGIN < cost(a) { b } else { a })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +159,60 @@ mod tests {
         let min = counts.iter().min().unwrap();
         assert!(max - min <= shares.len(), "{counts:?}");
         assert_eq!(counts.iter().sum::<usize>(), 3000);
+    }
+
+    #[test]
+    fn two_choices_takes_the_cheaper_of_two_distinct_entries() {
+        assert_eq!(two_choices::<u32>(&[], 7, |_| 0.0), None);
+        assert_eq!(two_choices(&[9], 7, |_| 0.0), Some(&9));
+        let costs = [5.0, 1.0, 3.0];
+        assert!(costs[2] > costs[1] * TIE_MARGIN && costs[0] > costs[2] * TIE_MARGIN);
+        let mut seen = [0usize; 3];
+        let mut draw = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..3000 {
+            draw = draw
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = *two_choices(&[0usize, 1, 2], draw, |&i| costs[i]).unwrap();
+            seen[i] += 1;
+        }
+        // The dearest is never taken (it always loses its pair); the
+        // cheapest wins every pair it is in (2 of 3).
+        assert_eq!(seen[0], 0, "{seen:?}");
+        assert!(seen[1] > 1800 && seen[1] < 2200, "{seen:?}");
+    }
+
+    #[test]
+    fn costs_within_the_margin_are_a_tie() {
+        let mut seen = [0usize; 2];
+        let mut draw = 3u64;
+        for _ in 0..10_000 {
+            draw = draw
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seen[*two_choices(&[0usize, 1], draw, |&i| [1.0, 1.15][i]).unwrap()] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| (4_700..5_300).contains(&n)),
+            "{seen:?}"
+        );
+        assert_eq!(two_choices(&[0usize, 1], 0, |&i| [1.0, 1.3][i]), Some(&0));
+        assert_eq!(two_choices(&[0usize, 1], 1, |&i| [1.0, 1.3][i]), Some(&0));
+    }
+
+    #[test]
+    fn ties_give_equal_entries_equal_shares() {
+        let mut seen = [0usize; 4];
+        let mut draw = 1u64;
+        for _ in 0..40_000 {
+            draw = draw
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seen[*two_choices(&[0usize, 1, 2, 3], draw, |_| 1.0).unwrap()] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| (9_500..10_500).contains(&n)),
+            "{seen:?}"
+        );
     }
 }

@@ -150,6 +150,7 @@ impl<H: Host> Poller<H> {
             https: config.https,
             down_after_failures: config.down_after_failures,
             down_after_resets: config.down_after_resets,
+            balancing: config.load_balancing,
         };
         let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
         let mut poller = Poller {

@@ -12,23 +12,29 @@
 use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
 use crate::discovery;
 use crate::filter_state;
+use crate::load::NodeLoad;
 use crate::metrics::RequestCounts;
+use crate::model::config::Balancing;
 use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::NodeAddr;
-use crate::picker::RoundRobin;
+use crate::picker::{self, RoundRobin};
+use crate::rng::Rng;
 use crate::topology::Topology;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 /// One node, with the exact bytes handed to Envoy to route there.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Route {
     pub node: NodeAddr,
     /// `set_envoy_filter_state` arguments naming the node.
     pub args: Vec<u8>,
     /// With `verify_node_san`: the certificate check for this node.
     pub verify: Option<Vec<u8>>,
+    /// This VM's requests in flight to the node and its answer latency,
+    /// for least-request picking.
+    pub load: NodeLoad,
 }
 
 impl Route {
@@ -37,8 +43,17 @@ impl Route {
             args: filter_state::route_to(&node),
             verify: verify_san.then(|| filter_state::verify_san(&node)),
             node,
+            load: NodeLoad::default(),
         }
     }
+}
+
+/// A request handed to a node: where, and when (0 when the VM does not
+/// time requests).
+#[derive(Debug)]
+pub struct Sent {
+    pub route: Rc<Route>,
+    pub at_ns: u64,
 }
 
 /// One scope's discovered nodes in the client libraries' canonical order,
@@ -60,6 +75,8 @@ pub struct Settings {
     /// Resets before a response in a row, seen by this VM, that take a
     /// node out.
     pub down_after_resets: u32,
+    /// How a node is picked within a scope.
+    pub balancing: Balancing,
 }
 
 /// One node's failures in a row, seen by this VM since its last answer.
@@ -79,6 +96,11 @@ pub struct Router {
     rings: Vec<Ring>,
     /// The node lists `tiers` was last built from.
     built_from: Vec<Vec<NodeAddr>>,
+    /// Every node's route, kept from one rebuild to the next so that its
+    /// load (requests in flight, latency) carries over.
+    routes: BTreeMap<NodeAddr, Rc<Route>>,
+    /// Draws the two candidates of a least-request pick.
+    rng: Rng,
     /// Where this VM's round robins start: workers start apart.
     start: usize,
     tables: Tables,
@@ -97,7 +119,7 @@ pub struct Router {
     /// request's context id and the tick time it was paused at.
     held: Vec<(u32, u64)>,
     /// Held requests the poller sent on without their body, and where.
-    released: Vec<(u32, Rc<Route>)>,
+    released: Vec<(u32, Sent)>,
     /// Failures in a row per node, seen by this VM; a node that answers
     /// has none.
     failures: HashMap<NodeAddr, Streak>,
@@ -116,6 +138,9 @@ impl Router {
             tiers: Vec::new(),
             rings: Vec::new(),
             built_from: Vec::new(),
+            routes: BTreeMap::new(),
+            // Workers start apart (`start` comes from the VM's seed).
+            rng: Rng::new(start as u64 ^ 0x6c62_2e72_6f75_7465),
             start,
             tables: Tables::new(partition_keys),
             counts: RequestCounts::default(),
@@ -137,11 +162,22 @@ impl Router {
 
     /// The next node of the first scope that has one.
     #[inline]
-    pub fn pick(&mut self) -> Option<Rc<Route>> {
-        self.tiers
-            .iter_mut()
-            .find(|t| !t.is_empty())
-            .and_then(|t| t.pick().cloned())
+    pub fn pick(&mut self, now_ns: u64) -> Option<Rc<Route>> {
+        let tier = self.tiers.iter_mut().find(|t| !t.is_empty())?;
+        match self.settings.balancing {
+            Balancing::RoundRobin => tier.pick().cloned(),
+            Balancing::LeastRequest => {
+                let draw = self.rng.next_u64();
+                picker::two_choices(tier.entries(), draw, |r| r.load.cost(now_ns)).cloned()
+            }
+        }
+    }
+
+    /// Whether requests are picked by cost, which needs the time they were
+    /// sent and answered.
+    #[inline]
+    pub fn timed(&self) -> bool {
+        self.settings.balancing == Balancing::LeastRequest
     }
 
     /// The key's node: in the first scope whose ring has a usable node, the
@@ -155,6 +191,11 @@ impl Router {
             })?;
             ring.routes.get(i).cloned()
         })
+    }
+
+    /// This VM's requests in flight to `node`, if the node has a route.
+    pub fn in_flight(&self, node: &NodeAddr) -> Option<u32> {
+        self.routes.get(node).map(|r| r.load.in_flight())
     }
 
     /// Every node some scope routes to now, in scope order.
@@ -249,13 +290,13 @@ impl Router {
         overdue
     }
 
-    /// Records that the poller sent request `id` on to `route`.
-    pub fn released(&mut self, id: u32, route: Rc<Route>) {
-        self.released.push((id, route));
+    /// Records that the poller sent request `id` on.
+    pub fn released(&mut self, id: u32, sent: Sent) {
+        self.released.push((id, sent));
     }
 
     /// Where the poller sent request `id`, if it did (asked once).
-    pub fn take_released(&mut self, id: u32) -> Option<Rc<Route>> {
+    pub fn take_released(&mut self, id: u32) -> Option<Sent> {
         let at = self.released.iter().position(|(r, _)| *r == id)?;
         Some(self.released.swap_remove(at).1)
     }
@@ -342,14 +383,16 @@ impl Router {
         if !affinity_on && !self.tiers.is_empty() && unchanged {
             return;
         }
-        // One route per node, shared by every scope and ring naming it.
+        // One route per node, shared by every scope and ring naming it,
+        // and kept across rebuilds: it carries the node's load.
         let verify = self.settings.verify_node_san;
+        let mut kept = std::mem::take(&mut self.routes);
         let mut made: BTreeMap<NodeAddr, Rc<Route>> = BTreeMap::new();
         let mut route = |n: &NodeAddr| {
-            Rc::clone(
-                made.entry(*n)
-                    .or_insert_with(|| Rc::new(Route::new(*n, verify))),
-            )
+            Rc::clone(made.entry(*n).or_insert_with(|| {
+                kept.remove(n)
+                    .unwrap_or_else(|| Rc::new(Route::new(*n, verify)))
+            }))
         };
         let mut pickers = std::mem::take(&mut self.tiers);
         pickers.resize_with(tiers.len(), || RoundRobin::new(Vec::new(), self.start));
@@ -373,6 +416,7 @@ impl Router {
                 .collect(),
             _ => Vec::new(),
         };
+        self.routes = made;
         self.built_from = tiers;
     }
 }

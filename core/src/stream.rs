@@ -18,7 +18,9 @@ use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
 use crate::health::{flags_from_property, outcome_from_flags};
 use crate::host::StreamHost;
-use crate::router::{Route, Router, Settings};
+use crate::model::config::Balancing;
+use crate::model::health::Outcome;
+use crate::router::{Route, Router, Sent, Settings};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -35,8 +37,8 @@ pub struct Stream {
     /// send it on should its body never come.
     id: u32,
     router: Rc<RefCell<Router>>,
-    /// The node this request went to, to attribute a failure.
-    chosen: Option<Rc<Route>>,
+    /// The node this request went to, to attribute a failure and its load.
+    chosen: Option<Sent>,
     /// A write whose body is held for affinity: its operation, and whether
     /// the body is gzip-compressed.
     held: Option<(Op, bool)>,
@@ -59,6 +61,7 @@ impl Stream {
             https: false,
             down_after_failures: 1,
             down_after_resets: 1,
+            balancing: Balancing::RoundRobin,
         };
         Stream::new(id, Rc::new(RefCell::new(Router::new(settings, &[], 0))))
     }
@@ -101,10 +104,10 @@ impl Stream {
         let Ok(mut router) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
-        if let Some(route) = router.take_released(self.id) {
+        if let Some(sent) = router.take_released(self.id) {
             // The poller sent it on while its body was late.
             self.held = None;
-            self.chosen = Some(route);
+            self.chosen = Some(sent);
             return Action::Continue;
         }
         if !self.body_coming {
@@ -136,11 +139,20 @@ impl Stream {
                 None if self.held.is_some() => router.take_released(self.id),
                 None => None,
             };
-            if let Some(route) = chosen {
+            if let Some(sent) = chosen {
                 // Flags are 0 unless something went wrong; a node that
                 // answered, whatever its status, is reachable.
                 let flags = flags_from_property(host.response_flags().as_deref());
-                router.observe(&route.node, outcome_from_flags(flags));
+                let outcome = outcome_from_flags(flags);
+                if outcome == Outcome::Answered && router.timed() {
+                    let now = host.now_nanos();
+                    sent.route
+                        .load
+                        .answered(now.saturating_sub(sent.at_ns), now);
+                } else {
+                    sent.route.load.released();
+                }
+                router.observe(&sent.route.node, outcome);
             }
         }
         if let Some((op, _)) = self.learn {
@@ -206,8 +218,8 @@ impl Stream {
         chosen: Option<Rc<Route>>,
     ) -> Action {
         match hand_off(host, router, chosen) {
-            Some(route) => {
-                self.chosen = Some(route);
+            Some(sent) => {
+                self.chosen = Some(sent);
                 Action::Continue
             }
             None => Action::Pause,
@@ -215,14 +227,20 @@ impl Stream {
     }
 }
 
-/// A held request that ends before its body came (the client gave up, or
-/// the poller sent it on) leaves the VM's waiting lists.
+/// A request that ends without an answer releases its node's load; a
+/// held one that ends before its body came (the client gave up, or the
+/// poller sent it on) leaves the VM's waiting lists.
 impl Drop for Stream {
     fn drop(&mut self) {
+        if let Some(sent) = self.chosen.take() {
+            sent.route.load.released();
+        }
         if self.held.is_some() {
             if let Ok(mut router) = self.router.try_borrow_mut() {
                 router.unhold(self.id);
-                router.take_released(self.id);
+                if let Some(sent) = router.take_released(self.id) {
+                    sent.route.load.released();
+                }
             }
         }
     }
@@ -236,8 +254,10 @@ pub fn hand_off(
     host: &impl StreamHost,
     router: &mut Router,
     chosen: Option<Rc<Route>>,
-) -> Option<Rc<Route>> {
-    let Some(route) = chosen.or_else(|| router.pick()) else {
+) -> Option<Sent> {
+    // One clock read, for least-request costs and the latency sample.
+    let now = if router.timed() { host.now_nanos() } else { 0 };
+    let Some(route) = chosen.or_else(|| router.pick(now)) else {
         let counts = router.count();
         counts.rejected_no_node = counts.rejected_no_node.wrapping_add(1);
         reject(host, &error_body::NO_NODE);
@@ -251,7 +271,8 @@ pub fn hand_off(
         Ok(()) => {
             let counts = router.count();
             counts.routed = counts.routed.wrapping_add(1);
-            Some(route)
+            route.load.sent();
+            Some(Sent { route, at_ns: now })
         }
         Err(e) => {
             // Without the filter state the ORIGINAL_DST cluster would

@@ -505,9 +505,15 @@ pub struct TestStream {
     pub replies: RefCell<Vec<LocalReply>>,
     /// How often the request was resumed from outside its callbacks.
     pub resumed: Cell<u32>,
+    /// What the request's clock reads (tests move it).
+    pub now_ns: Cell<u64>,
 }
 
 impl StreamHost for TestStream {
+    fn now_nanos(&self) -> u64 {
+        self.now_ns.get()
+    }
+
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         let found = self.request_headers.iter().find(|(n, _)| *n == name);
         found.map(|(_, v)| v.clone())
@@ -552,6 +558,9 @@ impl StreamHost for TestStream {
 
 /// A request entered from a VM's tick is the same request.
 impl StreamHost for Rc<TestStream> {
+    fn now_nanos(&self) -> u64 {
+        self.as_ref().now_nanos()
+    }
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         self.as_ref().request_header(name)
     }

@@ -40,8 +40,11 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 
-/// The plugin configuration handed to `on_configure`.
-const CONFIG: &str = r#"{"seeds":["10.0.0.1","10.0.0.2","10.0.0.3"]}"#;
+/// The plugin configuration handed to `on_configure`, with the
+/// `load_balancing` of `--balancing`.
+fn config(balancing: &str) -> String {
+    format!(r#"{{"seeds":["10.0.0.1","10.0.0.2","10.0.0.3"],"load_balancing":"{balancing}"}}"#)
+}
 /// What the mock answers to the filter's `/localnodes` callout.
 const LOCALNODES: &str = r#"["10.0.0.1","10.0.0.2","10.0.0.3"]"#;
 const SEEDS: [&str; 3] = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
@@ -261,14 +264,20 @@ struct Args {
     warmup: u64,
     only_picking: bool,
     verbose: bool,
+    /// `load_balancing`: least_request (the filter's default) or round_robin.
+    balancing: String,
 }
 
-const USAGE: &str = "usage: hotpath [--requests N] [--warmup N] [--only-picking] [--verbose]
+const USAGE: &str =
+    "usage: hotpath [--requests N] [--warmup N] [--balancing least_request|round_robin]
+               [--only-picking] [--verbose]
 
 Counts what a request costs inside the alternator-lb filter (native build of
 the real filter, mock proxy-wasm host): host calls by function, allocations,
 wall time; per full request and per callback. --only-picking runs only the
-round-robin pick (for callgrind). --verbose prints the filter's log lines.";
+round-robin pick (for callgrind). --verbose prints the filter's log lines.
+--balancing sets the filter's load_balancing (default least_request, the
+filter's default).";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -276,6 +285,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 10_000,
         only_picking: false,
         verbose: false,
+        balancing: "least_request".to_string(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -290,6 +300,10 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => args.warmup = number("--warmup")?,
             "--only-picking" => args.only_picking = true,
             "--verbose" => args.verbose = true,
+            "--balancing" => match it.next().as_deref() {
+                Some(b @ ("least_request" | "round_robin")) => args.balancing = b.to_string(),
+                _ => return Err("--balancing takes least_request or round_robin".to_string()),
+            },
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -320,17 +334,17 @@ fn main() -> ExitCode {
 }
 
 /// Starts the VM as Envoy does; false if the filter refused to start.
-fn start_vm(m: &Module) -> bool {
+fn start_vm(m: &Module, config: &str) -> bool {
     host::HOST.with(|h| {
         let mut h = h.borrow_mut();
-        h.plugin_config = CONFIG.as_bytes().to_vec();
+        h.plugin_config = config.as_bytes().to_vec();
         h.localnodes_body = LOCALNODES.as_bytes().to_vec();
     });
     // SAFETY: the module's exports, in Envoy's start-up order.
     let started = unsafe {
         _initialize();
         proxy_on_context_create(ROOT_ID, 0);
-        proxy_on_vm_start(ROOT_ID, 0) && proxy_on_configure(ROOT_ID, CONFIG.len())
+        proxy_on_vm_start(ROOT_ID, 0) && proxy_on_configure(ROOT_ID, config.len())
     };
     if !started {
         return false;
@@ -354,10 +368,11 @@ fn requests(args: &Args) -> bool {
     let m = Module::new();
     host::HOST.with(|h| h.borrow_mut().print_logs = true);
     println!("alternator-lb hot path: the real filter, built natively, driven through its proxy-wasm entry points");
-    println!("plugin configuration: {CONFIG}; /localnodes answers {LOCALNODES}");
+    let config = config(&args.balancing);
+    println!("plugin configuration: {config}; /localnodes answers {LOCALNODES}");
     println!("filter log lines during start-up:");
     let setup = Meter::start();
-    if !start_vm(&m) {
+    if !start_vm(&m, &config) {
         eprintln!("hotpath: the filter refused its configuration");
         return false;
     }
@@ -515,10 +530,25 @@ fn requests(args: &Args) -> bool {
             seeds_hit.len() == SEEDS.len(),
             format!("{} of {} seeds used", seeds_hit.len(), SEEDS.len()),
         ),
-        (
-            out_of_turn == 0,
-            format!("{out_of_turn} requests out of round-robin order"),
-        ),
+        // Round robin takes the nodes in strict turn; least request, with
+        // nodes answering alike (the mock answers at once), spreads evenly.
+        if args.balancing == "round_robin" {
+            (
+                out_of_turn == 0,
+                format!("{out_of_turn} requests out of round-robin order"),
+            )
+        } else {
+            let counts: Vec<u64> = routes_seen.iter().map(|(_, n)| *n).collect();
+            let mean = total_requests as f64 / SEEDS.len() as f64;
+            let worst = counts
+                .iter()
+                .map(|&n| (n as f64 - mean).abs() / mean)
+                .fold(0.0, f64::max);
+            (
+                worst <= 0.05,
+                format!("nodes within {:.1}% of the mean share", worst * 100.0),
+            )
+        },
         (
             not_continued == 0,
             format!("{not_continued} requests not continued"),

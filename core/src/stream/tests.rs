@@ -15,7 +15,11 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 
 fn vm(config_extra: &str) -> Sim {
-    let config = format!(r#"{{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]{config_extra}}}"#);
+    // Round robin makes which node a request gets predictable; least
+    // request has its own tests below.
+    let config = format!(
+        r#"{{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "load_balancing": "round_robin"{config_extra}}}"#
+    );
     let sim = Sim::new(&config, 1, &NODES);
     sim.run(500);
     assert_eq!(sim.routed(0).len(), 3);
@@ -446,4 +450,222 @@ fn local_replies_name_why_in_their_details() {
         sim.process.stat("alternator_lb.requests_rejected_no_node"),
         Some(1)
     );
+}
+
+/// One VM with the default configuration (least request).
+fn least_request_vm() -> Sim {
+    let sim = Sim::new(
+        r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]}"#,
+        1,
+        &NODES,
+    );
+    sim.run(500);
+    assert_eq!(sim.routed(0).len(), 3);
+    sim
+}
+
+/// `clients` clients, each sending its next request as soon as the last
+/// one is answered, for `duration_ms` of simulated time from `start_ms`;
+/// a node answers after `latency_ms(node, now_ms)`. Returns each request's
+/// (send time in ms, node).
+fn closed_loop(
+    sim: &Sim,
+    clients: usize,
+    start_ms: u64,
+    duration_ms: u64,
+    latency_ms: impl Fn(NodeAddr, u64) -> u64,
+) -> Vec<(u64, NodeAddr)> {
+    const MS: u64 = 1_000_000;
+    struct InFlight {
+        done_ms: u64,
+        client: usize,
+        request: TestStream,
+        stream: Stream,
+    }
+    let mut ready = vec![start_ms; clients];
+    let mut in_flight: Vec<InFlight> = Vec::new();
+    let mut sent = Vec::new();
+    let mut id = 1000;
+    loop {
+        let (client, &at) = ready.iter().enumerate().min_by_key(|(_, t)| **t).unwrap();
+        // An answer due first comes first, and frees its client.
+        in_flight.sort_by_key(|f| f.done_ms);
+        if in_flight.first().is_some_and(|f| f.done_ms <= at) {
+            let InFlight {
+                done_ms,
+                client,
+                request,
+                mut stream,
+            } = in_flight.remove(0);
+            request.now_ns.set(done_ms * MS);
+            stream.on_response_headers(&request);
+            ready[client] = done_ms;
+            continue;
+        }
+        if at >= start_ms + duration_ms {
+            break;
+        }
+        let request = TestStream::default();
+        request.now_ns.set(at * MS);
+        id += 1;
+        let mut stream = Stream::new(id, sim.router(0));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        let chosen = node(&request.handed.borrow()[0]);
+        sent.push((at, chosen));
+        ready[client] = u64::MAX;
+        in_flight.push(InFlight {
+            done_ms: at + latency_ms(chosen, at),
+            client,
+            request,
+            stream,
+        });
+    }
+    sent
+}
+
+/// The share of the requests sent in [from_ms, to_ms) that went to `node`.
+fn share(sent: &[(u64, NodeAddr)], node: NodeAddr, from_ms: u64, to_ms: u64) -> f64 {
+    let window: Vec<&NodeAddr> = sent
+        .iter()
+        .filter(|(t, _)| (from_ms..to_ms).contains(t))
+        .map(|(_, n)| n)
+        .collect();
+    assert!(!window.is_empty(), "no request in [{from_ms}, {to_ms})");
+    window.iter().filter(|n| ***n == node).count() as f64 / window.len() as f64
+}
+
+fn addr(s: &str) -> NodeAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_slow_node_sheds_load_and_gets_it_back_when_fast_again() {
+    let sim = least_request_vm();
+    let slow = addr("10.0.0.2:8000");
+    // 150 ms slower than the others for 20 s, then as fast.
+    let sent = closed_loop(&sim, 8, 0, 40_000, |node, now| {
+        5 + if node == slow && now < 20_000 { 150 } else { 0 }
+    });
+    let while_slow = share(&sent, slow, 1_000, 20_000);
+    assert!(while_slow <= 0.15, "{while_slow}");
+    // Within 10 s of being fast again it has its share back.
+    let recovered = share(&sent, slow, 25_000, 30_000);
+    assert!(recovered >= 0.20, "{recovered}");
+    for node in sim.routed(0) {
+        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
+    }
+}
+
+#[test]
+fn one_request_at_a_time_still_avoids_a_slow_node() {
+    let sim = least_request_vm();
+    let slow = addr("10.0.0.3:8000");
+    let sent = closed_loop(&sim, 1, 0, 20_000, |node, _| {
+        5 + if node == slow { 150 } else { 0 }
+    });
+    let while_slow = share(&sent, slow, 1_000, 20_000);
+    assert!(while_slow <= 0.15, "{while_slow}");
+    assert!(
+        while_slow > 0.0,
+        "an avoided node is still tried now and then"
+    );
+}
+
+#[test]
+fn equal_nodes_get_equal_shares() {
+    let sim = least_request_vm();
+    // Answers take 4 to 6 ms, varying per request.
+    let sent = closed_loop(&sim, 8, 0, 20_000, |node, now| {
+        4 + (now + u64::from(node.port) + now / 7) % 3
+    });
+    let mean = 1.0 / 3.0;
+    for node in sim.routed(0) {
+        let s = share(&sent, node, 0, 20_000);
+        assert!((s - mean).abs() <= 0.1 * mean, "{node}: {s}");
+    }
+}
+
+#[test]
+fn in_flight_counts_come_back_to_zero_however_streams_end() {
+    let sim = least_request_vm();
+    let mut open = Vec::new();
+    for i in 0..30u32 {
+        let request = TestStream::default();
+        let mut stream = Stream::new(2000 + i, sim.router(0));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        open.push((i, request, stream));
+    }
+    let total: u32 = sim
+        .routed(0)
+        .iter()
+        .map(|n| sim.router(0).borrow().in_flight(n).unwrap())
+        .sum();
+    assert_eq!(total, 30);
+    for (i, request, mut stream) in open {
+        match i % 3 {
+            // Answered.
+            0 => {
+                stream.on_response_headers(&request);
+            }
+            // The node reset the connection: Envoy still calls with its 503.
+            1 => {
+                let reset = TestStream {
+                    flags: 0x10,
+                    ..TestStream::default()
+                };
+                stream.on_response_headers(&reset);
+            }
+            // The client went away: no answer ever comes.
+            _ => {}
+        }
+        drop(stream);
+        drop(request);
+    }
+    for node in sim.routed(0) {
+        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
+    }
+}
+
+#[test]
+fn a_node_leaving_its_tier_mid_flight_keeps_the_counts_right() {
+    let sim = least_request_vm();
+    let leaving = addr("10.0.0.1:8000");
+    let mut open = Vec::new();
+    for i in 0..12u32 {
+        let request = TestStream::default();
+        let mut stream = Stream::new(3000 + i, sim.router(0));
+        stream.on_request_headers(&request, true);
+        open.push((request, stream));
+    }
+    assert!(sim.router(0).borrow().in_flight(&leaving).unwrap() > 0);
+    // /localnodes stops listing it while its requests are in flight.
+    sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.1");
+    sim.run(1_200);
+    assert!(!sim.routed(0).contains(&leaving));
+    assert_eq!(sim.router(0).borrow().in_flight(&leaving), None);
+    // Its requests end after it left: nothing goes negative, and the nodes
+    // left are back at zero.
+    for (request, mut stream) in open {
+        stream.on_response_headers(&request);
+    }
+    for node in sim.routed(0) {
+        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
+    }
+    // Listed again, it starts from nothing (after its quarantine probe).
+    sim.cluster.borrow_mut().listed.push("10.0.0.1".into());
+    sim.run(3_000);
+    assert!(sim.routed(0).contains(&leaving));
+    assert_eq!(sim.router(0).borrow().in_flight(&leaving), Some(0));
+}
+
+#[test]
+fn a_single_node_takes_every_request() {
+    let sim = Sim::new(r#"{"seeds": ["10.0.0.1"]}"#, 1, &["10.0.0.1"]);
+    sim.run(500);
+    for i in 0..5 {
+        let request = TestStream::default();
+        let mut stream = Stream::new(4000 + i, sim.router(0));
+        stream.on_request_headers(&request, true);
+        assert_eq!(node(&request.handed.borrow()[0]), addr("10.0.0.1:8000"));
+    }
 }

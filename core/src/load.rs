@@ -1,0 +1,190 @@
+//! What one worker knows of a node's load, for least-request picking: the
+//! requests it has in flight there, and a decaying estimate of how long
+//! the node takes to answer.
+//!
+//! The cost of sending the next request to a node is
+//!
+//! ```text
+//! cost = (latency_estimate + BASE_US) × (in_flight + 1)
+//! ```
+//!
+//! - `in_flight` counts this worker's requests routed to the node whose
+//!   answer headers have not arrived (the classic least-request signal: a
+//!   node that answers slowly accumulates them).
+//! - `latency_estimate` is a time-weighted average of answer latencies:
+//!   an answer counts by how long it has been since the node's last one
+//!   (weight `1 - exp(-elapsed / SMOOTHING_MS)`). A node answering often
+//!   averages over about [`SMOOTHING_MS`] of answers, so one outlier moves
+//!   it little; the first answer after a long silence sets it. So one
+//!   client sending one request at a time, which never has two in flight,
+//!   still sees a slow node as slow.
+//! - Between answers the estimate decays toward zero with the same time
+//!   constant, while nodes in use keep theirs fresh. A node avoided for
+//!   being slow therefore gets a request again after a few seconds (a
+//!   150 ms estimate falls to a busy 5 ms node's in ln(30) ≈ 3.4 ×
+//!   [`DECAY_MS`]), and its first fast answer brings it back at once: this
+//!   is the "occasional request" that lets a recovered node be seen.
+//! - [`BASE_US`] keeps a node without any estimate (new, or idle long
+//!   enough) from costing nothing whatever its in-flight count, which
+//!   would send it every request until its first answer.
+//!
+//! All state is in `Cell`s of the node's route, owned by one worker: no
+//! shared data, no allocation, no host call.
+
+use std::cell::Cell;
+
+/// How long the latency estimate decays toward zero without answers
+/// (time constant, in milliseconds).
+pub const DECAY_MS: f64 = 1_000.0;
+
+/// Over how much time of answers the latency estimate averages (time
+/// constant, in milliseconds).
+pub const SMOOTHING_MS: f64 = 100.0;
+
+/// Added to every latency estimate, in microseconds (1 ms).
+pub const BASE_US: f64 = 1_000.0;
+
+#[derive(Debug, Default)]
+pub struct NodeLoad {
+    in_flight: Cell<u32>,
+    /// The latency estimate in microseconds, as of `stamp_ns`.
+    latency_us: Cell<f64>,
+    stamp_ns: Cell<u64>,
+    /// Whether any answer was timed yet: the first one sets the estimate.
+    sampled: Cell<bool>,
+}
+
+/// exp(-elapsed / time constant).
+fn fading(elapsed_ns: u64, constant_ms: f64) -> f64 {
+    let elapsed_ms = elapsed_ns as f64 / 1e6;
+    (-elapsed_ms / constant_ms).exp()
+}
+
+impl NodeLoad {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.get()
+    }
+
+    /// The latency estimate at `now_ns`, decayed since its last update.
+    pub fn latency_us(&self, now_ns: u64) -> f64 {
+        let elapsed = now_ns.saturating_sub(self.stamp_ns.get());
+        self.latency_us.get() * fading(elapsed, DECAY_MS)
+    }
+
+    /// What sending one more request to this node costs at `now_ns`.
+    #[inline]
+    pub fn cost(&self, now_ns: u64) -> f64 {
+        (self.latency_us(now_ns) + BASE_US) * f64::from(self.in_flight.get().saturating_add(1))
+    }
+
+    /// A request was routed to the node.
+    #[inline]
+    pub fn sent(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_add(1));
+    }
+
+    /// A request routed to the node ended without a usable latency (its
+    /// stream ended before an answer, or the node did not answer at all).
+    #[inline]
+    pub fn released(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+    }
+
+    /// A request's answer headers came `took_ns` after it was routed.
+    pub fn answered(&self, took_ns: u64, now_ns: u64) {
+        self.released();
+        let sample = took_ns as f64 / 1e3;
+        let elapsed = now_ns.saturating_sub(self.stamp_ns.get());
+        let current = self.latency_us(now_ns);
+        let weight = if self.sampled.replace(true) {
+            1.0 - fading(elapsed, SMOOTHING_MS)
+        } else {
+            1.0
+        };
+        self.latency_us.set(current + (sample - current) * weight);
+        self.stamp_ns.set(now_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn in_flight_never_goes_below_zero() {
+        let load = NodeLoad::default();
+        load.released();
+        assert_eq!(load.in_flight(), 0);
+        load.sent();
+        load.sent();
+        load.answered(MS, 10 * MS);
+        load.released();
+        load.released();
+        assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_estimate_follows_answers_over_the_smoothing_time() {
+        let load = NodeLoad::default();
+        // The first answer after a silence sets it.
+        load.sent();
+        load.answered(150 * MS, 10_000 * MS);
+        assert!((load.latency_us(10_000 * MS) - 150_000.0).abs() < 1.0);
+        // Answers every 5 ms pull it toward 5 ms within a few smoothing
+        // times...
+        let mut now = 10_000 * MS;
+        for _ in 0..100 {
+            load.sent();
+            now += 5 * MS;
+            load.answered(5 * MS, now);
+        }
+        let settled = load.latency_us(now);
+        assert!((settled - 5_000.0).abs() < 500.0, "{settled}");
+        // ...and one outlier among them moves it little.
+        load.sent();
+        now += 5 * MS;
+        load.answered(80 * MS, now);
+        let bumped = load.latency_us(now);
+        assert!(bumped < 10_000.0, "{bumped}");
+    }
+
+    #[test]
+    fn an_unused_estimate_decays_so_an_avoided_node_is_tried_again() {
+        let slow = NodeLoad::default();
+        slow.sent();
+        slow.answered(150 * MS, 0);
+        let fast = NodeLoad::default();
+        // The fast node keeps answering in 5 ms; the slow one is avoided.
+        let mut now = 0;
+        let mut tried_at = None;
+        while now < 10_000 * MS {
+            now += 10 * MS;
+            fast.sent();
+            fast.answered(5 * MS, now);
+            if tried_at.is_none() && slow.cost(now) < fast.cost(now) {
+                tried_at = Some(now);
+            }
+        }
+        // After about 3.4 time constants, ln(150 / 5).
+        let tried_at = tried_at.expect("the slow node becomes worth a try") as f64 / 1e6;
+        let expected = DECAY_MS * 30f64.ln();
+        assert!((tried_at - expected).abs() < 100.0, "{tried_at} ms");
+        // A fast answer after that long brings it right down.
+        slow.sent();
+        slow.answered(5 * MS, now);
+        assert!(slow.latency_us(now) < 6_000.0, "{}", slow.latency_us(now));
+    }
+
+    #[test]
+    fn a_node_without_an_estimate_still_costs_its_requests_in_flight() {
+        let fresh = NodeLoad::default();
+        assert_eq!(fresh.cost(0), BASE_US);
+        fresh.sent();
+        fresh.sent();
+        assert_eq!(fresh.cost(0), 3.0 * BASE_US);
+    }
+}
