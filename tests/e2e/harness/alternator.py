@@ -105,6 +105,7 @@ class SimulatedNode:
     slow_delay: float = 2.0
     drop_next: int = 0          # DynamoDB requests still to drop unanswered
     drop_how: str = "reset"
+    answer_delay: float = 0.0   # seconds added to every DynamoDB answer
     server: "_NodeServer | None" = field(default=None, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -416,6 +417,10 @@ class _NodeHandler(BaseHTTPRequestHandler):
                                headers, body)
         hook = cluster._record_request(record)
         answer = hook(record) if hook else None
+        with cluster._lock:
+            delay = node.answer_delay
+        if delay > 0:
+            time.sleep(delay)
         if answer is None:
             if record.operation in _SERIALIZED_WRITES:
                 # moto applies a read-modify-write (ADD, a condition) without
@@ -667,6 +672,14 @@ class SimulatedCluster:
         with self._lock:
             node = self.node(addr)
             node.drop_next, node.drop_how = n, how
+
+    def set_answer_delay(self, addr: str, seconds: float) -> None:
+        """Make the node answer every DynamoDB request (``POST``) ``seconds``
+        later than it would (0: not at all): a node that is compacting, hot
+        or on a failing disk. Health checks and ``/localnodes`` are not
+        delayed; nor are other connections while one waits."""
+        with self._lock:
+            self.node(addr).answer_delay = seconds
 
     def dropped_requests(self) -> dict[str, int]:
         """DynamoDB requests dropped unanswered, per node address."""
