@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -135,7 +136,19 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all its threads) so far, in seconds."""
+    """User + system CPU time of ``pid`` (all its threads, also those that
+    ended) so far, in seconds.
+
+    Read from the process's CPU-time clock, which counts in nanoseconds: the
+    clock id ``clock_getcpuclockid(pid)`` returns on Linux (process-wide,
+    CPUCLOCK_SCHED). ``/proc/PID/stat`` has the same total, but in clock ticks
+    (10 ms): over a run where Envoy uses 1.5 s of CPU that alone is ±1 µs per
+    request at 15,000 requests, as large as the differences compare.py
+    reports. The ticks remain the fallback where the clock cannot be read."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except (OSError, OverflowError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
     # Field 2 (comm) is in parentheses and may contain spaces: split after it.
