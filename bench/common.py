@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -46,6 +47,45 @@ wrk.headers["Content-Type"] = "application/x-amz-json-1.0"
 wrk.headers["X-Amz-Target"] = "DynamoDB_20120810.GetItem"
 wrk.headers["Authorization"] = "AWS4-HMAC-SHA256 Credential=alternator/20250101/us-east-1/dynamodb/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000000000000000000000000000000000000000000000000000000000000000"
 wrk.headers["X-Amz-Date"] = "20250101T000000Z"
+"""
+
+# The same request, each one timed (for single-connection runs only: one
+# clock reading per thread and connection). wrk's own percentiles include the
+# samples its coordinated-omission correction adds (runtime / requests apart,
+# below every slow answer): with a bimodal latency, such as one slow node among
+# fast ones, its p50 lands at a fraction of the slow answer, which no request
+# took. Timing each request in the script (LuaJIT's ffi, CLOCK_MONOTONIC)
+# keeps the true distribution; done() prints it for WrkResult.
+WRK_TIMED_SCRIPT = WRK_SCRIPT + r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } alternator_lb_timespec;
+int clock_gettime(int clk_id, alternator_lb_timespec *tp);
+]]
+local ts = ffi.new("alternator_lb_timespec")
+local CLOCK_MONOTONIC = 1
+local function now_us()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
+local started = 0
+latencies = {}
+request = function()
+  started = now_us()
+  return wrk.format()
+end
+response = function(status, headers, body)
+  latencies[#latencies + 1] = now_us() - started
+end
+local threads = {}
+setup = function(thread) threads[#threads + 1] = thread end
+done = function(summary, latency, requests)
+  local out = {}
+  for _, t in ipairs(threads) do
+    for _, v in ipairs(t:get("latencies")) do out[#out + 1] = string.format("%.0f", v) end
+  end
+  io.write("per-request latencies us: ", table.concat(out, ","), "\n")
+end
 """
 
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -96,7 +136,19 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all its threads) so far, in seconds."""
+    """User + system CPU time of ``pid`` (all its threads, also those that
+    ended) so far, in seconds.
+
+    Read from the process's CPU-time clock, which counts in nanoseconds: the
+    clock id ``clock_getcpuclockid(pid)`` returns on Linux (process-wide,
+    CPUCLOCK_SCHED). ``/proc/PID/stat`` has the same total, but in clock ticks
+    (10 ms): over a run where Envoy uses 1.5 s of CPU that alone is ±1 µs per
+    request at 15,000 requests, as large as the differences compare.py
+    reports. The ticks remain the fallback where the clock cannot be read."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except (OSError, OverflowError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
     # Field 2 (comm) is in parentheses and may contain spaces: split after it.
@@ -108,16 +160,20 @@ def proc_cpu_seconds(pid: int) -> float:
 # -- fake-node -------------------------------------------------------------------
 class FakeNode:
     """``fake-node --port 0 ADDR...`` on ``nodes`` addresses of a reserved
-    loopback block; ``port`` is the one port they share.  ``stop()`` stops it
-    by PID and releases the block (idempotent)."""
+    loopback block; ``port`` is the one port they share.  ``delays`` maps a
+    node's index (0 = the first address) to a delay in milliseconds for its
+    ``POST /`` answers (fake-node's ``--delay``); ``delays_ms`` has them by
+    address.  ``stop()`` stops it by PID and releases the block (idempotent)."""
 
-    def __init__(self, nodes: int = NODES):
+    def __init__(self, nodes: int = NODES, delays: dict[int, float] | None = None):
         self.block: LoopbackBlock | None = reserve_loopback_block()
         self.addresses = self.block.addresses(nodes)
+        self.delays_ms = {self.addresses[i]: float(ms) for i, ms in (delays or {}).items()}
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        delay_args = [x for a, ms in self.delays_ms.items() for x in ("--delay", f"{a}={ms:g}")]
         try:
-            self.proc = subprocess.Popen([str(FAKE_NODE), "--port", "0", *self.addresses],
+            self.proc = subprocess.Popen([str(FAKE_NODE), "--port", "0", *delay_args, *self.addresses],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True,
                                          start_new_session=True)
@@ -161,7 +217,8 @@ class WrkResult:
     """wrk's output, read: ``requests``, ``seconds``, ``rate`` (req/s), ``non_2xx``,
     ``socket_errors``; with ``--latency`` also ``percentiles`` (``{50: s, 75: s,
     90: s, 99: s}``, in seconds); ``latency_mean`` and ``latency_max`` (seconds)
-    from the thread statistics when wrk printed them."""
+    from the thread statistics when wrk printed them; ``samples_us``: every
+    request's latency in µs when run with the timed script (else None)."""
 
     def __init__(self, text: str):
         self.text = text
@@ -184,6 +241,17 @@ class WrkResult:
                       r"([\d.]+)(us|ms|s|m)", text, re.MULTILINE)
         self.latency_mean = _seconds(m.group(1), m.group(2)) if m else None
         self.latency_max = _seconds(m.group(5), m.group(6)) if m else None
+        m = re.search(r"^per-request latencies us: ([\d,]*)$", text, re.MULTILINE)
+        self.samples_us = [float(x) for x in m.group(1).split(",") if x] if m else None
+
+
+def percentile(samples: list[float], p: float) -> float | None:
+    """The nearest-rank ``p``-th percentile of ``samples`` (None when empty)."""
+    if not samples:
+        return None
+    xs = sorted(samples)
+    rank = max(1, -(-len(xs) * p // 100))  # ceil(n * p / 100)
+    return xs[min(len(xs), int(rank)) - 1]
 
 
 class Wrk:
@@ -193,20 +261,30 @@ class Wrk:
     def __init__(self, workdir: Path):
         self.script = Path(workdir) / "getitem.lua"
         self.script.write_text(WRK_SCRIPT)
+        self.timed_script = Path(workdir) / "getitem-timed.lua"
+        self.timed_script.write_text(WRK_TIMED_SCRIPT)
         self.proc: subprocess.Popen | None = None
 
     def command(self, url: str, seconds: int, threads: int, connections: int,
-                latency: bool = False) -> list[str]:
+                latency: bool = False, timeout: float | None = None,
+                timed: bool = False) -> list[str]:
         return ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, seconds)}s",
-                *(["--latency"] if latency else []), "-s", str(self.script), url]
+                *(["--latency"] if latency else []),
+                *(["--timeout", f"{max(1, round(timeout))}s"] if timeout else []),
+                "-s", str(self.timed_script if timed else self.script), url]
 
     def run(self, url: str, seconds: int, threads: int = 1, connections: int = 16,
-            latency: bool = False) -> WrkResult:
-        cmd = self.command(url, seconds, threads, connections, latency)
+            latency: bool = False, timeout: float | None = None, timed: bool = False) -> WrkResult:
+        """``timeout``: wrk's ``--timeout`` in seconds (wrk's default, 2 s, when None):
+        an answer slower than that counts as a socket error.  ``timed``: time
+        every request (WRK_TIMED_SCRIPT; one thread, one connection only)."""
+        if timed and (threads, connections) != (1, 1):
+            raise ValueError("timed runs take one thread and one connection")
+        cmd = self.command(url, seconds, threads, connections, latency, timeout, timed)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            out, _ = self.proc.communicate(timeout=seconds + 60)
+            out, _ = self.proc.communicate(timeout=seconds + 60 + (timeout or 0))
         finally:
             self.stop()
         if self.proc.returncode != 0:

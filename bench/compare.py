@@ -23,7 +23,15 @@ block, one shared port), these variants are measured:
     the filter within one run;
 ``filter``
     Envoy with the shipped envoy/envoy.yaml as it is (the Wasm filter and its
-    ORIGINAL_DST clusters), seeds = the first node, port = fake-node's.
+    ORIGINAL_DST clusters), seeds = the first node, port = fake-node's;
+    ``--filter-variant filter:KEY=VALUE,...`` changes keys of its configuration;
+NAME (only with ``--filter-variant NAME:KEY=VALUE,...``, repeatable)
+    the filter variant's module and configuration with those keys changed,
+    e.g. ``filter-rr:load_balancing=round_robin``: two configurations of one
+    build in the same rounds, reported against ``filter``.  ``--balancing``
+    is short for ``filter:load_balancing=least_request`` and
+    ``filter-rr:load_balancing=round_robin``: with equal nodes, what
+    least-request costs on the request path against round robin.
 
 Every Envoy variant is its own Envoy process.  Per Envoy concurrency level
 (``--concurrency 1,2``) they are started once and kept running; every
@@ -34,12 +42,20 @@ variant with two load shapes, interleaved:
 * latency: ``wrk -t1 -c1 --latency``, one connection, closed loop: p50/p99.
 
 Within a round the order is direct, then the Envoy variants (static-rr,
-floor, baseline, filter), and direct, then the Envoy variants in reverse
-order in the next round, so a slow drift of the machine does not favour one
-Envoy.  The report gives medians over rounds, each variant against
-static-rr, and filter against baseline and floor (when measured); the raw
+floor, baseline, filter, then the --filter-variant ones in the order given),
+and direct, then the Envoy variants in reverse order in the next round, so a
+slow drift of the machine does not favour one Envoy.  The report gives
+medians over rounds, each variant against static-rr, and filter against
+baseline, floor and the --filter-variant ones (when measured); the raw
 numbers of each round go to a second table and to a JSON file next to the
 markdown.
+
+With ``--slow-node [MS]`` (default 150 ms; implies ``--balancing``), a second
+scenario follows the first at every concurrency level: a second fake-node
+whose third node answers ``POST /`` MS late (health checks and /localnodes
+stay immediate), the Envoy variants (not direct) started anew against it and
+measured the same way; the report adds each variant's req/s, p50/p99, and
+the share of requests each node served.
 
 Exit status: 0 when every measurement completed with 2xx answers only (a
 slow filter is not a failure: this is a benchmark, not a test); 1 on errors
@@ -50,7 +66,8 @@ PID on the way out.
 It builds nothing (scripts/bench does, including --baseline-rev and
 --floor).  Run with
 ``.venv/bin/python bench/compare.py [--quick] [--rounds R] [--duration S]
-[--baseline-wasm PATH] [--floor-wasm PATH]``.
+[--baseline-wasm PATH] [--floor-wasm PATH] [--balancing] [--slow-node [MS]]
+[--filter-variant NAME:KEY=VALUE,...]``.
 """
 
 from __future__ import annotations
@@ -73,15 +90,16 @@ import time
 from pathlib import Path
 
 from common import (FAKE_NODE, NODES, REPO, WASM, FakeNode, Wrk, WrkResult,  # noqa: F401
-                    mib, missing_prerequisites, proc_cpu_seconds, proc_memory, raise_on_sigterm,
-                    wrk_version)
+                    mib, missing_prerequisites, percentile, proc_cpu_seconds, proc_memory,
+                    raise_on_sigterm, wrk_version)
 
 import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
 from harness.net import free_port, wait_for  # noqa: E402
 
-#: Every variant, in the order of the report and of odd rounds; which ones a
-#: run measures depends on its options (Compare.variants).
+#: Every built-in variant, in the order of the report and of odd rounds
+#: (the --filter-variant ones follow); which ones a run measures depends on
+#: its options (Compare.variants).
 ALL_VARIANTS = ("direct", "static-rr", "floor", "baseline", "filter")
 VARIANTS = ("direct", "static-rr", "filter")  # the default run
 #: Variants whose Envoy runs the alternator_lb filter (its ORIGINAL_DST
@@ -92,6 +110,17 @@ FILTER_VARIANTS = ("baseline", "filter")
 PAIRS = (("filter", "baseline"), ("filter", "floor"), ("baseline", "floor"))
 SHAPES = ("throughput", "latency")
 BUSY_PCT = 25  # others' CPU above this (% of a core) during a run: flagged as disturbed
+#: --balancing: the filter variant with least-request balancing, next to the
+#: same module and configuration with round robin.
+BALANCING = (("filter", {"load_balancing": "least_request"}),
+             ("filter-rr", {"load_balancing": "round_robin"}))
+#: --slow-node without a value, in ms.
+SLOW_NODE_MS = 150.0
+#: The node fake-node delays in the slow-node scenario (0-based): the third,
+#: so neither the seed nor direct's target (both the first) is the slow one.
+SLOW_NODE_INDEX = NODES - 1
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9-]{0,15}")
+CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # -- Envoy configurations ----------------------------------------------------------
@@ -117,13 +146,19 @@ def _set_module(config: dict, wasm: Path) -> dict:
 
 
 def filter_config(listener_port: int, admin_port: int, fake: FakeNode, wasm: Path | None = None,
-                  handoff_header: str | None = None) -> dict:
+                  handoff_header: str | None = None, keys: dict | None = None) -> dict:
     """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change.
-    ``wasm``: the module (default: what filter_setup.build_wasm() returns)."""
+    ``wasm``: the module (default: what filter_setup.build_wasm() returns);
+    ``keys``: filter configuration keys set on top (a --filter-variant)."""
     config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
                                        seeds=[fake.addresses[0]], port=fake.port)
     if wasm is not None:
         _set_module(config, wasm)
+    if keys:
+        plugin = filter_setup.wasm_plugin(config)
+        doc = json.loads(plugin["configuration"]["value"])
+        doc.update(keys)
+        plugin["configuration"]["value"] = json.dumps(doc)
     if handoff_header is not None:
         for c in config["static_resources"]["clusters"]:
             if c["name"] == "alternator":
@@ -294,11 +329,23 @@ class Compare:
         self.wasm, self.wasm_bytes, self.wasm_sha256, self.wasm_built = fm.path, fm.bytes, fm.sha256, fm.built
         # envoy_config() builds the module for the tests; here it is the copy.
         filter_setup.build_wasm = lambda: self.wasm
+        # --filter-variant / --balancing: configuration keys per filter variant
+        # ("filter" itself may have some); the others are extra variants.
+        self.filter_keys: dict[str, dict] = dict(args.filter_variants)
+        self.extra_filters = [v for v in self.filter_keys if v != "filter"]
         self.variants = [v for v in ALL_VARIANTS
                          if v in ("direct", "static-rr", "filter") or v in self.modules]
+        self.variants += self.extra_filters
         self.envoy_variants = [v for v in self.variants if v != "direct"]
         self.pairs = [(v, w) for v, w in PAIRS if v in self.variants and w in self.variants]
-        self.fake: FakeNode | None = None
+        self.pairs += [("filter", v) for v in self.extra_filters]
+        self.name_width = max(9, *(len(v) for v in self.variants))
+        self.fake: FakeNode | None = None  # equal nodes
+        self.slow_fake: FakeNode | None = None  # --slow-node: one node delayed
+        self.backend: FakeNode | None = None  # the one the scenario being measured uses
+        self.scenario = "equal"
+        self.slow_measurements: list[dict] = []
+        self.slow_levels: list[dict] = []
         self.envoys: dict[str, EnvoyProcess] = {}
         self.urls: dict[str, str] = {}
         self.measurements: list[dict] = []
@@ -306,25 +353,47 @@ class Compare:
         self.errors: list[str] = []
         self.count_warnings: list[str] = []
 
+    def is_filter(self, variant: str) -> bool:
+        """Whether the variant's Envoy runs alternator_lb with its ORIGINAL_DST clusters."""
+        return variant in FILTER_VARIANTS or variant in self.extra_filters
+
+    def module_of(self, variant: str) -> Module | None:
+        """The Wasm module the variant's Envoy loads (None: no Wasm)."""
+        if variant in self.extra_filters:
+            return self.modules["filter"]
+        return self.modules.get(variant)
+
+    def balancing_of(self, variant: str) -> str:
+        """How the variant's Envoy picks a node, for the slow-node table."""
+        if variant in ("static-rr", "floor"):
+            return "Envoy ROUND_ROBIN"
+        lb = self.filter_keys.get(variant, {}).get("load_balancing")
+        return f"`{lb}`" if lb else "module's default"
+
+    @staticmethod
+    def keys_text(keys: dict) -> str:
+        return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in keys.items())
+
     # -- processes -------------------------------------------------------------
     def envoy_config(self, variant: str, listener_port: int, admin_port: int) -> dict:
         module = self.modules.get(variant)
         if variant == "static-rr":
             # --static-with-wasm: static-rr itself loads a module (the old way to
             # get the floor; alternator_lb.wasm given there keeps its configuration).
-            return static_rr_config(listener_port, admin_port, self.fake,
+            return static_rr_config(listener_port, admin_port, self.backend,
                                     wasm=module.path if module else None,
                                     keep_configuration=bool(module)
                                     and module.source.name == "alternator_lb.wasm")
         if variant == "floor":
-            return static_rr_config(listener_port, admin_port, self.fake, wasm=module.path,
+            return static_rr_config(listener_port, admin_port, self.backend, wasm=module.path,
                                     vm_id="floor",
                                     keep_configuration=module.source.name == "alternator_lb.wasm")
         if variant == "baseline":
-            return filter_config(listener_port, admin_port, self.fake, wasm=module.path)
-        if variant == "filter":
-            return filter_config(listener_port, admin_port, self.fake, wasm=module.path,
-                                 handoff_header=HANDOFF_HEADER)
+            return filter_config(listener_port, admin_port, self.backend, wasm=module.path)
+        if variant == "filter" or variant in self.extra_filters:
+            return filter_config(listener_port, admin_port, self.backend,
+                                 wasm=self.modules["filter"].path, handoff_header=HANDOFF_HEADER,
+                                 keys=self.filter_keys.get(variant))
         raise ValueError(variant)
 
     def start_envoys(self, concurrency: int) -> None:
@@ -337,7 +406,7 @@ class Compare:
                                              workdir=self.workdir / f"c{concurrency}-{name}")
             self.urls[name] = f"http://127.0.0.1:{listener_port}/"
         for name in self.envoy_variants:
-            if name in FILTER_VARIANTS:
+            if self.is_filter(name):
                 envoy = self.envoys[name]
                 wait_for(lambda: f"discovered {NODES} nodes" in envoy.log_text(), timeout=20,
                          message=f"the {name} variant's 'discovered {NODES} nodes' log line")
@@ -355,8 +424,9 @@ class Compare:
     def stop(self) -> None:
         self.wrk.stop()
         self.stop_envoys()
-        if self.fake is not None:
-            self.fake.stop()
+        for fake in (self.fake, self.slow_fake):
+            if fake is not None:
+                fake.stop()
 
     def worker_connections(self, variant: str) -> dict[str, int]:
         """Downstream connections accepted so far by each Envoy worker."""
@@ -372,19 +442,27 @@ class Compare:
     def wrk_run(self, variant: str, shape: str, seconds: int) -> WrkResult:
         a = self.args
         conns = a.connections if shape == "throughput" else 1
-        r = self.wrk.run(self.urls[variant], seconds, threads=a.wrk_threads, connections=conns,
-                         latency=shape == "latency")
+        slow = self.scenario == "slow-node"
+        # A delayed node must not turn into wrk timeouts (its default is 2 s).
+        timeout = 2 + 2 * a.slow_node / 1e3 if slow else None
+        # With a slow node the latencies are bimodal, where wrk's own
+        # percentiles mislead (common.WRK_TIMED_SCRIPT): every request is timed.
+        timed = slow and shape == "latency"
+        r = self.wrk.run(self.urls[variant], seconds, threads=1 if timed else a.wrk_threads,
+                         connections=conns, latency=shape == "latency", timeout=timeout, timed=timed)
         if r.non_2xx or r.socket_errors:
-            self.errors.append(f"{variant} {shape}: {r.non_2xx} non-2xx responses, "
+            where = " (slow node)" if self.scenario == "slow-node" else ""
+            self.errors.append(f"{variant} {shape}{where}: {r.non_2xx} non-2xx responses, "
                                f"{r.socket_errors} socket errors")
         return r
 
     def measure(self, concurrency: int, rnd: int, variant: str, shape: str) -> dict:
         envoy = self.envoys.get(variant)
         workers0 = self.worker_connections(variant) if envoy else {}
-        counts0 = self.fake.counts()
+        fake = self.backend
+        counts0 = fake.counts()
         envoy_cpu0 = proc_cpu_seconds(envoy.pid) if envoy else None
-        fake_cpu0 = proc_cpu_seconds(self.fake.pid)
+        fake_cpu0 = proc_cpu_seconds(fake.pid)
         wrk_cpu0 = children_cpu_seconds()
         self_cpu0 = time.process_time()
         machine0 = machine_cpu_seconds()
@@ -394,31 +472,43 @@ class Compare:
         machine1 = machine_cpu_seconds()
         self_cpu = time.process_time() - self_cpu0
         wrk_cpu = children_cpu_seconds() - wrk_cpu0
-        fake_cpu = proc_cpu_seconds(self.fake.pid) - fake_cpu0
+        fake_cpu = proc_cpu_seconds(fake.pid) - fake_cpu0
         envoy_cpu = proc_cpu_seconds(envoy.pid) - envoy_cpu0 if envoy else 0.0
-        counts1 = self.fake.counts()
+        counts1 = fake.counts()
         workers1 = self.worker_connections(variant) if envoy else {}
 
-        per_node = {ip: counts1[ip]["dynamodb"] - counts0[ip]["dynamodb"] for ip in self.fake.addresses}
+        # fake-node counts a request when it arrives, also a delayed one.
+        per_node = {ip: counts1[ip]["dynamodb"] - counts0[ip]["dynamodb"] for ip in fake.addresses}
         answered = sum(per_node.values())
         conns = self.args.connections if shape == "throughput" else 1
         # wrk leaves out the requests in flight when it stops (one per connection;
         # up to two more than wrk's count were seen with a single connection).
         if not 0 <= answered - r.requests <= 2 * conns:
-            self.count_warnings.append(f"c{concurrency} round {rnd} {variant} {shape}: fake-node "
-                                       f"answered {answered}, wrk counted {r.requests}")
+            where = " (slow node)" if self.scenario == "slow-node" else ""
+            self.count_warnings.append(f"c{concurrency} round {rnd} {variant} {shape}{where}: "
+                                       f"fake-node answered {answered}, wrk counted {r.requests}")
         busy = machine1[0] - machine0[0]
         idle = machine1[1] - machine0[1]
         others = busy - envoy_cpu - fake_cpu - wrk_cpu - self_cpu
+        pct = {q: r.percentiles[q] * 1e6 if q in r.percentiles else None for q in (50, 75, 90, 99)}
+        mean_us = r.latency_mean * 1e6 if r.latency_mean is not None else None
+        max_us = r.latency_max * 1e6 if r.latency_max is not None else None
+        timed = {}
+        if r.samples_us is not None:
+            # Every request timed (slow node): these replace wrk's corrected figures,
+            # which stay in the JSON under "wrk_latency".
+            timed = {"wrk_latency": {"p50_us": pct[50], "p75_us": pct[75], "p90_us": pct[90],
+                                     "p99_us": pct[99], "mean_us": mean_us, "max_us": max_us},
+                     "timed_requests": len(r.samples_us)}
+            pct = {q: percentile(r.samples_us, q) for q in pct}
+            mean_us = statistics.fmean(r.samples_us) if r.samples_us else None
+            max_us = max(r.samples_us, default=None)
         m = {
+            "scenario": self.scenario,
             "concurrency": concurrency, "round": rnd, "variant": variant, "shape": shape,
             "connections": conns, "requests": r.requests, "seconds": r.seconds, "rps": r.rate,
-            "p50_us": r.percentiles.get(50, 0) * 1e6 if r.percentiles else None,
-            "p75_us": r.percentiles.get(75, 0) * 1e6 if r.percentiles else None,
-            "p90_us": r.percentiles.get(90, 0) * 1e6 if r.percentiles else None,
-            "p99_us": r.percentiles.get(99, 0) * 1e6 if r.percentiles else None,
-            "mean_us": r.latency_mean * 1e6 if r.latency_mean is not None else None,
-            "max_us": r.latency_max * 1e6 if r.latency_max is not None else None,
+            "p50_us": pct[50], "p75_us": pct[75], "p90_us": pct[90], "p99_us": pct[99],
+            "mean_us": mean_us, "max_us": max_us, **timed,
             "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
             "per_node": per_node, "fake_node_answered": answered,
             "envoy_worker_connections": {w: workers1[w] - workers0.get(w, 0) for w in workers1},
@@ -427,31 +517,44 @@ class Compare:
                             "steal": machine1[2] - machine0[2]},
             "envoy_cpu_us_per_request": envoy_cpu / r.requests * 1e6 if envoy and r.requests else None,
         }
-        self.measurements.append(m)
+        (self.slow_measurements if self.scenario == "slow-node" else self.measurements).append(m)
         lat = f"p50 {m['p50_us']:.0f} us p99 {m['p99_us']:.0f} us" if shape == "latency" else ""
         cpu = (f"Envoy {m['envoy_cpu_us_per_request']:.1f} CPU-us/req"
                if m["envoy_cpu_us_per_request"] is not None else "")
         split = "/".join(str(v) for v in m["envoy_worker_connections"].values())
-        print(f"    {variant:<9} {shape:<10} {r.rate:>9,.0f} req/s  {lat:<26} {cpu:<24}"
+        share = ""
+        if fake.delays_ms and answered:
+            share = "slow node " + " ".join(f"{per_node[ip] / answered:.1%}" for ip in fake.delays_ms)
+        print(f"    {variant:<{self.name_width}} {shape:<10} {r.rate:>9,.0f} req/s  {lat:<26} {cpu:<24}"
+              f"{share + '  ' if share else ''}"
               f"{'workers ' + split if shape == 'throughput' and len(workers1) > 1 else ''}",
               flush=True)
         return m
 
     # -- one concurrency level -------------------------------------------------------
-    def level(self, concurrency: int) -> None:
+    def level(self, concurrency: int, scenario: str = "equal") -> None:
+        """Every variant at one Envoy concurrency level, in ``scenario``:
+        "equal" (the backend's nodes alike) or "slow-node" (one delayed;
+        the Envoy variants only: direct would only reach a fast node)."""
         a = self.args
-        print(f"\nEnvoy --concurrency {concurrency}", flush=True)
+        slow = scenario == "slow-node"
+        self.scenario = scenario
+        self.backend = self.slow_fake if slow else self.fake
+        variants = self.envoy_variants if slow else self.variants
+        where = (f", one slow node ({self.slow_fake.addresses[SLOW_NODE_INDEX]}: "
+                 f"POST / answered {a.slow_node:g} ms late)" if slow else "")
+        print(f"\nEnvoy --concurrency {concurrency}{where}", flush=True)
         self.start_envoys(concurrency)
         try:
             rss_start = {v: proc_memory(self.envoys[v].pid) for v in self.envoy_variants}
             print(f"  warm-up: {a.warmup} s of wrk -c{a.connections} per variant", flush=True)
-            for v in self.variants:
+            for v in variants:
                 self.wrk_run(v, "throughput", a.warmup)
             for rnd in range(1, a.rounds + 1):
                 # direct first; the Envoys in report order in odd rounds, reversed in
                 # even ones (every pair swaps who goes first from round to round).
                 envoys = self.envoy_variants if rnd % 2 else self.envoy_variants[::-1]
-                order = ["direct", *envoys]
+                order = envoys if slow else ["direct", *envoys]
                 print(f"  round {rnd}/{a.rounds}: {', '.join(order)}", flush=True)
                 for shape in SHAPES:
                     for v in order:
@@ -459,15 +562,15 @@ class Compare:
             time.sleep(a.settle)
             rss_end = {v: proc_memory(self.envoys[v].pid) for v in self.envoy_variants}
             wasm_vms = {v: self.envoys[v].stat("wasm.envoy.wasm.runtime.v8.active", None)
-                        for v in self.envoy_variants if v in self.modules}
+                        for v in self.envoy_variants if self.module_of(v)}
         except Exception:
             self.print_envoy_logs()
             raise
         finally:
             self.stop_envoys()
-        self.levels.append({"concurrency": concurrency, "rss_start_kib": rss_start,
-                            "rss_end_kib": rss_end, "wasm_vms": wasm_vms["filter"],
-                            "wasm_vms_by_variant": wasm_vms})
+        (self.slow_levels if slow else self.levels).append({
+            "concurrency": concurrency, "rss_start_kib": rss_start, "rss_end_kib": rss_end,
+            "wasm_vms": wasm_vms["filter"], "wasm_vms_by_variant": wasm_vms})
 
     def run(self) -> None:
         self.started = datetime.datetime.now(datetime.timezone.utc)
@@ -478,8 +581,15 @@ class Compare:
         self.urls["direct"] = f"http://{self.fake.addresses[0]}:{self.fake.port}/"
         print(f"fake-node (pid {self.fake.pid}) on {', '.join(self.fake.addresses)} port "
               f"{self.fake.port}; {self.args.rounds} rounds x {self.args.duration} s per measurement")
+        if self.args.slow_node is not None:
+            self.slow_fake = FakeNode(NODES, delays={SLOW_NODE_INDEX: self.args.slow_node})
+            print(f"slow-node scenario: fake-node (pid {self.slow_fake.pid}) on "
+                  f"{', '.join(self.slow_fake.addresses)} port {self.slow_fake.port}, "
+                  f"{self.slow_fake.addresses[SLOW_NODE_INDEX]} delayed by {self.args.slow_node:g} ms")
         for c in self.args.concurrency:
             self.level(c)
+            if self.slow_fake is not None:
+                self.level(c, "slow-node")
         self.elapsed = time.monotonic() - t0
         self.load_after = loadavg()
 
@@ -493,12 +603,14 @@ class Compare:
         return None
 
     def paired(self, concurrency: int, variant: str, against: str, shape: str, key: str,
-               op, quiet_only: bool = False) -> list[float]:
+               op, quiet_only: bool = False, measurements: list[dict] | None = None) -> list[float]:
         """Per round, ``op(variant's value, against's value)`` of ``key`` in ``shape``
         runs (the two runs of a round are close in time); with ``quiet_only``
-        only rounds where neither run was disturbed by other processes."""
+        only rounds where neither run was disturbed by other processes.
+        ``measurements``: those of the slow-node scenario instead of equal nodes."""
         out = []
-        by = {(m["round"], m["variant"]): m for m in self.measurements
+        by = {(m["round"], m["variant"]): m
+              for m in (self.measurements if measurements is None else measurements)
               if m["concurrency"] == concurrency and m["shape"] == shape}
         for rnd in range(1, self.args.rounds + 1):
             v_, w_ = by.get((rnd, variant)), by.get((rnd, against))
@@ -543,7 +655,7 @@ class Compare:
                 if v != "direct":
                     ratios = self.paired(c, v, "static-rr", "throughput", "rps", self._ratio)
                     added = self.paired(c, v, "static-rr", "latency", "p50_us", self._diff)
-                module = self.modules.get(v)
+                module = self.module_of(v)
                 rows.append({
                     "concurrency": c, "variant": v,
                     "rps": rps,
@@ -593,6 +705,186 @@ class Compare:
                     "module_bytes": rv["module_bytes"], "against_module_bytes": rw["module_bytes"],
                 })
         return out
+
+    @staticmethod
+    def shares(per_node: dict[str, int]) -> dict[str, float] | None:
+        """Each node's part of the requests, in %."""
+        total = sum(per_node.values())
+        return {ip: n / total * 100 for ip, n in per_node.items()} if total else None
+
+    def slow_summary(self) -> list[dict]:
+        """The slow-node scenario, per concurrency level and Envoy variant:
+        medians over rounds as in ``summary``, and the requests each node got
+        (summed over the variant's runs, throughput and single-connection
+        runs apart: their loads differ, and so may a balancer's choices)."""
+        rows = []
+        slow_ip = self.slow_fake.addresses[SLOW_NODE_INDEX]
+        for lv in self.slow_levels:
+            c = lv["concurrency"]
+            ms = [m for m in self.slow_measurements if m["concurrency"] == c]
+
+            def pick(variant, shape, key):
+                return [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape]
+
+            base_rps = median(pick("static-rr", "throughput", "rps"))
+            for v in self.envoy_variants:
+                per_node = {}
+                for shape in SHAPES:
+                    per_node[shape] = {ip: 0 for ip in self.slow_fake.addresses}
+                    for m in ms:
+                        if m["variant"] == v and m["shape"] == shape:
+                            for ip, n in m["per_node"].items():
+                                per_node[shape][ip] += n
+                share = {shape: self.shares(per_node[shape]) for shape in SHAPES}
+                rps = median(pick(v, "throughput", "rps"))
+                rows.append({
+                    "concurrency": c, "variant": v, "balancing": self.balancing_of(v),
+                    "rps": rps,
+                    "ratio": rps / base_rps if rps and base_rps else None,
+                    "ratio_per_round": self.paired(c, v, "static-rr", "throughput", "rps", self._ratio,
+                                                   measurements=self.slow_measurements),
+                    "p50_us": median(pick(v, "latency", "p50_us")),
+                    "p99_us": median(pick(v, "latency", "p99_us")),
+                    "mean_us": median(pick(v, "latency", "mean_us")),
+                    "single_connection_rps": median(pick(v, "latency", "rps")),
+                    "envoy_cpu_us_per_request": median(pick(v, "throughput", "envoy_cpu_us_per_request")),
+                    "per_node": per_node,
+                    "share_pct": share,
+                    "slow_node_share_pct": {shape: share[shape][slow_ip] if share[shape] else None
+                                            for shape in SHAPES},
+                })
+        return rows
+
+    def slow_comparisons(self, rows: list[dict]) -> list[dict]:
+        """The pairs of ``comparisons`` in the slow-node scenario (both Envoy
+        variants): req/s ratio, p50/p99/mean differences, the slow node's shares."""
+        out = []
+        ms = self.slow_measurements
+        for lv in self.slow_levels:
+            c = lv["concurrency"]
+            by = {r["variant"]: r for r in rows if r["concurrency"] == c}
+            for v, w in self.pairs:
+                if v not in by or w not in by:
+                    continue
+                rv, rw = by[v], by[w]
+
+                def diff(key):
+                    return rv[key] - rw[key] if rv[key] is not None and rw[key] is not None else None
+
+                out.append({
+                    "concurrency": c, "variant": v, "against": w,
+                    "rps_ratio": rv["rps"] / rw["rps"] if rv["rps"] and rw["rps"] else None,
+                    "rps_ratio_per_round": self.paired(c, v, w, "throughput", "rps", self._ratio,
+                                                       measurements=ms),
+                    "p50_us_diff": diff("p50_us"), "p99_us_diff": diff("p99_us"),
+                    "mean_us_diff": diff("mean_us"),
+                    "p99_us_diff_per_round": self.paired(c, v, w, "latency", "p99_us", self._diff,
+                                                         measurements=ms),
+                    "slow_node_share_pct": rv["slow_node_share_pct"],
+                    "against_slow_node_share_pct": rw["slow_node_share_pct"],
+                })
+        return out
+
+    def slow_markdown(self, rows: list[dict], comparisons: list[dict]) -> list[str]:
+        """The slow-node section of the report (empty without --slow-node)."""
+        if self.slow_fake is None:
+            return []
+        a = self.args
+        slow_ip = self.slow_fake.addresses[SLOW_NODE_INDEX]
+
+        def f(x, fmt):
+            return "–" if x is None else format(x, fmt)
+
+        def pct(x):
+            return "–" if x is None else f"{x:.1f}%"
+
+        def per_node(share):
+            if not share:
+                return "–"
+            return " / ".join(f"{share[ip]:.1f}" + ("*" if ip == slow_ip else "")
+                              for ip in self.slow_fake.addresses)
+
+        lines = [
+            "",
+            f"## One slow node: {slow_ip} answers `POST /` {a.slow_node:g} ms late",
+            "",
+            f"A second fake-node on {', '.join(self.slow_fake.addresses)} (port "
+            f"{self.slow_fake.port}), the third delayed with `--delay {slow_ip}={a.slow_node:g}`: "
+            "its DynamoDB answers come that much later, its health checks and `/localnodes` "
+            "answers at once (alive, but slow). Each Envoy variant is started anew against it, "
+            f"warmed up ({a.warmup} s), then measured in the same interleaved rounds as above.",
+            "",
+            f"| Envoy --concurrency | variant | balancing | req/s ({a.connections} conns, median) "
+            "| vs static-rr | p50 µs (1 conn) | p99 µs (1 conn) | mean µs (1 conn) "
+            f"| slow node's share ({a.connections} conns) | slow node's share (1 conn) "
+            f"| % per node ({a.connections} conns; * slow) | Envoy CPU µs/req |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['concurrency']} | {r['variant']} | {r['balancing']} | {f(r['rps'], ',.0f')} "
+                f"| {f(r['ratio'], '.2f') + 'x' if r['ratio'] is not None else '–'} "
+                f"| {f(r['p50_us'], ',.0f')} | {f(r['p99_us'], ',.0f')} | {f(r['mean_us'], ',.0f')} "
+                f"| {pct(r['slow_node_share_pct']['throughput'])} "
+                f"| {pct(r['slow_node_share_pct']['latency'])} "
+                f"| {per_node(r['share_pct']['throughput'])} "
+                f"| {f(r['envoy_cpu_us_per_request'], '.1f')} |")
+        lines.append("")
+        for k in comparisons:
+            rr = k["rps_ratio_per_round"]
+            sv, sw = k["slow_node_share_pct"], k["against_slow_node_share_pct"]
+            lines.append(
+                f"- concurrency {k['concurrency']}, {k['variant']} vs {k['against']}: req/s "
+                + (f"{k['rps_ratio']:.2f}x" if k["rps_ratio"] is not None else "–")
+                + (f" (per round {min(rr):.2f}x to {max(rr):.2f}x)" if rr else "")
+                + f"; p50 {f(k['p50_us_diff'], '+,.0f')} µs, p99 {f(k['p99_us_diff'], '+,.0f')} µs, "
+                f"mean {f(k['mean_us_diff'], '+,.0f')} µs (1 conn); slow node's share "
+                f"{pct(sv['throughput'])} vs {pct(sw['throughput'])} ({a.connections} conns), "
+                f"{pct(sv['latency'])} vs {pct(sw['latency'])} (1 conn)")
+        even = 100 / NODES
+        lines += [
+            "",
+            f"Throughput runs are closed loop: each of the {a.connections} connections sends its "
+            "next request only when the last one is answered. With a node that takes "
+            f"{a.slow_node:g} ms they are latency-bound, not CPU-bound: req/s is about "
+            f"{a.connections} / (mean latency), so it says how often each balancer sends a "
+            "request to the slow node. Round robin gives it every third request "
+            f"({even:.1f}%) and every connection soon waits on it; a balancer that avoids it "
+            "keeps the connections on the fast nodes and is bound by CPU again. The ratio "
+            f"between the variants therefore depends on the connection count ({a.connections}, "
+            "the same as with equal nodes, `--connections`): with more connections round "
+            "robin's req/s grows in proportion. p50/p99/mean: one connection, one request at a "
+            "time, every request timed by the wrk script (wrk's own percentiles add samples "
+            "for its coordinated-omission correction, which with one slow node put its p50 at "
+            "a fraction of the delay; they are kept in the JSON as `wrk_latency`). Shares: fake-node's counts of `POST /` per address over all "
+            "of the variant's runs of that kind; '% per node' lists the addresses in order, "
+            "the slow one last. Envoy CPU µs/req says little here: with round robin Envoy idles "
+            "while the connections wait.",
+        ]
+        lines += [
+            "",
+            "### Per round, one slow node",
+            "",
+            "| conc | round | variant | req/s | slow node's share | others' CPU % | p50 µs "
+            "| p99 µs | slow node's share (1 conn) | others' CPU % (1 conn) |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        by_key = {(m["concurrency"], m["round"], m["variant"], m["shape"]): m
+                  for m in self.slow_measurements}
+
+        def slow_share(m):
+            return m and self.shares(m["per_node"]) and self.shares(m["per_node"])[slow_ip]
+
+        for (c, rnd, v, shape), t in by_key.items():
+            if shape != "throughput":
+                continue
+            lt = by_key.get((c, rnd, v, "latency"))
+            lines.append(
+                f"| {c} | {rnd} | {v} | {t['rps']:,.0f} | {pct(slow_share(t))} "
+                f"| {self.others_pct(t):.0f} | {f(lt and lt['p50_us'], ',.0f')} "
+                f"| {f(lt and lt['p99_us'], ',.0f')} | {pct(slow_share(lt))} "
+                f"| {f(lt and self.others_pct(lt), '.0f')} |")
+        return lines
 
     def quiet_pairs(self, concurrency: int, variant: str = "filter",
                     against: str = "static-rr") -> tuple[list[float], list[float]]:
@@ -660,9 +952,23 @@ class Compare:
         ]
         return lines
 
-    def markdown(self, rows: list[dict], comparisons: list[dict] | None = None) -> str:
+    def markdown(self, rows: list[dict], comparisons: list[dict] | None = None,
+                 slow_rows: list[dict] | None = None, slow_comparisons: list[dict] | None = None) -> str:
         a = self.args
         comparisons = comparisons or []
+        configured = []
+        for v, keys in self.filter_keys.items():
+            if v == "filter":
+                configured.append("- filter variant: envoy/envoy.yaml's filter configuration"
+                                  + (f" with {self.keys_text(keys)} set" if keys else ""))
+            else:
+                configured.append(f"- {v} variant: the filter variant's module and configuration"
+                                  + (f" with {self.keys_text(keys)} set" if keys else ""))
+        if self.slow_fake is not None:
+            ip = self.slow_fake.addresses[SLOW_NODE_INDEX]
+            configured.append(f"- slow-node scenario: fake-node on {', '.join(self.slow_fake.addresses)}, "
+                              f"port {self.slow_fake.port}, `POST /` on {ip} answered "
+                              f"{a.slow_node:g} ms late (see \"One slow node\")")
 
         def f(x, fmt, empty="–"):
             return empty if x is None else format(x, fmt)
@@ -683,6 +989,7 @@ class Compare:
             f"tree at {self.revision}",
             *[f"- {v} module: {self.modules[v].describe()}"
               for v in ("baseline", "floor", "static-rr") if v in self.modules],
+            *configured,
             f"- {a.rounds} round(s) x {a.duration} s per measurement, interleaved; "
             f"{a.warmup} s warm-up per variant; medians over rounds",
             f"- command: `{self.command}`",
@@ -735,6 +1042,7 @@ class Compare:
             "mean, in %, over all of the variant's runs; module bytes: the size of the Wasm "
             "module the variant's Envoy loads.",
             *self.comparison_markdown(comparisons),
+            *self.slow_markdown(slow_rows or [], slow_comparisons or []),
             "",
             "## Per round",
             "",
@@ -767,9 +1075,11 @@ class Compare:
     def write(self) -> tuple[Path, Path]:
         rows = self.summary()
         comparisons = self.comparisons(rows)
+        slow_rows = self.slow_summary() if self.slow_fake is not None else []
+        slow_comparisons = self.slow_comparisons(slow_rows) if self.slow_fake is not None else []
         out = Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        md = self.markdown(rows, comparisons)
+        md = self.markdown(rows, comparisons, slow_rows, slow_comparisons)
         out.write_text(md)
         js = out.with_suffix(".json")
         js.write_text(json.dumps({
@@ -787,6 +1097,14 @@ class Compare:
             "backend": {"addresses": self.fake.addresses, "port": self.fake.port},
             "summary": rows, "comparisons": comparisons, "levels": self.levels,
             "measurements": self.measurements,
+            "filter_variants": self.filter_keys,
+            "slow_node": None if self.slow_fake is None else {
+                "delay_ms": self.args.slow_node,
+                "address": self.slow_fake.addresses[SLOW_NODE_INDEX],
+                "backend": {"addresses": self.slow_fake.addresses, "port": self.slow_fake.port},
+                "summary": slow_rows, "comparisons": slow_comparisons, "levels": self.slow_levels,
+                "measurements": self.slow_measurements,
+            },
             "errors": self.errors, "count_warnings": self.count_warnings,
         }, indent=1))
         print()
@@ -805,6 +1123,35 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
+def parse_filter_variant(text: str) -> tuple[str, dict]:
+    """``NAME[:KEY=VALUE,...]`` of --filter-variant: the variant's name and the
+    filter configuration keys it changes.  A VALUE is read as JSON when it is
+    JSON (``500``, ``true``, ``["a","b"]``), else taken as a string
+    (``round_robin``); commas split only before a ``KEY=``, so a JSON list
+    stays whole."""
+    name, _, rest = text.partition(":")
+    if not VARIANT_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the name must be lowercase letters, digits and '-' (at most 16), "
+            f"starting with a letter")
+    if name in ALL_VARIANTS and name != "filter":
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} is a built-in variant")
+    keys: dict = {}
+    items = re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)", rest) if rest.strip() else []
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not CONFIG_KEY.fullmatch(key):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, got {item!r}")
+        if key in keys:
+            raise argparse.ArgumentTypeError(f"{text!r}: {key} given twice")
+        try:
+            keys[key] = json.loads(value)
+        except ValueError:
+            keys[key] = value.strip()
+    return name, keys
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -821,6 +1168,20 @@ def main() -> int:
                         "against the filter")
     p.add_argument("--wasm", help="the filter module to measure (default: the cargo release build); "
                                   "for comparing build variants")
+    p.add_argument("--filter-variant", metavar="NAME[:KEY=VALUE,...]", action="append", default=[],
+                   type=parse_filter_variant, dest="filter_variants",
+                   help="repeatable: add the variant NAME, the filter variant's module and "
+                        "configuration with these keys changed (e.g. "
+                        "filter-rr:load_balancing=round_robin), measured in the same rounds and "
+                        "reported against filter; NAME 'filter' changes the filter variant's own keys")
+    p.add_argument("--balancing", action="store_true",
+                   help="short for --filter-variant filter:load_balancing=least_request "
+                        "--filter-variant filter-rr:load_balancing=round_robin: what least-request "
+                        "costs against round robin, with equal nodes")
+    p.add_argument("--slow-node", metavar="MS", type=float, nargs="?", const=SLOW_NODE_MS,
+                   help=f"add the slow-node scenario (implies --balancing): the Envoy variants "
+                        f"against a backend whose third node answers POST / MS ms late "
+                        f"(default {SLOW_NODE_MS:g}); req/s, p50/p99 and each node's share")
     p.add_argument("--handoff-header", metavar="NAME",
                    help="experiment: the filter variant's cluster takes the node from this request "
                         "header (use_http_header); give a module that sets it with --wasm")
@@ -851,6 +1212,21 @@ def main() -> int:
         HANDOFF_HEADER = args.handoff_header
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1 or args.connections < 1:
         p.error("--rounds, --duration, --warmup and --connections must be at least 1")
+    if args.slow_node is not None:
+        if not 0 < args.slow_node <= 60_000:
+            p.error("--slow-node: a delay from 0 to 60000 ms (e.g. 150)")
+        args.balancing = True
+    if args.balancing:
+        given = {name for name, _ in args.filter_variants}
+        for name, keys in BALANCING:
+            if name in given:
+                p.error(f"--balancing (also implied by --slow-node) defines the variant {name}: "
+                        f"give it either with --filter-variant or with --balancing")
+        args.filter_variants = [*BALANCING, *args.filter_variants]
+    names = [name for name, _ in args.filter_variants]
+    for name in set(names):
+        if names.count(name) > 1:
+            p.error(f"--filter-variant {name} given twice")
 
     missing = missing_prerequisites()
     if missing:
