@@ -18,15 +18,22 @@
 //!   it little; the first answer after a long silence sets it. So one
 //!   client sending one request at a time, which never has two in flight,
 //!   still sees a slow node as slow.
-//! - Between answers the estimate decays toward zero with the same time
-//!   constant, while nodes in use keep theirs fresh. A node avoided for
+//! - Between answers the estimate decays toward zero (time constant
+//!   [`DECAY_MS`]), while nodes in use keep theirs fresh. A node avoided for
 //!   being slow therefore gets a request again after a few seconds (a
-//!   150 ms estimate falls to a busy 5 ms node's in ln(30) ≈ 3.4 ×
-//!   [`DECAY_MS`]), and its first fast answer brings it back at once: this
+//!   150 ms estimate falls to within the tie margin of a busy 1 ms node's,
+//!   about 3 ms, in ln(50) ≈ 3.9 × [`DECAY_MS`]), and its first fast answer brings it back at once: this
 //!   is the "occasional request" that lets a recovered node be seen.
 //! - [`BASE_US`] keeps a node without any estimate (new, or idle long
 //!   enough) from costing nothing whatever its in-flight count, which
-//!   would send it every request until its first answer.
+//!   would send it every request until its first answer. It also sets the
+//!   scale below which latency does not count: with the picker's 1.2 tie
+//!   margin, two idle nodes whose estimates differ by less than about
+//!   2 ms + 20% are a tie, and ties are round robin. The estimates of equal
+//!   nodes jitter by a millisecond or two (a GC pause, a new connection's
+//!   handshake); under light load that noise would otherwise decide who
+//!   gets the next request, and equal nodes would not get equal shares.
+//!   Under load the in-flight factor, not latency, separates nodes.
 //!
 //! All state is in `Cell`s of the node's route, owned by one worker: no
 //! shared data, no allocation, no host call.
@@ -41,8 +48,8 @@ pub const DECAY_MS: f64 = 1_000.0;
 /// constant, in milliseconds).
 pub const SMOOTHING_MS: f64 = 100.0;
 
-/// Added to every latency estimate, in microseconds (1 ms).
-pub const BASE_US: f64 = 1_000.0;
+/// Added to every latency estimate, in microseconds (10 ms).
+pub const BASE_US: f64 = 10_000.0;
 
 #[derive(Debug, Default)]
 pub struct NodeLoad {

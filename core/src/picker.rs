@@ -1,6 +1,7 @@
 //! Which node of a routing scope the next request goes to: round robin
-//! over the scope's list, or the lower-cost node of two drawn at random
-//! (least request, "power of two choices"). The per-request decision.
+//! over the scope's list, or least request ("power of two choices": the
+//! round robin's next node against one drawn at random, the clearly
+//! cheaper of the two). The per-request decision.
 //!
 //! Each Envoy worker owns one picker. Workers start at different offsets so
 //! that, with several workers each taking a few requests, the first node is
@@ -29,14 +30,32 @@ impl<T> RoundRobin<T> {
     /// The next entry, or `None` when there is no node at all.
     #[inline]
     pub fn pick(&mut self) -> Option<&T> {
+        let i = self.advance()?;
+        self.entries.get(i)
+    }
+
+    /// Least request: the round robin's next entry, unless an entry drawn
+    /// at random (with `draw`, any random u64) from the others is clearly
+    /// cheaper (see [`two_choices`]).
+    #[inline]
+    pub fn pick_cheaper(&mut self, draw: u64, cost: impl Fn(&T) -> f64) -> Option<&T> {
+        let first = self.advance()?;
+        two_choices(&self.entries, first, draw, cost)
+    }
+
+    /// The index of the next entry, moving past it.
+    #[inline]
+    fn advance(&mut self) -> Option<usize> {
         let i = self.next;
-        let entry = self.entries.get(i)?;
+        if i >= self.entries.len() {
+            return None;
+        }
         self.next = if i + 1 >= self.entries.len() {
             0
         } else {
             i + 1
         };
-        Some(entry)
+        Some(i)
     }
 
     /// Swaps in a new list, keeping the position so that a list change does
@@ -80,25 +99,34 @@ impl<T> RoundRobin<T> {
 /// moved, and equal nodes would not get equal shares.
 pub const TIE_MARGIN: f64 = 1.2;
 
-/// Of two distinct entries drawn with `draw` (any random u64), the one
-/// with the clearly lower cost (by more than [`TIE_MARGIN`]); on a tie the
-/// first drawn, which is drawn uniformly, so that equal entries get equal
-/// shares. The only entry of a list of one; `None` for an empty list. Two
-/// draws rather than the cheapest of all keep a node that just became
-/// cheap from getting every worker's every request at once.
+/// Of `entries[first]` and an entry drawn uniformly from the others with
+/// `draw` (any random u64), the second only when its cost is clearly lower
+/// (by more than [`TIE_MARGIN`]); otherwise, ties included, the first.
+/// The only entry of a list of one; `None` when `first` is out of range.
+///
+/// The caller passes the round robin's next entry as `first`, so ties
+/// resolve into round robin: equal nodes get exactly equal shares, not just
+/// equal in expectation, and a node only loses its turn to one that is
+/// measurably less loaded. The second entry is random, not the cheapest of
+/// all, so that a node that just became cheap does not get every worker's
+/// every request at once.
 #[inline]
-pub fn two_choices<T>(entries: &[T], draw: u64, cost: impl Fn(&T) -> f64) -> Option<&T> {
-    let n = entries.len() as u64;
-    if n < 2 {
-        return entries.first();
+pub fn two_choices<T>(
+    entries: &[T],
+    first: usize,
+    draw: u64,
+    cost: impl Fn(&T) -> f64,
+) -> Option<&T> {
+    let a = entries.get(first)?;
+    let others = entries.len() as u64 - 1;
+    if others == 0 {
+        return Some(a);
     }
-    let first = draw % n;
-    let mut second = (draw >> 32) % (n - 1);
+    let mut second = (draw % others) as usize;
     if second >= first {
         second += 1;
     }
-    let a = entries.get(first as usize)?;
-    let b = entries.get(second as usize)?;
+    let b = entries.get(second)?;
     Some(if cost(b) * TIE_MARGIN < cost(a) { b } else { a })
 }
 
@@ -161,58 +189,82 @@ mod tests {
         assert_eq!(counts.iter().sum::<usize>(), 3000);
     }
 
+    /// The LCG the tests draw with (any spread of u64 values will do).
+    fn draws(seed: u64) -> impl FnMut() -> u64 {
+        let mut draw = seed;
+        move || {
+            draw = draw
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            draw
+        }
+    }
+
     #[test]
-    fn two_choices_takes_the_cheaper_of_two_distinct_entries() {
-        assert_eq!(two_choices::<u32>(&[], 7, |_| 0.0), None);
-        assert_eq!(two_choices(&[9], 7, |_| 0.0), Some(&9));
+    fn two_choices_keeps_the_first_unless_the_other_is_clearly_cheaper() {
+        assert_eq!(two_choices::<u32>(&[], 0, 7, |_| 0.0), None);
+        assert_eq!(two_choices(&[9], 0, 7, |_| 0.0), Some(&9));
+        assert_eq!(two_choices(&[9], 1, 7, |_| 0.0), None);
         let costs = [5.0, 1.0, 3.0];
         assert!(costs[2] > costs[1] * TIE_MARGIN && costs[0] > costs[2] * TIE_MARGIN);
+        let mut next = draws(0x9E37_79B9_7F4A_7C15);
+        let mut seen = [[0usize; 3]; 3];
+        for (first, counts) in seen.iter_mut().enumerate() {
+            for _ in 0..3000 {
+                let i = *two_choices(&[0usize, 1, 2], first, next(), |&i| costs[i]).unwrap();
+                counts[i] += 1;
+            }
+        }
+        // The dearest loses its turn to either other (drawn evenly)...
+        assert_eq!(seen[0][0], 0, "{seen:?}");
+        assert!((1_350..1_650).contains(&seen[0][1]), "{seen:?}");
+        // ...the middle one only to the cheapest, when that is drawn...
+        assert!((1_350..1_650).contains(&seen[2][1]), "{seen:?}");
+        assert_eq!(seen[2][0], 0, "{seen:?}");
+        // ...and the cheapest never.
+        assert_eq!(seen[1], [0, 3000, 0], "{seen:?}");
+    }
+
+    #[test]
+    fn costs_within_the_margin_are_a_tie_and_keep_the_first() {
+        let mut next = draws(3);
+        for first in 0..2 {
+            for _ in 0..100 {
+                let got = two_choices(&[0usize, 1], first, next(), |&i| [1.0, 1.15][i]);
+                assert_eq!(got, Some(&first));
+            }
+        }
+        assert_eq!(
+            two_choices(&[0usize, 1], 1, 5, |&i| [1.0, 1.3][i]),
+            Some(&0)
+        );
+        assert_eq!(
+            two_choices(&[0usize, 1], 0, 5, |&i| [1.0, 1.3][i]),
+            Some(&0)
+        );
+    }
+
+    #[test]
+    fn ties_are_round_robin_so_equal_entries_get_exactly_equal_shares() {
+        let mut rr = RoundRobin::new(vec![0usize, 1, 2, 3], 2);
+        let mut next = draws(1);
+        let got: Vec<usize> = (0..8)
+            .filter_map(|_| rr.pick_cheaper(next(), |_| 1.0).copied())
+            .collect();
+        assert_eq!(got, [2, 3, 0, 1, 2, 3, 0, 1]);
+        let mut empty: RoundRobin<usize> = RoundRobin::new(vec![], 0);
+        assert_eq!(empty.pick_cheaper(next(), |_| 1.0), None);
+    }
+
+    #[test]
+    fn a_clearly_dearer_entry_loses_its_turn_to_the_others_evenly() {
+        let mut rr = RoundRobin::new(vec![0usize, 1, 2], 0);
+        let mut next = draws(11);
         let mut seen = [0usize; 3];
-        let mut draw = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..3000 {
-            draw = draw
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let i = *two_choices(&[0usize, 1, 2], draw, |&i| costs[i]).unwrap();
-            seen[i] += 1;
+            seen[*rr.pick_cheaper(next(), |&i| [1.0, 1.0, 30.0][i]).unwrap()] += 1;
         }
-        // The dearest is never taken (it always loses its pair); the
-        // cheapest wins every pair it is in (2 of 3).
-        assert_eq!(seen[0], 0, "{seen:?}");
-        assert!(seen[1] > 1800 && seen[1] < 2200, "{seen:?}");
-    }
-
-    #[test]
-    fn costs_within_the_margin_are_a_tie() {
-        let mut seen = [0usize; 2];
-        let mut draw = 3u64;
-        for _ in 0..10_000 {
-            draw = draw
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            seen[*two_choices(&[0usize, 1], draw, |&i| [1.0, 1.15][i]).unwrap()] += 1;
-        }
-        assert!(
-            seen.iter().all(|&n| (4_700..5_300).contains(&n)),
-            "{seen:?}"
-        );
-        assert_eq!(two_choices(&[0usize, 1], 0, |&i| [1.0, 1.3][i]), Some(&0));
-        assert_eq!(two_choices(&[0usize, 1], 1, |&i| [1.0, 1.3][i]), Some(&0));
-    }
-
-    #[test]
-    fn ties_give_equal_entries_equal_shares() {
-        let mut seen = [0usize; 4];
-        let mut draw = 1u64;
-        for _ in 0..40_000 {
-            draw = draw
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            seen[*two_choices(&[0usize, 1, 2, 3], draw, |_| 1.0).unwrap()] += 1;
-        }
-        assert!(
-            seen.iter().all(|&n| (9_500..10_500).contains(&n)),
-            "{seen:?}"
-        );
+        assert_eq!(seen[2], 0, "{seen:?}");
+        assert!((1_400..1_600).contains(&seen[0]), "{seen:?}");
     }
 }

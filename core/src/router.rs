@@ -18,7 +18,7 @@ use crate::model::config::Balancing;
 use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::NodeAddr;
-use crate::picker::{self, RoundRobin};
+use crate::picker::RoundRobin;
 use crate::rng::Rng;
 use crate::topology::Topology;
 use std::collections::{BTreeMap, HashMap};
@@ -168,7 +168,7 @@ impl Router {
             Balancing::RoundRobin => tier.pick().cloned(),
             Balancing::LeastRequest => {
                 let draw = self.rng.next_u64();
-                picker::two_choices(tier.entries(), draw, |r| r.load.cost(now_ns)).cloned()
+                tier.pick_cheaper(draw, |r| r.load.cost(now_ns)).cloned()
             }
         }
     }

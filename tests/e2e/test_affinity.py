@@ -135,11 +135,13 @@ def test_rmw_writes_for_a_key_meet_on_its_node_from_every_worker(make_cluster, m
         item = db.get_item(TableName=table_name, Key={"pk": key, "sk": {"S": "counter"}}, ConsistentRead=True)
         assert item["Item"]["n"] == {"N": str(len(clients.clients))}
 
-    # Reads of that key are not pinned: they go round robin.
+    # Reads of that key are not pinned: they are balanced over the nodes.
+    # (Least request may skip a node for a second or two after the burst of
+    # writes pinned to it made it look slow, so not necessarily all of them.)
     key = keys[0]
     since = run_on(clients, 0, get_items(table_name, key), 2 * N_NODES)
     db.query(TableName=table_name, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": key})
-    assert set(nodes_of(served(p.cluster, since, {"GetItem", "Query"}))) == set(p.cluster.addresses)
+    assert len(nodes_of(served(p.cluster, since, {"GetItem", "Query"}))) >= N_NODES - 1
 
     # Nor are writes that need no read, or batches (in "rmw" mode).
     since = run_on(clients, 0, plain_writes(table_name, key), 3 * N_NODES)
@@ -206,9 +208,10 @@ def test_any_write_routes_every_write_and_batches_by_vote(make_cluster, make_env
         assert got == {expected: 3 * len(clients.clients)}, \
             f"batch {items}: expected the vote winner {expected} (order {ring.batch_order(items)}), got {got}"
 
-    # Reads still go round robin.
+    # Reads are still balanced, not pinned (least request may skip, for a
+    # second or two, a node the pinned writes just made busy).
     since = run_on(clients, 0, get_items(table_name, keys[0]), 2 * N_NODES)
-    assert set(nodes_of(served(p.cluster, since, {"GetItem"}))) == set(p.cluster.addresses)
+    assert len(nodes_of(served(p.cluster, since, {"GetItem"}))) >= N_NODES - 1
 
 
 def test_the_partition_key_is_learned_from_describe_and_create_table(make_cluster, make_envoy, dynamodb,
@@ -220,7 +223,7 @@ def test_the_partition_key_is_learned_from_describe_and_create_table(make_cluste
     writes = rmw_writes(table_name, [key])
 
     # The proxy has not seen the table: it cannot know its key, so the
-    # writes go round robin.
+    # writes are balanced like any request.
     since = run_on(clients, 0, writes, 3 * N_NODES)
     assert len(nodes_of(served(p.cluster, since, WRITES, key=key))) >= N_NODES - 1
 
@@ -268,9 +271,11 @@ def test_a_down_keys_node_hands_its_writes_to_the_next_in_the_keys_plan(make_clu
     assert_each_key_on_its_node(p, since, table_name, ring, [bystander], per_key=4 * len(clients.clients))
     got = nodes_of(served(p.cluster, since, WRITES, key=key))
     assert got == {second: 4 * len(clients.clients)}, f"plan {ring.plan(key)}: expected {second}, got {got}"
-    # Reads avoid the Down node, and keep using all the others.
+    # Reads avoid the Down node, and keep being balanced over the others
+    # (least request may skip the one the key's writes just made busy).
     since = run_on(clients, 0, get_items(table_name), 3 * N_NODES)
-    assert set(nodes_of(served(p.cluster, since, {"GetItem"}))) == set(p.cluster.addresses) - {first}
+    readers = set(nodes_of(served(p.cluster, since, {"GetItem"})))
+    assert first not in readers and len(readers) >= N_NODES - 2, readers
 
     p.cluster.start_node(first)
     wait_served_by(p.cluster, lambda: clients.run(rmw_writes(table_name, [key]), per_client=4), [first],
@@ -344,7 +349,7 @@ def test_big_bodies_are_routed_by_key_up_to_16_mib_and_streamed_beyond(make_clus
         assert_refused_by_the_node(big_put(db, table_name, key, 16 * MIB + 64 * 1024))
     records = served(p.cluster, since, {"PutItem"})
     assert len(records) == 3 and all(len(r.body) > 16 * MIB for r in records)
-    assert len({r.node for r in records}) >= 2, f"round robin expected: {[r.node for r in records]}"
+    assert len({r.node for r in records}) >= 2, f"balanced over the nodes expected: {[r.node for r in records]}"
 
 
 def test_only_writes_that_may_qualify_are_held_until_their_body_is_complete(make_cluster, make_envoy, dynamodb,
@@ -383,7 +388,7 @@ def test_without_affinity_nothing_is_held_and_conditional_writes_spread(make_clu
 
     since = run_on(clients, 0, rmw_writes(table_name, [key, key]), 8)
     got = nodes_of(served(p.cluster, since, WRITES, key=key))
-    assert len(got) == N_NODES, f"8 writes in sequence should visit every node round robin: {got}"
+    assert len(got) >= N_NODES - 1, f"8 writes in sequence should be balanced over the nodes: {got}"
 
     put = json.dumps({"TableName": table_name, "Item": {"pk": key, "sk": {"S": "a"}},
                       "ConditionExpression": "attribute_not_exists(locked)"}).encode()

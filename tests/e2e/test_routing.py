@@ -27,15 +27,22 @@ def test_crud_round_trips_through_the_proxy(make_cluster, make_envoy, dynamodb, 
     q = db.query(TableName=table_name, KeyConditionExpression="pk = :p",
                  ExpressionAttributeValues={":p": {"S": "user1"}})
     assert [i["sk"]["S"] for i in q["Items"]] == ["b"]
-    # Those 8 operations went round robin: every node took part, so what one
-    # node wrote, another read back.
+    # Those 8 operations were balanced over the nodes, so what one node
+    # wrote, another read back.
     ops = p.cluster.operations_per_node()
-    assert len([a for a, o in ops.items() if o]) == 3, ops
+    assert len([a for a, o in ops.items() if o]) >= 2, ops
     assert p.cluster.signature_failures() == {} or sum(p.cluster.signature_failures().values()) == 0
 
 
-def test_sdk_requests_spread_evenly_and_all_signatures_verify(make_cluster, make_envoy, dynamodb, table_name):
-    p = start_proxied(make_cluster, make_envoy, concurrency=2)
+@pytest.mark.parametrize("balancing, tolerance", [(None, 0.10), ("round_robin", 0.03)],
+                         ids=["default", "round_robin"])
+def test_sdk_requests_spread_evenly_and_all_signatures_verify(make_cluster, make_envoy, dynamodb, table_name,
+                                                              balancing, tolerance):
+    """Equal nodes get equal shares: within ±10% of the mean by least request
+    (the default; ties are round robin, but equal nodes' latency jitters),
+    within ±3% by round robin (4 client threads over 2 workers)."""
+    keys = {} if balancing is None else {"load_balancing": balancing}
+    p = start_proxied(make_cluster, make_envoy, concurrency=2, **keys)
     wait_discovered(p, 3)
     setup = dynamodb(p.endpoint)
     create_table(setup, table_name)
@@ -57,13 +64,14 @@ def test_sdk_requests_spread_evenly_and_all_signatures_verify(make_cluster, make
     assert sum(counts.values()) == total, counts
     mean = total / 3
     for addr, n in counts.items():
-        assert abs(n - mean) <= 0.03 * mean, f"{addr} got {n}, mean {mean:.0f}: {counts}"
+        assert abs(n - mean) <= tolerance * mean, f"{addr} got {n}, mean {mean:.0f}: {counts}"
     assert sum(p.cluster.signature_failures().values()) == 0, p.cluster.signature_failure_reasons()[:3]
 
 
 def test_client_headers_cannot_choose_the_node(make_cluster, make_envoy, dynamodb, table_name):
     """A client naming a node in x-envoy-original-dst-host, or in Host, still
-    gets round robin. The headers are signed, so the nodes accept them."""
+    gets its requests balanced over every node. The headers are signed, so
+    the nodes accept them."""
     p = start_proxied(make_cluster, make_envoy)
     wait_discovered(p, 3)
     target = f"{p.cluster.addresses[2]}:{p.cluster.port}"
@@ -80,7 +88,8 @@ def test_client_headers_cannot_choose_the_node(make_cluster, make_envoy, dynamod
         db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
     counts = counts_since(p.cluster, before)
     assert sum(counts.values()) == 300
-    assert all(90 <= n <= 110 for n in counts.values()), counts
+    # Steering would put all 300 on one node; balancing gives each about 100.
+    assert len(counts) == 3 and all(70 <= n <= 130 for n in counts.values()), counts
     seen = p.cluster.last_request_headers(p.cluster.addresses[0])
     names = {k.lower(): v for k, v in seen}
     assert names.get("x-envoy-original-dst-host") == target, "header should reach the node unchanged"

@@ -59,7 +59,7 @@ def route_to(t: TwoDatacenters, clients: Clients, table: str, nodes, what: str, 
     total = 10 * len(clients.clients)
     assert sum(probes.values()) == total, f"{what}: {probes}, expected {total} requests"
     # Spread: judged on every read (the background load's too), since each
-    # worker's round robin is shared by all the connections it serves.
+    # worker's balancing is shared by all the connections it serves.
     got = nodes_of(served(t.cluster, since, {"GetItem"}))
     assert set(got) == set(nodes), f"{what}: {got}"
     fair = sum(got.values()) / len(nodes)

@@ -51,7 +51,9 @@ def test_requests_and_discovery_go_over_verified_tls(make_cluster, make_envoy, d
     for i in range(60):
         client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "x"}})
     got = {a: n - before.get(a, 0) for a, n in cluster.requests_per_node().items()}
-    assert sorted(got.values()) == [20, 20, 20], got
+    # Every node served some of them (the default least request balances
+    # them, about 20 each; the point here is that each node's TLS verified).
+    assert sum(got.values()) == 60 and all(n >= 5 for n in got.values()) and len(got) == 3, got
     # Discovery itself went over TLS: the nodes answered /localnodes.
     assert len(cluster.localnodes_calls()) >= 1
     assert all(node.server.tls_refused == 0 for node in cluster.nodes)
