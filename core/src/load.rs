@@ -12,12 +12,16 @@
 //!   answer headers have not arrived (the classic least-request signal: a
 //!   node that answers slowly accumulates them).
 //! - `latency_estimate` is a time-weighted average of answer latencies:
-//!   an answer counts by how long it has been since the node's last one
-//!   (weight `1 - exp(-elapsed / SMOOTHING_MS)`). A node answering often
+//!   an answer counts for the time it covers, which is the time since the
+//!   node's previous answer but no more than the answer itself took
+//!   (weight `1 - exp(-covered / SMOOTHING_MS)`). A node answering often
 //!   averages over about [`SMOOTHING_MS`] of answers, so one outlier moves
-//!   it little; the first answer after a long silence sets it. So one
-//!   client sending one request at a time, which never has two in flight,
-//!   still sees a slow node as slow.
+//!   it little. After a silence, a slow answer moves it most of the way
+//!   (150 ms: 78%), so one client sending one request at a time, which
+//!   never has two in flight, still sees a slow node as slow; a quick one
+//!   barely moves it (3 ms: 3%), so the first answer on a new connection,
+//!   which carries the connection's handshake, does not make an equal
+//!   node look slow.
 //! - Between answers the estimate decays toward zero (time constant
 //!   [`DECAY_MS`]), while nodes in use keep theirs fresh. A node avoided for
 //!   being slow therefore gets a request again after a few seconds (a
@@ -57,8 +61,6 @@ pub struct NodeLoad {
     /// The latency estimate in microseconds, as of `stamp_ns`.
     latency_us: Cell<f64>,
     stamp_ns: Cell<u64>,
-    /// Whether any answer was timed yet: the first one sets the estimate.
-    sampled: Cell<bool>,
 }
 
 /// exp(-elapsed / time constant).
@@ -101,13 +103,9 @@ impl NodeLoad {
     pub fn answered(&self, took_ns: u64, now_ns: u64) {
         self.released();
         let sample = took_ns as f64 / 1e3;
-        let elapsed = now_ns.saturating_sub(self.stamp_ns.get());
+        let covered = now_ns.saturating_sub(self.stamp_ns.get()).min(took_ns);
         let current = self.latency_us(now_ns);
-        let weight = if self.sampled.replace(true) {
-            1.0 - fading(elapsed, SMOOTHING_MS)
-        } else {
-            1.0
-        };
+        let weight = 1.0 - fading(covered, SMOOTHING_MS);
         self.latency_us.set(current + (sample - current) * weight);
         self.stamp_ns.set(now_ns);
     }
@@ -137,10 +135,11 @@ mod tests {
     #[test]
     fn the_estimate_follows_answers_over_the_smoothing_time() {
         let load = NodeLoad::default();
-        // The first answer after a silence sets it.
+        // A slow answer after a silence moves it most of the way.
         load.sent();
         load.answered(150 * MS, 10_000 * MS);
-        assert!((load.latency_us(10_000 * MS) - 150_000.0).abs() < 1.0);
+        let weight = 1.0 - (-1.5f64).exp();
+        assert!((load.latency_us(10_000 * MS) - 150_000.0 * weight).abs() < 1.0);
         // Answers every 5 ms pull it toward 5 ms within a few smoothing
         // times...
         let mut now = 10_000 * MS;
@@ -160,27 +159,53 @@ mod tests {
     }
 
     #[test]
+    fn a_quick_answer_after_a_silence_barely_moves_the_estimate() {
+        // A new connection's first answer: 3 ms, handshake included.
+        let load = NodeLoad::default();
+        load.sent();
+        load.answered(3 * MS, 10_000 * MS);
+        let got = load.latency_us(10_000 * MS);
+        assert!(got < 100.0, "{got}");
+        assert!(load.cost(10_000 * MS) < BASE_US * 1.01);
+    }
+
+    #[test]
     fn an_unused_estimate_decays_so_an_avoided_node_is_tried_again() {
-        let slow = NodeLoad::default();
-        slow.sent();
-        slow.answered(150 * MS, 0);
+        // The fast node answers in 5 ms every 10 ms throughout...
         let fast = NodeLoad::default();
-        // The fast node keeps answering in 5 ms; the slow one is avoided.
         let mut now = 0;
-        let mut tried_at = None;
-        while now < 10_000 * MS {
-            now += 10 * MS;
+        let tick = |now: u64| {
             fast.sent();
             fast.answered(5 * MS, now);
+        };
+        while now < 10_000 * MS {
+            now += 10 * MS;
+            tick(now);
+        }
+        // ...the slow one answers once in 150 ms, and is avoided after.
+        let slow = NodeLoad::default();
+        slow.sent();
+        slow.answered(150 * MS, now);
+        let start = now;
+        let ratio = slow.latency_us(start) / fast.latency_us(start);
+        assert!(ratio > 20.0, "{ratio}");
+        let mut tried_at = None;
+        while now < start + 10_000 * MS {
+            now += 10 * MS;
+            tick(now);
             if tried_at.is_none() && slow.cost(now) < fast.cost(now) {
-                tried_at = Some(now);
+                tried_at = Some(now - start);
             }
         }
-        // After about 3.4 time constants, ln(150 / 5).
+        // Once its estimate has decayed to the fast one's: ln(ratio) time
+        // constants.
         let tried_at = tried_at.expect("the slow node becomes worth a try") as f64 / 1e6;
-        let expected = DECAY_MS * 30f64.ln();
-        assert!((tried_at - expected).abs() < 100.0, "{tried_at} ms");
-        // A fast answer after that long brings it right down.
+        let expected = DECAY_MS * ratio.ln();
+        assert!(
+            (tried_at - expected).abs() < 100.0,
+            "{tried_at} ms, {expected}"
+        );
+        // A fast answer then keeps it there.
         slow.sent();
         slow.answered(5 * MS, now);
         assert!(slow.latency_us(now) < 6_000.0, "{}", slow.latency_us(now));

@@ -81,8 +81,9 @@ pub struct Config {
 /// nodes of its scope (key route affinity aside).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balancing {
-    /// Two nodes drawn at random, the one with the lower cost taken
-    /// (requests in flight and recent answer latency): slow nodes shed load.
+    /// The round robin's next node, unless one drawn at random from the
+    /// others is clearly cheaper (requests in flight and recent answer
+    /// latency): slow nodes shed load, equal nodes keep equal shares.
     LeastRequest,
     /// Each node in turn, whatever its speed.
     RoundRobin,
