@@ -22,12 +22,17 @@
 //!   barely moves it (3 ms: 3%), so the first answer on a new connection,
 //!   which carries the connection's handshake, does not make an equal
 //!   node look slow.
-//! - Between answers the estimate decays toward zero (time constant
-//!   [`DECAY_MS`]), while nodes in use keep theirs fresh. A node avoided for
-//!   being slow therefore gets a request again after a few seconds (a
+//! - Once a node has been without answers for longer than
+//!   [`SMOOTHING_MS`], its estimate decays toward zero (time constant
+//!   [`DECAY_MS`]); nodes in use keep theirs fresh. A node avoided for
+//!   being slow therefore gets a request again about a second later (a
 //!   150 ms estimate falls to within the tie margin of a busy 1 ms node's,
-//!   about 3 ms, in ln(50) ≈ 3.9 × [`DECAY_MS`]), and its first fast answer brings it back at once: this
-//!   is the "occasional request" that lets a recovered node be seen.
+//!   about 3 ms, in 100 ms + ln(50) ≈ 3.9 × [`DECAY_MS`]); if it is fast by then,
+//!   its answers keep it in: this is the "occasional request" that lets a
+//!   recovered node be seen. The constant is short because the slow answer
+//!   that got a node avoided need not be the node's fault: a stall of
+//!   Envoy's worker, or of the host, lands on whichever node had the
+//!   request, and should sideline it for a second, not for several.
 //! - [`BASE_US`] keeps a node without any estimate (new, or idle long
 //!   enough) from costing nothing whatever its in-flight count, which
 //!   would send it every request until its first answer. It also sets the
@@ -46,11 +51,13 @@ use std::cell::Cell;
 
 /// How long the latency estimate decays toward zero without answers
 /// (time constant, in milliseconds).
-pub const DECAY_MS: f64 = 1_000.0;
+pub const DECAY_MS: f64 = 300.0;
 
 /// Over how much time of answers the latency estimate averages (time
 /// constant, in milliseconds).
 pub const SMOOTHING_MS: f64 = 100.0;
+
+const SMOOTHING_NS: u64 = SMOOTHING_MS as u64 * 1_000_000;
 
 /// Added to every latency estimate, in microseconds (10 ms).
 pub const BASE_US: f64 = 10_000.0;
@@ -74,10 +81,15 @@ impl NodeLoad {
         self.in_flight.get()
     }
 
-    /// The latency estimate at `now_ns`, decayed since its last update.
+    /// The latency estimate at `now_ns`: decayed for the time the node
+    /// has been without answers beyond [`SMOOTHING_MS`]. (A node answering
+    /// at a steady pace is not silent; decaying between its answers would
+    /// bias its estimate below its latency.)
     pub fn latency_us(&self, now_ns: u64) -> f64 {
-        let elapsed = now_ns.saturating_sub(self.stamp_ns.get());
-        self.latency_us.get() * fading(elapsed, DECAY_MS)
+        let silent = now_ns
+            .saturating_sub(self.stamp_ns.get())
+            .saturating_sub(SMOOTHING_NS);
+        self.latency_us.get() * fading(silent, DECAY_MS)
     }
 
     /// What sending one more request to this node costs at `now_ns`.
@@ -140,16 +152,16 @@ mod tests {
         load.answered(150 * MS, 10_000 * MS);
         let weight = 1.0 - (-1.5f64).exp();
         assert!((load.latency_us(10_000 * MS) - 150_000.0 * weight).abs() < 1.0);
-        // Answers every 5 ms pull it toward 5 ms within a few smoothing
-        // times...
+        // Answers every 5 ms pull it toward 5 ms: the gap shrinks by e
+        // every smoothing time, so 1 s of them leaves nothing of it...
         let mut now = 10_000 * MS;
-        for _ in 0..100 {
+        for _ in 0..200 {
             load.sent();
             now += 5 * MS;
             load.answered(5 * MS, now);
         }
         let settled = load.latency_us(now);
-        assert!((settled - 5_000.0).abs() < 500.0, "{settled}");
+        assert!((settled - 5_000.0).abs() < 50.0, "{settled}");
         // ...and one outlier among them moves it little.
         load.sent();
         now += 5 * MS;
@@ -197,10 +209,10 @@ mod tests {
                 tried_at = Some(now - start);
             }
         }
-        // Once its estimate has decayed to the fast one's: ln(ratio) time
-        // constants.
+        // Once its estimate has decayed to the fast one's: after the
+        // smoothing time, ln(ratio) time constants.
         let tried_at = tried_at.expect("the slow node becomes worth a try") as f64 / 1e6;
-        let expected = DECAY_MS * ratio.ln();
+        let expected = SMOOTHING_MS + DECAY_MS * ratio.ln();
         assert!(
             (tried_at - expected).abs() < 100.0,
             "{tried_at} ms, {expected}"

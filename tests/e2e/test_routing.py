@@ -71,8 +71,10 @@ def test_sdk_requests_spread_evenly_and_all_signatures_verify(make_cluster, make
 def test_client_headers_cannot_choose_the_node(make_cluster, make_envoy, dynamodb, table_name):
     """A client naming a node in x-envoy-original-dst-host, or in Host, still
     gets its requests balanced over every node. The headers are signed, so
-    the nodes accept them."""
-    p = start_proxied(make_cluster, make_envoy)
+    the nodes accept them. Round robin makes the fair spread exact (the
+    header rule is the same under least request, whose spread under a busy
+    machine's stalls is not this test's subject)."""
+    p = start_proxied(make_cluster, make_envoy, load_balancing="round_robin")
     wait_discovered(p, 3)
     target = f"{p.cluster.addresses[2]}:{p.cluster.port}"
     db = dynamodb(p.endpoint)
@@ -88,8 +90,8 @@ def test_client_headers_cannot_choose_the_node(make_cluster, make_envoy, dynamod
         db.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i)}})
     counts = counts_since(p.cluster, before)
     assert sum(counts.values()) == 300
-    # Steering would put all 300 on one node; balancing gives each about 100.
-    assert len(counts) == 3 and all(70 <= n <= 130 for n in counts.values()), counts
+    # Steering would put all 300 on one node; round robin gives each 100.
+    assert all(90 <= n <= 110 for n in counts.values()), counts
     seen = p.cluster.last_request_headers(p.cluster.addresses[0])
     names = {k.lower(): v for k, v in seen}
     assert names.get("x-envoy-original-dst-host") == target, "header should reach the node unchanged"
