@@ -9,7 +9,9 @@ shipped config fails the suite.
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -36,6 +38,19 @@ def build_wasm() -> Path:
         )
         _built = True
     return WASM
+
+
+@functools.cache
+def build_variant(name: str, **build_env: str) -> Path:
+    """A second build of the module (``target/alternator_lb_<name>.wasm``),
+    made by scripts/build with build-time settings in ``build_env`` (e.g.
+    ``ALTERNATOR_LB_FORMAT``), in its own cargo target directory so that it
+    never replaces the shipped module; once per test process."""
+    wasm = REPO / "target" / f"alternator_lb_{name}.wasm"
+    env = {**os.environ, **build_env, "CARGO_TARGET_DIR": str(REPO / "target" / f"variant-{name}")}
+    subprocess.run([str(REPO / "scripts" / "build"), "alternator-lb", str(wasm)],
+                   stdout=subprocess.DEVNULL, cwd=REPO, env=env, check=True)
+    return wasm
 
 
 def each_dict(node, edit) -> None:

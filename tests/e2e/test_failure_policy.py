@@ -12,32 +12,19 @@ after the first run.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from filter_setup import REPO, wasm_plugin
+from filter_setup import build_variant, wasm_plugin
 from harness import net
 from proxy import start_proxied, wait_discovered
 
 TRAP_HEADER = "x-alternator-lb-trap"
-TRAP_WASM = REPO / "target" / "alternator_lb_trap.wasm"
-TRAP_TARGET_DIR = REPO / "target" / "trap-test"
-
-_built = False
 
 
 def build_trap_module():
-    global _built
-    if not _built:
-        env = {**os.environ, "ALTERNATOR_LB_TRAP_HEADER": TRAP_HEADER,
-               "CARGO_TARGET_DIR": str(TRAP_TARGET_DIR)}
-        subprocess.run([str(REPO / "scripts" / "build"), "alternator-lb", str(TRAP_WASM)],
-                       stdout=subprocess.DEVNULL, cwd=REPO, env=env, check=True)
-        _built = True
-    return TRAP_WASM
+    return build_variant("trap", ALTERNATOR_LB_TRAP_HEADER=TRAP_HEADER)
 
 
 def start(make_cluster, make_envoy, policy: str):

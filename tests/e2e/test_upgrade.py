@@ -13,32 +13,19 @@ build; after the first run it is a cache hit.
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
 
-from filter_setup import REPO, envoy_config, wasm_plugin
+from filter_setup import build_variant, envoy_config, wasm_plugin
 from harness import net
 from proxy import counts_since, create_table, sleep_intervals, Proxied
 
 NEXT_FORMAT = "e2e-next"
-NEXT_WASM = REPO / "target" / "alternator_lb_format_next.wasm"
-NEXT_TARGET_DIR = REPO / "target" / "format-next"
 VM_ID = "alternator_lb"
-
-_next_built = False
 
 
 def build_next_module():
     """The filter as it ships, but writing and reading format NEXT_FORMAT."""
-    global _next_built
-    if not _next_built:
-        env = {**os.environ, "ALTERNATOR_LB_FORMAT": NEXT_FORMAT,
-               "CARGO_TARGET_DIR": str(NEXT_TARGET_DIR)}
-        subprocess.run([str(REPO / "scripts" / "build"), "alternator-lb", str(NEXT_WASM)],
-                       stdout=subprocess.DEVNULL, cwd=REPO, env=env, check=True)
-        _next_built = True
-    return NEXT_WASM
+    return build_variant("format_next", ALTERNATOR_LB_FORMAT=NEXT_FORMAT)
 
 
 # Envoy prefixes a Wasm log line with the plugin's root_id and vm_id.
