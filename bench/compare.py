@@ -274,6 +274,11 @@ def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def median_of(ms: list[dict], variant: str, shape: str, key: str) -> float | None:
+    """The median of ``key`` over the measurements of one variant and shape."""
+    return median([m[key] for m in ms if m["variant"] == variant and m["shape"] == shape])
+
+
 def spread_pct(per_node: dict[str, int]) -> float | None:
     """Largest deviation of a node's count from the mean, in % of the mean."""
     total = sum(per_node.values())
@@ -637,19 +642,16 @@ class Compare:
             c = lv["concurrency"]
             ms = [m for m in self.measurements if m["concurrency"] == c]
 
-            def pick(variant, shape, key):
-                return [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape]
-
-            base_rps = median(pick("static-rr", "throughput", "rps"))
-            base_p50 = median(pick("static-rr", "latency", "p50_us"))
+            base_rps = median_of(ms, "static-rr", "throughput", "rps")
+            base_p50 = median_of(ms, "static-rr", "latency", "p50_us")
             for v in self.variants:
                 per_node: dict[str, int] = {ip: 0 for ip in self.fake.addresses}
                 for m in ms:
                     if m["variant"] == v:
                         for ip, n in m["per_node"].items():
                             per_node[ip] += n
-                rps = median(pick(v, "throughput", "rps"))
-                p50 = median(pick(v, "latency", "p50_us"))
+                rps = median_of(ms, v, "throughput", "rps")
+                p50 = median_of(ms, v, "latency", "p50_us")
                 # Paired per-round comparisons (same round, back to back).
                 ratios = added = []
                 if v != "direct":
@@ -662,12 +664,12 @@ class Compare:
                     "ratio": rps / base_rps if v != "direct" and rps and base_rps else None,
                     "ratio_per_round": ratios,
                     "p50_us": p50,
-                    "p99_us": median(pick(v, "latency", "p99_us")),
-                    "single_connection_rps": median(pick(v, "latency", "rps")),
+                    "p99_us": median_of(ms, v, "latency", "p99_us"),
+                    "single_connection_rps": median_of(ms, v, "latency", "rps"),
                     "added_p50_us": p50 - base_p50 if v != "direct" and p50 is not None
                     and base_p50 is not None else None,
                     "added_p50_per_round_us": added,
-                    "envoy_cpu_us_per_request": median(pick(v, "throughput", "envoy_cpu_us_per_request")),
+                    "envoy_cpu_us_per_request": median_of(ms, v, "throughput", "envoy_cpu_us_per_request"),
                     "rss_mib": mib(lv["rss_end_kib"][v]["VmRSS"]) if v in lv["rss_end_kib"] else None,
                     "per_node": per_node,
                     "spread_pct": spread_pct(per_node) if v != "direct" else None,
@@ -723,10 +725,7 @@ class Compare:
             c = lv["concurrency"]
             ms = [m for m in self.slow_measurements if m["concurrency"] == c]
 
-            def pick(variant, shape, key):
-                return [m[key] for m in ms if m["variant"] == variant and m["shape"] == shape]
-
-            base_rps = median(pick("static-rr", "throughput", "rps"))
+            base_rps = median_of(ms, "static-rr", "throughput", "rps")
             for v in self.envoy_variants:
                 per_node = {}
                 for shape in SHAPES:
@@ -736,18 +735,18 @@ class Compare:
                             for ip, n in m["per_node"].items():
                                 per_node[shape][ip] += n
                 share = {shape: self.shares(per_node[shape]) for shape in SHAPES}
-                rps = median(pick(v, "throughput", "rps"))
+                rps = median_of(ms, v, "throughput", "rps")
                 rows.append({
                     "concurrency": c, "variant": v, "balancing": self.balancing_of(v),
                     "rps": rps,
                     "ratio": rps / base_rps if rps and base_rps else None,
                     "ratio_per_round": self.paired(c, v, "static-rr", "throughput", "rps", self._ratio,
                                                    measurements=self.slow_measurements),
-                    "p50_us": median(pick(v, "latency", "p50_us")),
-                    "p99_us": median(pick(v, "latency", "p99_us")),
-                    "mean_us": median(pick(v, "latency", "mean_us")),
-                    "single_connection_rps": median(pick(v, "latency", "rps")),
-                    "envoy_cpu_us_per_request": median(pick(v, "throughput", "envoy_cpu_us_per_request")),
+                    "p50_us": median_of(ms, v, "latency", "p50_us"),
+                    "p99_us": median_of(ms, v, "latency", "p99_us"),
+                    "mean_us": median_of(ms, v, "latency", "mean_us"),
+                    "single_connection_rps": median_of(ms, v, "latency", "rps"),
+                    "envoy_cpu_us_per_request": median_of(ms, v, "throughput", "envoy_cpu_us_per_request"),
                     "per_node": per_node,
                     "share_pct": share,
                     "slow_node_share_pct": {shape: share[shape][slow_ip] if share[shape] else None
