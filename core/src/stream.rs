@@ -246,8 +246,8 @@ impl Drop for Stream {
     }
 }
 
-/// Sends a request on: to `chosen`, or to the next node round robin, by
-/// handing the node to Envoy. `None` when it was answered with the 503
+/// Sends a request on: to `chosen`, or to the node the router picks (least
+/// request or round robin), by handing the node to Envoy. `None` when it was answered with the 503
 /// instead (no node, or Envoy refused the hand-off); Envoy must then keep
 /// it paused.
 pub fn hand_off(

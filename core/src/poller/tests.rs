@@ -361,6 +361,18 @@ fn conditional_write() -> Rc<TestStream> {
     })
 }
 
+/// A conditional write on VM 0 whose headers came without its body: held.
+fn hold_write(sim: &Sim, id: u32) -> (Rc<TestStream>, Stream) {
+    let request = conditional_write();
+    sim.process.start_stream(id, &request);
+    let mut stream = Stream::new(id, sim.router(0));
+    assert_eq!(
+        stream.on_request_headers(request.as_ref(), false),
+        Action::Pause
+    );
+    (request, stream)
+}
+
 const HOLDING: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
     "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}}"#;
 
@@ -368,13 +380,7 @@ const HOLDING: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
 fn a_held_write_whose_body_never_comes_is_sent_on_and_holding_stops_everywhere() {
     capture_logs();
     let sim = discovered(HOLDING, 3);
-    let request = conditional_write();
-    sim.process.start_stream(40, &request);
-    let mut stream = Stream::new(40, sim.router(0));
-    assert_eq!(
-        stream.on_request_headers(request.as_ref(), false),
-        Action::Pause
-    );
+    let (request, mut stream) = hold_write(&sim, 40);
     // Envoy without allow_on_headers_stop_iteration never calls with the
     // body. Within the timeout and one tick, VM 0 sends the write on.
     sim.run(crate::poller::HOLD_TIMEOUT_MS - sim.tick_ms);
@@ -420,13 +426,7 @@ fn a_held_write_whose_body_never_comes_is_sent_on_and_holding_stops_everywhere()
 #[test]
 fn a_body_that_starts_in_time_keeps_its_write_held_however_slow_it_is() {
     let sim = discovered(HOLDING, 2);
-    let request = conditional_write();
-    sim.process.start_stream(50, &request);
-    let mut stream = Stream::new(50, sim.router(0));
-    assert_eq!(
-        stream.on_request_headers(request.as_ref(), false),
-        Action::Pause
-    );
+    let (request, mut stream) = hold_write(&sim, 50);
     sim.run(sim.tick_ms);
     let size = request.request_body.len();
     assert_eq!(
@@ -464,13 +464,7 @@ fn a_body_that_starts_in_time_keeps_its_write_held_however_slow_it_is() {
 fn a_held_write_that_ends_before_its_body_is_forgotten() {
     capture_logs();
     let sim = discovered(HOLDING, 1);
-    let request = conditional_write();
-    sim.process.start_stream(60, &request);
-    let mut stream = Stream::new(60, sim.router(0));
-    assert_eq!(
-        stream.on_request_headers(request.as_ref(), false),
-        Action::Pause
-    );
+    let (request, stream) = hold_write(&sim, 60);
     // The client gives up: Envoy deletes the context.
     drop(stream);
     sim.process.end_stream(60);

@@ -534,6 +534,24 @@ fn share(sent: &[(u64, NodeAddr)], node: NodeAddr, from_ms: u64, to_ms: u64) -> 
     window.iter().filter(|n| ***n == node).count() as f64 / window.len() as f64
 }
 
+/// `count` requests routed (ids from `first_id`) and not yet answered.
+fn open_streams(sim: &Sim, first_id: u32, count: u32) -> Vec<(TestStream, Stream)> {
+    (first_id..first_id + count)
+        .map(|id| {
+            let request = TestStream::default();
+            let mut stream = Stream::new(id, sim.router(0));
+            assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+            (request, stream)
+        })
+        .collect()
+}
+
+fn assert_nothing_in_flight(sim: &Sim) {
+    for node in sim.routed(0) {
+        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
+    }
+}
+
 fn addr(s: &str) -> NodeAddr {
     s.parse().unwrap()
 }
@@ -551,9 +569,7 @@ fn a_slow_node_sheds_load_and_gets_it_back_when_fast_again() {
     // Within 10 s of being fast again it has its share back.
     let recovered = share(&sent, slow, 25_000, 30_000);
     assert!(recovered >= 0.20, "{recovered}");
-    for node in sim.routed(0) {
-        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
-    }
+    assert_nothing_in_flight(&sim);
 }
 
 #[test]
@@ -613,20 +629,14 @@ fn latency_jitter_and_a_slow_handshake_leave_equal_nodes_in_round_robin() {
 #[test]
 fn in_flight_counts_come_back_to_zero_however_streams_end() {
     let sim = least_request_vm();
-    let mut open = Vec::new();
-    for i in 0..30u32 {
-        let request = TestStream::default();
-        let mut stream = Stream::new(2000 + i, sim.router(0));
-        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
-        open.push((i, request, stream));
-    }
+    let open = open_streams(&sim, 2000, 30);
     let total: u32 = sim
         .routed(0)
         .iter()
         .map(|n| sim.router(0).borrow().in_flight(n).unwrap())
         .sum();
     assert_eq!(total, 30);
-    for (i, request, mut stream) in open {
+    for (i, (request, mut stream)) in open.into_iter().enumerate() {
         match i % 3 {
             // Answered.
             0 => {
@@ -646,22 +656,14 @@ fn in_flight_counts_come_back_to_zero_however_streams_end() {
         drop(stream);
         drop(request);
     }
-    for node in sim.routed(0) {
-        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
-    }
+    assert_nothing_in_flight(&sim);
 }
 
 #[test]
 fn a_node_leaving_its_tier_mid_flight_keeps_the_counts_right() {
     let sim = least_request_vm();
     let leaving = addr("10.0.0.1:8000");
-    let mut open = Vec::new();
-    for i in 0..12u32 {
-        let request = TestStream::default();
-        let mut stream = Stream::new(3000 + i, sim.router(0));
-        stream.on_request_headers(&request, true);
-        open.push((request, stream));
-    }
+    let open = open_streams(&sim, 3000, 12);
     assert!(sim.router(0).borrow().in_flight(&leaving).unwrap() > 0);
     // /localnodes stops listing it while its requests are in flight.
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.1");
@@ -673,9 +675,7 @@ fn a_node_leaving_its_tier_mid_flight_keeps_the_counts_right() {
     for (request, mut stream) in open {
         stream.on_response_headers(&request);
     }
-    for node in sim.routed(0) {
-        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
-    }
+    assert_nothing_in_flight(&sim);
     // Listed again, it starts from nothing (after its quarantine probe).
     sim.cluster.borrow_mut().listed.push("10.0.0.1".into());
     sim.run(3_000);
