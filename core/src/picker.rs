@@ -93,16 +93,27 @@ impl<T> RoundRobin<T> {
     }
 }
 
-/// Costs closer than this factor are a tie. Latency estimates of equal
-/// nodes jitter; without a margin the one that happens to be estimated a
-/// little slower would lose every pair it is drawn into until its estimate
-/// moved, and equal nodes would not get equal shares.
+/// Costs closer than this factor are a tie: the first keeps its turn.
+/// Estimates of equal nodes differ a little even when robust (one host is
+/// busier, one connection newer); without a margin the one that happens to
+/// look a little dearer would lose every pair it is drawn into, and equal
+/// nodes would not get equal shares.
 pub const TIE_MARGIN: f64 = 1.2;
 
+/// Costs this far apart, or more, are no contest: the cheaper always wins.
+/// Between [`TIE_MARGIN`] and this, the cheaper wins with a probability
+/// that grows linearly with the ratio, so that a modest difference shifts
+/// load modestly instead of all at once.
+pub const CLEAR_MARGIN: f64 = 2.0;
+
 /// Of `entries[first]` and an entry drawn uniformly from the others with
-/// `draw` (any random u64), the second only when its cost is clearly lower
-/// (by more than [`TIE_MARGIN`]); otherwise, ties included, the first.
-/// The only entry of a list of one; `None` when `first` is out of range.
+/// `draw` (any random u64: its low half draws the entry, its high half
+/// decides a contest), which one gets the request. The first keeps its
+/// turn unless the other is cheaper by more than [`TIE_MARGIN`]; beyond
+/// that the other wins with probability
+/// `(ratio − TIE_MARGIN) / (CLEAR_MARGIN − TIE_MARGIN)`, and always from
+/// [`CLEAR_MARGIN`] on. The only entry of a list of one; `None` when
+/// `first` is out of range.
 ///
 /// The caller passes the round robin's next entry as `first`, so ties
 /// resolve into round robin: equal nodes get exactly equal shares, not just
@@ -122,12 +133,18 @@ pub fn two_choices<T>(
     if others == 0 {
         return Some(a);
     }
-    let mut second = (draw % others) as usize;
+    let mut second = ((draw & 0xFFFF_FFFF) % others) as usize;
     if second >= first {
         second += 1;
     }
     let b = entries.get(second)?;
-    Some(if cost(b) * TIE_MARGIN < cost(a) { b } else { a })
+    let (cost_a, cost_b) = (cost(a), cost(b));
+    if cost_a <= cost_b * TIE_MARGIN {
+        return Some(a);
+    }
+    let odds = (cost_a / cost_b - TIE_MARGIN) / (CLEAR_MARGIN - TIE_MARGIN);
+    let toss = (draw >> 32) as f64 / 4_294_967_296.0;
+    Some(if toss < odds { b } else { a })
 }
 
 #[cfg(test)]
@@ -205,8 +222,8 @@ mod tests {
         assert_eq!(two_choices::<u32>(&[], 0, 7, |_| 0.0), None);
         assert_eq!(two_choices(&[9], 0, 7, |_| 0.0), Some(&9));
         assert_eq!(two_choices(&[9], 1, 7, |_| 0.0), None);
-        let costs = [5.0, 1.0, 3.0];
-        assert!(costs[2] > costs[1] * TIE_MARGIN && costs[0] > costs[2] * TIE_MARGIN);
+        let costs = [7.0, 1.0, 3.0];
+        assert!(costs[2] >= costs[1] * CLEAR_MARGIN && costs[0] >= costs[2] * CLEAR_MARGIN);
         let mut next = draws(0x9E37_79B9_7F4A_7C15);
         let mut seen = [[0usize; 3]; 3];
         for (first, counts) in seen.iter_mut().enumerate() {
@@ -234,14 +251,25 @@ mod tests {
                 assert_eq!(got, Some(&first));
             }
         }
-        assert_eq!(
-            two_choices(&[0usize, 1], 1, 5, |&i| [1.0, 1.3][i]),
-            Some(&0)
-        );
-        assert_eq!(
-            two_choices(&[0usize, 1], 0, 5, |&i| [1.0, 1.3][i]),
-            Some(&0)
-        );
+        for _ in 0..100 {
+            let draw = next();
+            let got = two_choices(&[0usize, 1], 1, draw, |&i| [1.0, 2.1][i]);
+            assert_eq!(got, Some(&0), "clearly cheaper");
+            let got = two_choices(&[0usize, 1], 0, draw, |&i| [1.0, 2.1][i]);
+            assert_eq!(got, Some(&0));
+        }
+    }
+
+    #[test]
+    fn between_the_margins_the_cheaper_wins_in_proportion() {
+        let mut next = draws(17);
+        for (ratio, expected) in [(1.4, 0.25), (1.6, 0.5), (1.8, 0.75)] {
+            let won = (0..4000)
+                .filter(|_| two_choices(&[0usize, 1], 1, next(), |&i| [1.0, ratio][i]) == Some(&0))
+                .count() as f64
+                / 4000.0;
+            assert!((won - expected).abs() < 0.03, "{ratio}: {won}");
+        }
     }
 
     #[test]

@@ -271,7 +271,7 @@ pub fn hand_off(
         Ok(()) => {
             let counts = router.count();
             counts.routed = counts.routed.wrapping_add(1);
-            route.load.sent();
+            route.load.sent(now);
             Some(Sent { route, at_ns: now })
         }
         Err(e) => {
