@@ -10,6 +10,8 @@
 //!   simulated Alternator cluster answering their callouts.
 //! - [`TestStream`]: one request's [`StreamHost`].
 //! - [`logs`]: the log lines of the current test's thread.
+//! - [`traffic`]: clients sending requests through a [`Sim`]'s VMs to nodes
+//!   that answer with realistic noise, for balancing tests.
 
 use crate::error_body::LocalReply;
 use crate::host::{Host, HostError, MetricKind, StreamHost};
@@ -19,6 +21,8 @@ use crate::router::Router;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+
+pub mod traffic;
 
 /// Runs before a shared-data write with its key and value; returns true
 /// when it did its work (it is then dropped). This is how a test makes
