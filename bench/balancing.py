@@ -2,16 +2,18 @@
 """How alternator-lb spreads requests over the nodes: five scenarios of real
 SDK clients through a real Envoy (issue 17).
 
-Every scenario run starts its own simulated Alternator cluster of three nodes
-(tests/e2e/harness/alternator.py: ``127.A.B.1``-``.3`` of a reserved loopback
-block, one common port, SigV4 checked, backed by one moto server for the whole
-bench) and its own Envoy (``--concurrency 2``) with envoy/envoy.yaml as
-shipped, derived the way the e2e tests derive it: only the listener and admin
-ports, the module path, ``seeds`` (the cluster's first node, which then
+Every run of a variant starts its own simulated Alternator cluster of three
+nodes (tests/e2e/harness/alternator.py: ``127.A.B.1``-``.3`` of a reserved
+loopback block, one common port, SigV4 checked, backed by one moto server for
+the whole bench) and its own Envoy (``--concurrency 2``) with envoy/envoy.yaml
+as shipped, derived the way the e2e tests derive it: only the listener and
+admin ports, the module path, ``seeds`` (the cluster's first node, which then
 answers the filter's /localnodes polls) and ``port`` change, plus the
-variant's configuration keys. The clients are boto3 DynamoDB clients with the
-SDK's defaults, calling GetItem. Which node served each request is read from
-the cluster's own records, in the order the requests arrived.
+variant's configuration keys. The scenarios run in turn on it, every node
+prompt again between them. The clients are boto3 DynamoDB clients with the
+SDK's defaults, calling GetItem, new ones for every scenario. Which node
+served each request is read from the cluster's own records, in the order the
+requests arrived.
 
 Scenarios (targets of issue 17; figures are reported with PASS/FAIL next to
 them, nothing is asserted):
@@ -119,8 +121,8 @@ class Settings:
     slow_delay: float = 0.150
     settle: float = 0.5             # load running (after the warm-up) before a phase is measured
     fast_seconds: float = 4.0
-    slow_settle: float = 2.0
-    slow_seconds: float = 5.0
+    slow_settle: float = 1.5
+    slow_seconds: float = 4.0
     back_from: float = 5.0          # the target's window after the node is fast again
     back_to: float = 10.0
 
@@ -362,23 +364,32 @@ class Balancing:
         names = list(self.variants)
         for rep in range(1, self.args.repeat + 1):
             seed = self.args.seed + rep - 1
+            # Each run of a variant: one new cluster and Envoy, the scenarios
+            # in turn on it (an Envoy start costs about 2 s here, a fifth of a
+            # scenario); the first scenario meets a filter that just started.
+            stacks: dict[str, Stack] = {}
             for n in self.args.scenarios:
                 # Variants back to back, their order swapped every repeat, so a
                 # machine getting busier or quieter favours none.
                 for variant in (names if rep % 2 else names[::-1]):
-                    self.one(n, variant, rep, seed)
+                    if variant not in stacks:
+                        stacks[variant] = Stack(self, variant, seed, self.workdir / f"r{rep}-{variant}")
+                    self.one(stacks[variant], n, variant, rep, seed)
+            for stack in stacks.values():
+                self.close(stack)
         self.elapsed = time.monotonic() - self.t0
         self.load_after = loadavg()
 
-    def one(self, n: int, variant: str, rep: int, seed: int) -> None:
+    def one(self, stack: Stack, n: int, variant: str, rep: int, seed: int) -> None:
         name = SCENARIOS[n][0]
         print(f"run {rep}/{self.args.repeat}: scenario {n} ({name}), {variant}", end="", flush=True)
         t0 = time.monotonic()
-        stack = Stack(self, variant, seed, self.workdir / f"r{rep}-{n}-{name}-{variant}")
-        try:
-            result = getattr(self, "scenario_" + name.replace("-", "_"))(stack)
-        finally:
-            self.close(stack)
+        # What an earlier scenario left: prompt nodes again, the same delay
+        # draws for this scenario whatever ran before, fresh records.
+        stack.cluster.set_answer_delay(None, 0.0)
+        stack.cluster.seed_answer_delays(seed)
+        stack.cluster.reset_counters()
+        result = getattr(self, "scenario_" + name.replace("-", "_"))(stack)
         result.update(scenario=n, variant=variant, run=rep, seed=seed, seconds=time.monotonic() - t0,
                       addresses=stack.addresses, note=stack.note)
         if result["errors"]:
@@ -530,8 +541,10 @@ class Balancing:
                                       or "the shipped configuration")
               + f"; load balancing: {self.balancing_of(v)}" for v, keys in self.variants.items()],
             f"- cluster: 3 simulated Alternator nodes (tests/e2e/harness, one moto server behind "
-            f"them), a new cluster and Envoy for every run; clients: boto3 GetItem, SDK defaults; "
-            f"{WARMUP_REQUESTS} warm-up requests per client before measuring (not counted)",
+            f"them); per run and variant a new cluster and Envoy, the scenarios in turn on it "
+            f"(every node prompt again between them); clients: boto3 GetItem, SDK defaults, "
+            f"new ones for every scenario; {WARMUP_REQUESTS} warm-up requests per client before "
+            f"measuring (not counted); `s`: the scenario's wall time",
             f"- {a.repeat} run(s) per scenario and variant (seed of the random delays: "
             f"{a.seed} + run - 1); {s.requests:,} requests per sequential run"
             + (" (--quick)" if a.quick else ""),
