@@ -163,7 +163,7 @@ def ratio(x: float) -> str:
 
 
 def fraction(x: float) -> str:
-    return f"{x:.2f}"
+    return f"{x:.3f}"
 
 
 SCENARIOS: dict[int, tuple[str, str, list[Target]]] = {
