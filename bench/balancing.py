@@ -120,14 +120,14 @@ class Settings:
     loaded_clients: int = 8         # scenario 5
     slow_delay: float = 0.150
     settle: float = 0.5             # load running (after the warm-up) before a phase is measured
-    fast_seconds: float = 4.0
-    slow_settle: float = 1.5
-    slow_seconds: float = 4.0
+    fast_seconds: float = 3.0
+    slow_settle: float = 1.0
+    slow_seconds: float = 3.0
     back_from: float = 5.0          # the target's window after the node is fast again
     back_to: float = 10.0
 
 
-QUICK = dict(requests=300, paced_seconds=4.0, fast_seconds=2.0, slow_settle=1.0, slow_seconds=3.0)
+QUICK = dict(requests=300, paced_seconds=4.0, fast_seconds=2.0, slow_seconds=2.0)
 
 
 @dataclass(frozen=True)
