@@ -470,6 +470,73 @@ def test_drop_next_requests_ends_connections_unanswered_then_serves(make_cluster
     assert cluster.errors() == []
 
 
+def test_answer_delays_fixed_jitter_spikes_seeded(make_cluster, dynamodb):
+    """set_answer_delay delays DynamoDB answers only (never GET / or
+    /localnodes): by a fixed delay, a uniform jitter, or a spike with some
+    probability; each answer's delay is in its record, and the same seed
+    gives the same delays to the same requests."""
+    cluster = make_cluster(3, delay_seed=7)
+    fixed, jittery, spiky = cluster.addresses
+    cluster.set_answer_delay(fixed, 0.05)
+    cluster.set_answer_delay(jittery, jitter=(0.002, 0.004))
+    cluster.set_answer_delay(spiky, 0.001, spike_probability=0.5, spike_delay=0.03)
+    clients = {a: dynamodb(cluster.endpoint(a)) for a in cluster.addresses}
+
+    def timed_calls(addr, n):
+        took = []
+        for _ in range(n):
+            t0 = time.monotonic()
+            clients[addr].list_tables(Limit=1)
+            took.append(time.monotonic() - t0)
+        return took
+
+    def delays(addr, since):
+        return [(r.delay, r.spike) for r in cluster.dynamodb_requests(since=since) if r.node == addr]
+
+    for a in cluster.addresses:     # connections open, so the timing below is the answer's
+        timed_calls(a, 1)
+    since = time.monotonic()
+    took = {a: timed_calls(a, 20) for a in cluster.addresses}
+    assert all(t >= 0.05 for t in took[fixed])
+    assert delays(fixed, since) == [(0.05, False)] * 20
+    d = delays(jittery, since)
+    assert all(0.002 <= x < 0.004 and not spike for x, spike in d) and len({x for x, _ in d}) == 20
+    assert all(t >= x for t, (x, _) in zip(took[jittery], d))
+    d = delays(spiky, since)
+    assert {x for x, spike in d if spike} == {0.031} and {x for x, spike in d if not spike} == {0.001}
+    assert 3 <= sum(spike for _, spike in d) <= 17, d
+    assert all(t >= x for t, (x, _) in zip(took[spiky], d))
+    # Probes and /localnodes are never delayed, even on the slowest node.
+    t0 = time.monotonic()
+    assert http_get(fixed, cluster.port, "/")[0] == 200
+    assert set(localnodes(cluster, fixed)) == set(cluster.addresses)
+    assert time.monotonic() - t0 < 0.05
+
+    # The same seed, the same requests in the same order: the same delays.
+    def draws():
+        cluster.seed_answer_delays(11)
+        since = time.monotonic()
+        for a in (jittery, spiky, jittery, spiky, spiky, jittery):
+            clients[a].list_tables(Limit=1)
+        return [(r.node, r.delay, r.spike) for r in cluster.dynamodb_requests(since=since)]
+
+    first = draws()
+    assert draws() == first and len(first) == 6
+
+    # None: every node and those added later; 0: prompt again.
+    cluster.set_answer_delay(None, 0.02)
+    added = cluster.add_node()
+    assert cluster.node(added).answer_delay == 0.02 and cluster.node(jittery).answer_jitter == (0, 0)
+    cluster.set_answer_delay(None, 0)
+    since = time.monotonic()
+    timed_calls(fixed, 1)
+    assert delays(fixed, since) == [(0.0, False)]
+    for bad in ({"seconds": -1}, {"jitter": (0.003, 0.001)}, {"spike_probability": 1.5}):
+        with pytest.raises(ValueError):
+            cluster.set_answer_delay(fixed, **bad)
+    assert cluster.errors() == []
+
+
 def test_localnodes_modes(make_cluster):
     cluster = make_cluster(3)
     a0, a1, a2 = cluster.addresses

@@ -39,6 +39,9 @@ died), ``remove_node``/``unlist_node`` drops a node from ``/localnodes``
 while it keeps serving (a decommission the client has not noticed yet).
 ``drop_next_requests`` makes a node that stays up end a few connections
 without answering (a reset after the connection was made).
+``set_answer_delay`` makes a node's DynamoDB answers late: by a fixed
+delay, by a random one within a range, and now and then by a spike, drawn
+from a seeded generator so that a benchmark run can be repeated.
 """
 
 from __future__ import annotations
@@ -106,6 +109,10 @@ class SimulatedNode:
     drop_next: int = 0          # DynamoDB requests still to drop unanswered
     drop_how: str = "reset"
     answer_delay: float = 0.0   # seconds added to every DynamoDB answer
+    # Drawn per DynamoDB answer, on top of answer_delay (set_answer_delay):
+    answer_jitter: tuple[float, float] = (0.0, 0.0)   # uniform in [low, high) seconds
+    spike_probability: float = 0.0   # the chance an answer is spike_delay late instead
+    spike_delay: float = 0.0
     server: "_NodeServer | None" = field(default=None, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -124,6 +131,8 @@ class DynamoRequest:
     headers: list[tuple[str, str]]
     body: bytes = field(repr=False, default=b"")
     status: int | None = None   # status relayed to the client (filled in later)
+    delay: float = 0.0          # seconds its answer was held back (set_answer_delay)
+    spike: bool = False         # whether that delay was a spike
 
 
 #: A hook sees each verified request before it is forwarded.  It may return
@@ -417,10 +426,8 @@ class _NodeHandler(BaseHTTPRequestHandler):
                                headers, body)
         hook = cluster._record_request(record)
         answer = hook(record) if hook else None
-        with cluster._lock:
-            delay = node.answer_delay
-        if delay > 0:
-            time.sleep(delay)
+        if record.delay > 0:
+            time.sleep(record.delay)
         if answer is None:
             if record.operation in _SERIALIZED_WRITES:
                 # moto applies a read-modify-write (ADD, a condition) without
@@ -490,14 +497,16 @@ class SimulatedCluster:
     number of nodes (``n_nodes`` may then be omitted, or must agree); by
     default there are 3 nodes, all in ``dc1``/``rack1``.  Every control and
     counter method is thread-safe.  Use as a context manager, or call
-    :meth:`close`.
+    :meth:`close`.  ``delay_seed`` seeds the random answer delays of
+    :meth:`set_answer_delay` (None: not reproducible).
     """
 
     def __init__(self, backend_url: str, n_nodes: int | None = None,
                  access_key: str = DEFAULT_ACCESS_KEY, secret_key: str = DEFAULT_SECRET_KEY,
                  topology: list[tuple[str, str]] | None = None,
                  addresses: list[str] | None = None, port: int | None = None,
-                 tls: Callable[[str], ssl.SSLContext] | None = None):
+                 tls: Callable[[str], ssl.SSLContext] | None = None,
+                 delay_seed: int | str | None = 0):
         if topology is not None:
             if n_nodes is not None and n_nodes != len(topology):
                 raise ValueError(f"n_nodes={n_nodes} but topology has {len(topology)} entries")
@@ -523,6 +532,8 @@ class SimulatedCluster:
         self._write_lock = threading.Lock()
         self._nodes: dict[str, SimulatedNode] = {}
         self._default_mode = ("normal", 2.0)
+        self._default_delay: dict[str, Any] = {}   # set_answer_delay(None, ...) for added nodes
+        self._delay_rng = random.Random(delay_seed)
         self._localnodes_body: bytes | None = None
         self._closed = False
         self._retired: list[_NodeServer] = []      # stopped servers, joined by close()
@@ -588,7 +599,7 @@ class SimulatedCluster:
             sock = net.bind_listener(addr, self.port)
             node = SimulatedNode(addr, dc or DEFAULT_DC, rack or DEFAULT_RACK,
                                  localnodes_mode=self._default_mode[0],
-                                 slow_delay=self._default_mode[1])
+                                 slow_delay=self._default_mode[1], **self._default_delay)
             self._nodes[addr] = node
             self._serve(node, sock)
             return addr
@@ -673,13 +684,45 @@ class SimulatedCluster:
             node = self.node(addr)
             node.drop_next, node.drop_how = n, how
 
-    def set_answer_delay(self, addr: str, seconds: float) -> None:
-        """Make the node answer every DynamoDB request (``POST``) ``seconds``
-        later than it would (0: not at all): a node that is compacting, hot
-        or on a failing disk. Health checks and ``/localnodes`` are not
-        delayed; nor are other connections while one waits."""
+    def set_answer_delay(self, addr: str | None, seconds: float = 0.0, *,
+                         jitter: float | tuple[float, float] = 0.0,
+                         spike_probability: float = 0.0, spike_delay: float = 0.0) -> None:
+        """Make the node (every node, and nodes added later, if ``addr`` is
+        None) answer every DynamoDB request (``POST``) ``seconds`` later than
+        it would (0: not at all): a node that is compacting, hot or on a
+        failing disk. Health checks and ``/localnodes`` are never delayed;
+        nor are other connections while one waits.
+
+        On top of ``seconds``, each answer draws a random extra delay:
+        uniform in ``jitter`` (``(low, high)`` seconds, or ``high`` for
+        ``(0, high)``), except that with probability ``spike_probability``
+        it is ``spike_delay`` instead (a pause, a slow disk read). Draws
+        come from the cluster's one generator, seeded by ``delay_seed``
+        (:meth:`seed_answer_delays`), in the order requests arrive at the
+        cluster: the same requests in the same order get the same delays,
+        whichever node serves them. Each call replaces the node's whole
+        delay profile; ``set_answer_delay(addr, 0)`` makes it prompt again.
+        The delay of each answer is in its record (``delay``, ``spike``).
+        """
+        low, high = (0.0, float(jitter)) if isinstance(jitter, (int, float)) else map(float, jitter)
+        if not (seconds >= 0 and 0 <= low <= high and spike_delay >= 0
+                and 0 <= spike_probability <= 1):
+            raise ValueError(f"bad delay profile: seconds={seconds}, jitter=({low}, {high}), "
+                             f"spike_probability={spike_probability}, spike_delay={spike_delay}")
+        profile = dict(answer_delay=float(seconds), answer_jitter=(low, high),
+                       spike_probability=float(spike_probability), spike_delay=float(spike_delay))
         with self._lock:
-            self.node(addr).answer_delay = seconds
+            if addr is None:
+                self._default_delay = profile
+            for n in (list(self._nodes.values()) if addr is None else [self.node(addr)]):
+                for k, v in profile.items():
+                    setattr(n, k, v)
+
+    def seed_answer_delays(self, seed: int | str | None) -> None:
+        """Restart the generator of the random answer delays from ``seed``
+        (None: from the system's randomness)."""
+        with self._lock:
+            self._delay_rng = random.Random(seed)
 
     def dropped_requests(self) -> dict[str, int]:
         """DynamoDB requests dropped unanswered, per node address."""
@@ -776,8 +819,20 @@ class SimulatedCluster:
             self._sig_failures[addr] += 1
             self._sig_failure_log.append((time.monotonic(), addr, reason))
 
+    def _draw_delay(self, node: SimulatedNode) -> tuple[float, bool]:
+        """The delay of a DynamoDB answer of ``node`` and whether it is a
+        spike. Called under the lock, in the order requests arrive."""
+        low, high = node.answer_jitter
+        if node.spike_probability <= 0 and high <= 0:
+            return node.answer_delay, False    # no draw: fixed delays use no randomness
+        # Always two draws, so the sequence does not depend on the outcome.
+        spike = self._delay_rng.random() < node.spike_probability
+        extra = self._delay_rng.uniform(low, high)
+        return node.answer_delay + (node.spike_delay if spike else extra), spike
+
     def _record_request(self, record: DynamoRequest) -> RequestHook | None:
         with self._lock:
+            record.delay, record.spike = self._draw_delay(self._nodes[record.node])
             self._requests[record.node] += 1
             self._operations[record.node][record.operation] += 1
             self._last_headers[record.node] = record.headers
