@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 
 from harness import net
 from harness.affinity_ref import ClusterRing
-from proxy import Proxied, create_table, start_proxied
-from traffic import (MIB, Clients, SplitRequest, dynamodb_error, nodes_of, post, served, settle,
+from harness.proxy import Proxied, create_table, start_proxied
+from harness.traffic import (MIB, Clients, SplitRequest, dynamodb_error, nodes_of, post, served, settle,
                      upstream_active_requests, wait_served_by)
 
 FAST = {"refresh_interval_ms": 250, "down_probe_interval_ms": 300, "quarantine_probe_interval_ms": 200}

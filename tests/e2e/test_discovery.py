@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from harness import net
-from proxy import Load, counts_since, create_table, sleep_intervals, start_proxied, wait_discovered
+from harness.proxy import Load, counts_since, create_table, sleep_intervals, start_proxied, wait_discovered
 
 
 def test_one_localnodes_call_per_interval_with_four_workers(make_cluster, make_envoy):

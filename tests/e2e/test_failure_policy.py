@@ -16,9 +16,9 @@ import time
 import urllib.error
 import urllib.request
 
-from filter_setup import build_variant, wasm_plugin
+from harness.filter_config import build_variant, wasm_plugin
 from harness import net
-from proxy import start_proxied, wait_discovered
+from harness.proxy import start_proxied, wait_discovered
 
 TRAP_HEADER = "x-alternator-lb-trap"
 

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 from harness import net
-from proxy import Load, counts_since, create_table, host_stats, sleep_intervals, start_proxied, wait_discovered
+from harness.proxy import Load, counts_since, create_table, host_stats, sleep_intervals, start_proxied, wait_discovered
 
 FAST = dict(refresh_interval_ms=500, down_probe_interval_ms=1000, quarantine_probe_interval_ms=300)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from harness import net
-from proxy import Load, create_table, host_stats, start_proxied, wait_discovered
+from harness.proxy import Load, create_table, host_stats, start_proxied, wait_discovered
 
 #: The default `down_after_resets`.
 RESETS_THRESHOLD = 3

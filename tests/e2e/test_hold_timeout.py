@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from filter_setup import wasm_plugin
-from proxy import create_table, start_proxied, wait_discovered
+from harness.filter_config import wasm_plugin
+from harness.proxy import create_table, start_proxied, wait_discovered
 
 HOLD_TIMEOUT_S = 0.3  # core/src/poller.rs HOLD_TIMEOUT_MS
 FAST = {"refresh_interval_ms": 500}

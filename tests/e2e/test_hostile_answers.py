@@ -9,7 +9,7 @@ import json
 import pytest
 
 from harness import net
-from proxy import Load, counts_since, create_table, host_stats, sleep_intervals, start_proxied, wait_discovered
+from harness.proxy import Load, counts_since, create_table, host_stats, sleep_intervals, start_proxied, wait_discovered
 
 HUGE = b"[" + b'"10.0.0.1",' * 120_000 + b'"10.0.0.2"]'  # about 1.4 MiB
 NESTED = b"[" * 50_000 + b"]" * 50_000

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from proxy import Load, create_table, start_proxied, wait_discovered
+from harness.proxy import Load, create_table, start_proxied, wait_discovered
 
 THREADS = 8
 SLOW_S = 0.150

@@ -8,9 +8,9 @@ import copy
 import json
 import time
 
-from filter_setup import build_wasm, shipped_config, wasm_plugin
+from harness.filter_config import build_wasm, shipped_config, wasm_plugin
 from harness import net
-from proxy import create_table, start_proxied, wait_discovered
+from harness.proxy import create_table, start_proxied, wait_discovered
 
 
 def with_access_log(path):

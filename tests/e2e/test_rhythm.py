@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from harness import net
-from proxy import create_table, start_proxied, wait_discovered
+from harness.proxy import create_table, start_proxied, wait_discovered
 
 
 def calls_between(cluster, start: float, end: float) -> list:

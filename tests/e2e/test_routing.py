@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from proxy import counts_since, create_table, start_proxied, wait_discovered
+from harness.proxy import counts_since, create_table, start_proxied, wait_discovered
 
 
 def test_crud_round_trips_through_the_proxy(make_cluster, make_envoy, dynamodb, table_name):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from proxy import Load, create_table, start_proxied
-from traffic import Clients, item_key, nodes_of, served, settle, wait_served_by
+from harness.proxy import Load, create_table, start_proxied
+from harness.traffic import Clients, item_key, nodes_of, served, settle, wait_served_by
 
 TOPOLOGY = ([("dc1", "rack1")] * 2 + [("dc1", "rack2")] * 2
             + [("dc2", "rack1")] * 2 + [("dc2", "rack2")] * 2)

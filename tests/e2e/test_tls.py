@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from filter_setup import TLS_CONFIG, each_dict
+from harness.filter_config import TLS_CONFIG, each_dict
 from harness.tls import TestCA
-from proxy import create_table, start_proxied, wait_discovered
+from harness.proxy import create_table, start_proxied, wait_discovered
 
 
 def use_ca(ca_file):

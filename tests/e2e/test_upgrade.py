@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 import re
 
-from filter_setup import build_variant, envoy_config, wasm_plugin
+from harness.filter_config import build_variant, envoy_config, wasm_plugin
 from harness import net
-from proxy import counts_since, create_table, sleep_intervals, Proxied
+from harness.proxy import counts_since, create_table, sleep_intervals, Proxied
 
 NEXT_FORMAT = "e2e-next"
 VM_ID = "alternator_lb"

@@ -8,8 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from filter_setup import SHIPPED_CONFIG, envoy_config
-from harness import net
+from .filter_config import SHIPPED_CONFIG, envoy_config
+from . import net
 
 
 @dataclass

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import net
-from harness.alternator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DynamoRequest
-from harness.clients import DEFAULT_REGION
+from . import net
+from .alternator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DynamoRequest
+from .clients import DEFAULT_REGION
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "DynamoDB_20120810."
