@@ -2,15 +2,14 @@
 datacenters with two racks each, seeds given per datacenter, and the routing
 chain rack -> datacenter -> cluster. Traffic stays in the first scope that
 has a healthy node and moves to the next one only when the scope has none,
-with no error the SDK does not absorb; a scope that lists nothing passes to
-the next; discovery stays at one round per interval per Envoy process.
+with no error the SDK does not absorb.
 
-Routing is judged from what the simulated nodes served, never from log text.
+Empty scopes, nodes Alternator stops listing and the discovery rounds per
+interval are proven in the core (discovery.rs, poller/tests.rs). Routing is
+judged from what the simulated nodes served, never from log text.
 """
 
 from __future__ import annotations
-
-import time
 
 from harness.proxy import Load, create_table, start_proxied
 from harness.traffic import Clients, item_key, nodes_of, served, settle, wait_served_by
@@ -92,75 +91,3 @@ def test_traffic_stays_in_its_rack_and_falls_back_rack_datacenter_cluster(
     assert load.errors == [], load.errors[:5]
     assert clients.errors == [], clients.errors[:5]
     assert t.cluster.errors() == []
-
-
-def test_nodes_alternator_stops_listing_leave_their_scope_and_come_back(
-        make_cluster, make_envoy, dynamodb, table_name):
-    """What Alternator does with dead nodes: it soon stops listing them, so
-    the rack's list becomes empty (which moves routing on, and does not wipe
-    the other lists), then lists them again when they are back."""
-    t = TwoDatacenters(make_cluster, make_envoy, CHAIN)
-    create_table(dynamodb(t.p.endpoint), table_name)
-    clients = Clients(t.p, lambda: dynamodb(t.p.endpoint))
-    route_to(t, clients, table_name, t.dc1_rack1, "first scope: dc1/rack1")
-    with Load(lambda: dynamodb(t.p.endpoint), table_name, threads=4) as load:
-        for addr in t.dc1_rack1:
-            t.cluster.stop_node(addr)
-            t.cluster.unlist_node(addr)
-        route_to(t, clients, table_name, t.dc1_rack2, "dc1/rack1 gone: dc1's other rack")
-        # Several rounds with an empty rack list: it stays routed to rack2.
-        time.sleep(4 * t.p.interval_s)
-        route_to(t, clients, table_name, t.dc1_rack2, "dc1/rack1 still gone")
-        for addr in t.dc1_rack1:
-            t.cluster.start_node(addr)
-            t.cluster.list_node(addr)
-        route_to(t, clients, table_name, t.dc1_rack1, "dc1/rack1 listed and serving again")
-    assert load.errors == [], load.errors[:5]
-    assert clients.errors == [], clients.errors[:5]
-
-
-def test_a_scope_that_lists_no_node_passes_to_the_next(make_cluster, make_envoy, dynamodb, table_name):
-    t = TwoDatacenters(make_cluster, make_envoy, [{"dc": "nope"}, {"dc": "dc1", "rack": "rack2"}, "cluster"])
-    create_table(dynamodb(t.p.endpoint), table_name)
-    clients = Clients(t.p, lambda: dynamodb(t.p.endpoint))
-    route_to(t, clients, table_name, t.dc1_rack2, "datacenter 'nope' lists nothing: dc1/rack2")
-    queries = {tuple(sorted(q.items())) for _, _, q in t.cluster.localnodes_calls()}
-    assert (("dc", "nope"),) in queries, queries
-    # When dc1/rack2 is dead, the cluster scope (not the empty scope) takes over.
-    for addr in t.dc1_rack2:
-        t.cluster.stop_node(addr)
-    route_to(t, clients, table_name, t.dc1_rack1 + t.dc2, "dc1/rack2 dead: the cluster scope")
-    assert clients.errors == [], clients.errors[:5]
-
-
-def test_one_discovery_round_per_interval_per_envoy(make_cluster, make_envoy, dynamodb, table_name):
-    """Three questions per round (dc1/rack1, dc1 and dc2: the cluster scope
-    asks each seed group's datacenter, and dc1 is asked once), each sent to a
-    node of the datacenter asked about; one round per interval whatever the
-    number of workers."""
-    t = TwoDatacenters(make_cluster, make_envoy, CHAIN)
-    assert t.p.envoy.concurrency == 2
-    create_table(dynamodb(t.p.endpoint), table_name)
-    clients = Clients(t.p, lambda: dynamodb(t.p.endpoint))
-    route_to(t, clients, table_name, t.dc1_rack1, "first scope: dc1/rack1")
-    window = 12 * t.p.interval_s
-    with Load(lambda: dynamodb(t.p.endpoint), table_name, threads=2) as load:
-        start = time.monotonic()
-        time.sleep(window)
-        calls = [c for c in t.cluster.localnodes_calls(since=start) if c[0] < start + window]
-    assert load.errors == [], load.errors[:5]
-    per_query: dict[tuple, int] = {}
-    for _, addr, query in calls:
-        q = tuple(sorted(query.items()))
-        per_query[q] = per_query.get(q, 0) + 1
-        if "dc" in query and query["dc"] in ("dc1", "dc2"):
-            assert t.dc_of[addr] == query["dc"], f"/localnodes?{query} was asked of {addr} in {t.dc_of[addr]}"
-    expected = {(("dc", "dc1"), ("rack", "rack1")), (("dc", "dc1"),), (("dc", "dc2"),)}
-    assert set(per_query) == expected, per_query
-    rounds = window / t.p.interval_s
-    print(f"/localnodes questions in {rounds:.0f} intervals: {per_query}")
-    # At most one round per interval; at least half of them, which leaves a
-    # loaded machine (late ticks, so late rounds) its slack.
-    assert len(calls) <= len(expected) * (rounds + 1), f"{len(calls)} calls in {rounds:.0f} intervals: {per_query}"
-    for q, n in per_query.items():
-        assert rounds / 2 <= n <= rounds + 1, f"{q} asked {n} times in {rounds:.0f} intervals: {per_query}"
