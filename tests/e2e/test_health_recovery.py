@@ -1,29 +1,38 @@
 """Node health that neither flaps nor lingers, through a real Envoy and boto3:
-a few resets from a healthy node leave it in rotation, `down_after_resets`
-in a row take it out until a probe passes. (How soon a restarted or
-re-listed node is back is proven in the core: poller/tests.rs.)"""
+what Envoy reports for a node that resets or closes a connection without
+answering (its response flags) is what the filter counts as a reset, not as
+a failed connect: a few in a row leave a healthy node in rotation,
+`down_after_resets` in a row take it out until a probe passes.
+
+How resets are counted, and how a node comes back (probe schedule, backoff,
+quarantine), is proven in the core (stream/tests.rs
+resets_take_a_node_out_only_three_in_a_row_by_default; poller/tests.rs
+resets_below_the_threshold_leave_the_node_routed_on_every_vm,
+a_node_down_for_three_seconds_is_back_everywhere_within_five).
+Round robin is pinned: balancing is not the subject.
+"""
 
 from __future__ import annotations
 
 import time
 
 from harness import net
-from harness.proxy import Load, create_table, host_stats, start_proxied, wait_discovered
+from harness.proxy import Load, create_table, host_stats
 
 #: The default `down_after_resets`.
 RESETS_THRESHOLD = 3
+RR = {"load_balancing": "round_robin"}
 
 
 def _victim_stat(p, victim_host: str, name: str) -> int:
     return host_stats(p.envoy).get(victim_host, {}).get(name, 0)
 
 
-def test_resets_below_the_threshold_keep_a_healthy_node_in_rotation(make_cluster, make_envoy, dynamodb,
-                                                                     table_name):
+def test_resets_below_the_threshold_keep_a_healthy_node_in_rotation(proxied, dynamodb, table_name):
     # One worker: every reset and answer is seen by the same VM, the
     # strictest case for "in a row". Defaults otherwise.
-    p = start_proxied(make_cluster, make_envoy, concurrency=1)
-    wait_discovered(p, 3)
+    p = proxied(concurrency=1, **RR)
+    p.wait_discovered()
     create_table(dynamodb(p.endpoint), table_name)
     victim = p.cluster.addresses[1]
     victim_host = f"{victim}:{p.cluster.port}"
@@ -63,9 +72,9 @@ def test_resets_below_the_threshold_keep_a_healthy_node_in_rotation(make_cluster
     assert "marked Down" not in p.envoy.log_text()
 
 
-def test_resets_at_the_threshold_take_the_node_out_until_a_probe(make_cluster, make_envoy, dynamodb, table_name):
-    p = start_proxied(make_cluster, make_envoy, concurrency=1)
-    wait_discovered(p, 3)
+def test_resets_at_the_threshold_take_the_node_out_until_a_probe(proxied, dynamodb, table_name):
+    p = proxied(concurrency=1, **RR)
+    p.wait_discovered()
     create_table(dynamodb(p.endpoint), table_name)
     victim = p.cluster.addresses[1]
     victim_host = f"{victim}:{p.cluster.port}"

@@ -1,38 +1,31 @@
 """Topology scopes through a real Envoy (issue 6): a cluster of two
 datacenters with two racks each, seeds given per datacenter, and the routing
 chain rack -> datacenter -> cluster. Traffic stays in the first scope that
-has a healthy node and moves to the next one only when the scope has none,
-with no error the SDK does not absorb.
+has a healthy node and moves to the next one only when real nodes die
+(Envoy's connection failures are what takes them out), with no error the
+SDK does not absorb.
 
-Empty scopes, nodes Alternator stops listing and the discovery rounds per
-interval are proven in the core (discovery.rs, poller/tests.rs). Routing is
-judged from what the simulated nodes served, never from log text.
+How each scope's lists are kept and chained is proven in the core
+(discovery.rs: routing_falls_back_rack_dc_cluster_and_returns,
+an_empty_answer_empties_its_scope_but_never_everything,
+per_query_targets_prefer_the_same_datacenter; poller/tests.rs:
+five_vms_poll_once_per_interval). Routing is judged from what the
+simulated nodes served, per Envoy worker, never from log text; round robin
+is pinned, so the spread within a scope is exact.
 """
 
 from __future__ import annotations
 
-from harness.proxy import Load, create_table, start_proxied
-from harness.traffic import Clients, item_key, nodes_of, served, settle, wait_served_by
+import time
+
+from harness.proxy import Load, create_table
+from harness.traffic import Clients, assert_round_robin, failed_answers, served, wait_served_by
 
 TOPOLOGY = ([("dc1", "rack1")] * 2 + [("dc1", "rack2")] * 2
             + [("dc2", "rack1")] * 2 + [("dc2", "rack2")] * 2)
 CHAIN = [{"dc": "dc1", "rack": "rack1"}, {"dc": "dc1"}, "cluster"]
-FAST = {"refresh_interval_ms": 250, "down_probe_interval_ms": 300, "quarantine_probe_interval_ms": 200}
-
-
-class TwoDatacenters:
-    """The proxied cluster and its node groups by place."""
-
-    def __init__(self, make_cluster, make_envoy, routing, **filter_keys):
-        self.cluster = make_cluster(topology=TOPOLOGY)
-        a = self.cluster.addresses
-        self.dc1_rack1, self.dc1_rack2 = a[0:2], a[2:4]
-        self.dc2 = a[4:8]
-        self.dc_of = {addr: dc for addr, (dc, _) in zip(a, TOPOLOGY)}
-        # One seed per rack of each datacenter.
-        self.seeds = {"dc1": [a[0], a[2]], "dc2": [a[4], a[6]]}
-        self.p = start_proxied(make_cluster, make_envoy, cluster=self.cluster, seeds=self.seeds,
-                               routing=routing, **{**FAST, **filter_keys})
+FAST = {"refresh_interval_ms": 250, "down_probe_interval_ms": 300, "quarantine_probe_interval_ms": 200,
+        "load_balancing": "round_robin"}
 
 
 def get_items(table: str):
@@ -41,53 +34,58 @@ def get_items(table: str):
     return call
 
 
-def is_probe(record) -> bool:
-    """One of get_items' requests (not the background Load's)."""
-    key = item_key(record, "pk")
-    return key is not None and key[1].get("S", "").startswith("probe")
-
-
-def route_to(t: TwoDatacenters, clients: Clients, table: str, nodes, what: str, per_client: int = 6) -> None:
-    """Waits until GetItems go only to ``nodes``, all of them, then checks a
-    further batch is spread over exactly those nodes."""
-    wait_served_by(t.cluster, lambda: clients.run(get_items(table), per_client), nodes,
-                   operations={"GetItem"}, what=what)
-    settle(t.p)
-    since = clients.run(get_items(table), per_client=10)
-    probes = nodes_of(served(t.cluster, since, {"GetItem"}, where=is_probe))
+def route_to(p, clients: Clients, load: Load | None, table: str, nodes, what: str) -> None:
+    """Waits until every worker sends GetItems only to ``nodes``, all of
+    them (the load's reads count too), then checks that a further batch,
+    with the load paused so that the clients' reads are all each worker
+    picks meanwhile, is round robin's exact spread over those nodes."""
+    # 8 reads per client, at least one client per worker: each worker picks
+    # at least 8 times a batch, a whole turn of any scope's list (the
+    # cluster scope lists all 8 nodes), so a node a worker still holds shows.
+    wait_served_by(p, lambda: clients.run(get_items(table), 8), nodes, set(clients.workers),
+                   run=len(p.cluster.addresses), operations={"GetItem"}, what=what)
+    failed = failed_answers(p.envoy)
+    if load is None:
+        since = clients.run(get_items(table), per_client=10)
+        until = time.monotonic()
+    else:
+        with load.paused():
+            since = clients.run(get_items(table), per_client=10)
+            until = time.monotonic()
+    assert failed_answers(p.envoy) == failed, f"{what}: requests failed while routing was settled"
+    records = [r for r in served(p.cluster, since, {"GetItem"}) if r.timestamp < until]
     total = 10 * len(clients.clients)
-    assert sum(probes.values()) == total, f"{what}: {probes}, expected {total} requests"
-    # Spread: judged on every read (the background load's too), since each
-    # worker's balancing is shared by all the connections it serves.
-    got = nodes_of(served(t.cluster, since, {"GetItem"}))
-    assert set(got) == set(nodes), f"{what}: {got}"
-    fair = sum(got.values()) / len(nodes)
-    assert all(n >= fair / 2 for n in got.values()), f"{what}: not spread over {sorted(nodes)}: {got}"
+    assert len(records) == total, f"{what}: {len(records)} reads served, expected {total}"
+    assert_round_robin(records, nodes, what)
 
 
-def test_traffic_stays_in_its_rack_and_falls_back_rack_datacenter_cluster(
-        make_cluster, make_envoy, dynamodb, table_name):
-    t = TwoDatacenters(make_cluster, make_envoy, CHAIN)
-    db = dynamodb(t.p.endpoint)
+def test_traffic_stays_in_its_rack_and_falls_back_rack_datacenter_cluster(make_cluster, proxied, dynamodb,
+                                                                          table_name):
+    cluster = make_cluster(topology=TOPOLOGY)
+    a = cluster.addresses
+    dc1_rack1, dc1_rack2, dc2 = a[0:2], a[2:4], a[4:8]
+    # One seed per rack of each datacenter.
+    p = proxied(cluster=cluster, seeds={"dc1": [a[0], a[2]], "dc2": [a[4], a[6]]}, routing=CHAIN, **FAST)
+    db = dynamodb(p.endpoint)
     create_table(db, table_name)
-    clients = Clients(t.p, lambda: dynamodb(t.p.endpoint))
-    route_to(t, clients, table_name, t.dc1_rack1, "first scope: dc1/rack1")
+    clients = Clients(p, lambda: dynamodb(p.endpoint))
+    route_to(p, clients, None, table_name, dc1_rack1, "first scope: dc1/rack1")
 
-    with Load(lambda: dynamodb(t.p.endpoint), table_name, threads=4) as load:
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=4, p=p) as load:
         # Both nodes of the rack die (still listed): the rack scope has no
         # healthy node, the datacenter scope takes over.
-        for addr in t.dc1_rack1:
-            t.cluster.stop_node(addr)
-        route_to(t, clients, table_name, t.dc1_rack2, "dc1/rack1 dead: dc1's other rack")
+        for addr in dc1_rack1:
+            cluster.stop_node(addr)
+        route_to(p, clients, load, table_name, dc1_rack2, "dc1/rack1 dead: dc1's other rack")
         # The whole datacenter is dead: the cluster scope (dc1 and dc2 lists).
-        for addr in t.dc1_rack2:
-            t.cluster.stop_node(addr)
-        route_to(t, clients, table_name, t.dc2, "dc1 dead: the cluster scope, so dc2")
+        for addr in dc1_rack2:
+            cluster.stop_node(addr)
+        route_to(p, clients, load, table_name, dc2, "dc1 dead: the cluster scope, so dc2")
         # Back once their probes pass: the first scope again.
-        for addr in t.dc1_rack1 + t.dc1_rack2:
-            t.cluster.start_node(addr)
-        route_to(t, clients, table_name, t.dc1_rack1, "dc1 back: dc1/rack1 again")
+        for addr in dc1_rack1 + dc1_rack2:
+            cluster.start_node(addr)
+        route_to(p, clients, load, table_name, dc1_rack1, "dc1 back: dc1/rack1 again")
     assert load.ok > 0
     assert load.errors == [], load.errors[:5]
     assert clients.errors == [], clients.errors[:5]
-    assert t.cluster.errors() == []
+    assert cluster.errors() == []

@@ -1,11 +1,22 @@
-"""What the topology scope and key route affinity tests share: SDK clients
-spread over every Envoy worker, "which node served it" from the simulated
-cluster's records, and hand-built signed requests (gzip bodies, bodies sent
-in two parts).
+"""Traffic through the proxy, and which node served it: SDK clients spread
+over every Envoy worker and known to be on a given one, "which node served
+it" from the simulated cluster's records, round robin's exact spread per
+worker, and hand-built signed requests (gzip bodies, bodies sent in two
+parts).
 
 Routing is judged by what the nodes saw, never by the filter's log text:
 a test sends a batch of requests and reads back, from
 ``cluster.dynamodb_requests(since=...)``, which node served each one.
+
+Which worker picked a request
+-----------------------------
+Each Envoy worker runs its own VM with its own picker, so what a test can
+state exactly is per worker. A client opens its connection alone (no other
+connection to the listener is opened meanwhile), and the worker whose
+``listener...worker_N.downstream_cx_total`` grew by one took it (see
+:func:`on_new_connection`); every request of the client then carries the
+header ``x-e2e-client: worker_N/<index>``, which the node records with the
+request (:func:`worker_of`). A keep-alive connection stays on its worker.
 """
 
 from __future__ import annotations
@@ -27,27 +38,39 @@ from .clients import DEFAULT_REGION
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "DynamoDB_20120810."
 MIB = 1 << 20
+#: The header naming the client (and so the worker) of a request.
+CLIENT_HEADER = "x-e2e-client"
+#: Its value on a client's first request, before its worker is known.
+UNATTRIBUTED = "unattributed"
 
 
 def listener_port(p) -> int:
     return int(p.endpoint.rsplit(":", 1)[1])
 
 
-def tick(p) -> float:
-    """How often each worker VM picks up the shared state (a tenth of the
-    interval, within 20 ms .. 1 s)."""
-    return min(max(p.interval_s / 10, 0.02), 1.0)
+def worker_names(envoy) -> list[str]:
+    return [f"worker_{i}" for i in range(envoy.concurrency)]
 
 
-def settle(p) -> None:
-    """Two ticks: every worker has picked up what the shared state says."""
-    time.sleep(2 * tick(p) + 0.05)
-
-
-def worker_connections(envoy, port: int) -> dict[str, int]:
-    """Open downstream connections per Envoy worker on the listener."""
-    stats = envoy.stats(filter=rf"^listener\.127\.0\.0\.1_{port}\.worker_[0-9]+\.downstream_cx_active$")
+def worker_connections(envoy, port: int, stat: str = "downstream_cx_active") -> dict[str, int]:
+    """A per-worker stat of the listener (by default its open downstream
+    connections), by worker name."""
+    stats = envoy.stats(filter=rf"^listener\.127\.0\.0\.1_{port}\.worker_[0-9]+\.{stat}$")
     return {name.split(".")[-2]: int(v) for name, v in stats.items()}
+
+
+def on_new_connection(envoy, port: int, open_one: Callable[[], Any]) -> str | None:
+    """Runs ``open_one()``, which opens one new connection to the listener
+    and completes a request on it, and returns the worker that accepted it:
+    the only one whose ``downstream_cx_total`` grew, by exactly one. None
+    when that is not clear (another connection was opened meanwhile)."""
+    before = worker_connections(envoy, port, "downstream_cx_total")
+    open_one()
+    after = worker_connections(envoy, port, "downstream_cx_total")
+    grew = {w: n - before.get(w, 0) for w, n in after.items() if n != before.get(w, 0)}
+    if len(grew) == 1 and list(grew.values()) == [1]:
+        return next(iter(grew))
+    return None
 
 
 def upstream_active_requests(envoy, cluster_name: str = "alternator") -> int:
@@ -62,10 +85,20 @@ def upstream_active_requests(envoy, cluster_name: str = "alternator") -> int:
     return total
 
 
+def _tag_requests(client, tag: dict) -> None:
+    """Every request of the boto3 ``client`` carries ``CLIENT_HEADER:
+    tag["value"]`` (signed with the rest: the nodes verify it)."""
+    def add(request, **_):
+        request.headers[CLIENT_HEADER] = tag["value"]
+    client.meta.events.register("before-sign.dynamodb", add)
+
+
 class Clients:
-    """``count`` (or more) boto3 clients, each on its own connection, such
-    that every Envoy worker holds at least one of the connections: what one
-    worker learns, the others must route by too.
+    """``count`` (or more) boto3 clients, each on its own connection, each
+    known to be on a given Envoy worker (``workers[i]``), with every worker
+    holding at least one of them when ``cover`` (what one worker learns, the
+    others must route by too). No other connection to the listener may be
+    opened while they are made.
 
     ``run(fn, per_client)`` calls ``fn(client, client_index, j)`` for ``j`` in
     ``range(per_client)`` in one thread per client; an exception is recorded
@@ -73,22 +106,31 @@ class Clients:
     wait on routing cannot hide a failed SDK call.
     """
 
-    def __init__(self, p, make_client: Callable[[], Any], count: int = 4, max_clients: int = 32):
+    def __init__(self, p, make_client: Callable[[], Any], count: int = 4, cover: bool = True,
+                 max_clients: int = 32):
         self.p = p
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self.clients: list[Any] = []
+        self.workers: list[str] = []
         port = listener_port(p)
-        workers = [f"worker_{i}" for i in range(p.envoy.concurrency)]
-        while True:
+        everyone = worker_names(p.envoy)
+        for _ in range(max_clients):
             client = make_client()
-            client.list_tables(Limit=1)   # opens this client's connection
+            tag = {"value": UNATTRIBUTED}
+            _tag_requests(client, tag)
+            worker = on_new_connection(p.envoy, port, lambda: client.list_tables(Limit=1))
+            if worker is None:
+                client.close()
+                continue
+            p.placed = getattr(p, "placed", 0) + 1
+            tag["value"] = f"{worker}/{p.placed}"
             self.clients.append(client)
-            conns = worker_connections(p.envoy, port)
-            if len(self.clients) >= count and all(conns.get(w, 0) > 0 for w in workers):
+            self.workers.append(worker)
+            if len(self.clients) >= count and (not cover or set(self.workers) >= set(everyone)):
                 return
-            if len(self.clients) >= max_clients:
-                raise AssertionError(f"{max_clients} connections did not reach every worker: {conns}")
+        raise AssertionError(f"{max_clients} connections did not reach every worker "
+                             f"({sorted(everyone)}): {self.workers}")
 
     def run(self, fn: Callable[[Any, int, int], Any], per_client: int = 1) -> float:
         """Runs the calls; returns the ``time.monotonic()`` taken before them."""
@@ -105,6 +147,64 @@ class Clients:
         with ThreadPoolExecutor(len(self.clients)) as pool:
             list(pool.map(work, range(len(self.clients))))
         return since
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+class WorkerConnections:
+    """One raw keep-alive connection to the listener per Envoy worker, each
+    sending signed ``ListTables`` requests tagged with its worker: the
+    cheapest way to ask every worker where it routes."""
+
+    def __init__(self, p, max_connections: int = 32):
+        self.endpoint = p.endpoint
+        host, port = "127.0.0.1", listener_port(p)
+        self.conns: dict[str, http.client.HTTPConnection] = {}
+        everyone = set(worker_names(p.envoy))
+        try:
+            for _ in range(max_connections):
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+                worker = on_new_connection(p.envoy, port, lambda: self._list_tables(conn, UNATTRIBUTED))
+                if worker is None or worker in self.conns:
+                    conn.close()
+                    continue
+                self.conns[worker] = conn
+                if set(self.conns) == everyone:
+                    return
+            raise AssertionError(f"{max_connections} connections did not reach every worker: "
+                                 f"{sorted(self.conns)} of {sorted(everyone)}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _list_tables(self, conn: http.client.HTTPConnection, tag: str) -> None:
+        body = b"{}"
+        conn.request("POST", "/", body=body,
+                     headers=signed_headers(self.endpoint, "ListTables", body, {CLIENT_HEADER: tag}))
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 200, (resp.status, data[:300])
+
+    def send(self, per_worker: int) -> float:
+        """``per_worker`` requests on each connection, one after another;
+        returns the ``time.monotonic()`` taken before them."""
+        since = time.monotonic()
+        for worker, conn in self.conns.items():
+            for _ in range(per_worker):
+                self._list_tables(conn, f"{worker}/probe")
+        return since
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # -- which node served what ------------------------------------------------
@@ -129,6 +229,15 @@ def item_key(record: DynamoRequest, attr: str) -> tuple[str, dict] | None:
     if attr not in item:
         return None
     return doc.get("TableName"), item[attr]
+
+
+def worker_of(record: DynamoRequest) -> str | None:
+    """The worker that picked the node for a recorded request, when it came
+    from a client placed by :class:`Clients` or :class:`WorkerConnections`."""
+    tag = next((v for k, v in record.headers if k.lower() == CLIENT_HEADER), None)
+    if tag is None or tag == UNATTRIBUTED:
+        return None
+    return tag.split("/", 1)[0]
 
 
 def served(cluster, since: float, operations: Iterable[str] | None = None,
@@ -158,26 +267,95 @@ def nodes_of(records: Iterable[DynamoRequest]) -> dict[str, int]:
     return counts
 
 
-def wait_served_by(cluster, send: Callable[[], float], expected: Iterable[str], *, cover: bool = True,
-                   operations: Iterable[str] | None = None, where: Callable[[DynamoRequest], bool] | None = None,
+def nodes_by_worker(records: Iterable[DynamoRequest]) -> dict[str | None, dict[str, int]]:
+    """Per-node counts of the records, per worker (None: not from a placed
+    client)."""
+    out: dict[str | None, dict[str, int]] = {}
+    for r in records:
+        counts = out.setdefault(worker_of(r), {})
+        counts[r.node] = counts.get(r.node, 0) + 1
+    return out
+
+
+def assert_round_robin(records: Iterable[DynamoRequest], nodes: Iterable[str], what: str = "spread") -> None:
+    """Asserts the exact spread of round robin over ``nodes``, per worker.
+
+    Each worker picks with its own round robin, which cycles through the
+    scope's list in a fixed order (a new copy of the same list keeps the
+    position). So when ``records`` are *every* request a worker picked in a
+    stretch of time (nothing else went through that worker meanwhile: the
+    caller makes sure of that) and the list did not change, they are a run
+    of consecutive turns of its cycle: of the worker's ``k`` requests, each
+    of the ``N`` nodes got ``k // N`` or ``k // N + 1``, whatever turn the
+    run started at. Summed over ``W`` workers, a node's count is within
+    ``W * (N - 1) / N`` of the mean: this per-worker bound is the tight one.
+    """
+    nodes = sorted(set(nodes))
+    by_worker = nodes_by_worker(records)
+    assert None not in by_worker, f"{what}: requests from no placed client: {by_worker[None]}"
+    for worker, counts in sorted(by_worker.items()):
+        k = sum(counts.values())
+        low, high = k // len(nodes), -(-k // len(nodes))
+        got = {a: counts.get(a, 0) for a in nodes}
+        assert set(counts) <= set(nodes) and all(low <= n <= high for n in got.values()), \
+            f"{what}: {worker} sent {k} requests, so {low}..{high} to each of {nodes}; got {counts}"
+
+
+def failed_answers(envoy) -> int:
+    """Envoy's 5xx answers to clients so far (a request whose node failed
+    it, or the filter's own 503), on the ``dynamodb`` listener."""
+    return int(envoy.stat("http.dynamodb.downstream_rq_5xx"))
+
+
+def wait_served_by(p, send: Callable[[], float], expected: Iterable[str], workers: Iterable[str],
+                   *, cover: bool = True, run: int | None = None, operations: Iterable[str] | None = None,
+                   where: Callable[[DynamoRequest], bool] | None = None,
                    timeout: float = 10.0, what: str = "routing") -> dict[str, int]:
     """Repeats ``send()`` (which returns its start time) until one whole
-    batch was served only by ``expected`` nodes (and, with ``cover``, by
-    every one of them); returns that batch's per-node counts."""
+    batch showed every worker of ``workers`` routing only to ``expected``
+    nodes (and, with ``cover``, to every one of them), with no request
+    failed; returns that batch's per-node counts.
+
+    This is the condition that each worker's VM routes by the state the test
+    waits for: every worker is judged by the requests it picked itself, not
+    by the batch as a whole, in which one worker's fresh routes could hide
+    another's stale ones. A pick of a node that no longer serves leaves no
+    record at any node (the SDK retries it elsewhere), so a batch counts
+    only if Envoy answered no 5xx meanwhile; and each worker must pick at
+    least ``run`` times in it (by default ``len(expected)``): with round
+    robin, ``run`` picks in a row visit every node of a list of up to
+    ``run`` nodes, so a worker still holding a node it should not (dead or
+    not) shows it. Everything sent through the workers meanwhile must come
+    from placed clients.
+    """
     expected = set(expected)
-    last: dict[str, int] = {}
+    workers = set(workers)
+    run = run if run is not None else len(expected)
+    cluster = p.cluster
+    last: dict = {}
 
     def once():
         nonlocal last
+        failed = failed_answers(p.envoy)
         since = send()
-        last = nodes_of(served(cluster, since, operations, where=where))
-        return last and set(last) <= expected and (not cover or set(last) == expected) and last
+        records = served(cluster, since, operations, where=where)
+        last = nodes_by_worker(records)
+        if failed_answers(p.envoy) != failed:
+            return False
+        if not workers <= set(last) or not all(sum(last[w].values()) >= run for w in workers):
+            return False
+        if not all(set(seen) <= expected for seen in last.values()):
+            return False
+        if cover and not all(set(last[w]) == expected for w in workers):
+            return False
+        return nodes_of(records)
 
     try:
         return net.wait_for(once, timeout=timeout, interval=0.02)
     except TimeoutError:
-        raise AssertionError(f"{what}: batches never went only to {sorted(expected)}; "
-                             f"the last went to {last}") from None
+        raise AssertionError(f"{what}: batches never went only to {sorted(expected)} from every worker "
+                             f"{sorted(workers)}, {run} or more each and none failed; the last went to "
+                             f"{last}") from None
 
 
 # -- hand-built requests ------------------------------------------------------
