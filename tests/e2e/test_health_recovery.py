@@ -78,7 +78,12 @@ def test_resets_at_the_threshold_take_the_node_out_until_a_probe(proxied, dynamo
     create_table(dynamodb(p.endpoint), table_name)
     victim = p.cluster.addresses[1]
     victim_host = f"{victim}:{p.cluster.port}"
-    with Load(lambda: dynamodb(p.endpoint), table_name, threads=4) as load:
+    # One client thread, so one request at a time: the node's next three
+    # requests are reset one after the other, with no answer of its own to a
+    # request sent earlier in between (which would start the count over and
+    # leave the node in: with several threads, one of their requests may be
+    # at the node, past the point where it drops, when the drops start).
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=1) as load:
         net.wait_for(lambda: _victim_stat(p, victim_host, "rq_success") > 0, timeout=10,
                      message="the victim to serve")
         p.cluster.drop_next_requests(victim, RESETS_THRESHOLD, how="reset")
