@@ -5,7 +5,6 @@ discovery, one table schema, and steady SDK load through it."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -147,13 +146,12 @@ class Load:
     between two requests, for a measurement no load request may mix into.
     """
 
-    def __init__(self, make_client, table: str, threads: int = 2, gap: float = 0.0, p: Proxied | None = None):
+    def __init__(self, make_client, table: str, threads: int = 2, p: Proxied | None = None):
         self.table = table
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
         self.errors: list[str] = []
-        self.gap = gap
         if p is not None:
             self.clients = Clients(p, make_client, count=threads, cover=False).clients
         else:
@@ -186,8 +184,6 @@ class Load:
                     self._busy -= 1
                     self._cond.notify_all()
             i += 1
-            if self.gap:
-                time.sleep(self.gap)  # a slower client: the pace is the subject
 
     @contextmanager
     def paused(self):
@@ -216,11 +212,6 @@ class Load:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def counts_since(cluster, before: dict) -> dict:
-    now = cluster.requests_per_node()
-    return {a: now.get(a, 0) - before.get(a, 0) for a in set(now) | set(before)}
 
 
 def host_stats(envoy, cluster_name: str = "alternator") -> dict:
