@@ -179,21 +179,22 @@ class WorkerConnections:
             self.close()
             raise
 
-    def _list_tables(self, conn: http.client.HTTPConnection, tag: str) -> None:
+    def _list_tables(self, conn: http.client.HTTPConnection, tag: str) -> tuple[int, bytes]:
         body = b"{}"
         conn.request("POST", "/", body=body,
                      headers=signed_headers(self.endpoint, "ListTables", body, {CLIENT_HEADER: tag}))
         resp = conn.getresponse()
-        data = resp.read()
-        assert resp.status == 200, (resp.status, data[:300])
+        return resp.status, resp.read()
 
     def send(self, per_worker: int) -> float:
         """``per_worker`` requests on each connection, one after another;
-        returns the ``time.monotonic()`` taken before them."""
+        returns the ``time.monotonic()`` taken before them. Raises
+        AssertionError if one is not answered 200."""
         since = time.monotonic()
         for worker, conn in self.conns.items():
             for _ in range(per_worker):
-                self._list_tables(conn, f"{worker}/probe")
+                status, data = self._list_tables(conn, f"{worker}/probe")
+                assert status == 200, (worker, status, data[:300])
         return since
 
     def close(self) -> None:
