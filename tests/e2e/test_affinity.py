@@ -60,8 +60,8 @@ def ready(p: Proxied, clients: Clients, table: str) -> None:
     """Every node discovered: every worker's reads go to all of them (so
     every worker has the whole ring; 4 reads per client, at least one client
     per worker)."""
-    wait_served_by(p, lambda: clients.run(get_items(table), per_client=N_NODES), p.cluster.addresses,
-                   set(clients.workers), operations={"GetItem"}, what="discovery of every node")
+    wait_served_by(p, clients, lambda: clients.run(get_items(table), per_client=N_NODES), p.cluster.addresses,
+                   operations={"GetItem"}, what="discovery of every node")
 
 
 def one_key_per_node(ring: ClusterRing, prefix: str = "user") -> dict[str, dict]:
@@ -240,7 +240,7 @@ def test_the_partition_key_is_learned_from_describe_and_create_table(make_cluste
 
     # One DescribeTable through the proxy teaches every worker.
     clients.clients[0].describe_table(TableName=table_name)
-    wait_served_by(p, lambda: clients.run(writes, per_client=4), [ring.node(key)], set(clients.workers),
+    wait_served_by(p, clients, lambda: clients.run(writes, per_client=4), [ring.node(key)],
                    operations=WRITES, timeout=5, what="writes after DescribeTable")
     since = clients.run(writes, per_client=8)
     assert_each_key_on_its_node(p, since, table_name, ring, [key], per_key=8 * len(clients.clients))
@@ -257,8 +257,8 @@ def test_the_partition_key_is_learned_from_describe_and_create_table(make_cluste
         client.update_item(TableName=numbers, Key={"id": n_key}, UpdateExpression="ADD n :one",
                            ExpressionAttributeValues={":one": {"N": "1"}})
 
-    wait_served_by(p, lambda: clients.run(number_writes, per_client=4), [ring.node(n_key)],
-                   set(clients.workers), operations={"UpdateItem"}, timeout=5, what="writes after CreateTable")
+    wait_served_by(p, clients, lambda: clients.run(number_writes, per_client=4), [ring.node(n_key)],
+                   operations={"UpdateItem"}, timeout=5, what="writes after CreateTable")
     since = clients.run(number_writes, per_client=8)
     got = nodes_of(served(p.cluster, since, {"UpdateItem"}, key=n_key, attr="id", table=numbers))
     assert got == {ring.node(n_key): 8 * len(clients.clients)}, got
@@ -282,16 +282,18 @@ def test_a_down_keys_node_hands_its_writes_to_the_next_in_the_keys_plan(make_clu
     assert_each_key_on_its_node(p, since, table_name, ring, [bystander], per_key=4 * len(clients.clients))
     got = nodes_of(served(p.cluster, since, WRITES, key=key))
     assert got == {second: 4 * len(clients.clients)}, f"plan {ring.plan(key)}: expected {second}, got {got}"
-    # Reads avoid the Down node (every worker tried it for the key's writes
-    # and took it out), and go round robin over the others: 12 in a row,
-    # 4 on each.
+    # Reads avoid the Down node: every worker routes over the others ...
+    others = [a for a in p.cluster.addresses if a != first]
+    wait_served_by(p, clients, lambda: clients.run(get_items(table_name), per_client=N_NODES), others,
+                   run=N_NODES, operations={"GetItem"}, timeout=5, what="reads once the node is out")
+    # ... round robin: 12 in a row on one worker, 4 on each.
     since = run_on(clients, 0, get_items(table_name), 3 * N_NODES)
     reads = nodes_of(served(p.cluster, since, {"GetItem"}))
     assert reads == {a: 4 for a in p.cluster.addresses if a != first}, reads
 
     p.cluster.start_node(first)
-    wait_served_by(p, lambda: clients.run(rmw_writes(table_name, [key]), per_client=4), [first],
-                   set(clients.workers), operations=WRITES, timeout=5, what="the key's node back after its probe")
+    wait_served_by(p, clients, lambda: clients.run(rmw_writes(table_name, [key]), per_client=4), [first],
+                   operations=WRITES, timeout=5, what="the key's node back after its probe")
     since = clients.run(writes, per_client=8)
     assert clients.errors == [], clients.errors[:5]
     assert_each_key_on_its_node(p, since, table_name, ring, [key, bystander], per_key=4 * len(clients.clients))

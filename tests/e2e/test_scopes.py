@@ -16,8 +16,9 @@ is pinned, so the spread within a scope is exact.
 
 from __future__ import annotations
 
-import time
+import contextlib
 
+from harness import net
 from harness.proxy import Load, create_table
 from harness.traffic import Clients, assert_round_robin, failed_answers, served, wait_served_by
 
@@ -35,25 +36,26 @@ def get_items(table: str):
 
 
 def route_to(p, clients: Clients, load: Load | None, table: str, nodes, what: str) -> None:
-    """Waits until every worker sends GetItems only to ``nodes``, all of
-    them (the load's reads count too), then checks that a further batch,
-    with the load paused so that the clients' reads are all each worker
-    picks meanwhile, is round robin's exact spread over those nodes."""
-    # 8 reads per client, at least one client per worker: each worker picks
-    # at least 8 times a batch, a whole turn of any scope's list (the
-    # cluster scope lists all 8 nodes), so a node a worker still holds shows.
-    wait_served_by(p, lambda: clients.run(get_items(table), 8), nodes, set(clients.workers),
-                   run=len(p.cluster.addresses), operations={"GetItem"}, what=what)
-    failed = failed_answers(p.envoy)
-    if load is None:
+    """Lets the load run on through the change (20 more calls, each retried
+    by the SDK as it needs), then, with the load paused so that the
+    clients' reads are all each worker picks, waits until every worker sends
+    GetItems only to ``nodes``, all of them, and checks that a further batch
+    is round robin's exact spread over those nodes."""
+    if load is not None:
+        done = load.ok
+        net.wait_for(lambda: load.ok >= done + 20, timeout=20, message=f"{what}: the load to go on")
+    with load.paused() if load is not None else contextlib.nullcontext():
+        # 8 reads per client, at least one client per worker: each worker
+        # picks at least 8 times a batch, a whole turn of any scope's list
+        # (the cluster scope lists all 8 nodes), so a node a worker still
+        # holds shows.
+        wait_served_by(p, clients, lambda: clients.run(get_items(table), 8), nodes,
+                       run=len(p.cluster.addresses), operations={"GetItem"}, what=what)
+        failed = failed_answers(p.envoy)
         since = clients.run(get_items(table), per_client=10)
-        until = time.monotonic()
-    else:
-        with load.paused():
-            since = clients.run(get_items(table), per_client=10)
-            until = time.monotonic()
-    assert failed_answers(p.envoy) == failed, f"{what}: requests failed while routing was settled"
-    records = [r for r in served(p.cluster, since, {"GetItem"}) if r.timestamp < until]
+        assert failed_answers(p.envoy) == failed and clients.intact(), \
+            f"{what}: requests failed while routing was settled"
+        records = served(p.cluster, since, {"GetItem"})
     total = 10 * len(clients.clients)
     assert len(records) == total, f"{what}: {len(records)} reads served, expected {total}"
     assert_round_robin(records, nodes, what)
@@ -71,7 +73,7 @@ def test_traffic_stays_in_its_rack_and_falls_back_rack_datacenter_cluster(make_c
     clients = Clients(p, lambda: dynamodb(p.endpoint))
     route_to(p, clients, None, table_name, dc1_rack1, "first scope: dc1/rack1")
 
-    with Load(lambda: dynamodb(p.endpoint), table_name, threads=4, p=p) as load:
+    with Load(lambda: dynamodb(p.endpoint), table_name, threads=4) as load:
         # Both nodes of the rack die (still listed): the rack scope has no
         # healthy node, the datacenter scope takes over.
         for addr in dc1_rack1:

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import net
 from .filter_config import SHIPPED_CONFIG, envoy_config
-from .traffic import Clients, WorkerConnections, nodes_by_worker, served
+from .traffic import WorkerConnections, nodes_by_worker, served
 
 
 @dataclass
@@ -102,25 +102,36 @@ def wait_routed(p: Proxied, nodes: Iterable[str], timeout: float = 10.0) -> None
     (ties go round robin) covers its list at the latest after a few runs;
     it may skip a node, so with it only a wait for a list that can only
     grow (first discovery) is exact. A run that fails (a listed node that
-    does not serve) counts as not yet. The requests are signed
+    does not serve) counts as not yet; if Envoy ended a connection after
+    it, the connections are placed anew. The requests are signed
     ``ListTables`` (no table needed), tagged with their worker.
     """
     expected = sorted(set(nodes))
     run = len(set(expected) | set(p.cluster.addresses))
-    with WorkerConnections(p) as conns:
-        last: dict = {}
+    conns: WorkerConnections | None = None
+    last: dict = {}
 
-        def every_worker_routes_over_them():
-            nonlocal last
-            since = conns.send(per_worker=run)
-            last = nodes_by_worker(served(p.cluster, since, {"ListTables"}))
-            return set(last) == set(conns.conns) and all(sorted(c) == expected for c in last.values())
+    def every_worker_routes_over_them():
+        nonlocal conns, last
+        if conns is None or conns.lost:
+            # (Re)placed: Envoy ended a connection after a failed request.
+            if conns is not None:
+                conns.close()
+            conns = None
+            conns = WorkerConnections(p)
+        since = conns.send(per_worker=run)
+        last = nodes_by_worker(served(p.cluster, since, {"ListTables"}))
+        return (not conns.lost and set(last) == set(conns.conns)
+                and all(sorted(c) == expected for c in last.values()))
 
-        try:
-            net.wait_for(every_worker_routes_over_them, timeout=timeout)
-        except TimeoutError:
-            raise AssertionError(f"not every worker routes over {expected} after {timeout} s: "
-                                 f"the last runs went to {last}") from None
+    try:
+        net.wait_for(every_worker_routes_over_them, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError(f"not every worker routes over {expected} after {timeout} s: "
+                             f"the last runs went to {last}") from None
+    finally:
+        if conns is not None:
+            conns.close()
 
 
 def create_table(client, name: str) -> None:
@@ -137,25 +148,17 @@ def create_table(client, name: str) -> None:
 
 class Load:
     """Steady SDK traffic (GetItem) in background threads until stopped;
-    records every error the application would see.
+    records every error the application would see. ``paused()`` holds every
+    thread between two calls, for a judgement of routing no load request
+    may mix into."""
 
-    With ``p``, the clients are placed on known workers (see
-    :class:`~harness.traffic.Clients`; made before the threads start, while
-    no other connection is being opened), so that their requests count in a
-    per-worker judgement of routing. ``paused()`` holds every thread
-    between two requests, for a measurement no load request may mix into.
-    """
-
-    def __init__(self, make_client, table: str, threads: int = 2, p: Proxied | None = None):
+    def __init__(self, make_client, table: str, threads: int = 2):
         self.table = table
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
         self.errors: list[str] = []
-        if p is not None:
-            self.clients = Clients(p, make_client, count=threads, cover=False).clients
-        else:
-            self.clients = [make_client() for _ in range(threads)]
+        self.clients = [make_client() for _ in range(threads)]
         self._cond = threading.Condition()
         self._paused = False
         self._busy = 0

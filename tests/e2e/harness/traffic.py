@@ -100,6 +100,14 @@ class Clients:
     others must route by too). No other connection to the listener may be
     opened while they are made.
 
+    A placement holds while the connections do. Envoy ends a client's
+    connection after some of its 503s (``connection: close``, seen after a
+    failed connect to a node that died), and the SDK's next request then
+    opens one that any worker may take. :meth:`intact` tells whether a new
+    connection was opened since the clients were placed (by anyone: so only
+    while nothing else connects), :meth:`place_again` reconnects and places
+    them all.
+
     ``run(fn, per_client)`` calls ``fn(client, client_index, j)`` for ``j`` in
     ``range(per_client)`` in one thread per client; an exception is recorded
     in ``errors`` (what the application would see), not raised, so that a
@@ -109,28 +117,58 @@ class Clients:
     def __init__(self, p, make_client: Callable[[], Any], count: int = 4, cover: bool = True,
                  max_clients: int = 32):
         self.p = p
+        self.make_client = make_client
+        self.count = count
+        self.cover = cover
+        self.max_clients = max_clients
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self.clients: list[Any] = []
         self.workers: list[str] = []
-        port = listener_port(p)
-        everyone = worker_names(p.envoy)
-        for _ in range(max_clients):
-            client = make_client()
-            tag = {"value": UNATTRIBUTED}
-            _tag_requests(client, tag)
-            worker = on_new_connection(p.envoy, port, lambda: client.list_tables(Limit=1))
+        self._tags: list[dict] = []
+        self._port = listener_port(p)
+        self._placed_at: dict[str, int] = {}
+        self._place(reuse=[])
+
+    def _place_one(self, client, tag: dict) -> str | None:
+        tag["value"] = UNATTRIBUTED
+        worker = on_new_connection(self.p.envoy, self._port, lambda: client.list_tables(Limit=1))
+        if worker is not None:
+            self.p.placed = getattr(self.p, "placed", 0) + 1
+            tag["value"] = f"{worker}/{self.p.placed}"
+        return worker
+
+    def _place(self, reuse: list) -> None:
+        everyone = set(worker_names(self.p.envoy))
+        self.clients, self.workers, self._tags = [], [], []
+        for _ in range(self.max_clients):
+            if reuse:
+                client, tag = reuse.pop(0)
+                client.close()  # its next request opens a new connection
+            else:
+                client, tag = self.make_client(), {"value": UNATTRIBUTED}
+                _tag_requests(client, tag)
+            worker = self._place_one(client, tag)
             if worker is None:
                 client.close()
                 continue
-            p.placed = getattr(p, "placed", 0) + 1
-            tag["value"] = f"{worker}/{p.placed}"
             self.clients.append(client)
             self.workers.append(worker)
-            if len(self.clients) >= count and (not cover or set(self.workers) >= set(everyone)):
+            self._tags.append(tag)
+            if not reuse and len(self.clients) >= self.count and (not self.cover or set(self.workers) >= everyone):
+                self._placed_at = worker_connections(self.p.envoy, self._port, "downstream_cx_total")
                 return
-        raise AssertionError(f"{max_clients} connections did not reach every worker "
+        raise AssertionError(f"{self.max_clients} connections did not reach every worker "
                              f"({sorted(everyone)}): {self.workers}")
+
+    def intact(self) -> bool:
+        """Whether no connection was opened since the clients were placed."""
+        return worker_connections(self.p.envoy, self._port, "downstream_cx_total") == self._placed_at
+
+    def place_again(self) -> None:
+        """Reconnects every client and places it anew (more clients join if
+        the workers are not all covered)."""
+        self._place(reuse=list(zip(self.clients, self._tags)))
 
     def run(self, fn: Callable[[Any, int, int], Any], per_client: int = 1) -> float:
         """Runs the calls; returns the ``time.monotonic()`` taken before them."""
@@ -156,10 +194,13 @@ class Clients:
 class WorkerConnections:
     """One raw keep-alive connection to the listener per Envoy worker, each
     sending signed ``ListTables`` requests tagged with its worker: the
-    cheapest way to ask every worker where it routes."""
+    cheapest way to ask every worker where it routes. ``lost`` says that
+    Envoy ended one of them (``connection: close``), so that the placement
+    no longer holds."""
 
     def __init__(self, p, max_connections: int = 32):
         self.endpoint = p.endpoint
+        self.lost = False
         host, port = "127.0.0.1", listener_port(p)
         self.conns: dict[str, http.client.HTTPConnection] = {}
         everyone = set(worker_names(p.envoy))
@@ -167,7 +208,8 @@ class WorkerConnections:
             for _ in range(max_connections):
                 conn = http.client.HTTPConnection(host, port, timeout=30)
                 worker = on_new_connection(p.envoy, port, lambda: self._list_tables(conn, UNATTRIBUTED))
-                if worker is None or worker in self.conns:
+                if worker is None or worker in self.conns or self.lost:
+                    self.lost = False
                     conn.close()
                     continue
                 self.conns[worker] = conn
@@ -184,7 +226,10 @@ class WorkerConnections:
         conn.request("POST", "/", body=body,
                      headers=signed_headers(self.endpoint, "ListTables", body, {CLIENT_HEADER: tag}))
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        data = resp.read()
+        if resp.will_close:
+            self.lost = True
+        return resp.status, data
 
     def send(self, per_worker: int) -> float:
         """``per_worker`` requests on each connection, one after another;
@@ -308,14 +353,15 @@ def failed_answers(envoy) -> int:
     return int(envoy.stat("http.dynamodb.downstream_rq_5xx"))
 
 
-def wait_served_by(p, send: Callable[[], float], expected: Iterable[str], workers: Iterable[str],
+def wait_served_by(p, clients: Clients, send: Callable[[], float], expected: Iterable[str],
                    *, cover: bool = True, run: int | None = None, operations: Iterable[str] | None = None,
                    where: Callable[[DynamoRequest], bool] | None = None,
                    timeout: float = 10.0, what: str = "routing") -> dict[str, int]:
-    """Repeats ``send()`` (which returns its start time) until one whole
-    batch showed every worker of ``workers`` routing only to ``expected``
-    nodes (and, with ``cover``, to every one of them), with no request
-    failed; returns that batch's per-node counts.
+    """Repeats ``send()`` (which sends through ``clients`` and returns its
+    start time) until one whole batch showed every worker routing only to
+    ``expected`` nodes (and, with ``cover``, to every one of them), with no
+    request failed; returns that batch's per-node counts. Nothing but
+    ``clients`` may send through Envoy meanwhile.
 
     This is the condition that each worker's VM routes by the state the test
     waits for: every worker is judged by the requests it picked itself, not
@@ -326,24 +372,25 @@ def wait_served_by(p, send: Callable[[], float], expected: Iterable[str], worker
     least ``run`` times in it (by default ``len(expected)``): with round
     robin, ``run`` picks in a row visit every node of a list of up to
     ``run`` nodes, so a worker still holding a node it should not (dead or
-    not) shows it. Everything sent through the workers meanwhile must come
-    from placed clients.
+    not) shows it. A batch after which a client had to reconnect does not
+    count either: the clients are placed again and the next batch decides.
     """
     expected = set(expected)
-    workers = set(workers)
     run = run if run is not None else len(expected)
-    cluster = p.cluster
     last: dict = {}
 
     def once():
         nonlocal last
+        if not clients.intact():
+            clients.place_again()
+        workers = set(clients.workers)
         failed = failed_answers(p.envoy)
         since = send()
-        records = served(cluster, since, operations, where=where)
+        records = served(p.cluster, since, operations, where=where)
         last = nodes_by_worker(records)
-        if failed_answers(p.envoy) != failed:
+        if failed_answers(p.envoy) != failed or not clients.intact():
             return False
-        if not workers <= set(last) or not all(sum(last[w].values()) >= run for w in workers):
+        if set(last) != workers or not all(sum(last[w].values()) >= run for w in workers):
             return False
         if not all(set(seen) <= expected for seen in last.values()):
             return False
@@ -354,9 +401,8 @@ def wait_served_by(p, send: Callable[[], float], expected: Iterable[str], worker
     try:
         return net.wait_for(once, timeout=timeout, interval=0.02)
     except TimeoutError:
-        raise AssertionError(f"{what}: batches never went only to {sorted(expected)} from every worker "
-                             f"{sorted(workers)}, {run} or more each and none failed; the last went to "
-                             f"{last}") from None
+        raise AssertionError(f"{what}: batches never went only to {sorted(expected)} from every worker, "
+                             f"{run} or more each and none failed; the last went to {last}") from None
 
 
 # -- hand-built requests ------------------------------------------------------
