@@ -11,15 +11,16 @@ VMs and a clock (core/src/discovery.rs, localnodes.rs, poller/tests.rs).
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from harness import net
 from harness.proxy import wait_routed
+from harness.traffic import JSON_CONTENT_TYPE as JSON
+from harness.traffic import listener_port, on_new_connection, signed_headers, worker_names
 
 
 def test_one_localnodes_call_per_interval_with_four_workers(proxied):
@@ -65,6 +66,28 @@ def test_added_and_removed_nodes_reach_every_worker(proxied):
     assert f"node list changed, now 3 nodes; added [], removed [{gone}:{p.cluster.port}]" in log, log[-3000:]
 
 
+def answer_on_a_new_connection(p) -> tuple[str | None, tuple[int, str | None, bytes]]:
+    """A signed ListTables on a connection of its own: the worker that took
+    it (None if that is not clear) and its status, content type and body.
+    (Envoy ends the connection after a reply sent before the request's body
+    was read, as the filter's own 503 is, so no connection is kept.)"""
+    port = listener_port(p)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    got = {}
+
+    def ask():
+        body = b"{}"
+        conn.request("POST", "/", body=body, headers=signed_headers(p.endpoint, "ListTables", body))
+        resp = conn.getresponse()
+        got["answer"] = (resp.status, resp.getheader("content-type"), resp.read())
+
+    try:
+        worker = on_new_connection(p.envoy, port, ask)
+    finally:
+        conn.close()
+    return worker, got["answer"]
+
+
 def test_no_reachable_node_gives_a_dynamodb_style_503(proxied):
     """Two seeds where nothing listens, nothing ever discovered: the filter
     answers every request itself, with the 503 an SDK retries, in DynamoDB's
@@ -74,34 +97,34 @@ def test_no_reachable_node_gives_a_dynamodb_style_503(proxied):
         port = net.free_port()
         seeds = [f"{block.address(1)}:{port}", f"{block.address(2)}:{port}"]
         p = proxied(n_nodes=0, seeds=seeds, port=port)
+        # Until a worker knows discovery failed on both seeds (its own failed
+        # requests, or the shared record on its next tick), its requests
+        # still try them and get Envoy's own 503: wait until the latest
+        # answer of every worker is the filter's.
+        latest: dict = {}
 
-        def answer():
-            req = urllib.request.Request(p.endpoint + "/", data=b"{}", method="POST",
-                                         headers={"Content-Type": "application/x-amz-json-1.0",
-                                                  "X-Amz-Target": "DynamoDB_20120810.ListTables"})
-            # The client gives up after 5 s: a hanging proxy fails the test.
-            try:
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    return r.status, dict(r.headers), r.read()
-            except urllib.error.HTTPError as e:
-                return e.code, dict(e.headers), e.read()
+        def every_worker_answers_json_503():
+            worker, answer = answer_on_a_new_connection(p)
+            if worker is not None:
+                latest[worker] = answer
+            return (set(latest) == set(worker_names(p.envoy))
+                    and all(a[:2] == (503, JSON) for a in latest.values()))
 
-        def json_503():
-            status, headers, body = answer()
-            return status == 503 and headers.get("content-type") == "application/x-amz-json-1.0" and body
-
-        # Until discovery has failed on both seeds, requests still try them.
-        body = net.wait_for(json_503, timeout=10, interval=0.05, message="the filter's own 503")
-        doc = json.loads(body)
-        assert doc["__type"].endswith("#ServiceUnavailableException")
-        assert "no Alternator node" in doc["message"]
-        # Every worker answers so, request after request (each on a new
-        # connection, so both workers answer).
+        try:
+            net.wait_for(every_worker_answers_json_503, timeout=10, interval=0.02)
+        except TimeoutError:
+            raise AssertionError(f"not every worker answers the filter's own 503: {latest}") from None
+        for status, ctype, body in latest.values():
+            doc = json.loads(body)
+            assert doc["__type"].endswith("#ServiceUnavailableException")
+            assert "no Alternator node" in doc["message"]
+        # From then on, whichever worker takes a request answers so (the
+        # client gives up after 30 s: a hanging proxy fails the test).
         for _ in range(20):
-            status, headers, body = answer()
-            assert (status, headers.get("content-type")) == (503, "application/x-amz-json-1.0"), body
-        net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") >= 21,
-                     timeout=5, message="the 21 503s to be counted")
+            worker, (status, ctype, body) = answer_on_a_new_connection(p)
+            assert (status, ctype) == (503, JSON), (worker, status, ctype, body[:200])
+        net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") >= 22,
+                     timeout=5, message="the 503s to be counted")
     finally:
         block.release()
 

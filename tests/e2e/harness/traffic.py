@@ -207,7 +207,7 @@ class WorkerConnections:
         try:
             for _ in range(max_connections):
                 conn = http.client.HTTPConnection(host, port, timeout=30)
-                worker = on_new_connection(p.envoy, port, lambda: self._list_tables(conn, UNATTRIBUTED))
+                worker = on_new_connection(p.envoy, port, lambda: self._ask(conn, UNATTRIBUTED))
                 if worker is None or worker in self.conns or self.lost:
                     self.lost = False
                     conn.close()
@@ -221,7 +221,7 @@ class WorkerConnections:
             self.close()
             raise
 
-    def _list_tables(self, conn: http.client.HTTPConnection, tag: str) -> tuple[int, bytes]:
+    def _ask(self, conn: http.client.HTTPConnection, tag: str) -> tuple[int, str | None, bytes]:
         body = b"{}"
         conn.request("POST", "/", body=body,
                      headers=signed_headers(self.endpoint, "ListTables", body, {CLIENT_HEADER: tag}))
@@ -229,7 +229,11 @@ class WorkerConnections:
         data = resp.read()
         if resp.will_close:
             self.lost = True
-        return resp.status, data
+        return resp.status, resp.getheader("content-type"), data
+
+    def ask(self, worker: str) -> tuple[int, str | None, bytes]:
+        """One request on ``worker``'s connection: status, content type, body."""
+        return self._ask(self.conns[worker], f"{worker}/probe")
 
     def send(self, per_worker: int) -> float:
         """``per_worker`` requests on each connection, one after another;
@@ -238,7 +242,7 @@ class WorkerConnections:
         since = time.monotonic()
         for worker, conn in self.conns.items():
             for _ in range(per_worker):
-                status, data = self._list_tables(conn, f"{worker}/probe")
+                status, _, data = self.ask(worker)
                 assert status == 200, (worker, status, data[:300])
         return since
 
