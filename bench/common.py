@@ -9,7 +9,7 @@
 * /proc readings of a process: resident memory and CPU time.
 
 Importing this module also puts tests/e2e on ``sys.path``, so the scripts can
-use the e2e harness (``filter_setup``, ``harness.envoy``, ``harness.net``).
+use the e2e harness (``harness.filter_config``, ``harness.envoy``, ``harness.net``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "tests" / "e2e") not in sys.path:
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-import filter_setup  # noqa: E402
 from harness.backend import stop_process_group  # noqa: E402
 from harness.envoy import envoy_binary  # noqa: E402
+from harness.filter_config import WASM  # noqa: E402,F401
 from harness.net import LoopbackBlock, reserve_loopback_block  # noqa: E402
 
-WASM = filter_setup.WASM
 FAKE_NODE = REPO / "target" / "release" / "fake-node"
 NODES = 3
 

@@ -93,7 +93,7 @@ from common import (FAKE_NODE, NODES, REPO, WASM, FakeNode, Wrk, WrkResult,  # n
                     mib, missing_prerequisites, percentile, proc_cpu_seconds, proc_memory,
                     raise_on_sigterm, wrk_version)
 
-import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
+from harness.filter_config import envoy_config, wasm_plugin  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
 from harness.net import free_port, wait_for  # noqa: E402
 
@@ -148,14 +148,12 @@ def _set_module(config: dict, wasm: Path) -> dict:
 def filter_config(listener_port: int, admin_port: int, fake: FakeNode, wasm: Path | None = None,
                   handoff_header: str | None = None, keys: dict | None = None) -> dict:
     """envoy/envoy.yaml as users run it; only ports, module path, seeds and port change.
-    ``wasm``: the module (default: what filter_setup.build_wasm() returns);
+    ``wasm``: the module (default: target/alternator_lb.wasm, as built);
     ``keys``: filter configuration keys set on top (a --filter-variant)."""
-    config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
-                                       seeds=[fake.addresses[0]], port=fake.port)
-    if wasm is not None:
-        _set_module(config, wasm)
+    config = envoy_config(listener_port=listener_port, admin_port=admin_port,
+                          seeds=[fake.addresses[0]], port=fake.port, wasm=wasm or WASM)
     if keys:
-        plugin = filter_setup.wasm_plugin(config)
+        plugin = wasm_plugin(config)
         doc = json.loads(plugin["configuration"]["value"])
         doc.update(keys)
         plugin["configuration"]["value"] = json.dumps(doc)
@@ -180,8 +178,8 @@ def static_rr_config(listener_port: int, admin_port: int, fake: FakeNode, wasm: 
     filter costs in Envoy.  The module gets no configuration unless
     ``keep_configuration`` (alternator_lb itself keeps its own; the STATIC
     cluster ignores the node it picks)."""
-    config = filter_setup.envoy_config(listener_port=listener_port, admin_port=admin_port,
-                                       seeds=[fake.addresses[0]], port=fake.port)
+    config = envoy_config(listener_port=listener_port, admin_port=admin_port,
+                          seeds=[fake.addresses[0]], port=fake.port, wasm=WASM)
     hcm = _hcm(config)
     before = len(hcm["http_filters"])
     if wasm is not None:
@@ -332,8 +330,6 @@ class Compare:
                                               self.workdir / "baseline.wasm")
         fm = self.modules["filter"]
         self.wasm, self.wasm_bytes, self.wasm_sha256, self.wasm_built = fm.path, fm.bytes, fm.sha256, fm.built
-        # envoy_config() builds the module for the tests; here it is the copy.
-        filter_setup.build_wasm = lambda: self.wasm
         # --filter-variant / --balancing: configuration keys per filter variant
         # ("filter" itself may have some); the others are extra variants.
         self.filter_keys: dict[str, dict] = dict(args.filter_variants)

@@ -9,7 +9,7 @@ What it does:
 1. starts ``fake-node`` (bench/fake-node, a fast native fake Alternator
    cluster) on three addresses of a reserved loopback block, one port;
 2. starts Envoy (concurrency 2) with the shipped ``envoy/envoy.yaml``
-   (via tests/e2e/filter_setup.envoy_config: the same listener, Wasm filter
+   (via tests/e2e/harness/filter_config.envoy_config: the same listener, Wasm filter
    and ORIGINAL_DST clusters), seeds = the first node, port = fake-node's;
 3. waits for the filter's log line ``discovered 3 nodes``;
 4. warms up (~100k requests), samples Envoy's VmRSS, then drives at least
@@ -44,7 +44,7 @@ from pathlib import Path
 from common import (FAKE_NODE, NODES, FakeNode, REPO, WASM, WRK_SCRIPT, WrkResult,  # noqa: E402,F401
                     missing_prerequisites, mib, proc_memory, raise_on_sigterm)
 
-import filter_setup  # noqa: E402  (common put tests/e2e on sys.path)
+from harness.filter_config import envoy_config  # noqa: E402  (common put tests/e2e on sys.path)
 from harness.backend import stop_process_group  # noqa: E402
 from harness.envoy import EnvoyProcess  # noqa: E402
 from harness.net import free_port, wait_for  # noqa: E402
@@ -79,12 +79,11 @@ class Bench:
 
     # -- processes -----------------------------------------------------------
     def start_envoy(self) -> None:
-        # envoy_config() normally builds the module first (for the tests);
-        # this benchmark builds nothing and has checked WASM exists.
-        filter_setup.build_wasm = lambda: WASM
+        # The module as built (this benchmark builds nothing and has checked
+        # that WASM exists), not envoy_config()'s default, which builds it.
         self.listener_port = free_port()
-        config = filter_setup.envoy_config(listener_port=self.listener_port, admin_port=free_port(),
-                                           seeds=[self.fake.addresses[0]], port=self.fake.port)
+        config = envoy_config(listener_port=self.listener_port, admin_port=free_port(),
+                              seeds=[self.fake.addresses[0]], port=self.fake.port, wasm=WASM)
         self.envoy = EnvoyProcess(config, concurrency=self.args.concurrency,
                                   workdir=self.workdir / "envoy")
         wait_for(lambda: f"discovered {NODES} nodes" in self.envoy.log_text(), timeout=20,

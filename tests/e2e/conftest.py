@@ -6,6 +6,9 @@
 * ``make_cluster(...)`` / ``make_envoy(...)`` (function): factories that
   remember everything they started and stop it at teardown, also when the
   test failed, so that no node thread or Envoy process outlives its test.
+* ``proxied(...)`` (function): a factory for a simulated cluster behind a
+  real Envoy loading the filter (:func:`harness.proxy.start_proxied`), both
+  made with the two factories above, so stopped at teardown by them.
 * ``dynamodb`` (function): a factory for boto3 clients with the cluster's
   credentials.
 * On a failed test, the tail of every Envoy log started by that test is
@@ -28,6 +31,7 @@ from harness.alternator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Simulated
 from harness.backend import MotoBackend
 from harness.clients import dynamodb_client
 from harness.envoy import EnvoyProcess
+from harness.proxy import Proxied, start_proxied
 
 _envoys_key = pytest.StashKey[list]()
 
@@ -94,6 +98,20 @@ def make_envoy(request, tmp_path):
     yield factory
     for e in envoys:
         e.stop()
+
+
+@pytest.fixture
+def proxied(make_cluster, make_envoy):
+    """Factory: ``proxied(n_nodes=3, concurrency=2, seeds=None, cluster=None,
+    shipped=envoy/envoy.yaml, edit_config=None, envoy_args=(), **filter_keys)``
+    returns a :class:`~harness.proxy.Proxied`: a cluster and a ready Envoy
+    in front of it (see :func:`~harness.proxy.start_proxied`), both stopped
+    at teardown by ``make_cluster`` and ``make_envoy``."""
+
+    def factory(**kw: Any) -> Proxied:
+        return start_proxied(make_cluster, make_envoy, **kw)
+
+    return factory
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filter_setup import REPO, build_wasm, each_dict, envoy_config
+from harness.filter_config import REPO, build_wasm, each_dict, envoy_config
 from harness import net
 from harness.tls import TestCA
 import subprocess

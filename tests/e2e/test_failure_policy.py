@@ -16,9 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
-from filter_setup import build_variant, wasm_plugin
 from harness import net
-from proxy import start_proxied, wait_discovered
+from harness.filter_config import build_variant, wasm_plugin
 
 TRAP_HEADER = "x-alternator-lb-trap"
 
@@ -27,7 +26,7 @@ def build_trap_module():
     return build_variant("trap", ALTERNATOR_LB_TRAP_HEADER=TRAP_HEADER)
 
 
-def start(make_cluster, make_envoy, policy: str):
+def start(proxied, policy: str):
     module = build_trap_module()
 
     def edit(config: dict) -> dict:
@@ -37,8 +36,8 @@ def start(make_cluster, make_envoy, policy: str):
         return config
 
     # One worker, so that the trapped VM is the one every request meets.
-    p = start_proxied(make_cluster, make_envoy, concurrency=1, edit_config=edit, refresh_interval_ms=500)
-    wait_discovered(p, 3)
+    p = proxied(concurrency=1, edit_config=edit, refresh_interval_ms=500)
+    p.wait_discovered()
     return p
 
 
@@ -64,8 +63,8 @@ def trap(p) -> int:
     return status
 
 
-def test_with_fail_reload_requests_flow_again_after_a_trap(make_cluster, make_envoy, dynamodb):
-    p = start(make_cluster, make_envoy, "FAIL_RELOAD")
+def test_with_fail_reload_requests_flow_again_after_a_trap(proxied, dynamodb):
+    p = start(proxied, "FAIL_RELOAD")
     status = trap(p)
     assert status != 200, "the trapping request itself is not served"
     t0 = time.monotonic()
@@ -78,10 +77,12 @@ def test_with_fail_reload_requests_flow_again_after_a_trap(make_cluster, make_en
     print(f"\nthe trapping request got {status}; requests were served again {back:.2f} s later")
 
 
-def test_with_fail_closed_the_worker_refuses_requests_after_a_trap(make_cluster, make_envoy):
-    p = start(make_cluster, make_envoy, "FAIL_CLOSED")
+def test_with_fail_closed_the_worker_refuses_requests_after_a_trap(proxied):
+    p = start(proxied, "FAIL_CLOSED")
     trap(p)
-    # Never routed again: every request of that worker gets Envoy's 503.
+    # Never routed again: every request of that worker gets Envoy's 503,
+    # over 2 s (where FAIL_RELOAD serves again within a second or so): the
+    # duration is the subject, so the sleep stays.
     statuses = []
     for _ in range(10):
         statuses.append(health_check(p.endpoint))

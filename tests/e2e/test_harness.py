@@ -29,6 +29,7 @@ from harness.alternator import BAD_ENTRIES, GARBAGE_BODY, LOCALNODES_MODES, Simu
 from harness.backend import MotoBackend
 from harness.envoy import (EnvoyStartError, EnvoyProcess, minimal_static_config,
                            run_envoy_expect_failure, validate, write_config)
+from harness.proxy import create_table
 
 AK, SK = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -68,13 +69,6 @@ def localnodes(cluster: SimulatedCluster, addr: str, query: str = "") -> list:
     status, ctype, body = http_get(addr, cluster.port, "/localnodes" + (f"?{query}" if query else ""))
     assert status == 200 and ctype == "application/json"
     return json.loads(body)
-
-
-def create_table(client, name: str) -> None:
-    client.create_table(TableName=name,
-                        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                        BillingMode="PAY_PER_REQUEST")
 
 
 # ---------------------------------------------------------------- sigv4
@@ -228,11 +222,11 @@ def test_boto3_through_nodes_over_shared_backend(make_cluster, dynamodb, table_n
     c1 = dynamodb(cluster.endpoint(n1))
     c2 = dynamodb(cluster.endpoint(n2))
     create_table(c1, table_name)
-    c1.put_item(TableName=table_name, Item={"k": {"S": "key1"}, "v": {"N": "42"}})
-    got = c1.get_item(TableName=table_name, Key={"k": {"S": "key1"}})
-    assert got["Item"] == {"k": {"S": "key1"}, "v": {"N": "42"}}
+    c1.put_item(TableName=table_name, Item={"pk": {"S": "key1"}, "sk": {"S": "a"}, "v": {"N": "42"}})
+    got = c1.get_item(TableName=table_name, Key={"pk": {"S": "key1"}, "sk": {"S": "a"}})
+    assert got["Item"] == {"pk": {"S": "key1"}, "sk": {"S": "a"}, "v": {"N": "42"}}
     # Written through node 1, read through node 2: one shared backend.
-    got = c2.get_item(TableName=table_name, Key={"k": {"S": "key1"}})
+    got = c2.get_item(TableName=table_name, Key={"pk": {"S": "key1"}, "sk": {"S": "a"}})
     assert got["Item"]["v"] == {"N": "42"}
     # boto3 checked the relayed x-amz-crc32 (it would raise otherwise).
     assert "x-amz-crc32" in got["ResponseMetadata"]["HTTPHeaders"]
@@ -628,9 +622,9 @@ def test_sigv4_survives_plain_envoy(make_cluster, make_envoy, dynamodb, table_na
 
     create_table(client, table_name)
     for i in range(12):
-        client.put_item(TableName=table_name, Item={"k": {"S": f"k{i}"}, "v": {"S": "x" * i}})
+        client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "a"}, "v": {"S": "x" * i}})
     for i in range(12):
-        got = client.get_item(TableName=table_name, Key={"k": {"S": f"k{i}"}})
+        got = client.get_item(TableName=table_name, Key={"pk": {"S": f"k{i}"}, "sk": {"S": "a"}})
         assert got["Item"]["v"] == {"S": "x" * i}
 
     per_node = cluster.requests_per_node()

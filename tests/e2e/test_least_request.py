@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from proxy import Load, create_table, start_proxied, wait_discovered
+from harness.proxy import Load, create_table
 
 THREADS = 8
 SLOW_S = 0.150
@@ -39,10 +39,10 @@ def run_for(p, table_name, dynamodb, seconds: float, settle: float = 0.0):
     return (ok1 - ok0) / (t1 - t0), share, total
 
 
-def test_a_slow_node_sheds_load_and_gets_it_back(make_cluster, make_envoy, dynamodb, table_name):
-    p = start_proxied(make_cluster, make_envoy)
+def test_a_slow_node_sheds_load_and_gets_it_back(proxied, dynamodb, table_name):
+    p = proxied()
     assert "load_balancing" not in p.filter_keys
-    wait_discovered(p, 3)
+    p.wait_discovered()
     create_table(dynamodb(p.endpoint), table_name)
     slow = p.cluster.addresses[1]
 
@@ -64,9 +64,9 @@ def test_a_slow_node_sheds_load_and_gets_it_back(make_cluster, make_envoy, dynam
     assert back[slow] >= 0.20, back
 
 
-def test_equal_nodes_get_equal_shares(make_cluster, make_envoy, dynamodb, table_name):
-    p = start_proxied(make_cluster, make_envoy)
-    wait_discovered(p, 3)
+def test_equal_nodes_get_equal_shares(proxied, dynamodb, table_name):
+    p = proxied()
+    p.wait_discovered()
     create_table(dynamodb(p.endpoint), table_name)
     rate, share, n = run_for(p, table_name, dynamodb, 10.0, settle=1.0)
     print(f"\n{rate:.0f} req/s over 3 equal nodes: shares {fmt(share)} of {n}")

@@ -8,9 +8,9 @@ import copy
 import json
 import time
 
-from filter_setup import build_wasm, shipped_config, wasm_plugin
 from harness import net
-from proxy import create_table, start_proxied, wait_discovered
+from harness.filter_config import build_wasm, shipped_config
+from harness.proxy import create_table
 
 
 def with_access_log(path):
@@ -30,15 +30,12 @@ def with_access_log(path):
     return edit
 
 
-def test_local_replies_are_counted_and_named_in_the_access_log(make_cluster, make_envoy, dynamodb,
-                                                                table_name, tmp_path):
+def test_local_replies_are_counted_and_named_in_the_access_log(proxied, dynamodb, table_name, tmp_path):
     access_log = tmp_path / "access.log"
     # Envoy writes access logs out every 10 s by default.
-    flushing = lambda config, **kw: make_envoy(  # noqa: E731
-        config, extra_args=["--file-flush-interval-msec", "100"], **kw)
-    p = start_proxied(make_cluster, flushing, edit_config=with_access_log(access_log),
-                      refresh_interval_ms=500, down_probe_interval_ms=60000)
-    wait_discovered(p, 3)
+    p = proxied(edit_config=with_access_log(access_log), envoy_args=["--file-flush-interval-msec", "100"],
+                refresh_interval_ms=500, down_probe_interval_ms=60000)
+    p.wait_discovered()
     create_table(dynamodb(p.endpoint), table_name)
     for addr in p.cluster.addresses:
         p.cluster.stop_node(addr)
@@ -62,12 +59,12 @@ def test_local_replies_are_counted_and_named_in_the_access_log(make_cluster, mak
     assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_handoff_refused") == 0
 
 
-def test_affinity_counters_and_discovery_latency_move(make_cluster, make_envoy, dynamodb, table_name):
+def test_affinity_counters_and_discovery_latency_move(make_cluster, proxied, dynamodb, table_name):
     cluster = make_cluster(n_nodes=3)
     create_table(dynamodb(cluster.endpoint(0)), table_name)
-    p = start_proxied(make_cluster, make_envoy, cluster=cluster, key_route_affinity="rmw",
-                      partition_keys={table_name: "pk"}, refresh_interval_ms=250)
-    wait_discovered(p, 3)
+    p = proxied(cluster=cluster, key_route_affinity="rmw", partition_keys={table_name: "pk"},
+                refresh_interval_ms=250)
+    p.wait_discovered()
     client = dynamodb(p.endpoint)
     for i in range(4):
         client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "s"}},
@@ -115,7 +112,8 @@ def test_two_instances_keep_their_own_figures(make_cluster, make_envoy, dynamodb
     envoy = make_envoy(config)
     net.wait_for(lambda: envoy.log_text().count("discovered") >= 2, timeout=10,
                  message="both instances to discover their nodes")
-    time.sleep(0.3)
+    # Each request is routed (to the seed, or to a discovered node) and
+    # counted by the instance that routed it.
     for port, n in ((ports[0], 9), (ports[1], 4)):
         client = dynamodb(f"http://127.0.0.1:{port}")
         for _ in range(n):

@@ -1,14 +1,18 @@
 """TLS to Alternator (envoy/envoy-tls.yaml): the simulated nodes serve HTTPS
 with certificates for their IP addresses from a CA made for the test; Envoy
 must verify each node against that CA and against the node's own IP, for
-requests and for the filter's /localnodes calls alike."""
+requests and for the filter's /localnodes calls alike. Round robin is
+pinned: the spread is exact (balancing is test_least_request.py's subject)."""
 from __future__ import annotations
 
 import time
 
-from filter_setup import TLS_CONFIG, each_dict
+from harness.filter_config import TLS_CONFIG, each_dict
+from harness.proxy import create_table
 from harness.tls import TestCA
-from proxy import create_table, start_proxied, wait_discovered
+from harness.traffic import Clients, assert_round_robin, nodes_of, served
+
+RR = {"load_balancing": "round_robin"}
 
 
 def use_ca(ca_file):
@@ -39,27 +43,28 @@ def tls_cluster(make_cluster, tmp_path, n_nodes, certificate_for):
     return cluster
 
 
-def test_requests_and_discovery_go_over_verified_tls(make_cluster, make_envoy, dynamodb, table_name, tmp_path):
+def test_requests_and_discovery_go_over_verified_tls(make_cluster, proxied, dynamodb, table_name, tmp_path):
     ca = TestCA(tmp_path / "ca", "alternator-test-ca")
     cluster = tls_cluster(make_cluster, tmp_path, 3, lambda i, addr: ca.issue([addr]))
-    p = start_proxied(make_cluster, make_envoy, cluster=cluster, shipped=TLS_CONFIG,
-                      edit_config=use_ca(ca.ca_file), refresh_interval_ms=500)
-    wait_discovered(p, 3)
-    client = dynamodb(p.endpoint)
+    p = proxied(cluster=cluster, shipped=TLS_CONFIG, edit_config=use_ca(ca.ca_file),
+                refresh_interval_ms=500, **RR)
+    p.wait_discovered()
+    [client] = Clients(p, lambda: dynamodb(p.endpoint), count=1, cover=False).clients
     create_table(client, table_name)
-    before = cluster.requests_per_node()
+    since = time.monotonic()
     for i in range(60):
         client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "x"}})
-    got = {a: n - before.get(a, 0) for a, n in cluster.requests_per_node().items()}
-    # Every node served some of them (the default least request balances
-    # them, about 20 each; the point here is that each node's TLS verified).
-    assert sum(got.values()) == 60 and all(n >= 5 for n in got.values()) and len(got) == 3, got
+    # One client, so one worker: 60 turns of its round robin, 20 per node,
+    # each over a connection whose TLS verified.
+    records = served(p.cluster, since)
+    assert nodes_of(records) == {a: 20 for a in cluster.addresses}
+    assert_round_robin(records, cluster.addresses, "60 writes")
     # Discovery itself went over TLS: the nodes answered /localnodes.
     assert len(cluster.localnodes_calls()) >= 1
     assert all(node.server.tls_refused == 0 for node in cluster.nodes)
 
 
-def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, make_envoy, dynamodb,
+def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, proxied, dynamodb,
                                                                table_name, tmp_path):
     ca = TestCA(tmp_path / "ca", "alternator-test-ca")
     rogue = TestCA(tmp_path / "rogue", "impostor-ca")
@@ -70,9 +75,11 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, make
 
     cluster = tls_cluster(make_cluster, tmp_path, 3, certificate)
     impostor = cluster.addresses[2]
-    p = start_proxied(make_cluster, make_envoy, cluster=cluster, shipped=TLS_CONFIG,
-                      edit_config=use_ca(ca.ca_file), refresh_interval_ms=500)
-    wait_discovered(p, 3)
+    p = proxied(cluster=cluster, shipped=TLS_CONFIG, edit_config=use_ca(ca.ca_file),
+                refresh_interval_ms=500, **RR)
+    # Listed, but each worker's first request to it fails its handshake,
+    # which takes it out: the workers route over the other two.
+    p.wait_discovered(nodes=[a for a in cluster.addresses if a != impostor], discovered=3)
     client = dynamodb(p.endpoint)   # SDK defaults: retries a 503
     create_table(client, table_name)
     for i in range(60):
@@ -85,7 +92,7 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, make
     assert "marked Down" in p.envoy.log_text() and impostor in p.envoy.log_text()
 
 
-def test_a_certificate_for_another_node_is_refused(make_cluster, make_envoy, dynamodb, table_name, tmp_path):
+def test_a_certificate_for_another_node_is_refused(make_cluster, proxied, dynamodb, table_name, tmp_path):
     """The right CA is not enough: the certificate must name the node's own IP
     (the filter hands Envoy that name with every request)."""
     ca = TestCA(tmp_path / "ca", "alternator-test-ca")
@@ -98,14 +105,13 @@ def test_a_certificate_for_another_node_is_refused(make_cluster, make_envoy, dyn
     cluster = tls_cluster(make_cluster, tmp_path, 3, lambda i, addr: certificate(i, addr))
     names[0] = cluster.addresses[0]
     wrong = cluster.addresses[1]
-    p = start_proxied(make_cluster, make_envoy, cluster=cluster, shipped=TLS_CONFIG,
-                      edit_config=use_ca(ca.ca_file), refresh_interval_ms=500)
-    wait_discovered(p, 3)
+    p = proxied(cluster=cluster, shipped=TLS_CONFIG, edit_config=use_ca(ca.ca_file),
+                refresh_interval_ms=500, **RR)
+    p.wait_discovered(nodes=[a for a in cluster.addresses if a != wrong], discovered=3)
     client = dynamodb(p.endpoint)
     create_table(client, table_name)
     for i in range(30):
         client.put_item(TableName=table_name, Item={"pk": {"S": f"k{i}"}, "sk": {"S": "x"}})
-    time.sleep(0.2)
     counts = cluster.requests_per_node()
     assert counts.get(wrong, 0) == 0, counts
     assert cluster.node(wrong).server.tls_refused >= 1

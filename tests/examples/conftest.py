@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from filter_setup import build_wasm  # noqa: E402
+from harness.filter_config import build_wasm  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from filter_setup import REPO
+from harness.filter_config import REPO
 from harness.envoy import envoy_binary
 
 

@@ -9,4 +9,9 @@ Modules:
 * :mod:`.envoy` - running a real Envoy from a config dict.
 * :mod:`.clients` - boto3 clients with explicit credentials.
 * :mod:`.affinity_ref` - key route affinity's node choice, written from the spec (the oracle).
+* :mod:`.filter_config` - the module as built and Envoy configs derived from the shipped ones.
+* :mod:`.proxy` - a cluster behind Envoy with the filter (the ``proxied`` fixture), waiting
+  until every worker routes over given nodes, one table schema, steady SDK load.
+* :mod:`.traffic` - clients placed on known Envoy workers, which node served what,
+  round robin's exact spread per worker, hand-built signed requests.
 """

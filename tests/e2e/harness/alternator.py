@@ -228,7 +228,8 @@ class _NodeServer(ThreadingHTTPServer):
         (``SHUT_RD``) and close with ``SO_LINGER`` 0, so the peer receives a
         RST; handlers busy with a request drop their answer and do the same.
         """
-        self.stopping.set()
+        with self._conn_lock:
+            self.stopping.set()      # no request is recorded from now on
         self.shutdown()              # serve_forever loop exits
         self.server_close()          # listening socket closed -> refused
         with self._conn_lock:
@@ -422,9 +423,16 @@ class _NodeHandler(BaseHTTPRequestHandler):
                             content_type="application/x-amz-json-1.0")
             return
         target = self.headers.get("X-Amz-Target", "")
-        record = DynamoRequest(time.monotonic(), node.address, target.rpartition(".")[2],
-                               headers, body)
-        hook = cluster._record_request(record)
+        # Recorded only while the node is up: a request read just as the
+        # node is stopped gets a reset, never an answer, and must not count
+        # as served after stop_node() returned (abort() sets `stopping`
+        # under the same lock).
+        with self.server._conn_lock:
+            if self.server.aborting:
+                raise _Aborted()
+            record = DynamoRequest(time.monotonic(), node.address, target.rpartition(".")[2],
+                                   headers, body)
+            hook = cluster._record_request(record)
         answer = hook(record) if hook else None
         if record.delay > 0:
             time.sleep(record.delay)

@@ -1,5 +1,5 @@
 """The filter as the tests run it: the release .wasm and Envoy configs derived
-from the shipped envoy/envoy.yaml.
+from the shipped envoy/envoy.yaml (also used by the benchmarks in bench/).
 
 Tests start from the very file users copy, changing only what a test must
 (addresses, ports, the filter's JSON configuration), so a mistake in the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED_CONFIG = REPO / "envoy" / "envoy.yaml"
 TLS_CONFIG = REPO / "envoy" / "envoy-tls.yaml"
 WASM = REPO / "target" / "alternator_lb.wasm"
@@ -95,18 +95,19 @@ def envoy_config(
     filter_config: dict | None = None,
     raw_filter_config: str | None = None,
     shipped: Path = SHIPPED_CONFIG,
+    wasm: Path | None = None,
     **filter_keys,
 ) -> dict:
     """envoy/envoy.yaml with the listener and admin on the given loopback
-    ports, the module path made absolute, and the filter's JSON configuration
-    either replaced (`filter_config` / `raw_filter_config`) or updated with
-    `filter_keys`."""
+    ports, the module path made absolute (`wasm`, by default the module
+    build_wasm() builds), and the filter's JSON configuration either replaced
+    (`filter_config` / `raw_filter_config`) or updated with `filter_keys`."""
     config = copy.deepcopy(shipped_config(shipped))
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listener_port)
     plugin = wasm_plugin(config)
-    plugin["vm_config"]["code"]["local"]["filename"] = str(build_wasm())
+    plugin["vm_config"]["code"]["local"]["filename"] = str(wasm if wasm is not None else build_wasm())
     if raw_filter_config is not None:
         plugin["configuration"]["value"] = raw_filter_config
     else:
