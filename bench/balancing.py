@@ -57,8 +57,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import importlib.util
 import json
 import os
 import platform
@@ -80,19 +78,9 @@ from harness.alternator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Simulated
 from harness.backend import MotoBackend, moto_server_path  # noqa: E402
 from harness.clients import dynamodb_client  # noqa: E402
 from harness.envoy import EnvoyProcess, envoy_binary  # noqa: E402
+from harness import filter_config  # noqa: E402
 
 
-def _config_module():
-    """The e2e module that derives Envoy configurations from envoy/envoy.yaml
-    (``envoy_config``, ``wasm_plugin``, ``build_wasm``, ``WASM``). It is
-    moving from tests/e2e/filter_setup.py to tests/e2e/harness/filter_config.py:
-    this is the one place that names it here."""
-    if importlib.util.find_spec("harness.filter_config") is not None:
-        return importlib.import_module("harness.filter_config")
-    return importlib.import_module("filter_setup")
-
-
-filter_config = _config_module()
 
 NODES = 3
 TABLE = "balancing_bench"
@@ -296,8 +284,8 @@ class Stack:
         self.addresses = self.cluster.addresses
         listener_port = net.free_port()
         config = filter_config.envoy_config(listener_port=listener_port, admin_port=net.free_port(),
-                                            seeds=[self.addresses[0]], port=self.cluster.port,
-                                            **bench.variants[variant])
+                                            wasm=bench.module.path, seeds=[self.addresses[0]],
+                                            port=self.cluster.port, **bench.variants[variant])
         self.envoy = EnvoyProcess(config, concurrency=bench.args.concurrency, workdir=workdir,
                                   start=False)
         self.envoy.start()
@@ -328,8 +316,6 @@ class Balancing:
         self.workdir = Path(tempfile.mkdtemp(prefix="alternator-lb-balancing-"))
         self.module = Module(Path(args.wasm).resolve() if args.wasm else filter_config.WASM,
                              self.workdir / "alternator_lb.wasm")
-        # envoy_config() builds the module for the tests; here it is the copy.
-        filter_config.build_wasm = lambda: self.module.path
         self.variants: dict[str, dict] = dict(args.filter_variants or DEFAULT_VARIANTS)
         shipped = filter_config.filter_configuration(filter_config.shipped_config())
         self.shipped_balancing = shipped.get("load_balancing")
