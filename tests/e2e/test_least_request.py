@@ -1,11 +1,16 @@
-"""Least-request balancing through a real Envoy (issue 14), with the
-default configuration (no `load_balancing` key): under closed-loop SDK load
-over three simulated nodes, a node that answers every DynamoDB request
-150 ms late sheds its load, gets it back once it is fast again, and equal
-nodes share equally.
+"""Least-request balancing (the default: no `load_balancing` key) through a
+real Envoy, its two workers, boto3 clients and the simulated nodes.
 
-The load is what this machine's Python SDK clients manage; the test
-asserts shares and a throughput ratio measured within itself, never a rate.
+The core's simulations (core/src/stream/tests/balancing.rs, four seeds of
+noise each) prove the balancing rules; this file checks once, end to end,
+what they leave to Envoy and the machine: real answer times through real
+connections, a seed that really answers the polls, a busy host. The bands
+are the issue's targets, derived from the simulations (which give, for the
+same scenarios: one sequential client within 0.3% of the mean and every
+window of 150 requests at 33%; a 150 ms node 0.1% of the requests at 0.97x
+the all-fast throughput, 33% again after it is fast), widened for what the
+simulations leave out, never tuned to a run. The test asserts shares and a
+throughput ratio measured within itself, never a rate.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 
 from harness.proxy import Load, create_table
 
+SEQUENTIAL = 600
 THREADS = 8
 SLOW_S = 0.150
 
@@ -26,9 +32,40 @@ def shares(cluster, since: float, until: float | None = None) -> tuple[dict[str,
     return {a: served.count(a) / max(total, 1) for a in cluster.addresses}, total
 
 
+def fmt(shares: dict[str, float]) -> str:
+    return ", ".join(f"{s:.1%}" for s in shares.values())
+
+
+def test_one_sequential_client_spreads_evenly_despite_late_answers(proxied, dynamodb, table_name):
+    p = proxied()
+    assert "load_balancing" not in p.filter_keys
+    p.wait_discovered()
+    client = dynamodb(p.endpoint)
+    create_table(client, table_name)
+    # Every answer 0-3 ms late, and 1 in 20 (any node) 25 ms late: noise a
+    # latency-aware balancer must not take for a slow node. The seed also
+    # answers the filter's polls.
+    p.cluster.set_answer_delay(None, jitter=0.003, spike_probability=0.05, spike_delay=0.025)
+    since = time.monotonic()
+    for i in range(SEQUENTIAL):
+        client.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": str(i % 10)}})
+    served = [r.node for r in p.cluster.dynamodb_requests(since=since)]
+    counts = {a: served.count(a) for a in p.cluster.addresses}
+    spikes = sum(r.spike for r in p.cluster.dynamodb_requests(since=since))
+    least = min(sum(1 for n in served[i:i + 150] if n == a) / 150
+                for i in range(len(served) - 149) for a in p.cluster.addresses)
+    print(f"\none sequential client, {len(served)} requests ({spikes} answers 25 ms late): "
+          f"{counts}, least share in 150 consecutive requests {least:.1%}")
+    assert len(served) == SEQUENTIAL
+    mean = SEQUENTIAL / 3
+    for addr, n in counts.items():
+        assert abs(n - mean) <= 0.05 * mean, counts
+    assert least >= 0.20, (least, counts)
+
+
 def run_for(p, table_name, dynamodb, seconds: float, settle: float = 0.0):
     """Closed-loop load for `settle` + `seconds`; the rate and shares over
-    the last `seconds`."""
+    the last `seconds` (a duration of load is the subject: slept)."""
     with Load(lambda: dynamodb(p.endpoint), table_name, threads=THREADS) as load:
         time.sleep(settle)
         ok0, t0 = load.ok, time.monotonic()
@@ -46,9 +83,9 @@ def test_a_slow_node_sheds_load_and_gets_it_back(proxied, dynamodb, table_name):
     create_table(dynamodb(p.endpoint), table_name)
     slow = p.cluster.addresses[1]
 
-    fast_rate, fast_shares, _ = run_for(p, table_name, dynamodb, 5.0, settle=1.0)
+    fast_rate, fast_shares, _ = run_for(p, table_name, dynamodb, 4.0, settle=0.5)
     p.cluster.set_answer_delay(slow, SLOW_S)
-    slow_rate, slow_shares, n = run_for(p, table_name, dynamodb, 8.0, settle=2.0)
+    slow_rate, slow_shares, n = run_for(p, table_name, dynamodb, 6.0, settle=1.5)
     p.cluster.set_answer_delay(slow, 0.0)
     # Fast again: its share over the 5 s that end 10 s later.
     with Load(lambda: dynamodb(p.endpoint), table_name, threads=THREADS) as load:
@@ -59,21 +96,9 @@ def test_a_slow_node_sheds_load_and_gets_it_back(proxied, dynamodb, table_name):
     print(f"\nall fast: {fast_rate:.0f} req/s, shares {fmt(fast_shares)}; "
           f"one node {SLOW_S * 1000:.0f} ms slow: {slow_rate:.0f} req/s ({slow_rate / fast_rate:.2f}x), "
           f"its share {slow_shares[slow]:.1%} of {n}; 5-10 s after it is fast again: {back[slow]:.1%} of {m}")
-    assert slow_shares[slow] <= 0.15, slow_shares
-    assert slow_rate >= 0.6 * fast_rate, (slow_rate, fast_rate)
-    assert back[slow] >= 0.20, back
-
-
-def test_equal_nodes_get_equal_shares(proxied, dynamodb, table_name):
-    p = proxied()
-    p.wait_discovered()
-    create_table(dynamodb(p.endpoint), table_name)
-    rate, share, n = run_for(p, table_name, dynamodb, 10.0, settle=1.0)
-    print(f"\n{rate:.0f} req/s over 3 equal nodes: shares {fmt(share)} of {n}")
+    assert slow_shares[slow] <= 0.10, slow_shares
+    assert slow_rate >= 0.75 * fast_rate, (slow_rate, fast_rate)
+    assert back[slow] >= 0.25, back
     mean = 1 / 3
-    for addr, s in share.items():
-        assert abs(s - mean) <= 0.1 * mean, (addr, share)
-
-
-def fmt(shares: dict[str, float]) -> str:
-    return ", ".join(f"{s:.1%}" for s in shares.values())
+    for addr, s in fast_shares.items():
+        assert abs(s - mean) <= 0.05 * mean, ("all fast", fast_shares)
