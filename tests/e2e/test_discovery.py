@@ -53,7 +53,7 @@ def test_added_and_removed_nodes_reach_every_worker(proxied):
     probe passes, and one it stops listing is dropped by every worker; the
     log says what changed. (How a new list is applied is core's:
     poller/tests.rs a_changed_list_reaches_every_vm_and_new_nodes_wait_for_a_probe;
-    the wording of the log lines is only checked here.)"""
+    the wording of these log lines is checked only here.)"""
     p = proxied(refresh_interval_ms=300, quarantine_probe_interval_ms=200, load_balancing="round_robin")
     p.wait_discovered()
     new = p.cluster.add_node()
@@ -62,7 +62,10 @@ def test_added_and_removed_nodes_reach_every_worker(proxied):
     p.cluster.remove_node(gone)  # no longer listed, still serving
     wait_routed(p, [a for a in p.cluster.addresses if a != gone])
     log = p.envoy.log_text()
-    assert f"node list changed, now 4 nodes; added [{new}:{p.cluster.port}], removed []" in log, log[-3000:]
+    added = f"{new}:{p.cluster.port}"
+    assert (f"node list changed, now 4 nodes; added [{added}], removed []; "
+            f"quarantined until a probe succeeds: [{added}]") in log, log[-3000:]
+    assert f"node {added} passed its probe; routing to it" in log, log[-3000:]
     assert f"node list changed, now 3 nodes; added [], removed [{gone}:{p.cluster.port}]" in log, log[-3000:]
 
 

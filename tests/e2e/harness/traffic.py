@@ -16,7 +16,10 @@ connection to the listener is opened meanwhile), and the worker whose
 ``listener...worker_N.downstream_cx_total`` grew by one took it (see
 :func:`on_new_connection`); every request of the client then carries the
 header ``x-e2e-client: worker_N/<index>``, which the node records with the
-request (:func:`worker_of`). A keep-alive connection stays on its worker.
+request (:func:`worker_of`). A keep-alive connection stays on its worker
+until Envoy ends it (``connection: close``, after some of its own 503s);
+:meth:`Clients.intact` and ``WorkerConnections.lost`` tell, and the clients
+are then placed again.
 """
 
 from __future__ import annotations
