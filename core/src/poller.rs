@@ -105,8 +105,9 @@ pub struct Poller<H: Host> {
     pending_down: Vec<(NodeAddr, Outcome)>,
     /// Requests routed when activity was last checked.
     seen_requests: u64,
-    /// Last warning about dropped `/localnodes` entries, to not repeat it.
-    last_dropped: Vec<String>,
+    /// Last warning about dropped `/localnodes` entries, to not repeat it
+    /// (at most [`localnodes::MAX_DESCRIBED`] descriptions and a count).
+    last_dropped: localnodes::Drops,
     corrupt_logged: bool,
 }
 
@@ -173,7 +174,7 @@ impl<H: Host> Poller<H> {
             in_flight: HashMap::new(),
             pending_down: Vec::new(),
             seen_requests: 0,
-            last_dropped: Vec::new(),
+            last_dropped: localnodes::Drops::default(),
             corrupt_logged: false,
         };
         let shared = poller.read_state();
@@ -534,8 +535,8 @@ impl<H: Host> Poller<H> {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(
                     "/localnodes from {target} had {} unusable entries, ignored: {}",
-                    answer.dropped.len(),
-                    announce::first_few(&answer.dropped)
+                    answer.dropped.count,
+                    answer.dropped.summary()
                 );
                 self.last_dropped = answer.dropped.clone();
             }

@@ -8,24 +8,6 @@ use crate::model::record::SharedState;
 use crate::model::NodeAddr;
 use crate::topology::Topology;
 
-/// How many dropped entries a warning names; a hostile 1 MiB answer must
-/// not make a log line of megabytes.
-pub const NAMED_ENTRIES: usize = 10;
-
-/// The first [`NAMED_ENTRIES`] descriptions, and how many more there were.
-pub fn first_few(dropped: &[String]) -> String {
-    let named = dropped
-        .iter()
-        .take(NAMED_ENTRIES)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    match dropped.len().checked_sub(NAMED_ENTRIES) {
-        Some(more) if more > 0 => format!("{named}; and {more} more"),
-        _ => named,
-    }
-}
-
 fn list(nodes: &[NodeAddr]) -> String {
     nodes
         .iter()
@@ -115,22 +97,5 @@ pub fn event(
             );
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    #[test]
-    fn a_warning_names_a_few_entries_and_counts_the_rest() {
-        let dropped: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
-        let line = first_few(&dropped);
-        assert!(line.starts_with("e0; e1; "), "{line}");
-        assert!(line.ends_with("e9; and 15 more"), "{line}");
-        assert_eq!(first_few(&dropped[..2]), "e0; e1");
-        assert_eq!(first_few(&dropped[..10]).matches(';').count(), 9);
     }
 }
