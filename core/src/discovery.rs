@@ -417,10 +417,11 @@ fn record_failure(state: &SharedState, round: &Round, query: usize) -> (SharedSt
 /// tier has a healthy node again.
 ///
 /// Before anything is discovered there is a single tier: the healthy seeds
-/// that have not failed discovery, of the first scope's datacenter when it
-/// has any, else of all seeds. When no tier has a node, requests get an
-/// immediate error instead of a connection attempt to an address that is
-/// known not to answer.
+/// of the first scope's datacenter when it has any, else of all seeds. A
+/// seed that failed a `/localnodes` call stays: a discovery failure is not a
+/// traffic failure (a typo in `discovery_cluster`, or a node that answers
+/// requests but not `/localnodes`, must not take a serving seed out); only
+/// requests that fail to reach it do.
 pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Vec<NodeAddr>> {
     let Some(state) = state else {
         return vec![topology.start_seeds.clone()];
@@ -439,7 +440,7 @@ pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Ve
     let usable = |seeds: &[NodeAddr]| -> Vec<NodeAddr> {
         seeds
             .iter()
-            .filter(|n| !state.has_failed(n) && health::is_routable(state, n))
+            .filter(|n| health::is_routable(state, n))
             .copied()
             .collect()
     };
@@ -798,7 +799,7 @@ mod tests {
     fn first_answer_is_marked_first_and_clears_failures() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
         let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
-        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
+        assert_eq!(routing_nodes(Some(&s), &t), t.seeds);
         let (next, ev) = apply_answer(
             &s,
             &round(2, &[(0, "10.0.0.2:8000")]),
@@ -1097,13 +1098,15 @@ mod tests {
     fn routing_uses_seeds_until_discovery_then_the_lists() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
         assert_eq!(routing_tiers(None, &t), [t.seeds.as_slice()]);
+        // Seeds that failed discovery still take requests: a discovery
+        // failure is not a traffic failure.
         let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
-        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.0.0.2:8000"])]);
+        assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
         let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
-        assert!(
-            routing_nodes(Some(&s), &t).is_empty(),
-            "all seeds failed: no node"
-        );
+        assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
+        // A seed a request could not reach is out.
+        let down = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        assert_eq!(routing_nodes(Some(&down), &t), addrs(&["10.0.0.2:8000"]));
         let (s, _) = apply_answer(
             &s,
             &round(3, &[(0, "10.0.0.2:8000")]),
@@ -1124,8 +1127,11 @@ mod tests {
         let s = fresh(3);
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
         assert_eq!(rings(&s, &t), [vec![], vec![], vec![]]);
-        // dc1's seed failed discovery: every seed left may take requests.
+        // dc1's seed failed discovery: it still takes the requests.
         let s = apply_failure(&s, &round(1, &[(1, "10.1.9.9:8000")]), 1).0;
+        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
+        // Its requests failed: every seed left may take them.
+        let s = health::mark_down(&s, a("10.1.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.2.9.9:8000"])]);
         let s = health::mark_down(&s, a("10.2.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [vec![]]);

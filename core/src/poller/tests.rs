@@ -972,3 +972,40 @@ fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule()
     let back = until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms);
     assert!(back.is_some(), "not back within a quarantine period");
 }
+
+/// A `discovery_cluster` that names no cluster (a typo Envoy's validation
+/// cannot see): every `/localnodes` call fails before it is made, yet the
+/// seeds answer requests. A discovery failure is not a node failure: the
+/// seeds keep taking requests on every VM, and the failures are logged and
+/// counted as ever.
+#[test]
+fn a_failing_discovery_never_takes_the_seeds_out_of_routing() {
+    capture_logs();
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "discovery_cluster": "typo"}"#;
+    let sim = Sim::new(config, 3, &NODES);
+    sim.run(5_000);
+    let seeds = vec![a("10.0.0.1:8000"), a("10.0.0.2:8000")];
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), seeds, "VM {vm}");
+    }
+    let failures = sim
+        .process
+        .stat("alternator_lb.discovery_failures")
+        .unwrap();
+    assert!(failures >= 4, "{failures} failures counted");
+    let record = sim.process.record().unwrap();
+    assert!(!record.discovered());
+    assert!(record.has_failed(&seeds[0]) && record.has_failed(&seeds[1]));
+    assert!(
+        logs()
+            .iter()
+            .any(|l| l.contains("could not call cluster \"typo\"")),
+        "{:?}",
+        logs()
+    );
+    // Requests go to the seeds.
+    let request = TestStream::default();
+    let mut stream = Stream::new(1, sim.router(1));
+    assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+    assert_eq!(request.handed.borrow().len(), 1);
+}
