@@ -209,6 +209,15 @@ impl<'c> Rules<'c> {
     }
 }
 
+impl Rules<'_> {
+    /// Whether an answer may have named `node` (with the configured port):
+    /// the check every VM repeats on the shared record's nodes, which any
+    /// plugin sharing the VM id could have written.
+    pub fn admits(&self, node: &NodeAddr) -> bool {
+        node.port == self.port && node_from_ip(node.ip, self).is_ok()
+    }
+}
+
 /// Reads a `/localnodes` body; each IP gets the configured Alternator port.
 /// Entries that are not IP literals, and addresses the `rules` refuse, are
 /// dropped (the refused ones are counted apart):
@@ -456,6 +465,10 @@ fn node(text: &str, rules: &Rules) -> Result<NodeAddr, Dropped> {
             Quoted(&abbreviate(text))
         ))
     })?;
+    node_from_ip(ip, rules)
+}
+
+fn node_from_ip(ip: IpAddr, rules: &Rules) -> Result<NodeAddr, Dropped> {
     let node = address::checked(ip, rules.port).map_err(|e| match e {
         AddrError::NotUnicast(_) => Dropped::Refused(e.to_string()),
         _ => Dropped::Unusable(e.to_string()),

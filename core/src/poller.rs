@@ -109,6 +109,8 @@ pub struct Poller<H: Host> {
     /// (at most [`localnodes::MAX_DESCRIBED`] descriptions and a count).
     last_dropped: localnodes::Drops,
     corrupt_logged: bool,
+    /// Whether refused nodes found in the record were logged.
+    screen_logged: bool,
 }
 
 /// How often each VM ticks: a tenth of the refresh interval, between 20 ms
@@ -176,6 +178,7 @@ impl<H: Host> Poller<H> {
             seen_requests: 0,
             last_dropped: localnodes::Drops::default(),
             corrupt_logged: false,
+            screen_logged: false,
         };
         let shared = poller.read_state();
         poller.rebuild(shared.as_ref().map(|(s, _)| s));
@@ -384,7 +387,10 @@ impl<H: Host> Poller<H> {
             }
         };
         match SharedState::decode(&bytes) {
-            Ok(state) => Some((state, cas)),
+            Ok(mut state) => {
+                self.screen(&mut state);
+                Some((state, cas))
+            }
             Err(e) => {
                 if !self.corrupt_logged {
                     self.corrupt_logged = true;
@@ -393,6 +399,23 @@ impl<H: Host> Poller<H> {
                 let _ = self.write_state(&SharedState::default(), Some(cas));
                 None
             }
+        }
+    }
+
+    /// Drops the record's nodes this VM's rules refuse. Shared data has no
+    /// owner: any plugin sharing the VM id can write the record, so it gets
+    /// the checks an answer gets (the seeds, from this VM's configuration,
+    /// excepted). Logged once per VM.
+    fn screen(&mut self, state: &mut SharedState) {
+        let rules = Rules::of(&self.config);
+        let seeds = &self.config.seeds;
+        let refused = state.retain_nodes(|n| rules.admits(n) || seeds.contains(n));
+        if refused > 0 && !self.screen_logged {
+            self.screen_logged = true;
+            log::warn!(
+                "the shared discovery record names {refused} nodes its rules refuse (outside allowed_cidrs, \
+                 link-local, loopback or not unicast, or another port); they are ignored"
+            );
         }
     }
 

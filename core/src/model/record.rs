@@ -8,7 +8,7 @@
 use super::address::NodeAddr;
 use super::health::Health;
 use super::sorted;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many failed targets are remembered per query; enough to walk a large
 /// seed list, small enough to keep the shared record short.
@@ -67,6 +67,28 @@ impl SharedState {
     /// Recomputes [`SharedState::nodes`] from the lists.
     pub fn refresh_nodes(&mut self) {
         self.nodes = sorted::union(self.lists.iter().map(|l| l.nodes.as_slice()));
+    }
+
+    /// Forgets every node `keep` refuses, wherever the record names it (a
+    /// list, a failed target, health); returns how many distinct nodes that
+    /// was.
+    pub fn retain_nodes(&mut self, keep: impl Fn(&NodeAddr) -> bool) -> usize {
+        let named = self
+            .lists
+            .iter()
+            .flat_map(|l| l.nodes.iter().chain(&l.failed))
+            .chain(self.health.keys());
+        let refused: BTreeSet<&NodeAddr> = named.filter(|n| !keep(n)).collect();
+        let refused = refused.len();
+        if refused > 0 {
+            for list in &mut self.lists {
+                list.nodes.retain(&keep);
+                list.failed.retain(&keep);
+            }
+            self.health.retain(|n, _| keep(n));
+            self.refresh_nodes();
+        }
+        refused
     }
 
     /// Whether `node` failed any query since that query's last answer.

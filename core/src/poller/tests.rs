@@ -1009,3 +1009,75 @@ fn a_failing_discovery_never_takes_the_seeds_out_of_routing() {
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
+
+/// Two filter instances (or a configuration being changed) with different
+/// `allowed_cidrs` in one Envoy: each keeps its own record, so neither
+/// routes over a list the other's ranges let through.
+#[test]
+fn filters_with_different_allowed_ranges_keep_separate_records() {
+    let narrow = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#;
+    let wide = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/8"]}"#;
+    let listed = ["10.0.0.1", "10.0.0.2", "10.1.0.4"];
+    let sim = Sim::with_configs(&[narrow, wide, narrow, wide], &listed);
+    sim.run(3_000);
+    let records: Vec<String> = sim
+        .process
+        .keys()
+        .into_iter()
+        .filter(|k| !k.ends_with(".tables") && !k.ends_with(".nohold"))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let outsider = a("10.1.0.4:8000");
+    for vm in [0, 2] {
+        assert_eq!(
+            sim.routed(vm),
+            [a("10.0.0.1:8000"), a("10.0.0.2:8000")],
+            "VM {vm}"
+        );
+    }
+    for vm in [1, 3] {
+        assert!(sim.routed(vm).contains(&outsider), "VM {vm}");
+    }
+}
+
+/// Shared data has no owner: whatever a record lists, every VM checks it
+/// against its own rules and never routes, probes or asks a node they
+/// refuse.
+#[test]
+fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
+    capture_logs();
+    let config = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#;
+    let sim = discovered(config, 3);
+    let mut record = sim.process.record().unwrap();
+    let outsiders = [a("10.1.0.4:8000"), a("169.254.169.254:8000")];
+    record.lists[0].nodes.extend(outsiders);
+    record.lists[0].nodes.sort();
+    record.refresh_nodes();
+    // One listed as Active, one as Down (a probe would be due at once).
+    let periods = crate::model::health::ProbePeriods {
+        down_ms: 1_000,
+        quarantine_ms: 1_000,
+    };
+    record = crate::health::mark_down(&record, outsiders[1], 0, periods).unwrap();
+    sim.process.set_record(&record);
+    let calls_before = sim.process.calls.borrow().len();
+    // Every VM takes the record up within a tick (before the next round
+    // replaces its list).
+    sim.run(2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    sim.run(5_000);
+    let calls = sim.process.calls.borrow()[calls_before..].to_vec();
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.to("10.1.0.4") && !c.to("169.254.169.254")),
+        "{calls:#?}"
+    );
+    assert!(
+        logs().iter().any(|l| l.contains("nodes its rules refuse")),
+        "{:?}",
+        logs()
+    );
+}

@@ -108,6 +108,19 @@ impl Process {
         crate::model::record::SharedState::decode(bytes).ok()
     }
 
+    /// Overwrites the discovery record with `state`, as any plugin sharing
+    /// the VM id could (Envoy's shared data has no owner).
+    pub fn set_record(&self, state: &crate::model::record::SharedState) {
+        let mut store = self.store.borrow_mut();
+        let cas = self.next_cas();
+        if let Some((_, entry)) = store
+            .iter_mut()
+            .find(|(k, _)| k.starts_with("alternator_lb.discovery.") && !k.ends_with(".tables"))
+        {
+            *entry = (state.encode(), cas);
+        }
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.store.borrow().keys().cloned().collect()
     }
@@ -378,9 +391,20 @@ impl Sim {
     /// `vms` VMs configured with `config`, one after another, at the same
     /// instant; the cluster lists `listed`.
     pub fn new(config: &str, vms: usize, listed: &[&str]) -> Sim {
-        let process = Process::new(config);
-        let pollers = (0..vms)
-            .map(|vm| {
+        Sim::with_configs(&vec![config; vms], listed)
+    }
+
+    /// One VM per configuration, all in one process: VM `i` is configured
+    /// with `configs[i]` (two filter instances, or two versions of one
+    /// filter's configuration, in one Envoy).
+    pub fn with_configs(configs: &[&str], listed: &[&str]) -> Sim {
+        let vms = configs.len();
+        let process = Process::new(configs[0]);
+        let pollers = configs
+            .iter()
+            .enumerate()
+            .map(|(vm, config)| {
+                *process.config.borrow_mut() = config.as_bytes().to_vec();
                 let host = TestHost {
                     process: Rc::clone(&process),
                     vm,
