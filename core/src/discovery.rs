@@ -11,7 +11,7 @@
 
 use crate::health;
 use crate::log_throttle::should_log_failure;
-use crate::model::record::{QueryList, SharedState, MAX_FAILED};
+use crate::model::record::{effective_ms, QueryList, SharedState, MAX_FAILED};
 use crate::model::sorted;
 use crate::model::NodeAddr;
 use crate::rng::Rng;
@@ -49,20 +49,29 @@ impl Timing {
         backed_off.min(self.idle_interval_ms.max(self.interval_ms))
     }
 
+    /// The longest a round's due time is ever set ahead: the next
+    /// interval never exceeds the idle one or the active one.
+    pub fn horizon_ms(&self) -> u64 {
+        self.idle_interval_ms.max(self.interval_ms)
+    }
+
+    /// Whether nothing was routed for `idle_after_ms`. An activity time
+    /// ahead of this VM's clock is an age of 0: active.
     fn is_idle(&self, state: &SharedState, now_ms: u64) -> bool {
-        state.last_activity_ms.saturating_add(self.idle_after_ms) <= now_ms
+        now_ms.saturating_sub(state.last_activity_ms) >= self.idle_after_ms
     }
 
     /// Records that requests were routed. Returns the state to write, or
     /// `None` when the last report is recent enough. The first request after
     /// an idle spell makes a round due at once, so the list is fresh again
-    /// quickly.
+    /// quickly. A last report further ahead than the resolution is not
+    /// recent but written by a clock ahead of this one (see
+    /// [`effective_ms`]): it is replaced, or idleness would go unnoticed
+    /// for as long as the gap.
     pub fn note_activity(&self, state: &SharedState, now_ms: u64) -> Option<SharedState> {
-        if now_ms
-            < state
-                .last_activity_ms
-                .saturating_add(ACTIVITY_RESOLUTION_MS)
-        {
+        let last = state.last_activity_ms;
+        let ahead = effective_ms(last, now_ms, ACTIVITY_RESOLUTION_MS) != last;
+        if !ahead && now_ms < last.saturating_add(ACTIVITY_RESOLUTION_MS) {
             return None;
         }
         let mut next = state.clone();
@@ -126,7 +135,10 @@ pub fn try_start_round(
     topology: &Topology,
     rng: &mut Rng,
 ) -> Option<(SharedState, Round)> {
-    if now_ms < state.next_due_ms {
+    // A due time further ahead than any interval was written by a clock
+    // ahead of this one: due now, not after the gap.
+    let due_ms = effective_ms(state.next_due_ms, now_ms, timing.horizon_ms());
+    if now_ms < due_ms {
         return None;
     }
     let state = fitted(state, topology.queries.len());
@@ -137,8 +149,8 @@ pub fn try_start_round(
         return None;
     }
     let interval_ms = timing.next_interval(&state, now_ms);
-    let on_rhythm = state.next_due_ms.saturating_add(interval_ms);
-    let next_due_ms = if state.next_due_ms != 0 && on_rhythm > now_ms {
+    let on_rhythm = due_ms.saturating_add(interval_ms);
+    let next_due_ms = if due_ms != 0 && on_rhythm > now_ms {
         on_rhythm
     } else {
         now_ms.saturating_add(interval_ms)

@@ -27,7 +27,7 @@
 //! any VM may lease the next probe.
 
 use crate::model::health::{Health, HealthState, Outcome, ProbePeriods};
-use crate::model::record::SharedState;
+use crate::model::record::{effective_ms, SharedState};
 use crate::model::NodeAddr;
 
 /// Envoy `ResponseFlag` bits (`StreamInfo::CoreResponseFlag`) that mean the
@@ -176,10 +176,13 @@ pub fn try_start_probe(
     now_ms: u64,
     periods: ProbePeriods,
 ) -> Option<(SharedState, Probe)> {
+    // A probe time further ahead than the longest wait was written by a
+    // clock ahead of this one: due now (see `effective_ms`).
+    let horizon = periods.down_ms.max(periods.quarantine_ms);
     let (node, health) = state
         .health
         .iter()
-        .find(|(_, h)| h.next_probe_ms <= now_ms)?;
+        .find(|(_, h)| effective_ms(h.next_probe_ms, now_ms, horizon) <= now_ms)?;
     let probe = Probe {
         node: *node,
         state: health.state,

@@ -32,6 +32,21 @@ pub struct QueryList {
     pub nodes: Vec<NodeAddr>,
 }
 
+/// A time read from the record, as this VM acts on it. The record's times
+/// were written by VMs whose clocks may not agree with this one's: a VM
+/// started after the host clock stepped back, or one whose clock runs
+/// apart. A time further ahead of `now_ms` than `horizon_ms`, the longest
+/// any legitimate writer sets it ahead (a round's interval, a probe's wait),
+/// cannot have been meant for this clock: it counts as `now_ms`, so a due
+/// time is due now instead of freezing this VM for as long as the gap.
+pub fn effective_ms(recorded_ms: u64, now_ms: u64, horizon_ms: u64) -> u64 {
+    if recorded_ms > now_ms.saturating_add(horizon_ms) {
+        now_ms
+    } else {
+        recorded_ms
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SharedState {
     /// Number of discovery rounds started so far; a round is one lease.

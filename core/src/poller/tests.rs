@@ -1081,3 +1081,95 @@ fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
         logs()
     );
 }
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Idle after 3 s without requests, then polled every 20 s.
+const IDLE_3S: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+    "idle_after_ms": 3000, "idle_refresh_interval_ms": 20000}"#;
+
+/// Runs the simulation for `ms`, with one request through one of the VMs
+/// (in turn) every 100 ms: requests flow, so the process is active.
+fn serve_for(sim: &Sim, ms: u64) {
+    for i in 0..ms / 100 {
+        let vm = i as usize % sim.vms.len();
+        let request = TestStream::default();
+        let mut stream = Stream::new(i as u32 + 1, sim.router(vm));
+        stream.on_request_headers(&request, true);
+        sim.run(100);
+    }
+}
+
+fn rounds_during(sim: &Sim, run: impl FnOnce(&Sim)) -> usize {
+    let before = sim.discovery_calls().len();
+    run(sim);
+    sim.discovery_calls().len() - before
+}
+
+/// The host clock steps back an hour while a node is Down: every time the
+/// record holds (the next round's, the next probe's, the last activity)
+/// is then an hour ahead of every VM's clock. None of it may freeze the
+/// VMs for that hour: rounds keep their pace, the Down node keeps being
+/// probed and comes back when it serves, idleness is still noticed, and
+/// the list's age stays a few seconds.
+#[test]
+fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
+    let sim = discovered(IDLE_3S, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    serve_for(&sim, 2_000);
+    assert_eq!(
+        sim.process.record().unwrap().health[&victim].state,
+        HealthState::Down
+    );
+    let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.process.step_back(HOUR_MS);
+
+    let rounds = rounds_during(&sim, |sim| serve_for(sim, 6_000));
+    assert!((5..=7).contains(&rounds), "{rounds} rounds in 6 s");
+    let probes = probes_of(&sim, "10.0.0.2:8000").len() - probes_before;
+    assert!(probes >= 2, "{probes} probes of the Down node in 6 s");
+    let age = sim.process.stat("alternator_lb.node_list_age_ms").unwrap();
+    assert!((0..1_500).contains(&age), "list age {age} ms");
+    // It serves again: back everywhere at its next probe (8 s after the
+    // last by now).
+    sim.cluster.borrow_mut().dead.clear();
+    assert!(until_routed_everywhere(&sim, victim, 9_000).is_some());
+
+    // Requests flow, then stop: idle after 3 s, then a round every 20 s.
+    serve_for(&sim, 2_000);
+    let rounds = rounds_during(&sim, |sim| sim.run(30_000));
+    assert!((3..=6).contains(&rounds), "{rounds} rounds in 30 s idle");
+}
+
+/// The host clock jumps an hour ahead: every due time has long passed. Each
+/// is taken once, not once per interval missed: one round and then the
+/// usual pace, one probe of the Down node and then its backoff.
+#[test]
+fn a_clock_jumping_an_hour_ahead_replays_nothing() {
+    let sim = discovered(IDLE_3S, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    serve_for(&sim, 2_000);
+    let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.process.jump(HOUR_MS);
+
+    let rounds = rounds_during(&sim, |sim| serve_for(sim, 5_000));
+    assert!((5..=6).contains(&rounds), "{rounds} rounds in 5 s");
+    let probes: Vec<u64> = probes_of(&sim, "10.0.0.2:8000")[probes_before..]
+        .iter()
+        .map(|c| c.at_ms)
+        .collect();
+    assert!((1..=2).contains(&probes.len()), "probes at {probes:?}");
+    let age = sim.process.stat("alternator_lb.node_list_age_ms").unwrap();
+    assert!((0..1_500).contains(&age), "list age {age} ms");
+    // Idleness is noticed an idle_after later as usual.
+    let rounds = rounds_during(&sim, |sim| sim.run(30_000));
+    assert!((3..=6).contains(&rounds), "{rounds} rounds in 30 s idle");
+}
