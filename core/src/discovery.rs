@@ -156,11 +156,14 @@ pub fn try_start_round(
         now_ms.saturating_add(interval_ms)
     };
     let number = state.round.saturating_add(1);
-    let next = SharedState {
+    let mut next = SharedState {
         round: number,
         next_due_ms,
         ..state
     };
+    // Each round's lease also forgets faded health memories: no other write
+    // need come for them to go.
+    health::tidy(&mut next, now_ms);
     Some((next, Round { number, targets }))
 }
 
@@ -709,11 +712,11 @@ mod tests {
         let mut rng = Rng::new(5);
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         for _ in 0..20 {
             assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
         }
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
         assert!(
             choose_target(&s, &t, 0, &mut rng).is_some(),
             "all down: still try someone"
@@ -754,7 +757,7 @@ mod tests {
         // nodes.
         let mut down = s.clone();
         for n in &dc2 {
-            down = health::mark_down(&down, *n, 0, P).unwrap();
+            down = health::mark_down_now(&down, *n, 0, P).unwrap();
         }
         assert_eq!(
             choose_target(&down, &t, 2, &mut rng),
@@ -952,7 +955,7 @@ mod tests {
         // Rack 1 goes Down: its tier empties, routing falls to dc1 (rack 2).
         let mut down = s.clone();
         for n in DC1_RACK1 {
-            down = health::mark_down(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty());
@@ -961,7 +964,7 @@ mod tests {
 
         // All of dc1 Down: the cluster tier, i.e. dc2.
         for n in DC1_RACK2 {
-            down = health::mark_down(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty() && tiers[1].is_empty());
@@ -977,7 +980,7 @@ mod tests {
                 node: a(node),
                 state: HealthState::Down,
             };
-            let (next, restored) = health::apply_probe(state, &probe, true);
+            let (next, restored) = health::apply_probe(state, &probe, true, 0);
             assert!(restored);
             next
         };
@@ -1028,25 +1031,26 @@ mod tests {
         let t = topology(TWO_DCS);
         let s = two_dcs_discovered(&t);
         let node = a(DC1_RACK1[0]);
-        let s = health::mark_down(&s, node, 0, P).unwrap();
+        let s = health::mark_down_now(&s, node, 0, P).unwrap();
         let r = round(2, &[(0, DC1_RACK1[1])]);
         // The rack list drops it; the dc1 list still has it.
         let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), 1);
         assert!(s.health.contains_key(&node));
         assert!(s.nodes.contains(&node));
-        // Gone from dc1 as well: forgotten.
+        // Gone from dc1 as well: no longer known, its history kept aside.
         let mut rest = dc1();
         rest.retain(|n| *n != node);
         let (s, _) = apply_answer(&s, &r, 1, rest, 1);
         assert!(!s.nodes.contains(&node));
-        assert!(!s.health.contains_key(&node));
+        assert!(!health::is_known(&s, &node));
+        assert_eq!(health::counts(&s), (0, 0));
         // A node moving from one list to another is not new to the union.
         let (s, ev) = apply_answer(&s, &round(3, &[(0, DC1_RACK1[1])]), 0, addrs(&DC1_RACK2), 2);
         assert!(
             matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
             "{ev:?}"
         );
-        assert!(s.health.is_empty());
+        assert_eq!(health::counts(&s), (0, 0));
     }
 
     #[test]
@@ -1117,7 +1121,7 @@ mod tests {
         let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
         assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
         // A seed a request could not reach is out.
-        let down = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let down = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(routing_nodes(Some(&down), &t), addrs(&["10.0.0.2:8000"]));
         let (s, _) = apply_answer(
             &s,
@@ -1143,9 +1147,9 @@ mod tests {
         let s = apply_failure(&s, &round(1, &[(1, "10.1.9.9:8000")]), 1).0;
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
         // Its requests failed: every seed left may take them.
-        let s = health::mark_down(&s, a("10.1.9.9:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.1.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.2.9.9:8000"])]);
-        let s = health::mark_down(&s, a("10.2.9.9:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.2.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [vec![]]);
     }
 
@@ -1153,9 +1157,9 @@ mod tests {
     fn unhealthy_nodes_are_not_routed() {
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
         assert!(routing_nodes(Some(&s), &t).is_empty());
         assert_eq!(rings(&s, &t), [addrs(&["10.0.0.1:8000", "10.0.0.2:8000"])]);
     }

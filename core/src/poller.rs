@@ -27,7 +27,7 @@ use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::{NodeAddr, Quoted};
 use crate::rng::Rng;
-use crate::router::{Router, Settings};
+use crate::router::{Router, Settings, Unreachable};
 use crate::shared_state;
 use crate::stream;
 use crate::topology::Topology;
@@ -101,8 +101,8 @@ pub struct Poller<H: Host> {
     last_cas: Option<u32>,
     in_flight: HashMap<u32, InFlight>,
     /// Nodes this VM saw fail and has not yet published as Down, with what
-    /// ended their streak.
-    pending_down: Vec<(NodeAddr, Outcome)>,
+    /// ended their streak and the generation the failures belong to.
+    pending_down: Vec<Unreachable>,
     /// Requests routed when activity was last checked.
     seen_requests: u64,
     /// Last warning about dropped `/localnodes` entries, to not repeat it
@@ -435,11 +435,11 @@ impl<H: Host> Poller<H> {
         let requests = self.requests().routed;
         let mut next = state.clone();
         let mut downs = Vec::new();
-        for (node, why) in &self.pending_down {
-            if let Some(marked) = health::mark_down(&next, *node, now_ms, self.config.probe_periods)
-            {
+        for u in &self.pending_down {
+            let periods = self.config.probe_periods;
+            if let Some(marked) = health::mark_down(&next, u.node, u.generation, now_ms, periods) {
                 next = marked;
-                downs.push((*node, *why));
+                downs.push((u.node, u.why));
             }
         }
         if requests != self.seen_requests {
@@ -480,9 +480,9 @@ impl<H: Host> Poller<H> {
         let Ok(mut router) = self.router.try_borrow_mut() else {
             return;
         };
-        for (node, why) in router.take_unreachable() {
-            if !self.pending_down.iter().any(|(n, _)| *n == node) {
-                self.pending_down.push((node, why));
+        for u in router.take_unreachable() {
+            if !self.pending_down.iter().any(|p| p.node == u.node) {
+                self.pending_down.push(u);
             }
         }
     }
@@ -584,8 +584,9 @@ impl<H: Host> Poller<H> {
     fn finish_probe(&mut self, probe: Probe, result: Result<(), String>) {
         self.metrics.probe(&self.host, result.is_ok());
         let ok = result.is_ok();
+        let now = self.now_ms();
         let Some((state, back)) =
-            self.update_shared(|state| health::apply_probe(state, &probe, ok))
+            self.update_shared(|state| health::apply_probe(state, &probe, ok, now))
         else {
             return;
         };
@@ -595,7 +596,7 @@ impl<H: Host> Poller<H> {
                     "node {} is back: probe succeeded; routing to it again",
                     probe.node
                 ),
-                HealthState::Quarantined => {
+                HealthState::Quarantined | HealthState::Active => {
                     log::info!("node {} passed its probe; routing to it", probe.node)
                 }
             }
@@ -609,7 +610,7 @@ impl<H: Host> Poller<H> {
     /// stay out until the record agrees.
     fn rebuild(&mut self, state: Option<&SharedState>) {
         self.absorb_unreachable();
-        let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|(n, _)| *n).collect();
+        let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|p| p.node).collect();
         if let Ok(mut router) = self.router.try_borrow_mut() {
             router.rebuild(state, &self.topology, &withheld);
         }

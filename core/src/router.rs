@@ -12,6 +12,7 @@
 use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
 use crate::discovery;
 use crate::filter_state;
+use crate::health;
 use crate::load::NodeLoad;
 use crate::metrics::RequestCounts;
 use crate::model::config::Balancing;
@@ -21,6 +22,7 @@ use crate::model::NodeAddr;
 use crate::picker::RoundRobin;
 use crate::rng::Rng;
 use crate::topology::Topology;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -35,6 +37,10 @@ pub struct Route {
     /// This VM's requests in flight to the node and its answer latency,
     /// for least-request picking.
     pub load: NodeLoad,
+    /// The node's generation as this VM knows it (the shared record's, or
+    /// a newer one of its own since it took the node out): a request
+    /// carries it, and its outcome counts only if it is still current.
+    pub generation: Cell<u32>,
 }
 
 impl Route {
@@ -44,16 +50,18 @@ impl Route {
             verify: verify_san.then(|| filter_state::verify_san(&node)),
             node,
             load: NodeLoad::default(),
+            generation: Cell::new(0),
         }
     }
 }
 
-/// A request handed to a node: where, and when (0 when the VM does not
-/// time requests).
+/// A request handed to a node: where, when (0 when the VM does not time
+/// requests), and in which of the node's generations.
 #[derive(Debug)]
 pub struct Sent {
     pub route: Rc<Route>,
     pub at_ns: u64,
+    pub generation: u32,
 }
 
 /// One scope's discovered nodes in the client libraries' canonical order,
@@ -77,6 +85,14 @@ pub struct Settings {
     pub down_after_resets: u32,
     /// How a node is picked within a scope.
     pub balancing: Balancing,
+}
+
+/// A node this VM took out: why, and in which generation of the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    pub node: NodeAddr,
+    pub why: Outcome,
+    pub generation: u32,
 }
 
 /// One node's failures in a row, seen by this VM since its last answer.
@@ -123,9 +139,10 @@ pub struct Router {
     /// Failures in a row per node, seen by this VM; a node that answers
     /// has none.
     failures: HashMap<NodeAddr, Streak>,
-    /// Nodes this VM found unreachable, for the poller to publish as Down,
-    /// with what ended their streak (a failed connect, or a reset).
-    unreachable: Vec<(NodeAddr, Outcome)>,
+    /// Nodes this VM found unreachable, for the poller to publish as Down:
+    /// what ended their streak (a failed connect, or a reset), and the
+    /// generation the failed requests were sent in.
+    unreachable: Vec<Unreachable>,
     /// Partition keys this VM learned, for the poller to share.
     learned: Vec<(String, String)>,
     refusal_logged: bool,
@@ -301,11 +318,22 @@ impl Router {
         Some(self.released.swap_remove(at).1)
     }
 
-    /// Folds one response into the failure streaks. A node whose connects
-    /// failed `down_after_failures` times in a row, or whose connections
-    /// were reset `down_after_resets` times in a row, stops getting this
-    /// VM's requests at once, before the other VMs hear of it. An answer
-    /// ends both streaks.
+    /// Folds the outcome of a request this VM sent into the failure
+    /// streaks, unless the request was sent in an older generation of its
+    /// node: it went Down since (here or in the record), and what happened
+    /// to a request sent before says nothing about it now.
+    #[inline]
+    pub fn observe_sent(&mut self, sent: &Sent, outcome: Outcome) {
+        if sent.generation == sent.route.generation.get() {
+            self.observe(&sent.route.node, outcome);
+        }
+    }
+
+    /// Folds one response from `node` into the failure streaks. A node
+    /// whose connects failed `down_after_failures` times in a row, or whose
+    /// connections were reset `down_after_resets` times in a row, stops
+    /// getting this VM's requests at once, before the other VMs hear of it.
+    /// An answer ends both streaks.
     #[inline]
     pub fn observe(&mut self, node: &NodeAddr, outcome: Outcome) {
         let (threshold, streak) = match outcome {
@@ -335,7 +363,8 @@ impl Router {
     }
 
     /// Takes `node` out of this VM's routing now: out of every tier, and
-    /// Down in every ring.
+    /// Down in every ring. Its requests still in flight belong to the
+    /// generation before: their outcomes no longer count.
     fn withdraw(&mut self, node: &NodeAddr, why: Outcome) {
         for tier in &mut self.tiers {
             tier.retain(|r| r.node != *node);
@@ -346,14 +375,22 @@ impl Router {
                 *h = NodeHealth::Down;
             }
         }
-        if !self.unreachable.iter().any(|(n, _)| n == node) {
-            self.unreachable.push((*node, why));
+        let Some(route) = self.routes.get(node) else {
+            return;
+        };
+        let generation = route.generation.get();
+        route.generation.set(generation.wrapping_add(1));
+        if !self.unreachable.iter().any(|u| u.node == *node) {
+            self.unreachable.push(Unreachable {
+                node: *node,
+                why,
+                generation,
+            });
         }
     }
 
-    /// The nodes found unreachable since the last call, with what ended
-    /// their streak.
-    pub fn take_unreachable(&mut self) -> Vec<(NodeAddr, Outcome)> {
+    /// The nodes found unreachable since the last call.
+    pub fn take_unreachable(&mut self) -> Vec<Unreachable> {
         std::mem::take(&mut self.unreachable)
     }
 
@@ -376,6 +413,17 @@ impl Router {
         for tier in &mut tiers {
             tier.retain(|n| !withheld.contains(n));
         }
+        // Each route takes its node's generation from the record, except
+        // that of a node this VM has taken out and the record does not yet
+        // say so: its own newer one stands until then. (A route made below
+        // is new: it takes it there.)
+        if let Some(state) = state {
+            for (node, route) in &self.routes {
+                if !withheld.contains(node) {
+                    route.generation.set(health::generation(state, node));
+                }
+            }
+        }
         let affinity_on = self.settings.mode != Mode::None;
         // Unchanged, and no node withdrawn since: nothing to rebuild.
         // Affinity rings carry health, so they are rebuilt every time.
@@ -388,10 +436,14 @@ impl Router {
         let verify = self.settings.verify_node_san;
         let mut kept = std::mem::take(&mut self.routes);
         let mut made: BTreeMap<NodeAddr, Rc<Route>> = BTreeMap::new();
+        let generation = |n: &NodeAddr| state.map_or(0, |s| health::generation(s, n));
         let mut route = |n: &NodeAddr| {
             Rc::clone(made.entry(*n).or_insert_with(|| {
-                kept.remove(n)
-                    .unwrap_or_else(|| Rc::new(Route::new(*n, verify)))
+                kept.remove(n).unwrap_or_else(|| {
+                    let route = Route::new(*n, verify);
+                    route.generation.set(generation(n));
+                    Rc::new(route)
+                })
             }))
         };
         let mut pickers = std::mem::take(&mut self.tiers);
@@ -416,6 +468,14 @@ impl Router {
                 .collect(),
             _ => Vec::new(),
         };
+        // A route no scope or ring names any more is one whose node went
+        // Down or left the lists: its requests still in flight belong to
+        // the past, and a later route to the node starts afresh.
+        for orphan in kept.values() {
+            orphan
+                .generation
+                .set(orphan.generation.get().wrapping_add(1));
+        }
         self.routes = made;
         self.built_from = tiers;
     }
@@ -426,7 +486,7 @@ fn ring_health(state: &SharedState, withheld: &[NodeAddr], node: &NodeAddr) -> N
         return NodeHealth::Down;
     }
     match state.health.get(node).map(|h| h.state) {
-        None => NodeHealth::Active,
+        None | Some(HealthState::Active) => NodeHealth::Active,
         Some(HealthState::Quarantined) => NodeHealth::Quarantined,
         Some(HealthState::Down) => NodeHealth::Down,
     }

@@ -152,7 +152,7 @@ impl Stream {
                 } else {
                     sent.route.load.released();
                 }
-                router.observe(&sent.route.node, outcome);
+                router.observe_sent(&sent, outcome);
             }
         }
         if let Some((op, _)) = self.learn {
@@ -272,7 +272,12 @@ pub fn hand_off(
             let counts = router.count();
             counts.routed = counts.routed.wrapping_add(1);
             route.load.sent(now);
-            Some(Sent { route, at_ns: now })
+            let generation = route.generation.get();
+            Some(Sent {
+                route,
+                at_ns: now,
+                generation,
+            })
         }
         Err(e) => {
             // Without the filter state the ORIGINAL_DST cluster would

@@ -63,7 +63,11 @@ pub struct SharedState {
     pub last_success_ms: u64,
     /// Last time any worker reported requests, at most a second stale.
     pub last_activity_ms: u64,
-    /// Nodes that may not take requests; a node not here is Active.
+    /// Entries into Down so far (wrapping, never 0 once counted): each node
+    /// that goes Down takes the next count as its generation.
+    pub downs: u32,
+    /// Nodes that may not take requests, and nodes with a history worth
+    /// keeping (see [`crate::health`]); a node not here is Active.
     pub health: BTreeMap<NodeAddr, Health>,
 }
 

@@ -929,12 +929,16 @@ fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     );
 }
 
-/// A Down node that `/localnodes` stops listing is forgotten; listed again,
-/// it is quarantined and probed every `quarantine_probe_interval_ms` (1 s),
-/// not where its Down backoff had got to.
+/// A Down node that `/localnodes` stops listing keeps its history, unprobed
+/// while unlisted; listed again (still not serving) it is still Down on its
+/// backoff: probed once at once, since its probe came due meanwhile, then
+/// every 30 s, not every second like a newcomer. Serving again, it is back
+/// at its next probe.
 #[test]
-fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule() {
-    let sim = discovered(DEFAULTS, 3);
+fn a_node_listed_again_after_dropping_out_keeps_its_down_history() {
+    // The shipped defaults, never idle within the test.
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
+    let sim = discovered(config, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.router(0)
@@ -944,33 +948,31 @@ fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule()
     let record = sim.process.record().unwrap();
     assert_eq!(record.health[&victim].state, HealthState::Down);
     assert_eq!(record.health[&victim].wait_ms, 30_000, "backed off");
-    // The cluster drops it from /localnodes: forgotten.
+    // The cluster drops it from /localnodes: kept aside, not probed.
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
     sim.run(2_000);
+    let before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.run(40_000);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before);
     let record = sim.process.record().unwrap();
     assert!(!record.nodes.contains(&victim));
-    assert!(record.health.is_empty(), "{:?}", record.health);
-    // Listed again, still not serving: Quarantined, probed every second.
+    assert_eq!(record.health[&victim].state, HealthState::Down);
+    assert_eq!(sim.process.stat("alternator_lb.nodes_down"), Some(0));
+    // Listed again, still not serving: Down, probed once, then 30 s later.
     sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
-    let before = probes_of(&sim, "10.0.0.2:8000").len();
-    sim.run(1_000 + sim.tick_ms);
+    sim.run(1_000 + 2 * sim.tick_ms);
     let record = sim.process.record().unwrap();
-    assert_eq!(record.health[&victim].state, HealthState::Quarantined);
-    sim.run(4_000);
-    let probes = probes_of(&sim, "10.0.0.2:8000");
-    let since: Vec<u64> = probes[before..].iter().map(|c| c.at_ms).collect();
-    assert!(since.len() >= 4, "{since:?}");
-    for pair in since.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!((1_000..1_000 + sim.tick_ms + 5).contains(&gap), "{since:?}");
-    }
+    assert_eq!(record.health[&victim].state, HealthState::Down);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before + 1);
+    sim.run(20_000);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before + 1);
     for vm in 0..3 {
         assert!(!sim.routed(vm).contains(&victim), "VM {vm}");
     }
-    // Serving: back within a quarantine period (and a tick).
+    // Serving: back at its next probe.
     sim.cluster.borrow_mut().dead.clear();
-    let back = until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms);
-    assert!(back.is_some(), "not back within a quarantine period");
+    let back = until_routed_everywhere(&sim, victim, 10_000 + 2 * sim.tick_ms);
+    assert!(back.is_some(), "not back at its next probe");
 }
 
 /// A `discovery_cluster` that names no cluster (a typo Envoy's validation
@@ -1058,7 +1060,7 @@ fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
         down_ms: 1_000,
         quarantine_ms: 1_000,
     };
-    record = crate::health::mark_down(&record, outsiders[1], 0, periods).unwrap();
+    record = crate::health::mark_down_now(&record, outsiders[1], 0, periods).unwrap();
     sim.process.set_record(&record);
     let calls_before = sim.process.calls.borrow().len();
     // Every VM takes the record up within a tick (before the next round
@@ -1172,4 +1174,139 @@ fn a_clock_jumping_an_hour_ahead_replays_nothing() {
     // Idleness is noticed an idle_after later as usual.
     let rounds = rounds_during(&sim, |sim| sim.run(30_000));
     assert!((3..=6).contains(&rounds), "{rounds} rounds in 30 s idle");
+}
+
+/// Opens a request on VM `vm` and sends it on until one goes to `target`
+/// (round robin); the others are answered. Returns the request, still
+/// awaiting its answer, and its stream.
+fn in_flight_to(sim: &Sim, vm: usize, target: NodeAddr) -> (TestStream, Stream) {
+    let args = crate::filter_state::route_to(&target);
+    for id in 1..=64 {
+        let request = TestStream::default();
+        let mut stream = Stream::new(id, sim.router(vm));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        if request.handed.borrow().first() == Some(&args) {
+            return (request, stream);
+        }
+        stream.on_response_headers(&request);
+    }
+    panic!("{target} is not routed by VM {vm}");
+}
+
+/// A node whose probe passes but whose requests fail: each time a VM
+/// routes to it again, its next request fails. Recovery no longer forgets
+/// the backoff: the node is back after 1, 2, 4, 8, 16, then every 30 s,
+/// about 7 spells in a minute and a probe per spell, not one a second.
+#[test]
+fn a_node_whose_probe_passes_but_requests_fail_backs_off() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    let mut downs_at = Vec::new();
+    let mut was_routed = true;
+    for _ in 0..600 {
+        let routed = (0..3).any(|vm| sim.routed(vm).contains(&victim));
+        for vm in 0..3 {
+            if sim.routed(vm).contains(&victim) {
+                let (_, mut stream) = in_flight_to(&sim, vm, victim);
+                let failed = TestStream {
+                    flags: crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE,
+                    ..TestStream::default()
+                };
+                stream.on_response_headers(&failed);
+            }
+        }
+        if was_routed && !routed {
+            downs_at.push(sim.process.now_ms());
+        }
+        was_routed = routed;
+        sim.run(100);
+    }
+    let gaps: Vec<u64> = downs_at.windows(2).map(|w| (w[1] - w[0]) / 1_000).collect();
+    println!(
+        "Down spells {} s apart",
+        gaps.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let spells = sim.process.stat("alternator_lb.nodes_marked_down").unwrap();
+    assert!(
+        (5..=8).contains(&spells),
+        "{spells} spells in 60 s, gaps {gaps:?}"
+    );
+    let probes = probes_of(&sim, "10.0.0.2:8000").len();
+    assert!(probes <= 8, "{probes} probes in 60 s");
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "gaps grow: {gaps:?}");
+}
+
+/// After its flapping stops, a node that stays up forgets its backoff: a
+/// minute later, a single failure takes it out for 1 s, not 30.
+#[test]
+fn a_node_that_stays_up_forgets_its_backoff() {
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
+    let sim = discovered(config, 3);
+    let victim = a("10.0.0.2:8000");
+    // Four spells in a row: its backoff is at 16 s.
+    for _ in 0..4 {
+        let vm = 0;
+        until_routed_everywhere(&sim, victim, 40_000).expect("back");
+        sim.router(vm)
+            .borrow_mut()
+            .observe(&victim, Outcome::ConnectFailed);
+        sim.run(2 * sim.tick_ms);
+    }
+    until_routed_everywhere(&sim, victim, 40_000).expect("back");
+    let record = sim.process.record().unwrap();
+    assert_eq!(
+        record.health[&victim].wait_ms, 16_000,
+        "{:?}",
+        record.health
+    );
+    // Up for a minute: the memory fades and is forgotten.
+    sim.run(60_000);
+    assert!(sim.process.record().unwrap().health.is_empty());
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.run(2 * sim.tick_ms);
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.health[&victim].wait_ms, 1_000);
+    assert!(until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms).is_some());
+}
+
+/// A request sent to a node before it went Down, and failing only after
+/// the node came back, says nothing about the node since: it does not take
+/// it out again (the node-health spec's attempt generation).
+#[test]
+fn the_outcome_of_a_request_sent_before_a_node_went_down_does_not_count_after() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    // VM 0 sends a request to the node; it hangs.
+    let (_, mut late) = in_flight_to(&sim, 0, victim);
+    // The node dies (VM 1 sees it), and comes back at its first probe.
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.run(2 * sim.tick_ms);
+    assert!(!sim.routed(0).contains(&victim));
+    until_routed_everywhere(&sim, victim, 2_000).expect("back after its probe");
+    // Now the old request fails: it was sent before the node went Down.
+    let failed = TestStream {
+        flags: crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE,
+        ..TestStream::default()
+    };
+    late.on_response_headers(&failed);
+    assert!(
+        sim.routed(0).contains(&victim),
+        "taken out by a stale failure"
+    );
+    sim.run(2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert!(sim.routed(vm).contains(&victim), "VM {vm}");
+    }
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(1));
+    // A request sent now, failing, counts.
+    let (_, mut fresh) = in_flight_to(&sim, 0, victim);
+    fresh.on_response_headers(&failed);
+    assert!(!sim.routed(0).contains(&victim));
 }
