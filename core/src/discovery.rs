@@ -198,7 +198,7 @@ pub fn choose_target(
     rng: &mut Rng,
 ) -> Option<NodeAddr> {
     let failed: &[NodeAddr] = state.list(query).map_or(&[], |l| l.failed.as_slice());
-    let own = state.list(query).map_or(Vec::new(), |l| l.nodes.clone());
+    let own = union(state, [query]);
     let same_dc = union(
         state,
         topology.same_dc(query).into_iter().filter(|&q| q != query),
@@ -229,13 +229,24 @@ pub fn choose_target(
         .or_else(|| topology.seeds_of(query).first().copied())
 }
 
-/// The sorted union of the lists of `queries` (missing lists are empty).
+/// The nodes a list stands for now: its own, and while none of them is
+/// routable yet, the ones it dropped and keeps serving (make before break).
+pub fn members<'s>(state: &SharedState, list: &'s QueryList) -> [&'s [NodeAddr]; 2] {
+    if list.retiring.is_empty() || health::any_routable(state, &list.nodes) {
+        [&list.nodes, &[]]
+    } else {
+        [&list.nodes, &list.retiring]
+    }
+}
+
+/// The sorted union of the members of the lists of `queries` (missing
+/// lists are empty).
 fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<NodeAddr> {
     sorted::union(
         queries
             .into_iter()
             .filter_map(|q| state.list(q))
-            .map(|l| l.nodes.as_slice()),
+            .flat_map(|l| members(state, l)),
     )
 }
 
@@ -245,7 +256,9 @@ fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<N
 pub enum Event {
     /// The query's list changed (`first`: its first answer). `total` counts
     /// the query's list; `quarantined` are the nodes that joined the union
-    /// and wait for a probe.
+    /// and wait for a probe; `kept` the nodes it dropped (for a first
+    /// answer, its seeds) that keep serving until one of its own passes;
+    /// `forgotten` how many dropped nodes' histories the cap forgot.
     ListChanged {
         query: usize,
         added: Vec<NodeAddr>,
@@ -254,6 +267,8 @@ pub enum Event {
         first: bool,
         recovered_after: u32,
         quarantined: Vec<NodeAddr>,
+        kept: Vec<NodeAddr>,
+        forgotten: usize,
     },
     ListUnchanged {
         query: usize,
@@ -298,20 +313,26 @@ fn is_stale(state: &SharedState, round: &Round, query: usize) -> bool {
     state.list(query).map_or(true, |l| round.number < l.round)
 }
 
-/// Folds a parsed `/localnodes` answer to `query` into the state.
+/// Folds a parsed `/localnodes` answer to `query` into the state; `seeds`
+/// are the query's seeds, what served its part before its first answer.
 ///
 /// An empty answer is stored (an empty rack or datacenter: its scope yields
 /// no node and routing passes to the next one), unless every list would
 /// then be empty: then it counts as a failure and nothing else changes.
 ///
-/// Health works on the union of the lists; see [`health::on_new_list`] for
-/// which new nodes are quarantined. A query's first answer counts as part of
-/// the first discovery when no earlier round stored any list.
+/// Make before break: the nodes the answer adds are Quarantined and probed
+/// at once (see [`health::on_new_list`]); the first answer's too, except
+/// the seeds it lists, which were serving. The nodes it drops that were
+/// serving (the last list with a routable node, or the seeds) keep serving
+/// as the list's `retiring` nodes while none of the new list is routable,
+/// and go as soon as one is ([`health::settle`]). So an answer that lists
+/// only addresses where nothing answers leaves a working proxy working.
 pub fn apply_answer(
     state: &SharedState,
     round: &Round,
     query: usize,
     nodes: Vec<NodeAddr>,
+    seeds: &[NodeAddr],
     now_ms: u64,
 ) -> (SharedState, Event) {
     if is_stale(state, round, query) {
@@ -336,22 +357,17 @@ pub fn apply_answer(
             },
         );
     }
-    let first_discovery = !state
-        .lists
-        .iter()
-        .any(|l| l.round != 0 && l.round < round.number);
     let mut next = state.clone();
     let Some(list) = next.lists.get_mut(query) else {
         return (next, Event::Stale { query });
     };
     let recovered_after = list.consecutive_failures;
     let first = list.round == 0;
-    let old = std::mem::replace(&mut list.nodes, nodes);
     list.round = round.number;
     list.consecutive_failures = 0;
     list.failed.clear();
     next.last_success_ms = now_ms;
-    if !first && old == list.nodes {
+    if !first && nodes == list.nodes {
         return (
             next,
             Event::ListUnchanged {
@@ -360,6 +376,40 @@ pub fn apply_answer(
             },
         );
     }
+    let mut seeds = seeds.to_vec();
+    sorted::sort_dedup(&mut seeds);
+    // What was known before: the union, and for a first answer the seeds,
+    // which were serving its part.
+    let known_before = if first {
+        sorted::union([state.nodes.as_slice(), seeds.as_slice()])
+    } else {
+        state.nodes.clone()
+    };
+    let served = if first { seeds } else { list.nodes.clone() };
+    // What served until now: the previous list if any of it was routable,
+    // else what that list kept serving.
+    let serving = if health::any_routable(state, &served) {
+        served
+    } else {
+        std::mem::take(&mut list.retiring)
+    };
+    let old = std::mem::replace(&mut list.nodes, nodes);
+    // A node of the new list that was known and routable serves at once;
+    // newcomers must pass a probe first. An empty answer is an empty scope,
+    // nothing to make before breaking.
+    let verified = list.nodes.is_empty()
+        || list
+            .nodes
+            .iter()
+            .any(|n| known_before.binary_search(n).is_ok() && health::is_routable(state, n));
+    list.retiring = if verified {
+        Vec::new()
+    } else {
+        serving
+            .into_iter()
+            .filter(|n| list.nodes.binary_search(n).is_err())
+            .collect()
+    };
     // Both lists are sorted: a search each, not a scan (1024 nodes each
     // would be a million comparisons).
     let added = list
@@ -374,8 +424,9 @@ pub fn apply_answer(
         .copied()
         .collect();
     let total = list.nodes.len();
+    let kept = list.retiring.clone();
     next.refresh_nodes();
-    let quarantined = health::on_new_list(&mut next, &state.nodes, first_discovery, now_ms);
+    let (quarantined, forgotten) = health::on_new_list(&mut next, &known_before, now_ms);
     (
         next,
         Event::ListChanged {
@@ -386,6 +437,8 @@ pub fn apply_answer(
             first,
             recovered_after,
             quarantined,
+            kept,
+            forgotten,
         },
     )
 }
@@ -576,12 +629,32 @@ mod tests {
     }
 
     /// The two-datacenter cluster after one round answered every query.
+    /// The two-datacenter cluster after one round answered every query and
+    /// every node it listed passed its probe.
     fn two_dcs_discovered(t: &Topology) -> SharedState {
         let mut rng = Rng::new(1);
         let (mut s, r) = try_start_round(&initial_state(0), 0, T, t, &mut rng).unwrap();
         assert_eq!(r.targets.len(), 3);
         for (q, nodes) in [(0, addrs(&DC1_RACK1)), (1, dc1()), (2, addrs(&DC2))] {
-            s = apply_answer(&s, &r, q, nodes, 5).0;
+            s = apply_answer(&s, &r, q, nodes, &t.query_seeds[q], 5).0;
+        }
+        probed(s)
+    }
+
+    /// Every Quarantined node's probe passes.
+    fn probed(mut s: SharedState) -> SharedState {
+        let waiting: Vec<NodeAddr> = s
+            .health
+            .iter()
+            .filter(|(_, h)| h.state == HealthState::Quarantined)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in waiting {
+            let probe = health::Probe {
+                node,
+                state: HealthState::Quarantined,
+            };
+            s = health::apply_probe(&s, &probe, true, 6).0;
         }
         s
     }
@@ -729,8 +802,8 @@ mod tests {
         let mut rng = Rng::new(11);
         // Only the rack query has answered so far.
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1), 1);
-        let s = apply_failure(&s, &r, 1).0;
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1), &t.query_seeds[0], 1);
+        let s = probed(apply_failure(&s, &r, 1).0);
         let s = apply_failure(&s, &r, 2).0;
         let rack1 = addrs(&DC1_RACK1);
         for _ in 0..50 {
@@ -745,7 +818,7 @@ mod tests {
         assert!(rack1.contains(&choose_target(&s, &t, 2, &mut rng).unwrap()));
         // Once dc2 is known, its own nodes are asked, never dc1's.
         let (s, r) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
-        let (mut s, _) = apply_answer(&s, &r, 2, addrs(&DC2), 1001);
+        let (mut s, _) = apply_answer(&s, &r, 2, addrs(&DC2), &[], 1001);
         // (They joined after the first discovery; their probes pass.)
         assert_eq!(s.health.len(), 4);
         s.health.clear();
@@ -772,7 +845,7 @@ mod tests {
         let t = topology(r#"{"seeds": ["10.1.9.9"], "routing": [{"dc": "dc2"}, "cluster"]}"#);
         let mut rng = Rng::new(2);
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC2), 1);
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC2), &[], 1);
         let s = apply_failure(&s, &r, 1).0;
         // Its only seed failed: it asks that seed again, not a dc2 node.
         for _ in 0..20 {
@@ -792,7 +865,14 @@ mod tests {
     fn answer_replaces_list_and_reports_the_change() {
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
         let r = round(2, &[(0, "10.0.0.1:8000")]);
-        let (next, ev) = apply_answer(&s, &r, 0, addrs(&["10.0.0.3:8000", "10.0.0.2:8000"]), 0);
+        let (next, ev) = apply_answer(
+            &s,
+            &r,
+            0,
+            addrs(&["10.0.0.3:8000", "10.0.0.2:8000"]),
+            &[],
+            0,
+        );
         assert_eq!(next.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
         assert_eq!(next.lists[0].round, 2);
         assert_eq!(
@@ -805,6 +885,8 @@ mod tests {
                 first: false,
                 recovered_after: 0,
                 quarantined: addrs(&["10.0.0.3:8000"]),
+                kept: vec![],
+                forgotten: 0,
             }
         );
         assert_eq!(ev.query(), 0);
@@ -820,6 +902,7 @@ mod tests {
             &round(2, &[(0, "10.0.0.2:8000")]),
             0,
             t.seeds.clone(),
+            &t.seeds,
             0,
         );
         assert!(
@@ -834,8 +917,9 @@ mod tests {
             "{ev:?}"
         );
         assert!(next.lists[0].failed.is_empty());
+        // (The answer listed the seeds: they were serving, nothing waits.)
         assert_eq!(next.lists[0].consecutive_failures, 0);
-        assert!(next.health.is_empty(), "the first list is trusted");
+        assert!(next.health.is_empty(), "the seeds it lists serve on");
     }
 
     #[test]
@@ -846,6 +930,7 @@ mod tests {
             &round(3, &[(0, "10.0.0.1:8000")]),
             0,
             s.nodes.clone(),
+            &[],
             9,
         );
         assert_eq!(
@@ -863,16 +948,23 @@ mod tests {
     fn an_older_round_never_overwrites_a_newer_list_of_its_query() {
         let t = topology(TWO_DCS);
         let s = two_dcs_discovered(&t);
-        let (s, _) = apply_answer(&s, &round(5, &[(2, "10.2.1.1:8000")]), 2, addrs(&DC2), 6);
+        let (s, _) = apply_answer(
+            &s,
+            &round(5, &[(2, "10.2.1.1:8000")]),
+            2,
+            addrs(&DC2),
+            &[],
+            6,
+        );
         // Round 4's answers: stale for query 2, still news for query 0.
         let r4 = round(4, &[(0, "10.1.1.1:8000"), (2, "10.2.1.1:8000")]);
-        let (same, ev) = apply_answer(&s, &r4, 2, addrs(&["10.2.7.7:8000"]), 7);
+        let (same, ev) = apply_answer(&s, &r4, 2, addrs(&["10.2.7.7:8000"]), &[], 7);
         assert_eq!(ev, Event::Stale { query: 2 });
         assert_eq!(same, s);
         let (same, ev) = apply_failure(&s, &r4, 2);
         assert_eq!(ev, Event::Stale { query: 2 });
         assert_eq!(same, s);
-        let (next, ev) = apply_answer(&s, &r4, 0, addrs(&["10.1.1.1:8000"]), 7);
+        let (next, ev) = apply_answer(&s, &r4, 0, addrs(&["10.1.1.1:8000"]), &[], 7);
         assert!(matches!(ev, Event::ListChanged { query: 0, .. }), "{ev:?}");
         assert_eq!(next.lists[0].round, 4);
         assert_eq!(next.lists[2].round, 5);
@@ -891,7 +983,7 @@ mod tests {
             ],
         );
         // The rack has no live node: stored; requests go to the dc scope.
-        let (s, ev) = apply_answer(&s, &r, 0, vec![], 10);
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], &[], 10);
         assert!(
             matches!(
                 ev,
@@ -907,9 +999,9 @@ mod tests {
         assert_eq!(routing_nodes(Some(&s), &t), dc1());
         // dc1 and dc2 empty too, one after the other: the last one would
         // leave no node at all, so it is refused and counted as a failure.
-        let (s, _) = apply_answer(&s, &r, 1, vec![], 10);
+        let (s, _) = apply_answer(&s, &r, 1, vec![], &[], 10);
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC2));
-        let (s2, ev) = apply_answer(&s, &r, 2, vec![], 10);
+        let (s2, ev) = apply_answer(&s, &r, 2, vec![], &[], 10);
         assert_eq!(
             ev,
             Event::EmptyRefused {
@@ -930,7 +1022,7 @@ mod tests {
         let mut rng = Rng::new(4);
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
         let asked = r.target(0).unwrap();
-        let (s, ev) = apply_answer(&s, &r, 0, vec![], 1);
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], &[], 1);
         assert!(
             matches!(ev, Event::EmptyRefused { consecutive: 1, .. }),
             "{ev:?}"
@@ -992,13 +1084,36 @@ mod tests {
         assert_eq!(routing_nodes(Some(&up), &t), addrs(&DC1_RACK1));
     }
 
+    /// Make before break, at start-up too: the first answers' nodes are
+    /// probed before they take requests, and until one of a list's does,
+    /// the seeds that were serving keep serving its scope. A datacenter
+    /// first answered in a later round is quarantined the same way.
     #[test]
-    fn a_datacenter_answering_in_a_later_round_is_quarantined() {
+    fn first_answers_are_quarantined_while_the_seeds_serve() {
         let t = topology(TWO_DCS);
         let mut rng = Rng::new(7);
         let (s, r1) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), 1);
-        let (s, _) = apply_answer(&s, &r1, 1, dc1(), 1);
+        let dc1_seed = a("10.1.9.9:8000");
+        let (s, ev) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), &t.query_seeds[0], 1);
+        let Event::ListChanged {
+            first,
+            quarantined,
+            kept,
+            ..
+        } = ev
+        else {
+            panic!("{ev:?}");
+        };
+        assert!(first);
+        assert_eq!(quarantined, addrs(&DC1_RACK1));
+        assert_eq!(kept, [dc1_seed]);
+        // The rack's scope: the seed until a rack node passes its probe.
+        assert_eq!(routing_nodes(Some(&s), &t), [dc1_seed]);
+        assert_eq!(
+            rings(&s, &t)[0],
+            [addrs(&DC1_RACK1), vec![dc1_seed]].concat()
+        );
+        let (s, _) = apply_answer(&s, &r1, 1, dc1(), &t.query_seeds[1], 1);
         let (s, ev) = apply_failure(&s, &r1, 2);
         assert_eq!(
             ev,
@@ -1008,9 +1123,23 @@ mod tests {
                 log: true
             }
         );
-        assert!(s.health.is_empty());
+        assert_eq!(health::counts(&s), (0, 4));
+        // One rack node passes: the seed's part is over in the rack and in
+        // dc1 (it lists that node too); the other nodes still wait.
+        let probe = health::Probe {
+            node: a(DC1_RACK1[1]),
+            state: HealthState::Quarantined,
+        };
+        let (s, back) = health::apply_probe(&s, &probe, true, 2);
+        assert!(back);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC1_RACK1[1..]));
+        assert!(s.lists.iter().all(|l| l.retiring.is_empty()));
+        assert!(!s.nodes.contains(&dc1_seed));
+        let s = probed(s);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC1_RACK1));
+
         let (s, r2) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
-        let (s, ev) = apply_answer(&s, &r2, 2, addrs(&DC2), 1001);
+        let (s, ev) = apply_answer(&s, &r2, 2, addrs(&DC2), &t.query_seeds[2], 1001);
         let Event::ListChanged {
             first,
             recovered_after,
@@ -1023,7 +1152,135 @@ mod tests {
         assert!(first);
         assert_eq!(recovered_after, 1);
         assert_eq!(quarantined, addrs(&DC2));
-        assert_eq!(routing_tiers(Some(&s), &t)[2], dc1());
+        // dc2's seed serves the cluster scope's dc2 part meanwhile.
+        assert_eq!(
+            routing_tiers(Some(&s), &t)[2],
+            [dc1(), vec![a("10.2.9.9:8000")]].concat()
+        );
+    }
+
+    /// A first answer that lists the seed it was asked of: the seed is not
+    /// new, it serves on; only the others wait for their probe.
+    #[test]
+    fn a_first_answer_listing_the_seed_keeps_it_serving() {
+        let t = plain(&["10.0.0.1"]);
+        let (s, ev) = apply_answer(
+            &fresh(1),
+            &round(1, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]),
+            &t.seeds,
+            0,
+        );
+        assert!(
+            matches!(ev, Event::ListChanged { ref quarantined, ref kept, .. }
+                if *quarantined == addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]) && kept.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.1:8000"]));
+        assert_eq!(
+            routing_nodes(Some(&probed(s)), &t),
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"])
+        );
+    }
+
+    /// An answer listing only addresses where nothing answers: the nodes it
+    /// drops keep serving while the new ones fail their probes, answer
+    /// after answer; a later answer listing the old nodes again finds them
+    /// serving, and the dead ones are forgotten.
+    #[test]
+    fn an_answer_of_dead_addresses_leaves_the_old_nodes_serving() {
+        let t = plain(&["10.0.0.1"]);
+        let old = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
+        let dead = ["10.9.0.1:8000", "10.9.0.2:8000"];
+        let s = discovered(&old);
+        let (s, ev) = apply_answer(&s, &round(2, &[(0, old[0])]), 0, addrs(&dead), &[], 10);
+        let Event::ListChanged {
+            quarantined, kept, ..
+        } = &ev
+        else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(*quarantined, addrs(&dead));
+        assert_eq!(*kept, addrs(&old));
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        // The same answer again, and failed probes: nothing changes.
+        let (s, ev) = apply_answer(&s, &round(3, &[(0, old[1])]), 0, addrs(&dead), &[], 20);
+        assert!(matches!(ev, Event::ListUnchanged { .. }), "{ev:?}");
+        let (s, probe) = health::try_start_probe(&s, 20, P).unwrap();
+        let (s, back) = health::apply_probe(&s, &probe, false, 25);
+        assert!(!back);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        // Other dead addresses: still the old nodes, not the last answer's.
+        let (s, _) = apply_answer(
+            &s,
+            &round(4, &[(0, old[1])]),
+            0,
+            addrs(&["10.9.0.3:8000"]),
+            &[],
+            30,
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        assert_eq!(s.lists[0].retiring, addrs(&old));
+        // The old nodes listed again: they serve, never quarantined, and
+        // the dead ones are forgotten.
+        let (s, ev) = apply_answer(&s, &round(5, &[(0, old[1])]), 0, addrs(&old), &[], 40);
+        assert!(
+            matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        assert!(s.lists[0].retiring.is_empty());
+        assert!(s.health.is_empty(), "{:?}", s.health);
+    }
+
+    /// An ordinary change: the answer keeps a serving node, so the ones it
+    /// drops go at once, and the one it adds waits for its probe.
+    #[test]
+    fn an_answer_keeping_a_serving_node_drops_the_others_at_once() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let (s, ev) = apply_answer(
+            &s,
+            &round(2, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]),
+            &[],
+            10,
+        );
+        assert!(
+            matches!(ev, Event::ListChanged { ref kept, .. } if kept.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
+        assert_eq!(s.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
+    }
+
+    /// The old nodes going Down meanwhile changes nothing about whom the
+    /// list keeps: the new nodes are still unverified.
+    #[test]
+    fn a_list_whose_nodes_never_served_keeps_what_served_before() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000"]);
+        let (s, _) = apply_answer(
+            &s,
+            &round(2, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.9.0.1:8000"]),
+            &[],
+            1,
+        );
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 2, P).unwrap();
+        assert!(routing_nodes(Some(&s), &t).is_empty());
+        let (s, _) = apply_answer(
+            &s,
+            &round(3, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.9.0.2:8000"]),
+            &[],
+            3,
+        );
+        assert_eq!(s.lists[0].retiring, addrs(&["10.0.0.1:8000"]));
     }
 
     #[test]
@@ -1034,18 +1291,25 @@ mod tests {
         let s = health::mark_down_now(&s, node, 0, P).unwrap();
         let r = round(2, &[(0, DC1_RACK1[1])]);
         // The rack list drops it; the dc1 list still has it.
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), 1);
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), &[], 1);
         assert!(s.health.contains_key(&node));
         assert!(s.nodes.contains(&node));
         // Gone from dc1 as well: no longer known, its history kept aside.
         let mut rest = dc1();
         rest.retain(|n| *n != node);
-        let (s, _) = apply_answer(&s, &r, 1, rest, 1);
+        let (s, _) = apply_answer(&s, &r, 1, rest, &[], 1);
         assert!(!s.nodes.contains(&node));
         assert!(!health::is_known(&s, &node));
         assert_eq!(health::counts(&s), (0, 0));
         // A node moving from one list to another is not new to the union.
-        let (s, ev) = apply_answer(&s, &round(3, &[(0, DC1_RACK1[1])]), 0, addrs(&DC1_RACK2), 2);
+        let (s, ev) = apply_answer(
+            &s,
+            &round(3, &[(0, DC1_RACK1[1])]),
+            0,
+            addrs(&DC1_RACK2),
+            &[],
+            2,
+        );
         assert!(
             matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
             "{ev:?}"
@@ -1072,7 +1336,7 @@ mod tests {
                 logged += 1;
             }
             // dc1 keeps answering: its successes neither hide nor reset dc2's streak.
-            let (next, ev) = apply_answer(&next, &r, 1, dc1(), 0);
+            let (next, ev) = apply_answer(&next, &r, 1, dc1(), &[], 0);
             assert_eq!(
                 ev,
                 Event::ListUnchanged {
@@ -1102,8 +1366,8 @@ mod tests {
         let r = round(2, &[(usize::MAX, "10.0.0.1:8000")]);
         for (next, ev) in [
             apply_failure(&s, &r, usize::MAX),
-            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), 0),
-            apply_answer(&SharedState::default(), &r, 0, vec![], 0),
+            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), &[], 0),
+            apply_answer(&SharedState::default(), &r, 0, vec![], &[], 0),
         ] {
             assert!(matches!(ev, Event::Stale { .. }), "{ev:?}");
             assert!(next == s || next == SharedState::default());
@@ -1128,8 +1392,12 @@ mod tests {
             &round(3, &[(0, "10.0.0.2:8000")]),
             0,
             addrs(&["10.0.0.5:8000"]),
+            &t.seeds,
             0,
         );
+        // Make before break: the seeds serve until the new node passes.
+        assert_eq!(routing_nodes(Some(&s), &t), t.seeds);
+        let s = probed(s);
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.5:8000"]));
         // Later failures never empty a discovered list.
         let s = apply_failure(&s, &round(4, &[(0, "10.0.0.5:8000")]), 0).0;
@@ -1169,7 +1437,14 @@ mod tests {
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000"]);
         let r = round(2, &[(0, "10.0.0.1:8000")]);
-        let (next, _) = apply_answer(&s, &r, 0, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]), 7);
+        let (next, _) = apply_answer(
+            &s,
+            &r,
+            0,
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]),
+            &[],
+            7,
+        );
         assert_eq!(routing_nodes(Some(&next), &t), addrs(&["10.0.0.1:8000"]));
         assert_eq!(
             next.health.get(&a("10.0.0.2:8000")).map(|h| h.state),
@@ -1243,6 +1518,7 @@ mod tests {
             &round(2, &[(0, "10.0.0.1:8000")]),
             0,
             addrs(&["10.0.0.3:8000", "10.0.0.1:8000", "10.0.0.3:8000"]),
+            &[],
             0,
         );
         assert_eq!(

@@ -179,36 +179,26 @@ pub fn mark_down(
 }
 
 /// Brings health in line with a new union of the lists (`state.nodes`;
-/// `old_nodes` is the union before, sorted like it): nodes that joined are
-/// Quarantined, except during the first discovery, whose nodes are the
-/// serving cluster; a node listed again keeps its history (a Down node
-/// stays Down, on its backoff; one that remembers a backoff is Quarantined
-/// with that memory). Nodes no list has any more keep their history as
-/// [`tidy`] allows. Returns the nodes it quarantined.
-///
-/// "First discovery" is decided by the caller
-/// ([`crate::discovery::apply_answer`]): answers of the round that first
-/// made the union non-empty. A node is thus quarantined when it enters the
-/// union after the union was first non-empty, with one refinement: the other
-/// queries of that same first round also count as first, so at start-up a
-/// datacenter whose answer merely arrives second is not quarantined (its
-/// nodes would otherwise be unroutable, and requests would go to a remote
-/// scope, until probes pass). A query first answered in a later round (say,
-/// its seeds were unreachable at start-up) has its nodes quarantined: the
-/// filter cannot tell a datacenter it never saw from nodes that just joined.
+/// `known_before` is what was known before the answer: the union before,
+/// and for a query's first answer its seeds, which were serving; sorted):
+/// make before break, every node that joined is Quarantined, probed at
+/// once, and takes requests only once a probe passes. A node listed again
+/// keeps its history: a Down node stays Down, on its backoff; one that
+/// remembers a backoff is Quarantined with that memory. Nodes no list has
+/// any more keep their history as [`tidy`] allows. Returns the nodes it
+/// quarantined and how many dropped nodes' histories the cap forgot.
 pub fn on_new_list(
     state: &mut SharedState,
-    old_nodes: &[NodeAddr],
-    first: bool,
+    known_before: &[NodeAddr],
     now_ms: u64,
-) -> Vec<NodeAddr> {
+) -> (Vec<NodeAddr>, usize) {
     let mut quarantined = Vec::new();
     // Both node lists are sorted (unions of sorted lists): searched, not
     // scanned, so a list of a thousand nodes costs no million comparisons.
     let joined: Vec<NodeAddr> = state
         .nodes
         .iter()
-        .filter(|n| old_nodes.binary_search(n).is_err())
+        .filter(|n| known_before.binary_search(n).is_err())
         .copied()
         .collect();
     for n in joined {
@@ -219,15 +209,40 @@ pub fn on_new_list(
                 h.next_probe_ms = now_ms;
                 quarantined.push(n);
             }
-            None if first => {}
             None => {
                 state.health.insert(n, Health::newcomer(now_ms));
                 quarantined.push(n);
             }
         }
     }
-    tidy(state, now_ms);
-    quarantined
+    let forgotten = tidy(state, now_ms);
+    (quarantined, forgotten)
+}
+
+/// Whether any node of `nodes` may take requests.
+pub fn any_routable(state: &SharedState, nodes: &[NodeAddr]) -> bool {
+    nodes.iter().any(|n| is_routable(state, n))
+}
+
+/// Make before break, the break: a list whose own nodes have a routable one
+/// no longer keeps the nodes it dropped. Returns how many dropped nodes'
+/// histories the cap then forgot.
+pub fn settle(state: &mut SharedState, now_ms: u64) -> usize {
+    let verified: Vec<bool> = state
+        .lists
+        .iter()
+        .map(|l| !l.retiring.is_empty() && any_routable(state, &l.nodes))
+        .collect();
+    if !verified.contains(&true) {
+        return 0;
+    }
+    for (list, verified) in state.lists.iter_mut().zip(verified) {
+        if verified {
+            list.retiring.clear();
+        }
+    }
+    state.refresh_nodes();
+    tidy(state, now_ms)
 }
 
 /// Forgets what is no longer worth remembering: an Active node's faded
@@ -273,44 +288,65 @@ pub struct Probe {
     pub state: HealthState,
 }
 
-/// Leases the probe of the first node that is due. The returned state moves
-/// that node's next probe one wait ahead (the Down backoff's next step, or
-/// the quarantine period); writing it by compare-and-swap makes this VM the
-/// only prober of that node until then. Only known nodes are probed: a
+/// Leases the probes of up to `max` nodes that are due, Down nodes first
+/// (recovery before admission, as in the client libraries' node-health
+/// spec), the longest overdue first. The returned state moves each one's
+/// next probe one wait ahead (the Down backoff's next step, or the
+/// quarantine period); writing it by compare-and-swap makes this VM the
+/// only prober of those nodes until then. Only known nodes are probed: a
 /// dropped node's history waits for it to be listed again.
+pub fn try_start_probes(
+    state: &SharedState,
+    now_ms: u64,
+    periods: ProbePeriods,
+    max: usize,
+) -> Option<(SharedState, Vec<Probe>)> {
+    // A probe time further ahead than the longest wait was written by a
+    // clock ahead of this one: due now (see `effective_ms`).
+    let horizon = periods.down_ms.max(periods.quarantine_ms);
+    let mut due: Vec<(bool, u64, NodeAddr)> = state
+        .health
+        .iter()
+        .filter(|(n, h)| {
+            h.state != HealthState::Active
+                && effective_ms(h.next_probe_ms, now_ms, horizon) <= now_ms
+                && is_known(state, n)
+        })
+        .map(|(n, h)| (h.state != HealthState::Down, h.next_probe_ms, *n))
+        .collect();
+    if due.is_empty() || max == 0 {
+        return None;
+    }
+    due.sort_unstable();
+    due.truncate(max);
+    let mut next = state.clone();
+    let mut probes = Vec::with_capacity(due.len());
+    for (_, _, node) in due {
+        let Some(health) = next.health.get_mut(&node) else {
+            continue;
+        };
+        let wait = next_wait(health, periods);
+        health.next_probe_ms = now_ms.saturating_add(wait);
+        // A Quarantined node's wait is its memory of a backoff.
+        if health.state == HealthState::Down {
+            health.wait_ms = wait;
+        }
+        probes.push(Probe {
+            node,
+            state: health.state,
+        });
+    }
+    Some((next, probes))
+}
+
+/// [`try_start_probes`] for one probe.
 pub fn try_start_probe(
     state: &SharedState,
     now_ms: u64,
     periods: ProbePeriods,
 ) -> Option<(SharedState, Probe)> {
-    // A probe time further ahead than the longest wait was written by a
-    // clock ahead of this one: due now (see `effective_ms`).
-    let horizon = periods.down_ms.max(periods.quarantine_ms);
-    let (node, health) = state.health.iter().find(|(n, h)| {
-        h.state != HealthState::Active
-            && effective_ms(h.next_probe_ms, now_ms, horizon) <= now_ms
-            && is_known(state, n)
-    })?;
-    let probe = Probe {
-        node: *node,
-        state: health.state,
-    };
-    let wait = next_wait(health, periods);
-    let mut next = state.clone();
-    next.health.insert(
-        *node,
-        Health {
-            next_probe_ms: now_ms.saturating_add(wait),
-            // A Quarantined node's wait is its memory of a backoff.
-            wait_ms: if health.state == HealthState::Down {
-                wait
-            } else {
-                health.wait_ms
-            },
-            ..*health
-        },
-    );
-    Some((next, probe))
+    let (next, probes) = try_start_probes(state, now_ms, periods, 1)?;
+    Some((next, *probes.first()?))
 }
 
 /// Folds a probe result in. Returns the new state and whether the node came
@@ -345,6 +381,7 @@ pub fn apply_probe(
     } else {
         next.health.remove(&probe.node);
     }
+    settle(&mut next, now_ms);
     (next, true)
 }
 
@@ -528,10 +565,16 @@ mod tests {
     }
 
     #[test]
-    fn new_nodes_are_quarantined_except_in_the_first_list() {
+    fn nodes_not_known_before_are_quarantined() {
+        // The first list: what was known (the seeds) serves, the rest waits.
         let mut first = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        assert!(on_new_list(&mut first, &[], true, 10).is_empty());
-        assert!(first.health.is_empty());
+        assert_eq!(
+            on_new_list(&mut first, &[a("10.0.0.1:8000")], 10),
+            (vec![a("10.0.0.2:8000")], 0)
+        );
+        assert!(is_routable(&first, &a("10.0.0.1:8000")));
+        assert!(!is_routable(&first, &a("10.0.0.2:8000")));
+        first.health.clear();
 
         let old = first.nodes.clone();
         let mut s = with(
@@ -540,7 +583,7 @@ mod tests {
             HealthState::Down,
             0,
         );
-        assert_eq!(on_new_list(&mut s, &old, false, 10), [a("10.0.0.3:8000")]);
+        assert_eq!(on_new_list(&mut s, &old, 10), (vec![a("10.0.0.3:8000")], 0));
         // The removed node was Down: it keeps that history, unlisted, and
         // counts no more.
         assert_eq!(s.health.len(), 2, "{:?}", s.health);
@@ -578,7 +621,7 @@ mod tests {
         let mut dropped = listed(&["10.0.0.1:8000"]);
         dropped.health = s.health.clone();
         dropped.downs = s.downs;
-        assert!(on_new_list(&mut dropped, &full.nodes, false, 300_000).is_empty());
+        assert_eq!(on_new_list(&mut dropped, &full.nodes, 300_000), (vec![], 0));
         assert_eq!(dropped.health.len(), 1, "kept");
         assert!(
             try_start_probe(&dropped, 300_000, P).is_none(),
@@ -589,7 +632,7 @@ mod tests {
         let mut back = full.clone();
         back.health = dropped.health.clone();
         back.downs = dropped.downs;
-        assert!(on_new_list(&mut back, &dropped.nodes, false, 310_000).is_empty());
+        assert_eq!(on_new_list(&mut back, &dropped.nodes, 310_000), (vec![], 0));
         let h = back.health[&a("10.0.0.2:8000")];
         assert_eq!(
             (h.state, h.wait_ms, h.generation),
@@ -694,7 +737,7 @@ mod tests {
         let old = s.nodes.clone();
         let mut rest = listed(&["10.0.0.1:8000"]);
         rest.health = s.health.clone();
-        on_new_list(&mut rest, &old, false, 1_000);
+        assert_eq!(on_new_list(&mut rest, &old, 1_000).1, 5, "counted");
         // (and the one node listed now, a newcomer)
         assert_eq!(rest.health.len(), MAX_UNLISTED + 1);
         assert!(!rest.health.contains_key(&a(names[4])), "oldest forgotten");

@@ -41,6 +41,15 @@ use outcome::CallFailure;
 /// Attempts at a compare-and-set update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
 
+/// Probes one VM leases per tick: nodes an answer adds are probed at once
+/// (make before break), a few per tick and VM, so that a long list of
+/// newcomers neither waits a tick each nor floods the cluster.
+pub const MAX_PROBES_PER_TICK: usize = 4;
+
+/// Probes one VM has in flight at most (each waits up to
+/// `discovery_timeout_ms` for a silent address).
+pub const MAX_PROBES_IN_FLIGHT: usize = 16;
+
 /// How long a write held for its key's node may wait for the first bytes of
 /// its body. Clients send a write's body right behind its headers, so a
 /// body that has not started after this long is one Envoy will not hand
@@ -230,7 +239,7 @@ impl<H: Host> Poller<H> {
         let round =
             discovery::try_start_round(&state, now, self.timing, &self.topology, &mut self.rng)
                 .map(|(next, round)| {
-                    let calls = round
+                    let calls: Vec<Callout> = round
                         .targets
                         .iter()
                         .map(|(query, _)| Callout::Discovery(round.clone(), *query))
@@ -238,8 +247,16 @@ impl<H: Host> Poller<H> {
                     (next, calls)
                 });
         let lease = round.or_else(|| {
-            health::try_start_probe(&state, now, self.config.probe_periods)
-                .map(|(next, probe)| (next, vec![Callout::Probe(probe)]))
+            let in_flight = self
+                .in_flight
+                .values()
+                .filter(|f| matches!(f.call, Callout::Probe(_)))
+                .count();
+            let room = MAX_PROBES_IN_FLIGHT
+                .saturating_sub(in_flight)
+                .min(MAX_PROBES_PER_TICK);
+            health::try_start_probes(&state, now, self.config.probe_periods, room)
+                .map(|(next, probes)| (next, probes.into_iter().map(Callout::Probe).collect()))
         });
         let Some((next, calls)) = lease else {
             return;
@@ -564,8 +581,14 @@ impl<H: Host> Poller<H> {
                 self.last_dropped = answer.dropped.clone();
             }
         }
+        let seeds = self
+            .topology
+            .query_seeds
+            .get(query)
+            .cloned()
+            .unwrap_or_default();
         let updated = self.update_shared(|state| match &answer {
-            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), now_ms),
+            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), &seeds, now_ms),
             Err(_) => discovery::apply_failure(state, round, query),
         });
         if let Some((state, event)) = updated {

@@ -14,6 +14,7 @@
 //! L <query> <round> <consecutive_failures>   (one per query, 0, 1, 2, ...)
 //! F <failed target>                 (of the list above, oldest first)
 //! N <node>                          (of the list above, sorted)
+//! R <node>                          (the list's retiring nodes, sorted)
 //! D <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (a Down node)
 //! Q <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (a Quarantined node)
 //! A <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (an Active node with a history)
@@ -25,7 +26,8 @@
 //! The first word names the format and changes whenever the lines do (4
 //! added the probe wait, which the Down backoff grows from; 5 the count of
 //! entries into Down, and per node when it last changed state, its
-//! generation, and Active nodes that remember a backoff). A record in
+//! generation, and Active nodes that remember a backoff; and the nodes a
+//! list keeps serving until its new nodes are verified). A record in
 //! another format is refused like a damaged one, never misread.
 
 use crate::model::health::{Health, HealthState};
@@ -107,7 +109,7 @@ impl SharedState {
         let entries: usize = self
             .lists
             .iter()
-            .map(|l| 1 + l.failed.len() + l.nodes.len())
+            .map(|l| 1 + l.failed.len() + l.nodes.len() + l.retiring.len())
             .sum();
         let mut s = String::with_capacity(64 + 32 * (entries + self.health.len()));
         // Writing to a String cannot fail.
@@ -123,6 +125,9 @@ impl SharedState {
             }
             for n in &list.nodes {
                 let _ = writeln!(s, "N {n}");
+            }
+            for n in &list.retiring {
+                let _ = writeln!(s, "R {n}");
             }
         }
         for (n, h) in &self.health {
@@ -217,10 +222,21 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
         ("N", []) => {
             let addr: NodeAddr = first.parse().ok()?;
             let list = state.lists.last_mut()?;
-            if list.nodes.last().is_some_and(|last| *last >= addr) {
+            if list.nodes.last().is_some_and(|last| *last >= addr) || !list.retiring.is_empty() {
                 return None;
             }
             list.nodes.push(addr);
+        }
+        ("R", []) => {
+            let addr: NodeAddr = first.parse().ok()?;
+            let list = state.lists.last_mut()?;
+            // At most as many as a list holds: they are a list's nodes.
+            if list.retiring.last().is_some_and(|last| *last >= addr)
+                || list.retiring.len() >= crate::localnodes::MAX_NODES
+            {
+                return None;
+            }
+            list.retiring.push(addr);
         }
         ("A" | "D" | "Q", [next_probe_ms, wait_ms, since_ms, generation]) => {
             let health = Health {
@@ -279,18 +295,21 @@ mod tests {
                     consecutive_failures: 0,
                     failed: vec![],
                     nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+                    retiring: vec![addr("10.0.0.5:8000"), addr("10.0.0.6:8000")],
                 },
                 QueryList {
                     round: 0,
                     consecutive_failures: 3,
                     failed: vec![addr("10.0.0.9:8000"), addr("10.0.0.8:8000")],
                     nodes: vec![],
+                    retiring: vec![],
                 },
                 QueryList {
                     round: 10,
                     consecutive_failures: 1,
                     failed: vec![addr("10.0.0.7:8000")],
                     nodes: vec![addr("10.0.0.1:8000"), addr("10.0.0.2:8000")],
+                    retiring: vec![],
                 },
                 QueryList {
                     round: 9,
@@ -354,8 +373,11 @@ mod tests {
             [
                 addr("10.0.0.1:8000"),
                 addr("10.0.0.2:8000"),
+                addr("10.0.0.5:8000"),
+                addr("10.0.0.6:8000"),
                 addr("[fd00::1]:8000")
-            ]
+            ],
+            "the lists' nodes and the ones they keep serving"
         );
         let text = String::from_utf8(s.encode()).unwrap();
         assert_eq!(text.matches("N 10.0.0.1:8000").count(), 2, "{text}");
@@ -409,6 +431,10 @@ mod tests {
             b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN 10.0.0.1:1 x",
             b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
             b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN",
+            b"alternator-lb/5 1 2 3 4 0\nR 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.2:1\nR 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.1:1\nN 10.0.0.2:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.1:1 x",
             b"alternator-lb/5 1 2 3 4 0\nX 10.0.0.1:1",
             b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1",
             b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5",

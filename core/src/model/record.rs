@@ -30,6 +30,11 @@ pub struct QueryList {
     /// The answer, sorted and deduplicated; may be empty (an empty rack or
     /// datacenter).
     pub nodes: Vec<NodeAddr>,
+    /// Make before break: the nodes that served this query's part (its
+    /// last list with a routable node, or for its first answer its seeds)
+    /// and that the answer dropped, kept serving while none of `nodes` is
+    /// routable yet; emptied once one is. Sorted.
+    pub retiring: Vec<NodeAddr>,
 }
 
 /// A time read from the record, as this VM acts on it. The record's times
@@ -56,8 +61,9 @@ pub struct SharedState {
     /// One entry per query of the topology, by query index. Shorter while
     /// some queries were never touched.
     pub lists: Vec<QueryList>,
-    /// The union of every list, sorted: the known nodes (health, probes and
-    /// metrics work on it). Keep it in step with [`SharedState::refresh_nodes`].
+    /// The union of every list and every list's retiring nodes, sorted: the
+    /// known nodes (health, probes and metrics work on it). Keep it in step
+    /// with [`SharedState::refresh_nodes`].
     pub nodes: Vec<NodeAddr>,
     /// Wall-clock time of the last stored `/localnodes` answer (0: never).
     pub last_success_ms: u64,
@@ -85,7 +91,11 @@ impl SharedState {
 
     /// Recomputes [`SharedState::nodes`] from the lists.
     pub fn refresh_nodes(&mut self) {
-        self.nodes = sorted::union(self.lists.iter().map(|l| l.nodes.as_slice()));
+        self.nodes = sorted::union(
+            self.lists
+                .iter()
+                .flat_map(|l| [l.nodes.as_slice(), l.retiring.as_slice()]),
+        );
     }
 
     /// Forgets every node `keep` refuses, wherever the record names it (a
@@ -95,7 +105,7 @@ impl SharedState {
         let named = self
             .lists
             .iter()
-            .flat_map(|l| l.nodes.iter().chain(&l.failed))
+            .flat_map(|l| l.nodes.iter().chain(&l.failed).chain(&l.retiring))
             .chain(self.health.keys());
         let refused: BTreeSet<&NodeAddr> = named.filter(|n| !keep(n)).collect();
         let refused = refused.len();
@@ -103,6 +113,7 @@ impl SharedState {
             for list in &mut self.lists {
                 list.nodes.retain(&keep);
                 list.failed.retain(&keep);
+                list.retiring.retain(&keep);
             }
             self.health.retain(|n, _| keep(n));
             self.refresh_nodes();

@@ -39,28 +39,42 @@ pub fn event(
             first,
             recovered_after,
             quarantined,
+            kept,
+            forgotten,
         } => {
             if *recovered_after > 0 {
                 log::info!("discovery recovered after {recovered_after} failed attempts ({query})");
             }
+            let mut more = String::new();
+            if !quarantined.is_empty() {
+                more.push_str(&format!(
+                    "; quarantined until a probe succeeds: [{}]",
+                    list(quarantined)
+                ));
+            }
+            if !kept.is_empty() {
+                let whose = if *first { "seeds" } else { "nodes it dropped" };
+                more.push_str(&format!(
+                    "; the {whose} keep serving until one of its nodes passes a probe: [{}]",
+                    list(kept)
+                ));
+            }
             if *first {
                 log::info!(
-                    "discovered {total} nodes from {target} ({query}): {}",
+                    "discovered {total} nodes from {target} ({query}): {}{more}",
                     list(nodes_of(*q))
                 );
             } else {
-                let quarantined = if quarantined.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; quarantined until a probe succeeds: [{}]",
-                        list(quarantined)
-                    )
-                };
                 log::info!(
-                    "node list changed, now {total} nodes; added [{}], removed [{}]{quarantined} ({query})",
+                    "node list changed, now {total} nodes; added [{}], removed [{}]{more} ({query})",
                     list(added),
                     list(removed),
+                );
+            }
+            if *forgotten > 0 {
+                log::info!(
+                    "forgot the health history of {forgotten} nodes no list names any more (at most {} are kept)",
+                    crate::health::MAX_UNLISTED
                 );
             }
         }

@@ -1310,3 +1310,135 @@ fn the_outcome_of_a_request_sent_before_a_node_went_down_does_not_count_after() 
     fresh.on_response_headers(&failed);
     assert!(!sim.routed(0).contains(&victim));
 }
+
+/// Make before break: `/localnodes` answers with three addresses where
+/// nothing listens. Every VM keeps routing over the nodes that served,
+/// while the newcomers are probed and fail; when the answer names the
+/// cluster again, nothing has changed for requests.
+#[test]
+fn an_answer_of_dead_addresses_never_replaces_the_serving_nodes() {
+    capture_logs();
+    let sim = discovered(DEFAULTS, 3);
+    let dead = ["10.9.0.1", "10.9.0.2", "10.9.0.3"];
+    {
+        let mut cluster = sim.cluster.borrow_mut();
+        cluster.dead = dead.iter().map(|n| n.to_string()).collect();
+        cluster.listed = dead.iter().map(|n| n.to_string()).collect();
+    }
+    for _ in 0..50 {
+        sim.run(100);
+        for vm in 0..3 {
+            assert_eq!(sim.routed(vm), all(), "VM {vm}");
+        }
+    }
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.lists[0].nodes.len(), 3);
+    assert_eq!(record.lists[0].retiring, all());
+    assert_eq!(sim.process.stat("alternator_lb.nodes_quarantined"), Some(3));
+    assert!(dead.iter().all(|d| sim.probes().iter().any(|c| c.to(d))));
+    assert!(
+        logs().iter().any(|l| l.contains(
+            "the nodes it dropped keep serving until one of its nodes passes a probe: \
+             [10.0.0.1:8000, 10.0.0.2:8000, 10.0.0.3:8000]"
+        )),
+        "{:?}",
+        logs()
+    );
+    sim.cluster.borrow_mut().listed = NODES.iter().map(|n| n.to_string()).collect();
+    sim.run(1_000 + 2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let record = sim.process.record().unwrap();
+    assert!(record.lists[0].retiring.is_empty());
+    assert!(record.health.is_empty(), "{:?}", record.health);
+}
+
+/// The same with an answer of 60,000 such addresses, under the size
+/// limit: 1,024 are kept and probed, a few at a time, and the nodes that
+/// served keep serving on every VM.
+#[test]
+fn sixty_thousand_dead_addresses_never_replace_the_serving_nodes() {
+    let sim = discovered(DEFAULTS, 3);
+    let dead: Vec<String> = (0..60_000)
+        .map(|i| format!("10.9.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let probes_before = sim.probes().len();
+    {
+        let mut cluster = sim.cluster.borrow_mut();
+        cluster.dead = dead.clone();
+        cluster.listed = dead;
+    }
+    sim.run(3_000);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.lists[0].nodes.len(), crate::localnodes::MAX_NODES);
+    assert_eq!(record.lists[0].retiring, all());
+    // Probes: at most 4 a tick per VM.
+    let probes = sim.probes().len() - probes_before;
+    let ticks = 3 * 3_000 / sim.tick_ms as usize;
+    assert!(probes <= 4 * ticks, "{probes} probes in 3 s");
+    assert!(probes >= 100, "{probes} probes in 3 s");
+}
+
+/// Make before break at start-up: the first answer lists only addresses
+/// where nothing listens. The seed, which was serving, keeps serving.
+#[test]
+fn a_first_answer_of_dead_addresses_leaves_the_seed_serving() {
+    let sim = Sim::new(r#"{"seeds": ["10.0.0.1"]}"#, 3, &["10.9.0.1", "10.9.0.2"]);
+    sim.cluster.borrow_mut().dead = vec!["10.9.0.1".into(), "10.9.0.2".into()];
+    sim.run(5_000);
+    assert!(sim.process.record().unwrap().discovered());
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), [a("10.0.0.1:8000")], "VM {vm}");
+    }
+    // Once one of them serves, it replaces the seed everywhere.
+    sim.cluster.borrow_mut().dead = vec!["10.9.0.1".into()];
+    sim.run(1_000 + 2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), [a("10.9.0.2:8000")], "VM {vm}");
+    }
+}
+
+/// Nodes an answer adds are probed at once, a few per tick and VM: forty
+/// healthy newcomers are all routed by every VM within a second of the
+/// answer, and none before its probe passed.
+#[test]
+fn new_nodes_are_probed_at_once_and_routed_within_a_second() {
+    let sim = discovered(DEFAULTS, 3);
+    let newcomers: Vec<String> = (1..=40).map(|i| format!("10.0.1.{i}")).collect();
+    sim.cluster
+        .borrow_mut()
+        .listed
+        .extend(newcomers.iter().cloned());
+    let calls = sim.discovery_calls().len();
+    while sim.discovery_calls().len() == calls {
+        sim.run(1);
+    }
+    let asked = sim.process.now_ms();
+    let want: Vec<NodeAddr> = newcomers.iter().map(|n| a(&format!("{n}:8000"))).collect();
+    let mut routed_at = None;
+    for _ in 0..2_000 {
+        sim.run(10);
+        for vm in 0..3 {
+            for n in sim.routed(vm) {
+                if want.contains(&n) {
+                    let probed = sim
+                        .probes()
+                        .iter()
+                        .any(|c| c.to(&n.ip.to_string()) && c.answered);
+                    assert!(probed, "{n} routed before its probe");
+                }
+            }
+        }
+        if (0..3).all(|vm| want.iter().all(|n| sim.routed(vm).contains(n))) {
+            routed_at = Some(sim.process.now_ms() - asked);
+            break;
+        }
+    }
+    let took = routed_at.expect("every newcomer routed");
+    println!("40 newcomers routed everywhere {took} ms after the answer was asked for");
+    assert!(took <= 1_000, "{took} ms");
+}
