@@ -11,6 +11,7 @@
 
 use crate::health;
 use crate::log_throttle::should_log_failure;
+use crate::model::health::HealthState;
 use crate::model::record::{effective_ms, QueryList, SharedState, MAX_FAILED};
 use crate::model::sorted;
 use crate::model::NodeAddr;
@@ -518,6 +519,52 @@ pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Ve
     } else {
         vec![start]
     }
+}
+
+/// Whether no node of any scope may take requests while some node is
+/// known: requests then go to the known nodes anyway ([`panic_order`]).
+pub fn panicking(state: Option<&SharedState>, topology: &Topology) -> bool {
+    routing_tiers(state, topology).iter().all(Vec::is_empty)
+        && !panic_order(state, topology, &[]).is_empty()
+}
+
+/// Every known node, least recently failed first: what requests go to when
+/// no node of any scope may take them, as Envoy's load balancers route to
+/// every host in panic. A request that would be refused while some node is
+/// known is worse than a request sent to a node that may answer again:
+/// the nodes may all have failed for a moment (a network blip, a rolling
+/// restart gone too fast), and their probes back off.
+///
+/// The known nodes are the lists' nodes and the ones they keep serving, or
+/// before anything is discovered, the seeds. The order: nodes that never
+/// failed (Quarantined newcomers) first, then by the last failure known: a
+/// Quarantined node's return from Down, a Down node's going Down or last
+/// probe, whichever is later; nodes this VM itself just saw fail
+/// (`withheld`) last. Ties by address.
+pub fn panic_order(
+    state: Option<&SharedState>,
+    topology: &Topology,
+    withheld: &[NodeAddr],
+) -> Vec<NodeAddr> {
+    let known = match state {
+        Some(state) if state.discovered() => state.nodes.as_slice(),
+        _ => topology.seeds.as_slice(),
+    };
+    let last_failed = |n: &NodeAddr| -> u64 {
+        if withheld.contains(n) {
+            return u64::MAX;
+        }
+        let Some(h) = state.and_then(|s| s.health.get(n)) else {
+            return 0;
+        };
+        match h.state {
+            HealthState::Down => h.since_ms.max(h.next_probe_ms.saturating_sub(h.wait_ms)),
+            HealthState::Quarantined | HealthState::Active => h.since_ms,
+        }
+    };
+    let mut order: Vec<(u64, NodeAddr)> = known.iter().map(|n| (last_failed(n), *n)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, n)| n).collect()
 }
 
 /// Per scope in routing order, every listed node of its lists, healthy or

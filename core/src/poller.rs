@@ -470,6 +470,7 @@ impl<H: Host> Poller<H> {
             return None;
         }
         self.write_state(&next, Some(cas)).ok()?;
+        self.note_panic(state, &next);
         self.pending_down.clear();
         self.seen_requests = requests;
         for (node, why) in &downs {
@@ -534,7 +535,8 @@ impl<H: Host> Poller<H> {
     }
 
     /// Applies `update` to the record by compare-and-set, retried; returns
-    /// the record written, or `None` if it kept changing under us.
+    /// the record written, or `None` if it kept changing under us. Logs a
+    /// change of panic routing the write made.
     fn update_shared<E>(
         &mut self,
         mut update: impl FnMut(&SharedState) -> (SharedState, E),
@@ -546,6 +548,7 @@ impl<H: Host> Poller<H> {
             };
             let (next, extra) = update(&state);
             if self.write_state(&next, Some(cas)).is_ok() {
+                self.note_panic(&state, &next);
                 return Some((next, extra));
             }
         }
@@ -600,6 +603,23 @@ impl<H: Host> Poller<H> {
                 answer.as_ref().err(),
             );
             self.rebuild(Some(&state));
+        }
+    }
+
+    /// Logs, once per Envoy process (from the VM whose write did it), that
+    /// requests are now routed in panic, or no longer.
+    fn note_panic(&self, before: &SharedState, after: &SharedState) {
+        let was = discovery::panicking(Some(before), &self.topology);
+        let is = discovery::panicking(Some(after), &self.topology);
+        if is && !was {
+            let known = discovery::panic_order(Some(after), &self.topology, &[]).len();
+            log::warn!(
+                "no node of any routing scope can take requests (all {known} known nodes are Down or \
+                 Quarantined): requests go to them anyway, least recently failed first, until a probe \
+                 brings one back (counted in requests_routed_panic)"
+            );
+        } else if was && !is {
+            log::info!("a node can take requests again: panic routing ends");
         }
     }
 

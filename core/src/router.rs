@@ -110,6 +110,12 @@ pub struct Router {
     tiers: Vec<RoundRobin<Rc<Route>>>,
     /// Per scope, for key route affinity (empty when it is off).
     rings: Vec<Ring>,
+    /// Every known node, least recently failed first: what requests go to
+    /// when no scope has a node ([`discovery::panic_order`]).
+    panic: RoundRobin<Rc<Route>>,
+    /// Whether the last request was routed in panic: the next panic
+    /// episode starts at the head of `panic`, the least recently failed.
+    panicking: bool,
     /// The node lists `tiers` was last built from.
     built_from: Vec<Vec<NodeAddr>>,
     /// Every node's route, kept from one rebuild to the next so that its
@@ -154,6 +160,8 @@ impl Router {
             settings,
             tiers: Vec::new(),
             rings: Vec::new(),
+            panic: RoundRobin::new(Vec::new(), 0),
+            panicking: false,
             built_from: Vec::new(),
             routes: BTreeMap::new(),
             // Workers start apart (`start` comes from the VM's seed).
@@ -177,17 +185,27 @@ impl Router {
         self.settings.mode
     }
 
-    /// The next node of the first scope that has one.
+    /// The next node of the first scope that has one, and `false`; when
+    /// none has, the next known node in panic order, and `true`. `None`
+    /// only when no node is known at all.
     #[inline]
-    pub fn pick(&mut self, now_ns: u64) -> Option<Rc<Route>> {
-        let tier = self.tiers.iter_mut().find(|t| !t.is_empty())?;
-        match self.settings.balancing {
-            Balancing::RoundRobin => tier.pick().cloned(),
+    pub fn pick(&mut self, now_ns: u64) -> Option<(Rc<Route>, bool)> {
+        let Some(tier) = self.tiers.iter_mut().find(|t| !t.is_empty()) else {
+            if !self.panicking {
+                self.panicking = true;
+                self.panic.restart();
+            }
+            return self.panic.pick().map(|r| (Rc::clone(r), true));
+        };
+        self.panicking = false;
+        let route = match self.settings.balancing {
+            Balancing::RoundRobin => tier.pick(),
             Balancing::LeastRequest => {
                 let draw = self.rng.next_u64();
-                tier.pick_cheaper(draw, |r| r.load.cost(now_ns)).cloned()
+                tier.pick_cheaper(draw, |r| r.load.cost(now_ns))
             }
-        }
+        };
+        route.map(|r| (Rc::clone(r), false))
     }
 
     /// Whether requests are picked by cost, which needs the time they were
@@ -213,6 +231,11 @@ impl Router {
     /// This VM's requests in flight to `node`, if the node has a route.
     pub fn in_flight(&self, node: &NodeAddr) -> Option<u32> {
         self.routes.get(node).map(|r| r.load.in_flight())
+    }
+
+    /// Every known node in panic order (least recently failed first).
+    pub fn panic_nodes(&self) -> Vec<NodeAddr> {
+        self.panic.entries().iter().map(|r| r.node).collect()
     }
 
     /// Every node some scope routes to now, in scope order.
@@ -413,6 +436,7 @@ impl Router {
         for tier in &mut tiers {
             tier.retain(|n| !withheld.contains(n));
         }
+        let panic = discovery::panic_order(state, topology, withheld);
         // Each route takes its node's generation from the record, except
         // that of a node this VM has taken out and the record does not yet
         // say so: its own newer one stands until then. (A route made below
@@ -427,7 +451,8 @@ impl Router {
         let affinity_on = self.settings.mode != Mode::None;
         // Unchanged, and no node withdrawn since: nothing to rebuild.
         // Affinity rings carry health, so they are rebuilt every time.
-        let unchanged = tiers == self.built_from && tiers == self.nodes();
+        let unchanged =
+            tiers == self.built_from && tiers == self.nodes() && panic == self.panic_nodes();
         if !affinity_on && !self.tiers.is_empty() && unchanged {
             return;
         }
@@ -452,6 +477,7 @@ impl Router {
             picker.replace(nodes.iter().map(&mut route).collect());
         }
         self.tiers = pickers;
+        self.panic.replace(panic.iter().map(&mut route).collect());
         self.rings = match state {
             Some(state) if affinity_on => discovery::rings(state, topology)
                 .iter()

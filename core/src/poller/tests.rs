@@ -195,25 +195,51 @@ fn a_down_node_is_probed_once_per_period_and_comes_back_everywhere() {
         .any(|l| l == "INFO node 10.0.0.2:8000 is back: probe succeeded; routing to it again"));
 }
 
+/// Never refuse while nodes are known: with every node Down, requests go
+/// to the known nodes anyway, least recently failed first (the node that
+/// went Down longest ago), counted apart; one log line when it starts and
+/// one when a probe brings a node back, whichever VMs see it.
 #[test]
-fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
+fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_back() {
+    capture_logs();
     let sim = discovered(CONFIG, 3);
     sim.cluster.borrow_mut().dead = NODES.iter().map(|n| n.to_string()).collect();
-    for node in all() {
+    // They fail one after another, 10.0.0.3 first.
+    for node in all().into_iter().rev() {
         sim.router(1)
             .borrow_mut()
             .observe(&node, Outcome::ConnectFailed);
+        sim.run(sim.tick_ms);
     }
     sim.run(300);
     for vm in 0..3 {
         assert!(sim.routed(vm).is_empty(), "VM {vm}");
+        assert_eq!(
+            sim.router(vm).borrow().panic_nodes(),
+            [all()[2], all()[1], all()[0]],
+            "VM {vm}: least recently failed first"
+        );
     }
-    let request = TestStream::default();
-    let mut stream = Stream::new(1, sim.router(2));
-    assert_eq!(stream.on_request_headers(&request, true), Action::Pause);
+    // Each worker's first request of the episode goes to the node that
+    // failed longest ago, the next ones in that order.
+    for (id, want) in [(1, 2), (2, 1), (3, 0), (4, 2)] {
+        let request = TestStream::default();
+        let mut stream = Stream::new(id, sim.router(2));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        assert!(request.replies.borrow().is_empty());
+        assert_eq!(
+            request.handed.borrow()[0],
+            crate::filter_state::route_to(&all()[want])
+        );
+    }
+    sim.run(sim.tick_ms);
     assert_eq!(
-        request.replies.borrow()[0].body,
-        crate::error_body::NO_NODE.body
+        sim.process.stat("alternator_lb.requests_routed_panic"),
+        Some(4)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_rejected_no_node"),
+        Some(0)
     );
     // Discovery still lists them; the list is kept while it fails.
     sim.run(3_000);
@@ -224,7 +250,49 @@ fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
         assert_eq!(sim.routed(vm), all(), "VM {vm}");
     }
     let request = TestStream::default();
-    let mut stream = Stream::new(2, sim.router(2));
+    let mut stream = Stream::new(9, sim.router(2));
+    assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_routed_panic"),
+        Some(4)
+    );
+    let lines = logs();
+    let started: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("requests go to them anyway"))
+        .collect();
+    assert_eq!(started.len(), 1, "{lines:?}");
+    assert!(started[0].starts_with(
+        "WARN no node of any routing scope can take requests (all 3 known nodes are Down or Quarantined)"
+    ));
+    let ended = lines
+        .iter()
+        .filter(|l| l.contains("panic routing ends"))
+        .count();
+    assert_eq!(ended, 1, "{lines:?}");
+}
+
+/// Before anything is discovered, with every seed Down, requests go to the
+/// seeds anyway: a filter whose seeds all failed a request once refuses
+/// nothing.
+#[test]
+fn with_every_seed_down_before_discovery_requests_still_go_to_the_seeds() {
+    let sim = Sim::new(
+        r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "discovery_cluster": "typo"}"#,
+        2,
+        &NODES,
+    );
+    sim.run(300);
+    for node in [a("10.0.0.1:8000"), a("10.0.0.2:8000")] {
+        sim.router(0)
+            .borrow_mut()
+            .observe(&node, Outcome::ConnectFailed);
+    }
+    sim.run(300);
+    assert!(sim.routed(1).is_empty());
+    let request = TestStream::default();
+    let mut stream = Stream::new(1, sim.router(1));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
