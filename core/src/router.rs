@@ -494,14 +494,17 @@ impl Router {
                 .collect(),
             _ => Vec::new(),
         };
-        // A route no scope or ring names any more is one whose node went
-        // Down or left the lists: its requests still in flight belong to
-        // the past, and a later route to the node starts afresh.
+        // A route nothing names any more (no scope, ring or panic order) is
+        // one whose node left the lists: its requests still in flight
+        // belong to the past, and a later route to the node starts afresh.
         for orphan in kept.values() {
             orphan
                 .generation
                 .set(orphan.generation.get().wrapping_add(1));
         }
+        // Failure streaks go with their node: one that comes back starts
+        // afresh, and streaks of nodes that come and go do not pile up.
+        self.failures.retain(|n, _| made.contains_key(n));
         self.routes = made;
         self.built_from = tiers;
     }

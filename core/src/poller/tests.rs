@@ -1510,3 +1510,26 @@ fn new_nodes_are_probed_at_once_and_routed_within_a_second() {
     println!("40 newcomers routed everywhere {took} ms after the answer was asked for");
     assert!(took <= 1_000, "{took} ms");
 }
+
+/// A node's failure streak goes with it when the lists drop it: listed
+/// again and serving, it starts with a clean count, so one reset does not
+/// complete a streak begun before it left (and the streaks of nodes that
+/// come and go do not pile up).
+#[test]
+fn a_failure_streak_is_forgotten_when_its_node_leaves_the_list() {
+    let sim = discovered(DEFAULTS, 2);
+    let victim = a("10.0.0.2:8000");
+    for _ in 0..2 {
+        sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+    }
+    sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
+    sim.run(1_000 + 2 * sim.tick_ms);
+    assert!(!sim.routed(0).contains(&victim));
+    sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
+    until_routed_everywhere(&sim, victim, 3_000).expect("listed again and probed");
+    sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+    assert!(
+        sim.routed(0).contains(&victim),
+        "one reset, not three in a row"
+    );
+}
