@@ -11,10 +11,17 @@
 //!   off: the first 1 s after the node went Down, then 2 s, 4 s, ... up to
 //!   `down_probe_interval_ms`. A node that restarts is back a few seconds
 //!   after it serves again; one that stays away costs a probe per period.
-//! - **Quarantined**: it joined the known nodes after the first discovery
-//!   (or came back into them after dropping out). Alternator lists a node
-//!   some seconds before it serves, so it gets requests only once a probe
-//!   (every `quarantine_probe_interval_ms`) succeeds.
+//! - **Quarantined**: an answer added it to the known nodes (the first
+//!   answer too, except the seeds it lists, which were serving), or listed
+//!   it again after it dropped out. Alternator lists a node some seconds
+//!   before it serves, and an answer may list addresses where nothing
+//!   answers at all, so it gets requests only once a probe (at once, then
+//!   every `quarantine_probe_interval_ms`) succeeds. Make before break:
+//!   meanwhile the nodes its list dropped keep serving ([`settle`]).
+//!
+//! Down and Quarantined nodes get requests only when no node of any scope
+//! can take them: then every known node does, least recently failed first
+//! ([`crate::discovery::panic_order`]).
 //!
 //! Health is damped: a node that goes Down again soon after it came back
 //! resumes its backoff where the last spell left it (doubled, up to

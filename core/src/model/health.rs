@@ -15,7 +15,8 @@ pub enum HealthState {
     Down,
     /// It joined the known nodes (listed by an answer, or listed again after
     /// dropping out): Alternator lists a node some seconds before it
-    /// serves, so it waits for a probe.
+    /// serves, and an answer may name addresses where nothing answers, so
+    /// it waits for a probe.
     Quarantined,
 }
 
