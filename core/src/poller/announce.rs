@@ -16,6 +16,19 @@ fn list(nodes: &[NodeAddr]) -> String {
         .join(", ")
 }
 
+/// How many nodes the quarantined and kept lists of a change name; a
+/// hostile answer quarantines 1024.
+const NAMED_NODES: usize = 10;
+
+/// The first [`NAMED_NODES`] of `nodes`, and how many more there are.
+fn few(nodes: &[NodeAddr]) -> String {
+    let named = list(nodes.get(..NAMED_NODES).unwrap_or(nodes));
+    match nodes.len().saturating_sub(NAMED_NODES) {
+        0 => named,
+        more => format!("{named}, and {more} more"),
+    }
+}
+
 /// Logs what `event` (a result from `target`) did to `state`; `error` is
 /// why the answer was unusable, if it was.
 pub fn event(
@@ -49,14 +62,14 @@ pub fn event(
             if !quarantined.is_empty() {
                 more.push_str(&format!(
                     "; quarantined until a probe succeeds: [{}]",
-                    list(quarantined)
+                    few(quarantined)
                 ));
             }
             if !kept.is_empty() {
                 let whose = if *first { "seeds" } else { "nodes it dropped" };
                 more.push_str(&format!(
                     "; the {whose} keep serving until one of its nodes passes a probe: [{}]",
-                    list(kept)
+                    few(kept)
                 ));
             }
             if *first {
@@ -111,5 +124,23 @@ pub fn event(
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn long_node_lists_are_named_in_part() {
+        let nodes: Vec<NodeAddr> = (1..=25)
+            .map(|i| format!("10.0.0.{i}:8000").parse().unwrap())
+            .collect();
+        assert_eq!(few(&nodes[..2]), "10.0.0.1:8000, 10.0.0.2:8000");
+        let line = few(&nodes);
+        assert!(line.starts_with("10.0.0.1:8000, "), "{line}");
+        assert!(line.ends_with("10.0.0.10:8000, and 15 more"), "{line}");
     }
 }
