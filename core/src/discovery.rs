@@ -480,10 +480,12 @@ fn record_failure(state: &SharedState, round: &Round, query: usize) -> (SharedSt
 }
 
 /// What requests may go to, per scope in routing order: the routable nodes
-/// of the union of the scope's lists. The picker uses the first non-empty
-/// tier; an empty tier (empty rack, or every node Down or Quarantined)
-/// passes requests on to the next scope, and they come back as soon as the
-/// tier has a healthy node again.
+/// of the union of the scope's lists' members (a list's nodes, and while
+/// none of them is routable yet, the nodes it keeps serving; see
+/// [`members`]). The picker uses the first non-empty tier; an empty tier
+/// (empty rack, or every node Down or Quarantined) passes requests on to
+/// the next scope, and they come back as soon as the tier has a healthy
+/// node again. With every tier empty, requests go to [`panic_order`].
 ///
 /// Before anything is discovered there is a single tier: the healthy seeds
 /// of the first scope's datacenter when it has any, else of all seeds. A
