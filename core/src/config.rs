@@ -282,7 +282,9 @@ impl Config {
     /// `vm_id`. Affinity settings and `scheme` only change how requests are
     /// routed over the lists, so filters that differ only there share them.
     /// A `stat_prefix` names an instance apart: it gets its own poller, so
-    /// that its discovery figures are its own.
+    /// that its discovery figures are its own. `allowed_cidrs` filters the
+    /// lists as they are read, so two instances (or the old and new VMs of a
+    /// configuration change) with other ranges must not share them either.
     ///
     /// Names are quoted so that no choice of names makes two different
     /// configurations collide.
@@ -318,9 +320,20 @@ impl Config {
             Quoted(&self.discovery_cluster),
             scopes.join(";")
         );
+        // Without ranges or a prefix, the identity is what it always was,
+        // so an upgrade keeps sharing with VMs of the previous build.
+        let identity = if self.allowed_cidrs.is_empty() {
+            identity
+        } else {
+            // The ranges as a set: the order they are written in is no
+            // difference.
+            let mut ranges: Vec<String> =
+                self.allowed_cidrs.iter().map(|c| c.to_string()).collect();
+            ranges.sort();
+            ranges.dedup();
+            format!("{identity}|allowed={}", ranges.join(","))
+        };
         match &self.stat_prefix {
-            // Without a prefix, the identity is what it always was, so an
-            // upgrade keeps sharing with VMs of the previous build.
             None => identity,
             Some(prefix) => format!("{identity}|{}", Quoted(prefix)),
         }
@@ -1588,6 +1601,33 @@ mod tests {
             id(r#"{"seeds": ["10.0.0.1"], "stat_prefix": "b"}"#)
         );
         assert!(!plain.contains('|') || plain.matches('|').count() == 3);
+    }
+
+    /// `allowed_cidrs` filters what discovery keeps, so it is part of the
+    /// identity: other ranges, another record. The same ranges in another
+    /// order are the same; no ranges leave the identity as it always was.
+    #[test]
+    fn identity_follows_allowed_ranges() {
+        let id = |doc: &str| parse(doc).unwrap().discovery_identity();
+        let none = id(r#"{"seeds": ["10.0.0.1"]}"#);
+        let narrow = id(r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#);
+        let wide = id(r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/8"]}"#);
+        assert_ne!(narrow, wide);
+        assert_ne!(none, narrow);
+        assert_eq!(
+            none,
+            "-=10.0.0.1:8000|8000|\"alternator_discovery\"|cluster"
+        );
+        assert_eq!(
+            id(r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/8", "fd00::/8"]}"#),
+            id(
+                r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["fd00::/8", "10.0.0.0/8", "10.0.0.0/8"]}"#
+            )
+        );
+        assert_ne!(
+            crate::shared_state::key_for(&narrow),
+            crate::shared_state::key_for(&wide)
+        );
     }
 
     #[test]

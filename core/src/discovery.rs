@@ -11,7 +11,8 @@
 
 use crate::health;
 use crate::log_throttle::should_log_failure;
-use crate::model::record::{QueryList, SharedState, MAX_FAILED};
+use crate::model::health::HealthState;
+use crate::model::record::{effective_ms, QueryList, SharedState, MAX_FAILED};
 use crate::model::sorted;
 use crate::model::NodeAddr;
 use crate::rng::Rng;
@@ -49,20 +50,29 @@ impl Timing {
         backed_off.min(self.idle_interval_ms.max(self.interval_ms))
     }
 
+    /// The longest a round's due time is ever set ahead: the next
+    /// interval never exceeds the idle one or the active one.
+    pub fn horizon_ms(&self) -> u64 {
+        self.idle_interval_ms.max(self.interval_ms)
+    }
+
+    /// Whether nothing was routed for `idle_after_ms`. An activity time
+    /// ahead of this VM's clock is an age of 0: active.
     fn is_idle(&self, state: &SharedState, now_ms: u64) -> bool {
-        state.last_activity_ms.saturating_add(self.idle_after_ms) <= now_ms
+        now_ms.saturating_sub(state.last_activity_ms) >= self.idle_after_ms
     }
 
     /// Records that requests were routed. Returns the state to write, or
     /// `None` when the last report is recent enough. The first request after
     /// an idle spell makes a round due at once, so the list is fresh again
-    /// quickly.
+    /// quickly. A last report further ahead than the resolution is not
+    /// recent but written by a clock ahead of this one (see
+    /// [`effective_ms`]): it is replaced, or idleness would go unnoticed
+    /// for as long as the gap.
     pub fn note_activity(&self, state: &SharedState, now_ms: u64) -> Option<SharedState> {
-        if now_ms
-            < state
-                .last_activity_ms
-                .saturating_add(ACTIVITY_RESOLUTION_MS)
-        {
+        let last = state.last_activity_ms;
+        let ahead = effective_ms(last, now_ms, ACTIVITY_RESOLUTION_MS) != last;
+        if !ahead && now_ms < last.saturating_add(ACTIVITY_RESOLUTION_MS) {
             return None;
         }
         let mut next = state.clone();
@@ -126,7 +136,10 @@ pub fn try_start_round(
     topology: &Topology,
     rng: &mut Rng,
 ) -> Option<(SharedState, Round)> {
-    if now_ms < state.next_due_ms {
+    // A due time further ahead than any interval was written by a clock
+    // ahead of this one: due now, not after the gap.
+    let due_ms = effective_ms(state.next_due_ms, now_ms, timing.horizon_ms());
+    if now_ms < due_ms {
         return None;
     }
     let state = fitted(state, topology.queries.len());
@@ -137,18 +150,21 @@ pub fn try_start_round(
         return None;
     }
     let interval_ms = timing.next_interval(&state, now_ms);
-    let on_rhythm = state.next_due_ms.saturating_add(interval_ms);
-    let next_due_ms = if state.next_due_ms != 0 && on_rhythm > now_ms {
+    let on_rhythm = due_ms.saturating_add(interval_ms);
+    let next_due_ms = if due_ms != 0 && on_rhythm > now_ms {
         on_rhythm
     } else {
         now_ms.saturating_add(interval_ms)
     };
     let number = state.round.saturating_add(1);
-    let next = SharedState {
+    let mut next = SharedState {
         round: number,
         next_due_ms,
         ..state
     };
+    // Each round's lease also forgets faded health memories: no other write
+    // need come for them to go.
+    health::tidy(&mut next, now_ms);
     Some((next, Round { number, targets }))
 }
 
@@ -183,7 +199,7 @@ pub fn choose_target(
     rng: &mut Rng,
 ) -> Option<NodeAddr> {
     let failed: &[NodeAddr] = state.list(query).map_or(&[], |l| l.failed.as_slice());
-    let own = state.list(query).map_or(Vec::new(), |l| l.nodes.clone());
+    let own = union(state, [query]);
     let same_dc = union(
         state,
         topology.same_dc(query).into_iter().filter(|&q| q != query),
@@ -214,13 +230,24 @@ pub fn choose_target(
         .or_else(|| topology.seeds_of(query).first().copied())
 }
 
-/// The sorted union of the lists of `queries` (missing lists are empty).
+/// The nodes a list stands for now: its own, and while none of them is
+/// routable yet, the ones it dropped and keeps serving (make before break).
+pub fn members<'s>(state: &SharedState, list: &'s QueryList) -> [&'s [NodeAddr]; 2] {
+    if list.retiring.is_empty() || health::any_routable(state, &list.nodes) {
+        [&list.nodes, &[]]
+    } else {
+        [&list.nodes, &list.retiring]
+    }
+}
+
+/// The sorted union of the members of the lists of `queries` (missing
+/// lists are empty).
 fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<NodeAddr> {
     sorted::union(
         queries
             .into_iter()
             .filter_map(|q| state.list(q))
-            .map(|l| l.nodes.as_slice()),
+            .flat_map(|l| members(state, l)),
     )
 }
 
@@ -230,7 +257,9 @@ fn union(state: &SharedState, queries: impl IntoIterator<Item = usize>) -> Vec<N
 pub enum Event {
     /// The query's list changed (`first`: its first answer). `total` counts
     /// the query's list; `quarantined` are the nodes that joined the union
-    /// and wait for a probe.
+    /// and wait for a probe; `kept` the nodes it dropped (for a first
+    /// answer, its seeds) that keep serving until one of its own passes;
+    /// `forgotten` how many dropped nodes' histories the cap forgot.
     ListChanged {
         query: usize,
         added: Vec<NodeAddr>,
@@ -239,6 +268,8 @@ pub enum Event {
         first: bool,
         recovered_after: u32,
         quarantined: Vec<NodeAddr>,
+        kept: Vec<NodeAddr>,
+        forgotten: usize,
     },
     ListUnchanged {
         query: usize,
@@ -283,20 +314,26 @@ fn is_stale(state: &SharedState, round: &Round, query: usize) -> bool {
     state.list(query).map_or(true, |l| round.number < l.round)
 }
 
-/// Folds a parsed `/localnodes` answer to `query` into the state.
+/// Folds a parsed `/localnodes` answer to `query` into the state; `seeds`
+/// are the query's seeds, what served its part before its first answer.
 ///
 /// An empty answer is stored (an empty rack or datacenter: its scope yields
 /// no node and routing passes to the next one), unless every list would
 /// then be empty: then it counts as a failure and nothing else changes.
 ///
-/// Health works on the union of the lists; see [`health::on_new_list`] for
-/// which new nodes are quarantined. A query's first answer counts as part of
-/// the first discovery when no earlier round stored any list.
+/// Make before break: the nodes the answer adds are Quarantined and probed
+/// at once (see [`health::on_new_list`]); the first answer's too, except
+/// the seeds it lists, which were serving. The nodes it drops that were
+/// serving (the last list with a routable node, or the seeds) keep serving
+/// as the list's `retiring` nodes while none of the new list is routable,
+/// and go as soon as one is ([`health::settle`]). So an answer that lists
+/// only addresses where nothing answers leaves a working proxy working.
 pub fn apply_answer(
     state: &SharedState,
     round: &Round,
     query: usize,
     nodes: Vec<NodeAddr>,
+    seeds: &[NodeAddr],
     now_ms: u64,
 ) -> (SharedState, Event) {
     if is_stale(state, round, query) {
@@ -321,22 +358,17 @@ pub fn apply_answer(
             },
         );
     }
-    let first_discovery = !state
-        .lists
-        .iter()
-        .any(|l| l.round != 0 && l.round < round.number);
     let mut next = state.clone();
     let Some(list) = next.lists.get_mut(query) else {
         return (next, Event::Stale { query });
     };
     let recovered_after = list.consecutive_failures;
     let first = list.round == 0;
-    let old = std::mem::replace(&mut list.nodes, nodes);
     list.round = round.number;
     list.consecutive_failures = 0;
     list.failed.clear();
     next.last_success_ms = now_ms;
-    if !first && old == list.nodes {
+    if !first && nodes == list.nodes {
         return (
             next,
             Event::ListUnchanged {
@@ -345,6 +377,40 @@ pub fn apply_answer(
             },
         );
     }
+    let mut seeds = seeds.to_vec();
+    sorted::sort_dedup(&mut seeds);
+    // What was known before: the union, and for a first answer the seeds,
+    // which were serving its part.
+    let known_before = if first {
+        sorted::union([state.nodes.as_slice(), seeds.as_slice()])
+    } else {
+        state.nodes.clone()
+    };
+    let served = if first { seeds } else { list.nodes.clone() };
+    // What served until now: the previous list if any of it was routable,
+    // else what that list kept serving.
+    let serving = if health::any_routable(state, &served) {
+        served
+    } else {
+        std::mem::take(&mut list.retiring)
+    };
+    let old = std::mem::replace(&mut list.nodes, nodes);
+    // A node of the new list that was known and routable serves at once;
+    // newcomers must pass a probe first. An empty answer is an empty scope,
+    // nothing to make before breaking.
+    let verified = list.nodes.is_empty()
+        || list
+            .nodes
+            .iter()
+            .any(|n| known_before.binary_search(n).is_ok() && health::is_routable(state, n));
+    list.retiring = if verified {
+        Vec::new()
+    } else {
+        serving
+            .into_iter()
+            .filter(|n| list.nodes.binary_search(n).is_err())
+            .collect()
+    };
     // Both lists are sorted: a search each, not a scan (1024 nodes each
     // would be a million comparisons).
     let added = list
@@ -359,8 +425,9 @@ pub fn apply_answer(
         .copied()
         .collect();
     let total = list.nodes.len();
+    let kept = list.retiring.clone();
     next.refresh_nodes();
-    let quarantined = health::on_new_list(&mut next, &state.nodes, first_discovery, now_ms);
+    let (quarantined, forgotten) = health::on_new_list(&mut next, &known_before, now_ms);
     (
         next,
         Event::ListChanged {
@@ -371,6 +438,8 @@ pub fn apply_answer(
             first,
             recovered_after,
             quarantined,
+            kept,
+            forgotten,
         },
     )
 }
@@ -411,16 +480,19 @@ fn record_failure(state: &SharedState, round: &Round, query: usize) -> (SharedSt
 }
 
 /// What requests may go to, per scope in routing order: the routable nodes
-/// of the union of the scope's lists. The picker uses the first non-empty
-/// tier; an empty tier (empty rack, or every node Down or Quarantined)
-/// passes requests on to the next scope, and they come back as soon as the
-/// tier has a healthy node again.
+/// of the union of the scope's lists' members (a list's nodes, and while
+/// none of them is routable yet, the nodes it keeps serving; see
+/// [`members`]). The picker uses the first non-empty tier; an empty tier
+/// (empty rack, or every node Down or Quarantined) passes requests on to
+/// the next scope, and they come back as soon as the tier has a healthy
+/// node again. With every tier empty, requests go to [`panic_order`].
 ///
 /// Before anything is discovered there is a single tier: the healthy seeds
-/// that have not failed discovery, of the first scope's datacenter when it
-/// has any, else of all seeds. When no tier has a node, requests get an
-/// immediate error instead of a connection attempt to an address that is
-/// known not to answer.
+/// of the first scope's datacenter when it has any, else of all seeds. A
+/// seed that failed a `/localnodes` call stays: a discovery failure is not a
+/// traffic failure (a typo in `discovery_cluster`, or a node that answers
+/// requests but not `/localnodes`, must not take a serving seed out); only
+/// requests that fail to reach it do.
 pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Vec<NodeAddr>> {
     let Some(state) = state else {
         return vec![topology.start_seeds.clone()];
@@ -439,7 +511,7 @@ pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Ve
     let usable = |seeds: &[NodeAddr]| -> Vec<NodeAddr> {
         seeds
             .iter()
-            .filter(|n| !state.has_failed(n) && health::is_routable(state, n))
+            .filter(|n| health::is_routable(state, n))
             .copied()
             .collect()
     };
@@ -449,6 +521,52 @@ pub fn routing_tiers(state: Option<&SharedState>, topology: &Topology) -> Vec<Ve
     } else {
         vec![start]
     }
+}
+
+/// Whether no node of any scope may take requests while some node is
+/// known: requests then go to the known nodes anyway ([`panic_order`]).
+pub fn panicking(state: Option<&SharedState>, topology: &Topology) -> bool {
+    routing_tiers(state, topology).iter().all(Vec::is_empty)
+        && !panic_order(state, topology, &[]).is_empty()
+}
+
+/// Every known node, least recently failed first: what requests go to when
+/// no node of any scope may take them, as Envoy's load balancers route to
+/// every host in panic. A request that would be refused while some node is
+/// known is worse than a request sent to a node that may answer again:
+/// the nodes may all have failed for a moment (a network blip, a rolling
+/// restart gone too fast), and their probes back off.
+///
+/// The known nodes are the lists' nodes and the ones they keep serving, or
+/// before anything is discovered, the seeds. The order: nodes that never
+/// failed (Quarantined newcomers) first, then by the last failure known: a
+/// Quarantined node's return from Down, a Down node's going Down or last
+/// probe, whichever is later; nodes this VM itself just saw fail
+/// (`withheld`) last. Ties by address.
+pub fn panic_order(
+    state: Option<&SharedState>,
+    topology: &Topology,
+    withheld: &[NodeAddr],
+) -> Vec<NodeAddr> {
+    let known = match state {
+        Some(state) if state.discovered() => state.nodes.as_slice(),
+        _ => topology.seeds.as_slice(),
+    };
+    let last_failed = |n: &NodeAddr| -> u64 {
+        if withheld.contains(n) {
+            return u64::MAX;
+        }
+        let Some(h) = state.and_then(|s| s.health.get(n)) else {
+            return 0;
+        };
+        match h.state {
+            HealthState::Down => h.since_ms.max(h.next_probe_ms.saturating_sub(h.wait_ms)),
+            HealthState::Quarantined | HealthState::Active => h.since_ms,
+        }
+    };
+    let mut order: Vec<(u64, NodeAddr)> = known.iter().map(|n| (last_failed(n), *n)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, n)| n).collect()
 }
 
 /// Per scope in routing order, every listed node of its lists, healthy or
@@ -560,12 +678,32 @@ mod tests {
     }
 
     /// The two-datacenter cluster after one round answered every query.
+    /// The two-datacenter cluster after one round answered every query and
+    /// every node it listed passed its probe.
     fn two_dcs_discovered(t: &Topology) -> SharedState {
         let mut rng = Rng::new(1);
         let (mut s, r) = try_start_round(&initial_state(0), 0, T, t, &mut rng).unwrap();
         assert_eq!(r.targets.len(), 3);
         for (q, nodes) in [(0, addrs(&DC1_RACK1)), (1, dc1()), (2, addrs(&DC2))] {
-            s = apply_answer(&s, &r, q, nodes, 5).0;
+            s = apply_answer(&s, &r, q, nodes, &t.query_seeds[q], 5).0;
+        }
+        probed(s)
+    }
+
+    /// Every Quarantined node's probe passes.
+    fn probed(mut s: SharedState) -> SharedState {
+        let waiting: Vec<NodeAddr> = s
+            .health
+            .iter()
+            .filter(|(_, h)| h.state == HealthState::Quarantined)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in waiting {
+            let probe = health::Probe {
+                node,
+                state: HealthState::Quarantined,
+            };
+            s = health::apply_probe(&s, &probe, true, 6).0;
         }
         s
     }
@@ -696,11 +834,11 @@ mod tests {
         let mut rng = Rng::new(5);
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         for _ in 0..20 {
             assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
         }
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
         assert!(
             choose_target(&s, &t, 0, &mut rng).is_some(),
             "all down: still try someone"
@@ -713,8 +851,8 @@ mod tests {
         let mut rng = Rng::new(11);
         // Only the rack query has answered so far.
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1), 1);
-        let s = apply_failure(&s, &r, 1).0;
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1), &t.query_seeds[0], 1);
+        let s = probed(apply_failure(&s, &r, 1).0);
         let s = apply_failure(&s, &r, 2).0;
         let rack1 = addrs(&DC1_RACK1);
         for _ in 0..50 {
@@ -729,7 +867,7 @@ mod tests {
         assert!(rack1.contains(&choose_target(&s, &t, 2, &mut rng).unwrap()));
         // Once dc2 is known, its own nodes are asked, never dc1's.
         let (s, r) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
-        let (mut s, _) = apply_answer(&s, &r, 2, addrs(&DC2), 1001);
+        let (mut s, _) = apply_answer(&s, &r, 2, addrs(&DC2), &[], 1001);
         // (They joined after the first discovery; their probes pass.)
         assert_eq!(s.health.len(), 4);
         s.health.clear();
@@ -741,7 +879,7 @@ mod tests {
         // nodes.
         let mut down = s.clone();
         for n in &dc2 {
-            down = health::mark_down(&down, *n, 0, P).unwrap();
+            down = health::mark_down_now(&down, *n, 0, P).unwrap();
         }
         assert_eq!(
             choose_target(&down, &t, 2, &mut rng),
@@ -756,7 +894,7 @@ mod tests {
         let t = topology(r#"{"seeds": ["10.1.9.9"], "routing": [{"dc": "dc2"}, "cluster"]}"#);
         let mut rng = Rng::new(2);
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC2), 1);
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC2), &[], 1);
         let s = apply_failure(&s, &r, 1).0;
         // Its only seed failed: it asks that seed again, not a dc2 node.
         for _ in 0..20 {
@@ -776,7 +914,14 @@ mod tests {
     fn answer_replaces_list_and_reports_the_change() {
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
         let r = round(2, &[(0, "10.0.0.1:8000")]);
-        let (next, ev) = apply_answer(&s, &r, 0, addrs(&["10.0.0.3:8000", "10.0.0.2:8000"]), 0);
+        let (next, ev) = apply_answer(
+            &s,
+            &r,
+            0,
+            addrs(&["10.0.0.3:8000", "10.0.0.2:8000"]),
+            &[],
+            0,
+        );
         assert_eq!(next.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
         assert_eq!(next.lists[0].round, 2);
         assert_eq!(
@@ -789,6 +934,8 @@ mod tests {
                 first: false,
                 recovered_after: 0,
                 quarantined: addrs(&["10.0.0.3:8000"]),
+                kept: vec![],
+                forgotten: 0,
             }
         );
         assert_eq!(ev.query(), 0);
@@ -798,12 +945,13 @@ mod tests {
     fn first_answer_is_marked_first_and_clears_failures() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
         let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
-        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
+        assert_eq!(routing_nodes(Some(&s), &t), t.seeds);
         let (next, ev) = apply_answer(
             &s,
             &round(2, &[(0, "10.0.0.2:8000")]),
             0,
             t.seeds.clone(),
+            &t.seeds,
             0,
         );
         assert!(
@@ -818,8 +966,9 @@ mod tests {
             "{ev:?}"
         );
         assert!(next.lists[0].failed.is_empty());
+        // (The answer listed the seeds: they were serving, nothing waits.)
         assert_eq!(next.lists[0].consecutive_failures, 0);
-        assert!(next.health.is_empty(), "the first list is trusted");
+        assert!(next.health.is_empty(), "the seeds it lists serve on");
     }
 
     #[test]
@@ -830,6 +979,7 @@ mod tests {
             &round(3, &[(0, "10.0.0.1:8000")]),
             0,
             s.nodes.clone(),
+            &[],
             9,
         );
         assert_eq!(
@@ -847,16 +997,23 @@ mod tests {
     fn an_older_round_never_overwrites_a_newer_list_of_its_query() {
         let t = topology(TWO_DCS);
         let s = two_dcs_discovered(&t);
-        let (s, _) = apply_answer(&s, &round(5, &[(2, "10.2.1.1:8000")]), 2, addrs(&DC2), 6);
+        let (s, _) = apply_answer(
+            &s,
+            &round(5, &[(2, "10.2.1.1:8000")]),
+            2,
+            addrs(&DC2),
+            &[],
+            6,
+        );
         // Round 4's answers: stale for query 2, still news for query 0.
         let r4 = round(4, &[(0, "10.1.1.1:8000"), (2, "10.2.1.1:8000")]);
-        let (same, ev) = apply_answer(&s, &r4, 2, addrs(&["10.2.7.7:8000"]), 7);
+        let (same, ev) = apply_answer(&s, &r4, 2, addrs(&["10.2.7.7:8000"]), &[], 7);
         assert_eq!(ev, Event::Stale { query: 2 });
         assert_eq!(same, s);
         let (same, ev) = apply_failure(&s, &r4, 2);
         assert_eq!(ev, Event::Stale { query: 2 });
         assert_eq!(same, s);
-        let (next, ev) = apply_answer(&s, &r4, 0, addrs(&["10.1.1.1:8000"]), 7);
+        let (next, ev) = apply_answer(&s, &r4, 0, addrs(&["10.1.1.1:8000"]), &[], 7);
         assert!(matches!(ev, Event::ListChanged { query: 0, .. }), "{ev:?}");
         assert_eq!(next.lists[0].round, 4);
         assert_eq!(next.lists[2].round, 5);
@@ -875,7 +1032,7 @@ mod tests {
             ],
         );
         // The rack has no live node: stored; requests go to the dc scope.
-        let (s, ev) = apply_answer(&s, &r, 0, vec![], 10);
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], &[], 10);
         assert!(
             matches!(
                 ev,
@@ -891,9 +1048,9 @@ mod tests {
         assert_eq!(routing_nodes(Some(&s), &t), dc1());
         // dc1 and dc2 empty too, one after the other: the last one would
         // leave no node at all, so it is refused and counted as a failure.
-        let (s, _) = apply_answer(&s, &r, 1, vec![], 10);
+        let (s, _) = apply_answer(&s, &r, 1, vec![], &[], 10);
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC2));
-        let (s2, ev) = apply_answer(&s, &r, 2, vec![], 10);
+        let (s2, ev) = apply_answer(&s, &r, 2, vec![], &[], 10);
         assert_eq!(
             ev,
             Event::EmptyRefused {
@@ -914,7 +1071,7 @@ mod tests {
         let mut rng = Rng::new(4);
         let (s, r) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
         let asked = r.target(0).unwrap();
-        let (s, ev) = apply_answer(&s, &r, 0, vec![], 1);
+        let (s, ev) = apply_answer(&s, &r, 0, vec![], &[], 1);
         assert!(
             matches!(ev, Event::EmptyRefused { consecutive: 1, .. }),
             "{ev:?}"
@@ -939,7 +1096,7 @@ mod tests {
         // Rack 1 goes Down: its tier empties, routing falls to dc1 (rack 2).
         let mut down = s.clone();
         for n in DC1_RACK1 {
-            down = health::mark_down(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty());
@@ -948,7 +1105,7 @@ mod tests {
 
         // All of dc1 Down: the cluster tier, i.e. dc2.
         for n in DC1_RACK2 {
-            down = health::mark_down(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty() && tiers[1].is_empty());
@@ -964,7 +1121,7 @@ mod tests {
                 node: a(node),
                 state: HealthState::Down,
             };
-            let (next, restored) = health::apply_probe(state, &probe, true);
+            let (next, restored) = health::apply_probe(state, &probe, true, 0);
             assert!(restored);
             next
         };
@@ -976,13 +1133,36 @@ mod tests {
         assert_eq!(routing_nodes(Some(&up), &t), addrs(&DC1_RACK1));
     }
 
+    /// Make before break, at start-up too: the first answers' nodes are
+    /// probed before they take requests, and until one of a list's does,
+    /// the seeds that were serving keep serving its scope. A datacenter
+    /// first answered in a later round is quarantined the same way.
     #[test]
-    fn a_datacenter_answering_in_a_later_round_is_quarantined() {
+    fn first_answers_are_quarantined_while_the_seeds_serve() {
         let t = topology(TWO_DCS);
         let mut rng = Rng::new(7);
         let (s, r1) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let (s, _) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), 1);
-        let (s, _) = apply_answer(&s, &r1, 1, dc1(), 1);
+        let dc1_seed = a("10.1.9.9:8000");
+        let (s, ev) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), &t.query_seeds[0], 1);
+        let Event::ListChanged {
+            first,
+            quarantined,
+            kept,
+            ..
+        } = ev
+        else {
+            panic!("{ev:?}");
+        };
+        assert!(first);
+        assert_eq!(quarantined, addrs(&DC1_RACK1));
+        assert_eq!(kept, [dc1_seed]);
+        // The rack's scope: the seed until a rack node passes its probe.
+        assert_eq!(routing_nodes(Some(&s), &t), [dc1_seed]);
+        assert_eq!(
+            rings(&s, &t)[0],
+            [addrs(&DC1_RACK1), vec![dc1_seed]].concat()
+        );
+        let (s, _) = apply_answer(&s, &r1, 1, dc1(), &t.query_seeds[1], 1);
         let (s, ev) = apply_failure(&s, &r1, 2);
         assert_eq!(
             ev,
@@ -992,9 +1172,23 @@ mod tests {
                 log: true
             }
         );
-        assert!(s.health.is_empty());
+        assert_eq!(health::counts(&s), (0, 4));
+        // One rack node passes: the seed's part is over in the rack and in
+        // dc1 (it lists that node too); the other nodes still wait.
+        let probe = health::Probe {
+            node: a(DC1_RACK1[1]),
+            state: HealthState::Quarantined,
+        };
+        let (s, back) = health::apply_probe(&s, &probe, true, 2);
+        assert!(back);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC1_RACK1[1..]));
+        assert!(s.lists.iter().all(|l| l.retiring.is_empty()));
+        assert!(!s.nodes.contains(&dc1_seed));
+        let s = probed(s);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&DC1_RACK1));
+
         let (s, r2) = try_start_round(&s, 1000, T, &t, &mut rng).unwrap();
-        let (s, ev) = apply_answer(&s, &r2, 2, addrs(&DC2), 1001);
+        let (s, ev) = apply_answer(&s, &r2, 2, addrs(&DC2), &t.query_seeds[2], 1001);
         let Event::ListChanged {
             first,
             recovered_after,
@@ -1007,7 +1201,135 @@ mod tests {
         assert!(first);
         assert_eq!(recovered_after, 1);
         assert_eq!(quarantined, addrs(&DC2));
-        assert_eq!(routing_tiers(Some(&s), &t)[2], dc1());
+        // dc2's seed serves the cluster scope's dc2 part meanwhile.
+        assert_eq!(
+            routing_tiers(Some(&s), &t)[2],
+            [dc1(), vec![a("10.2.9.9:8000")]].concat()
+        );
+    }
+
+    /// A first answer that lists the seed it was asked of: the seed is not
+    /// new, it serves on; only the others wait for their probe.
+    #[test]
+    fn a_first_answer_listing_the_seed_keeps_it_serving() {
+        let t = plain(&["10.0.0.1"]);
+        let (s, ev) = apply_answer(
+            &fresh(1),
+            &round(1, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]),
+            &t.seeds,
+            0,
+        );
+        assert!(
+            matches!(ev, Event::ListChanged { ref quarantined, ref kept, .. }
+                if *quarantined == addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]) && kept.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.1:8000"]));
+        assert_eq!(
+            routing_nodes(Some(&probed(s)), &t),
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"])
+        );
+    }
+
+    /// An answer listing only addresses where nothing answers: the nodes it
+    /// drops keep serving while the new ones fail their probes, answer
+    /// after answer; a later answer listing the old nodes again finds them
+    /// serving, and the dead ones are forgotten.
+    #[test]
+    fn an_answer_of_dead_addresses_leaves_the_old_nodes_serving() {
+        let t = plain(&["10.0.0.1"]);
+        let old = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
+        let dead = ["10.9.0.1:8000", "10.9.0.2:8000"];
+        let s = discovered(&old);
+        let (s, ev) = apply_answer(&s, &round(2, &[(0, old[0])]), 0, addrs(&dead), &[], 10);
+        let Event::ListChanged {
+            quarantined, kept, ..
+        } = &ev
+        else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(*quarantined, addrs(&dead));
+        assert_eq!(*kept, addrs(&old));
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        // The same answer again, and failed probes: nothing changes.
+        let (s, ev) = apply_answer(&s, &round(3, &[(0, old[1])]), 0, addrs(&dead), &[], 20);
+        assert!(matches!(ev, Event::ListUnchanged { .. }), "{ev:?}");
+        let (s, probe) = health::try_start_probe(&s, 20, P).unwrap();
+        let (s, back) = health::apply_probe(&s, &probe, false, 25);
+        assert!(!back);
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        // Other dead addresses: still the old nodes, not the last answer's.
+        let (s, _) = apply_answer(
+            &s,
+            &round(4, &[(0, old[1])]),
+            0,
+            addrs(&["10.9.0.3:8000"]),
+            &[],
+            30,
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        assert_eq!(s.lists[0].retiring, addrs(&old));
+        // The old nodes listed again: they serve, never quarantined, and
+        // the dead ones are forgotten.
+        let (s, ev) = apply_answer(&s, &round(5, &[(0, old[1])]), 0, addrs(&old), &[], 40);
+        assert!(
+            matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&old));
+        assert!(s.lists[0].retiring.is_empty());
+        assert!(s.health.is_empty(), "{:?}", s.health);
+    }
+
+    /// An ordinary change: the answer keeps a serving node, so the ones it
+    /// drops go at once, and the one it adds waits for its probe.
+    #[test]
+    fn an_answer_keeping_a_serving_node_drops_the_others_at_once() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
+        let (s, ev) = apply_answer(
+            &s,
+            &round(2, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]),
+            &[],
+            10,
+        );
+        assert!(
+            matches!(ev, Event::ListChanged { ref kept, .. } if kept.is_empty()),
+            "{ev:?}"
+        );
+        assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
+        assert_eq!(s.nodes, addrs(&["10.0.0.2:8000", "10.0.0.3:8000"]));
+    }
+
+    /// The old nodes going Down meanwhile changes nothing about whom the
+    /// list keeps: the new nodes are still unverified.
+    #[test]
+    fn a_list_whose_nodes_never_served_keeps_what_served_before() {
+        let t = plain(&["10.0.0.1"]);
+        let s = discovered(&["10.0.0.1:8000"]);
+        let (s, _) = apply_answer(
+            &s,
+            &round(2, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.9.0.1:8000"]),
+            &[],
+            1,
+        );
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 2, P).unwrap();
+        assert!(routing_nodes(Some(&s), &t).is_empty());
+        let (s, _) = apply_answer(
+            &s,
+            &round(3, &[(0, "10.0.0.1:8000")]),
+            0,
+            addrs(&["10.9.0.2:8000"]),
+            &[],
+            3,
+        );
+        assert_eq!(s.lists[0].retiring, addrs(&["10.0.0.1:8000"]));
     }
 
     #[test]
@@ -1015,25 +1337,33 @@ mod tests {
         let t = topology(TWO_DCS);
         let s = two_dcs_discovered(&t);
         let node = a(DC1_RACK1[0]);
-        let s = health::mark_down(&s, node, 0, P).unwrap();
+        let s = health::mark_down_now(&s, node, 0, P).unwrap();
         let r = round(2, &[(0, DC1_RACK1[1])]);
         // The rack list drops it; the dc1 list still has it.
-        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), 1);
+        let (s, _) = apply_answer(&s, &r, 0, addrs(&DC1_RACK1[1..]), &[], 1);
         assert!(s.health.contains_key(&node));
         assert!(s.nodes.contains(&node));
-        // Gone from dc1 as well: forgotten.
+        // Gone from dc1 as well: no longer known, its history kept aside.
         let mut rest = dc1();
         rest.retain(|n| *n != node);
-        let (s, _) = apply_answer(&s, &r, 1, rest, 1);
+        let (s, _) = apply_answer(&s, &r, 1, rest, &[], 1);
         assert!(!s.nodes.contains(&node));
-        assert!(!s.health.contains_key(&node));
+        assert!(!health::is_known(&s, &node));
+        assert_eq!(health::counts(&s), (0, 0));
         // A node moving from one list to another is not new to the union.
-        let (s, ev) = apply_answer(&s, &round(3, &[(0, DC1_RACK1[1])]), 0, addrs(&DC1_RACK2), 2);
+        let (s, ev) = apply_answer(
+            &s,
+            &round(3, &[(0, DC1_RACK1[1])]),
+            0,
+            addrs(&DC1_RACK2),
+            &[],
+            2,
+        );
         assert!(
             matches!(ev, Event::ListChanged { ref quarantined, .. } if quarantined.is_empty()),
             "{ev:?}"
         );
-        assert!(s.health.is_empty());
+        assert_eq!(health::counts(&s), (0, 0));
     }
 
     #[test]
@@ -1055,7 +1385,7 @@ mod tests {
                 logged += 1;
             }
             // dc1 keeps answering: its successes neither hide nor reset dc2's streak.
-            let (next, ev) = apply_answer(&next, &r, 1, dc1(), 0);
+            let (next, ev) = apply_answer(&next, &r, 1, dc1(), &[], 0);
             assert_eq!(
                 ev,
                 Event::ListUnchanged {
@@ -1085,8 +1415,8 @@ mod tests {
         let r = round(2, &[(usize::MAX, "10.0.0.1:8000")]);
         for (next, ev) in [
             apply_failure(&s, &r, usize::MAX),
-            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), 0),
-            apply_answer(&SharedState::default(), &r, 0, vec![], 0),
+            apply_answer(&s, &r, usize::MAX, addrs(&["10.0.0.2:8000"]), &[], 0),
+            apply_answer(&SharedState::default(), &r, 0, vec![], &[], 0),
         ] {
             assert!(matches!(ev, Event::Stale { .. }), "{ev:?}");
             assert!(next == s || next == SharedState::default());
@@ -1097,20 +1427,26 @@ mod tests {
     fn routing_uses_seeds_until_discovery_then_the_lists() {
         let t = plain(&["10.0.0.1", "10.0.0.2"]);
         assert_eq!(routing_tiers(None, &t), [t.seeds.as_slice()]);
+        // Seeds that failed discovery still take requests: a discovery
+        // failure is not a traffic failure.
         let s = apply_failure(&fresh(1), &round(1, &[(0, "10.0.0.1:8000")]), 0).0;
-        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.0.0.2:8000"])]);
+        assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
         let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
-        assert!(
-            routing_nodes(Some(&s), &t).is_empty(),
-            "all seeds failed: no node"
-        );
+        assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
+        // A seed a request could not reach is out.
+        let down = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        assert_eq!(routing_nodes(Some(&down), &t), addrs(&["10.0.0.2:8000"]));
         let (s, _) = apply_answer(
             &s,
             &round(3, &[(0, "10.0.0.2:8000")]),
             0,
             addrs(&["10.0.0.5:8000"]),
+            &t.seeds,
             0,
         );
+        // Make before break: the seeds serve until the new node passes.
+        assert_eq!(routing_nodes(Some(&s), &t), t.seeds);
+        let s = probed(s);
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.5:8000"]));
         // Later failures never empty a discovered list.
         let s = apply_failure(&s, &round(4, &[(0, "10.0.0.5:8000")]), 0).0;
@@ -1124,10 +1460,13 @@ mod tests {
         let s = fresh(3);
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
         assert_eq!(rings(&s, &t), [vec![], vec![], vec![]]);
-        // dc1's seed failed discovery: every seed left may take requests.
+        // dc1's seed failed discovery: it still takes the requests.
         let s = apply_failure(&s, &round(1, &[(1, "10.1.9.9:8000")]), 1).0;
+        assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
+        // Its requests failed: every seed left may take them.
+        let s = health::mark_down_now(&s, a("10.1.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.2.9.9:8000"])]);
-        let s = health::mark_down(&s, a("10.2.9.9:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.2.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [vec![]]);
     }
 
@@ -1135,9 +1474,9 @@ mod tests {
     fn unhealthy_nodes_are_not_routed() {
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
-        let s = health::mark_down(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
         assert!(routing_nodes(Some(&s), &t).is_empty());
         assert_eq!(rings(&s, &t), [addrs(&["10.0.0.1:8000", "10.0.0.2:8000"])]);
     }
@@ -1147,7 +1486,14 @@ mod tests {
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000"]);
         let r = round(2, &[(0, "10.0.0.1:8000")]);
-        let (next, _) = apply_answer(&s, &r, 0, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]), 7);
+        let (next, _) = apply_answer(
+            &s,
+            &r,
+            0,
+            addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]),
+            &[],
+            7,
+        );
         assert_eq!(routing_nodes(Some(&next), &t), addrs(&["10.0.0.1:8000"]));
         assert_eq!(
             next.health.get(&a("10.0.0.2:8000")).map(|h| h.state),
@@ -1221,6 +1567,7 @@ mod tests {
             &round(2, &[(0, "10.0.0.1:8000")]),
             0,
             addrs(&["10.0.0.3:8000", "10.0.0.1:8000", "10.0.0.3:8000"]),
+            &[],
             0,
         );
         assert_eq!(

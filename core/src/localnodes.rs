@@ -74,14 +74,61 @@ fn hex_digit(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
 }
 
+/// How many dropped entries are described; the others are only counted. A
+/// hostile 1 MiB answer is some 500,000 junk entries, and every worker reads
+/// every answer: their descriptions must not be kept.
+pub const MAX_DESCRIBED: usize = 10;
+
+/// The entries an answer had to drop: how many, and a description of the
+/// first [`MAX_DESCRIBED`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// At most [`MAX_DESCRIBED`] descriptions, in answer order (a note
+    /// about nodes beyond [`MAX_NODES`] first).
+    pub described: Vec<String>,
+    /// Every dropped entry, described or not.
+    pub count: usize,
+}
+
+impl Drops {
+    /// Counts a dropped entry, keeping its description while there is room.
+    fn push(&mut self, description: String) {
+        self.count += 1;
+        if self.described.len() < MAX_DESCRIBED {
+            self.described.push(description);
+        }
+    }
+
+    /// A description to come first (it counts as one more drop).
+    fn push_front(&mut self, description: String) {
+        self.count += 1;
+        self.described.insert(0, description);
+        self.described.truncate(MAX_DESCRIBED);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The descriptions, and how many more entries were dropped:
+    /// `a; b; c; and 12 more`.
+    pub fn summary(&self) -> String {
+        let named = self.described.join("; ");
+        match self.count.saturating_sub(self.described.len()) {
+            0 => named,
+            more => format!("{named}; and {more} more"),
+        }
+    }
+}
+
 /// A well-formed answer: the nodes (possibly none), and what had to be
 /// dropped to get them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     /// Sorted, deduplicated, at most [`MAX_NODES`]; empty only for `[]`.
     pub nodes: Vec<NodeAddr>,
-    /// One description per dropped entry (bad entries, duplicates not counted).
-    pub dropped: Vec<String>,
+    /// The dropped entries (bad entries; duplicates are not counted).
+    pub dropped: Drops,
     /// How many of the dropped entries are addresses the [`Rules`] refuse
     /// (as opposed to entries that are not addresses at all).
     pub refused: usize,
@@ -97,7 +144,7 @@ pub enum AnswerError {
     /// Entries were present but none was a usable address: what was
     /// dropped, and how many of those the [`Rules`] refused.
     NoValidEntry {
-        dropped: Vec<String>,
+        dropped: Drops,
         refused: usize,
     },
 }
@@ -123,8 +170,8 @@ impl fmt::Display for AnswerError {
             AnswerError::NotJson(e) => write!(f, "answer is not JSON: {e}"),
             AnswerError::NotAnArray => write!(f, "answer is not a JSON array"),
             AnswerError::NoValidEntry { dropped, .. } => {
-                write!(f, "answer has no valid IP entry ({} dropped", dropped.len())?;
-                if let Some(first) = dropped.first() {
+                write!(f, "answer has no valid IP entry ({} dropped", dropped.count)?;
+                if let Some(first) = dropped.described.first() {
                     write!(f, ", e.g. {first}")?;
                 }
                 write!(f, ")")
@@ -159,6 +206,15 @@ impl<'c> Rules<'c> {
             allowed: &config.allowed_cidrs,
             loopback: config.seeds.iter().any(|s| address::is_loopback(&s.ip)),
         }
+    }
+}
+
+impl Rules<'_> {
+    /// Whether an answer may have named `node` (with the configured port):
+    /// the check every VM repeats on the shared record's nodes, which any
+    /// plugin sharing the VM id could have written.
+    pub fn admits(&self, node: &NodeAddr) -> bool {
+        node.port == self.port && node_from_ip(node.ip, self).is_ok()
     }
 }
 
@@ -200,7 +256,7 @@ pub fn parse(body: &[u8], rules: &Rules) -> Result<Answer, AnswerError> {
         seen: 0,
         nodes: BTreeSet::new(),
         beyond: 0,
-        dropped: Vec::new(),
+        dropped: Drops::default(),
         refused: 0,
     };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -223,7 +279,7 @@ pub fn parse(body: &[u8], rules: &Rules) -> Result<Answer, AnswerError> {
     }
     if beyond > 0 {
         // First, so that a warning naming only the first few still says it.
-        dropped.insert(0, format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
+        dropped.push_front(format!("{beyond} nodes beyond the limit of {MAX_NODES}"));
     }
     Ok(Answer {
         nodes: nodes.into_iter().collect(),
@@ -243,7 +299,7 @@ struct Entries<'c> {
     /// or evicted, so an address beyond the limit that the answer repeats
     /// counts once per repetition (Alternator lists each node once).
     beyond: usize,
-    dropped: Vec<String>,
+    dropped: Drops,
     /// Entries of `dropped` that the rules refused.
     refused: usize,
 }
@@ -409,6 +465,10 @@ fn node(text: &str, rules: &Rules) -> Result<NodeAddr, Dropped> {
             Quoted(&abbreviate(text))
         ))
     })?;
+    node_from_ip(ip, rules)
+}
+
+fn node_from_ip(ip: IpAddr, rules: &Rules) -> Result<NodeAddr, Dropped> {
     let node = address::checked(ip, rules.port).map_err(|e| match e {
         AddrError::NotUnicast(_) => Dropped::Refused(e.to_string()),
         _ => Dropped::Unusable(e.to_string()),
@@ -459,6 +519,44 @@ mod tests {
             .collect()
     }
 
+    /// A 1 MiB junk answer is some 500,000 bad entries, read by every
+    /// worker: only the first few are described, all of them counted.
+    #[test]
+    fn a_junk_answer_keeps_ten_descriptions_and_a_count() {
+        let mut body = String::from("[\"10.0.0.1\"");
+        for i in 0..50_000 {
+            body.push_str(&format!(",\"junk{i}\""));
+        }
+        body.push(']');
+        let a = parse(body.as_bytes(), &R).unwrap();
+        assert_eq!(a.nodes.len(), 1);
+        assert_eq!(a.dropped.count, 50_000);
+        assert_eq!(a.dropped.described.len(), MAX_DESCRIBED);
+        assert_eq!(a.dropped.described[0], "\"junk0\" is not an IP literal");
+        assert!(
+            a.dropped
+                .summary()
+                .ends_with("\"junk9\" is not an IP literal; and 49990 more"),
+            "{}",
+            a.dropped.summary()
+        );
+        // An answer with nothing usable says the same in its error.
+        let junk = body.replacen("\"10.0.0.1\",", "", 1);
+        let Err(AnswerError::NoValidEntry { dropped, refused }) = parse(junk.as_bytes(), &R) else {
+            panic!("not refused");
+        };
+        assert_eq!(
+            (dropped.count, dropped.described.len(), refused),
+            (50_000, 10, 0)
+        );
+        // A short list is named whole.
+        let a = parse(br#"["10.0.0.1", "x", "y"]"#, &R).unwrap();
+        assert_eq!(
+            a.dropped.summary(),
+            r#""x" is not an IP literal; "y" is not an IP literal"#
+        );
+    }
+
     #[test]
     fn plain_answer_is_sorted_and_ported() {
         assert_eq!(
@@ -491,8 +589,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.nodes.len(), 1);
-        assert_eq!(a.dropped.len(), 7, "{:?}", a.dropped);
-        assert!(a.dropped.iter().any(|d| d.contains("node2")));
+        assert_eq!(a.dropped.count, 7, "{:?}", a.dropped);
+        assert!(a.dropped.described.iter().any(|d| d.contains("node2")));
         // Only 0.0.0.0 is an address; the rest are not addresses at all.
         assert_eq!(a.refused, 1, "{:?}", a.dropped);
     }
@@ -512,7 +610,7 @@ mod tests {
         assert_eq!(kept(&a), ["10.0.0.1:8000"]);
         assert_eq!(a.refused, 6, "each entry counts: {:?}", a.dropped);
         assert_eq!(
-            a.dropped,
+            a.dropped.described,
             [
                 "169.254.169.254 is link-local, refused",
                 "fe80::1 is link-local, refused",
@@ -553,9 +651,11 @@ mod tests {
         assert_eq!(a.refused, 4);
         assert!(a
             .dropped
+            .described
             .contains(&"127.0.0.5 is loopback, refused as no seed is loopback".to_string()));
         assert!(a
             .dropped
+            .described
             .contains(&"::1 is loopback, refused as no seed is loopback".to_string()));
         let local = Rules {
             loopback: true,
@@ -572,7 +672,7 @@ mod tests {
                 "[::1]:8000"
             ]
         );
-        assert_eq!((a.refused, a.dropped.len()), (0, 0));
+        assert_eq!((a.refused, a.dropped.count), (0, 0));
     }
 
     #[test]
@@ -609,6 +709,7 @@ mod tests {
         assert_eq!(a.refused, 7, "{:?}", a.dropped);
         assert!(a
             .dropped
+            .described
             .iter()
             .all(|d| d.ends_with("is not a unicast address")));
     }
@@ -632,7 +733,7 @@ mod tests {
                 parse(body, &R),
                 Ok(Answer {
                     nodes: vec![],
-                    dropped: vec![],
+                    dropped: Drops::default(),
                     refused: 0,
                 })
             );
@@ -648,7 +749,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.nodes.len(), 2, "escapes are decoded");
         assert_eq!(
-            a.dropped,
+            a.dropped.described,
             [
                 r#"non-string entry {"a": [1,   2.50]}"#,
                 "non-string entry 1e2"
@@ -668,7 +769,7 @@ mod tests {
         ));
         assert_eq!(parse(b"[\"\xff\"]", &R), Err(AnswerError::NotUtf8));
         assert!(
-            matches!(parse(br#"["x", 1]"#, &R), Err(AnswerError::NoValidEntry { dropped, refused: 0 }) if dropped.len() == 2)
+            matches!(parse(br#"["x", 1]"#, &R), Err(AnswerError::NoValidEntry { dropped, refused: 0 }) if dropped.count == 2)
         );
     }
 
@@ -684,9 +785,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.nodes.len(), 1);
-        assert_eq!(a.dropped.len(), 2);
+        assert_eq!(a.dropped.count, 2);
         assert!(
-            a.dropped[0].contains("outside allowed_cidrs"),
+            a.dropped.described[0].contains("outside allowed_cidrs"),
             "{:?}",
             a.dropped
         );
@@ -713,6 +814,7 @@ mod tests {
         assert_eq!(a.refused, 3);
         assert!(a
             .dropped
+            .described
             .contains(&"127.0.1.1 is outside allowed_cidrs".to_string()));
     }
 
@@ -734,7 +836,7 @@ mod tests {
         };
         let a = parse(nested(50).as_bytes(), &R).unwrap();
         assert_eq!(a.nodes.len(), 1);
-        assert_eq!(a.dropped.len(), 1);
+        assert_eq!(a.dropped.count, 1);
         assert!(matches!(
             parse(nested(100).as_bytes(), &R),
             Err(AnswerError::NotJson(_))
@@ -757,7 +859,11 @@ mod tests {
             .collect();
         let a = parse(format!("[{}]", body.join(",")).as_bytes(), &R).unwrap();
         assert_eq!(a.nodes.len(), MAX_NODES);
-        assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
+        assert!(a
+            .dropped
+            .described
+            .iter()
+            .any(|d| d.contains("beyond the limit")));
     }
 
     /// A deterministic shuffle (xorshift64 Fisher-Yates).
@@ -807,7 +913,7 @@ mod tests {
             }
             let a = parse(body(&ips).as_bytes(), &R).unwrap();
             assert!(a.nodes == want, "order {seed}");
-            assert_eq!(a.dropped, [note.as_str()], "order {seed}");
+            assert_eq!(a.dropped.described, [note.as_str()], "order {seed}");
         }
         // Repeated entries (and bad ones) mixed in change nothing kept.
         let mut noisy = ips.clone();
@@ -816,15 +922,23 @@ mod tests {
         shuffle(&mut noisy, 99);
         let a = parse(body(&noisy).as_bytes(), &R).unwrap();
         assert!(a.nodes == want);
-        assert!(a.dropped.iter().any(|d| d.contains("beyond the limit")));
-        assert!(a.dropped.iter().any(|d| d.contains("nope")));
+        assert!(a
+            .dropped
+            .described
+            .iter()
+            .any(|d| d.contains("beyond the limit")));
+        assert!(a.dropped.described.iter().any(|d| d.contains("nope")));
     }
 
     #[test]
     fn long_bad_entries_are_abbreviated() {
         let long = "x".repeat(10_000);
         let a = parse(format!(r#"["10.0.0.1","{long}"]"#).as_bytes(), &R).unwrap();
-        assert!(a.dropped[0].len() < 100, "{}", a.dropped[0]);
+        assert!(
+            a.dropped.described[0].len() < 100,
+            "{}",
+            a.dropped.described[0]
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ pub enum Counter {
     ProbeSuccesses,
     ProbeFailures,
     RequestsRouted,
-    /// Answered with the 503 because no node may take requests.
+    /// Routed while no node of any scope could take requests: to a known
+    /// node anyway (panic routing), least recently failed first.
+    RequestsRoutedPanic,
+    /// Answered with the 503 because no node is known at all.
     RejectedNoNode,
     /// Answered with the 503 because Envoy refused the hand-off.
     RejectedHandoffRefused,
@@ -75,7 +78,7 @@ impl Gauge {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::DiscoverySuccesses,
         Counter::DiscoveryFailures,
         Counter::DiscoveryEntriesRefused,
@@ -83,6 +86,7 @@ impl Counter {
         Counter::ProbeSuccesses,
         Counter::ProbeFailures,
         Counter::RequestsRouted,
+        Counter::RequestsRoutedPanic,
         Counter::RejectedNoNode,
         Counter::RejectedHandoffRefused,
         Counter::HoldTimeouts,
@@ -100,6 +104,7 @@ impl Counter {
             Counter::ProbeSuccesses => "probe_successes",
             Counter::ProbeFailures => "probe_failures",
             Counter::RequestsRouted => "requests_routed",
+            Counter::RequestsRoutedPanic => "requests_routed_panic",
             Counter::RejectedNoNode => "requests_rejected_no_node",
             Counter::RejectedHandoffRefused => "requests_rejected_handoff_refused",
             Counter::HoldTimeouts => "requests_hold_timeout",
@@ -127,6 +132,8 @@ pub fn name(prefix: Option<&str>, stat: &str) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestCounts {
     pub routed: u64,
+    /// Of `routed`, those routed in panic (no node of any scope routable).
+    pub routed_panic: u64,
     pub rejected_no_node: u64,
     pub rejected_handoff_refused: u64,
     pub hold_timeouts: u64,
@@ -137,9 +144,10 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     /// Each per-request counter with its value.
-    fn each(&self) -> [(Counter, u64); 7] {
+    fn each(&self) -> [(Counter, u64); 8] {
         [
             (Counter::RequestsRouted, self.routed),
+            (Counter::RequestsRoutedPanic, self.routed_panic),
             (Counter::RejectedNoNode, self.rejected_no_node),
             (
                 Counter::RejectedHandoffRefused,
@@ -166,7 +174,7 @@ pub struct Gauges {
 /// (the rest still work).
 pub struct Metrics {
     gauges: [Option<u32>; 4],
-    counters: [Option<u32>; 13],
+    counters: [Option<u32>; 14],
     discovery_latency: Option<u32>,
     /// Request counts already added to the stats.
     flushed: RequestCounts,

@@ -80,6 +80,11 @@ impl<T> RoundRobin<T> {
         };
     }
 
+    /// The next pick is the first entry again.
+    pub fn restart(&mut self) {
+        self.next = 0;
+    }
+
     pub fn entries(&self) -> &[T] {
         &self.entries
     }

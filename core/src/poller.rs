@@ -27,7 +27,7 @@ use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::{NodeAddr, Quoted};
 use crate::rng::Rng;
-use crate::router::{Router, Settings};
+use crate::router::{Router, Settings, Unreachable};
 use crate::shared_state;
 use crate::stream;
 use crate::topology::Topology;
@@ -40,6 +40,15 @@ use outcome::CallFailure;
 
 /// Attempts at a compare-and-set update before giving up for this tick.
 const CAS_ATTEMPTS: usize = 8;
+
+/// Probes one VM leases per tick: nodes an answer adds are probed at once
+/// (make before break), a few per tick and VM, so that a long list of
+/// newcomers neither waits a tick each nor floods the cluster.
+pub const MAX_PROBES_PER_TICK: usize = 4;
+
+/// Probes one VM has in flight at most (each waits up to
+/// `discovery_timeout_ms` for a silent address).
+pub const MAX_PROBES_IN_FLIGHT: usize = 16;
 
 /// How long a write held for its key's node may wait for the first bytes of
 /// its body. Clients send a write's body right behind its headers, so a
@@ -101,13 +110,16 @@ pub struct Poller<H: Host> {
     last_cas: Option<u32>,
     in_flight: HashMap<u32, InFlight>,
     /// Nodes this VM saw fail and has not yet published as Down, with what
-    /// ended their streak.
-    pending_down: Vec<(NodeAddr, Outcome)>,
+    /// ended their streak and the generation the failures belong to.
+    pending_down: Vec<Unreachable>,
     /// Requests routed when activity was last checked.
     seen_requests: u64,
-    /// Last warning about dropped `/localnodes` entries, to not repeat it.
-    last_dropped: Vec<String>,
+    /// Last warning about dropped `/localnodes` entries, to not repeat it
+    /// (at most [`localnodes::MAX_DESCRIBED`] descriptions and a count).
+    last_dropped: localnodes::Drops,
     corrupt_logged: bool,
+    /// Whether refused nodes found in the record were logged.
+    screen_logged: bool,
 }
 
 /// How often each VM ticks: a tenth of the refresh interval, between 20 ms
@@ -173,8 +185,9 @@ impl<H: Host> Poller<H> {
             in_flight: HashMap::new(),
             pending_down: Vec::new(),
             seen_requests: 0,
-            last_dropped: Vec::new(),
+            last_dropped: localnodes::Drops::default(),
             corrupt_logged: false,
+            screen_logged: false,
         };
         let shared = poller.read_state();
         poller.rebuild(shared.as_ref().map(|(s, _)| s));
@@ -226,7 +239,7 @@ impl<H: Host> Poller<H> {
         let round =
             discovery::try_start_round(&state, now, self.timing, &self.topology, &mut self.rng)
                 .map(|(next, round)| {
-                    let calls = round
+                    let calls: Vec<Callout> = round
                         .targets
                         .iter()
                         .map(|(query, _)| Callout::Discovery(round.clone(), *query))
@@ -234,8 +247,16 @@ impl<H: Host> Poller<H> {
                     (next, calls)
                 });
         let lease = round.or_else(|| {
-            health::try_start_probe(&state, now, self.config.probe_periods)
-                .map(|(next, probe)| (next, vec![Callout::Probe(probe)]))
+            let in_flight = self
+                .in_flight
+                .values()
+                .filter(|f| matches!(f.call, Callout::Probe(_)))
+                .count();
+            let room = MAX_PROBES_IN_FLIGHT
+                .saturating_sub(in_flight)
+                .min(MAX_PROBES_PER_TICK);
+            health::try_start_probes(&state, now, self.config.probe_periods, room)
+                .map(|(next, probes)| (next, probes.into_iter().map(Callout::Probe).collect()))
         });
         let Some((next, calls)) = lease else {
             return;
@@ -383,7 +404,10 @@ impl<H: Host> Poller<H> {
             }
         };
         match SharedState::decode(&bytes) {
-            Ok(state) => Some((state, cas)),
+            Ok(mut state) => {
+                self.screen(&mut state);
+                Some((state, cas))
+            }
             Err(e) => {
                 if !self.corrupt_logged {
                     self.corrupt_logged = true;
@@ -392,6 +416,23 @@ impl<H: Host> Poller<H> {
                 let _ = self.write_state(&SharedState::default(), Some(cas));
                 None
             }
+        }
+    }
+
+    /// Drops the record's nodes this VM's rules refuse. Shared data has no
+    /// owner: any plugin sharing the VM id can write the record, so it gets
+    /// the checks an answer gets (the seeds, from this VM's configuration,
+    /// excepted). Logged once per VM.
+    fn screen(&mut self, state: &mut SharedState) {
+        let rules = Rules::of(&self.config);
+        let seeds = &self.config.seeds;
+        let refused = state.retain_nodes(|n| rules.admits(n) || seeds.contains(n));
+        if refused > 0 && !self.screen_logged {
+            self.screen_logged = true;
+            log::warn!(
+                "the shared discovery record names {refused} nodes its rules refuse (outside allowed_cidrs, \
+                 link-local, loopback or not unicast, or another port); they are ignored"
+            );
         }
     }
 
@@ -411,11 +452,11 @@ impl<H: Host> Poller<H> {
         let requests = self.requests().routed;
         let mut next = state.clone();
         let mut downs = Vec::new();
-        for (node, why) in &self.pending_down {
-            if let Some(marked) = health::mark_down(&next, *node, now_ms, self.config.probe_periods)
-            {
+        for u in &self.pending_down {
+            let periods = self.config.probe_periods;
+            if let Some(marked) = health::mark_down(&next, u.node, u.generation, now_ms, periods) {
                 next = marked;
-                downs.push((*node, *why));
+                downs.push((u.node, u.why));
             }
         }
         if requests != self.seen_requests {
@@ -429,6 +470,7 @@ impl<H: Host> Poller<H> {
             return None;
         }
         self.write_state(&next, Some(cas)).ok()?;
+        self.note_panic(state, &next);
         self.pending_down.clear();
         self.seen_requests = requests;
         for (node, why) in &downs {
@@ -456,9 +498,9 @@ impl<H: Host> Poller<H> {
         let Ok(mut router) = self.router.try_borrow_mut() else {
             return;
         };
-        for (node, why) in router.take_unreachable() {
-            if !self.pending_down.iter().any(|(n, _)| *n == node) {
-                self.pending_down.push((node, why));
+        for u in router.take_unreachable() {
+            if !self.pending_down.iter().any(|p| p.node == u.node) {
+                self.pending_down.push(u);
             }
         }
     }
@@ -493,7 +535,8 @@ impl<H: Host> Poller<H> {
     }
 
     /// Applies `update` to the record by compare-and-set, retried; returns
-    /// the record written, or `None` if it kept changing under us.
+    /// the record written, or `None` if it kept changing under us. Logs a
+    /// change of panic routing the write made.
     fn update_shared<E>(
         &mut self,
         mut update: impl FnMut(&SharedState) -> (SharedState, E),
@@ -505,6 +548,7 @@ impl<H: Host> Poller<H> {
             };
             let (next, extra) = update(&state);
             if self.write_state(&next, Some(cas)).is_ok() {
+                self.note_panic(&state, &next);
                 return Some((next, extra));
             }
         }
@@ -534,14 +578,20 @@ impl<H: Host> Poller<H> {
             if !answer.dropped.is_empty() && answer.dropped != self.last_dropped {
                 log::warn!(
                     "/localnodes from {target} had {} unusable entries, ignored: {}",
-                    answer.dropped.len(),
-                    announce::first_few(&answer.dropped)
+                    answer.dropped.count,
+                    answer.dropped.summary()
                 );
                 self.last_dropped = answer.dropped.clone();
             }
         }
+        let seeds = self
+            .topology
+            .query_seeds
+            .get(query)
+            .cloned()
+            .unwrap_or_default();
         let updated = self.update_shared(|state| match &answer {
-            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), now_ms),
+            Ok(a) => discovery::apply_answer(state, round, query, a.nodes.clone(), &seeds, now_ms),
             Err(_) => discovery::apply_failure(state, round, query),
         });
         if let Some((state, event)) = updated {
@@ -556,12 +606,30 @@ impl<H: Host> Poller<H> {
         }
     }
 
+    /// Logs, once per Envoy process (from the VM whose write did it), that
+    /// requests are now routed in panic, or no longer.
+    fn note_panic(&self, before: &SharedState, after: &SharedState) {
+        let was = discovery::panicking(Some(before), &self.topology);
+        let is = discovery::panicking(Some(after), &self.topology);
+        if is && !was {
+            let known = discovery::panic_order(Some(after), &self.topology, &[]).len();
+            log::warn!(
+                "no node of any routing scope can take requests (all {known} known nodes are Down or \
+                 Quarantined): requests go to them anyway, least recently failed first, until a probe \
+                 brings one back (counted in requests_routed_panic)"
+            );
+        } else if was && !is {
+            log::info!("a node can take requests again: panic routing ends");
+        }
+    }
+
     /// Folds a probe result in; a node that passes takes requests again.
     fn finish_probe(&mut self, probe: Probe, result: Result<(), String>) {
         self.metrics.probe(&self.host, result.is_ok());
         let ok = result.is_ok();
+        let now = self.now_ms();
         let Some((state, back)) =
-            self.update_shared(|state| health::apply_probe(state, &probe, ok))
+            self.update_shared(|state| health::apply_probe(state, &probe, ok, now))
         else {
             return;
         };
@@ -571,7 +639,7 @@ impl<H: Host> Poller<H> {
                     "node {} is back: probe succeeded; routing to it again",
                     probe.node
                 ),
-                HealthState::Quarantined => {
+                HealthState::Quarantined | HealthState::Active => {
                     log::info!("node {} passed its probe; routing to it", probe.node)
                 }
             }
@@ -585,7 +653,7 @@ impl<H: Host> Poller<H> {
     /// stay out until the record agrees.
     fn rebuild(&mut self, state: Option<&SharedState>) {
         self.absorb_unreachable();
-        let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|(n, _)| *n).collect();
+        let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|p| p.node).collect();
         if let Ok(mut router) = self.router.try_borrow_mut() {
             router.rebuild(state, &self.topology, &withheld);
         }

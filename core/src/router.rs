@@ -12,6 +12,7 @@
 use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
 use crate::discovery;
 use crate::filter_state;
+use crate::health;
 use crate::load::NodeLoad;
 use crate::metrics::RequestCounts;
 use crate::model::config::Balancing;
@@ -21,6 +22,7 @@ use crate::model::NodeAddr;
 use crate::picker::RoundRobin;
 use crate::rng::Rng;
 use crate::topology::Topology;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -35,6 +37,10 @@ pub struct Route {
     /// This VM's requests in flight to the node and its answer latency,
     /// for least-request picking.
     pub load: NodeLoad,
+    /// The node's generation as this VM knows it (the shared record's, or
+    /// a newer one of its own since it took the node out): a request
+    /// carries it, and its outcome counts only if it is still current.
+    pub generation: Cell<u32>,
 }
 
 impl Route {
@@ -44,16 +50,18 @@ impl Route {
             verify: verify_san.then(|| filter_state::verify_san(&node)),
             node,
             load: NodeLoad::default(),
+            generation: Cell::new(0),
         }
     }
 }
 
-/// A request handed to a node: where, and when (0 when the VM does not
-/// time requests).
+/// A request handed to a node: where, when (0 when the VM does not time
+/// requests), and in which of the node's generations.
 #[derive(Debug)]
 pub struct Sent {
     pub route: Rc<Route>,
     pub at_ns: u64,
+    pub generation: u32,
 }
 
 /// One scope's discovered nodes in the client libraries' canonical order,
@@ -79,6 +87,14 @@ pub struct Settings {
     pub balancing: Balancing,
 }
 
+/// A node this VM took out: why, and in which generation of the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    pub node: NodeAddr,
+    pub why: Outcome,
+    pub generation: u32,
+}
+
 /// One node's failures in a row, seen by this VM since its last answer.
 /// Counted apart: a failed connect is a strong sign, a reset a weak one.
 #[derive(Debug, Default)]
@@ -94,6 +110,12 @@ pub struct Router {
     tiers: Vec<RoundRobin<Rc<Route>>>,
     /// Per scope, for key route affinity (empty when it is off).
     rings: Vec<Ring>,
+    /// Every known node, least recently failed first: what requests go to
+    /// when no scope has a node ([`discovery::panic_order`]).
+    panic: RoundRobin<Rc<Route>>,
+    /// Whether the last request was routed in panic: the next panic
+    /// episode starts at the head of `panic`, the least recently failed.
+    panicking: bool,
     /// The node lists `tiers` was last built from.
     built_from: Vec<Vec<NodeAddr>>,
     /// Every node's route, kept from one rebuild to the next so that its
@@ -123,9 +145,10 @@ pub struct Router {
     /// Failures in a row per node, seen by this VM; a node that answers
     /// has none.
     failures: HashMap<NodeAddr, Streak>,
-    /// Nodes this VM found unreachable, for the poller to publish as Down,
-    /// with what ended their streak (a failed connect, or a reset).
-    unreachable: Vec<(NodeAddr, Outcome)>,
+    /// Nodes this VM found unreachable, for the poller to publish as Down:
+    /// what ended their streak (a failed connect, or a reset), and the
+    /// generation the failed requests were sent in.
+    unreachable: Vec<Unreachable>,
     /// Partition keys this VM learned, for the poller to share.
     learned: Vec<(String, String)>,
     refusal_logged: bool,
@@ -137,6 +160,8 @@ impl Router {
             settings,
             tiers: Vec::new(),
             rings: Vec::new(),
+            panic: RoundRobin::new(Vec::new(), 0),
+            panicking: false,
             built_from: Vec::new(),
             routes: BTreeMap::new(),
             // Workers start apart (`start` comes from the VM's seed).
@@ -160,17 +185,27 @@ impl Router {
         self.settings.mode
     }
 
-    /// The next node of the first scope that has one.
+    /// The next node of the first scope that has one, and `false`; when
+    /// none has, the next known node in panic order, and `true`. `None`
+    /// only when no node is known at all.
     #[inline]
-    pub fn pick(&mut self, now_ns: u64) -> Option<Rc<Route>> {
-        let tier = self.tiers.iter_mut().find(|t| !t.is_empty())?;
-        match self.settings.balancing {
-            Balancing::RoundRobin => tier.pick().cloned(),
+    pub fn pick(&mut self, now_ns: u64) -> Option<(Rc<Route>, bool)> {
+        let Some(tier) = self.tiers.iter_mut().find(|t| !t.is_empty()) else {
+            if !self.panicking {
+                self.panicking = true;
+                self.panic.restart();
+            }
+            return self.panic.pick().map(|r| (Rc::clone(r), true));
+        };
+        self.panicking = false;
+        let route = match self.settings.balancing {
+            Balancing::RoundRobin => tier.pick(),
             Balancing::LeastRequest => {
                 let draw = self.rng.next_u64();
-                tier.pick_cheaper(draw, |r| r.load.cost(now_ns)).cloned()
+                tier.pick_cheaper(draw, |r| r.load.cost(now_ns))
             }
-        }
+        };
+        route.map(|r| (Rc::clone(r), false))
     }
 
     /// Whether requests are picked by cost, which needs the time they were
@@ -196,6 +231,11 @@ impl Router {
     /// This VM's requests in flight to `node`, if the node has a route.
     pub fn in_flight(&self, node: &NodeAddr) -> Option<u32> {
         self.routes.get(node).map(|r| r.load.in_flight())
+    }
+
+    /// Every known node in panic order (least recently failed first).
+    pub fn panic_nodes(&self) -> Vec<NodeAddr> {
+        self.panic.entries().iter().map(|r| r.node).collect()
     }
 
     /// Every node some scope routes to now, in scope order.
@@ -301,11 +341,22 @@ impl Router {
         Some(self.released.swap_remove(at).1)
     }
 
-    /// Folds one response into the failure streaks. A node whose connects
-    /// failed `down_after_failures` times in a row, or whose connections
-    /// were reset `down_after_resets` times in a row, stops getting this
-    /// VM's requests at once, before the other VMs hear of it. An answer
-    /// ends both streaks.
+    /// Folds the outcome of a request this VM sent into the failure
+    /// streaks, unless the request was sent in an older generation of its
+    /// node: it went Down since (here or in the record), and what happened
+    /// to a request sent before says nothing about it now.
+    #[inline]
+    pub fn observe_sent(&mut self, sent: &Sent, outcome: Outcome) {
+        if sent.generation == sent.route.generation.get() {
+            self.observe(&sent.route.node, outcome);
+        }
+    }
+
+    /// Folds one response from `node` into the failure streaks. A node
+    /// whose connects failed `down_after_failures` times in a row, or whose
+    /// connections were reset `down_after_resets` times in a row, stops
+    /// getting this VM's requests at once, before the other VMs hear of it.
+    /// An answer ends both streaks.
     #[inline]
     pub fn observe(&mut self, node: &NodeAddr, outcome: Outcome) {
         let (threshold, streak) = match outcome {
@@ -335,7 +386,8 @@ impl Router {
     }
 
     /// Takes `node` out of this VM's routing now: out of every tier, and
-    /// Down in every ring.
+    /// Down in every ring. Its requests still in flight belong to the
+    /// generation before: their outcomes no longer count.
     fn withdraw(&mut self, node: &NodeAddr, why: Outcome) {
         for tier in &mut self.tiers {
             tier.retain(|r| r.node != *node);
@@ -346,14 +398,22 @@ impl Router {
                 *h = NodeHealth::Down;
             }
         }
-        if !self.unreachable.iter().any(|(n, _)| n == node) {
-            self.unreachable.push((*node, why));
+        let Some(route) = self.routes.get(node) else {
+            return;
+        };
+        let generation = route.generation.get();
+        route.generation.set(generation.wrapping_add(1));
+        if !self.unreachable.iter().any(|u| u.node == *node) {
+            self.unreachable.push(Unreachable {
+                node: *node,
+                why,
+                generation,
+            });
         }
     }
 
-    /// The nodes found unreachable since the last call, with what ended
-    /// their streak.
-    pub fn take_unreachable(&mut self) -> Vec<(NodeAddr, Outcome)> {
+    /// The nodes found unreachable since the last call.
+    pub fn take_unreachable(&mut self) -> Vec<Unreachable> {
         std::mem::take(&mut self.unreachable)
     }
 
@@ -376,10 +436,23 @@ impl Router {
         for tier in &mut tiers {
             tier.retain(|n| !withheld.contains(n));
         }
+        let panic = discovery::panic_order(state, topology, withheld);
+        // Each route takes its node's generation from the record, except
+        // that of a node this VM has taken out and the record does not yet
+        // say so: its own newer one stands until then. (A route made below
+        // is new: it takes it there.)
+        if let Some(state) = state {
+            for (node, route) in &self.routes {
+                if !withheld.contains(node) {
+                    route.generation.set(health::generation(state, node));
+                }
+            }
+        }
         let affinity_on = self.settings.mode != Mode::None;
         // Unchanged, and no node withdrawn since: nothing to rebuild.
         // Affinity rings carry health, so they are rebuilt every time.
-        let unchanged = tiers == self.built_from && tiers == self.nodes();
+        let unchanged =
+            tiers == self.built_from && tiers == self.nodes() && panic == self.panic_nodes();
         if !affinity_on && !self.tiers.is_empty() && unchanged {
             return;
         }
@@ -388,10 +461,14 @@ impl Router {
         let verify = self.settings.verify_node_san;
         let mut kept = std::mem::take(&mut self.routes);
         let mut made: BTreeMap<NodeAddr, Rc<Route>> = BTreeMap::new();
+        let generation = |n: &NodeAddr| state.map_or(0, |s| health::generation(s, n));
         let mut route = |n: &NodeAddr| {
             Rc::clone(made.entry(*n).or_insert_with(|| {
-                kept.remove(n)
-                    .unwrap_or_else(|| Rc::new(Route::new(*n, verify)))
+                kept.remove(n).unwrap_or_else(|| {
+                    let route = Route::new(*n, verify);
+                    route.generation.set(generation(n));
+                    Rc::new(route)
+                })
             }))
         };
         let mut pickers = std::mem::take(&mut self.tiers);
@@ -400,6 +477,7 @@ impl Router {
             picker.replace(nodes.iter().map(&mut route).collect());
         }
         self.tiers = pickers;
+        self.panic.replace(panic.iter().map(&mut route).collect());
         self.rings = match state {
             Some(state) if affinity_on => discovery::rings(state, topology)
                 .iter()
@@ -416,6 +494,17 @@ impl Router {
                 .collect(),
             _ => Vec::new(),
         };
+        // A route nothing names any more (no scope, ring or panic order) is
+        // one whose node left the lists: its requests still in flight
+        // belong to the past, and a later route to the node starts afresh.
+        for orphan in kept.values() {
+            orphan
+                .generation
+                .set(orphan.generation.get().wrapping_add(1));
+        }
+        // Failure streaks go with their node: one that comes back starts
+        // afresh, and streaks of nodes that come and go do not pile up.
+        self.failures.retain(|n, _| made.contains_key(n));
         self.routes = made;
         self.built_from = tiers;
     }
@@ -426,7 +515,7 @@ fn ring_health(state: &SharedState, withheld: &[NodeAddr], node: &NodeAddr) -> N
         return NodeHealth::Down;
     }
     match state.health.get(node).map(|h| h.state) {
-        None => NodeHealth::Active,
+        None | Some(HealthState::Active) => NodeHealth::Active,
         Some(HealthState::Quarantined) => NodeHealth::Quarantined,
         Some(HealthState::Down) => NodeHealth::Down,
     }

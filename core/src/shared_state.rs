@@ -10,19 +10,24 @@
 //! readable in a debugger:
 //!
 //! ```text
-//! alternator-lb/4 <round> <next_due_ms> <last_success_ms> <last_activity_ms>
+//! alternator-lb/5 <round> <next_due_ms> <last_success_ms> <last_activity_ms> <downs>
 //! L <query> <round> <consecutive_failures>   (one per query, 0, 1, 2, ...)
 //! F <failed target>                 (of the list above, oldest first)
 //! N <node>                          (of the list above, sorted)
-//! D <node> <next_probe_ms> <wait_ms>   (a Down node)
-//! Q <node> <next_probe_ms> <wait_ms>   (a Quarantined node)
+//! R <node>                          (the list's retiring nodes, sorted)
+//! D <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (a Down node)
+//! Q <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (a Quarantined node)
+//! A <node> <next_probe_ms> <wait_ms> <since_ms> <generation>   (an Active node with a history)
 //! ```
 //!
 //! The union of the lists is not stored: it is recomputed on decode, so the
 //! record cannot contradict itself.
 //!
 //! The first word names the format and changes whenever the lines do (4
-//! added the probe wait, which the Down backoff grows from). A record in
+//! added the probe wait, which the Down backoff grows from; 5 the count of
+//! entries into Down, and per node when it last changed state, its
+//! generation, and Active nodes that remember a backoff; and the nodes a
+//! list keeps serving until its new nodes are verified). A record in
 //! another format is refused like a damaged one, never misread.
 
 use crate::model::health::{Health, HealthState};
@@ -44,7 +49,7 @@ use std::fmt::{self, Write as _};
 /// two formats in one Envoy.
 pub const FORMAT: &str = match option_env!("ALTERNATOR_LB_FORMAT") {
     Some(format) => format,
-    None => "4",
+    None => "5",
 };
 
 // The version goes into a key and into a line of space-separated words, so a
@@ -104,14 +109,14 @@ impl SharedState {
         let entries: usize = self
             .lists
             .iter()
-            .map(|l| 1 + l.failed.len() + l.nodes.len())
+            .map(|l| 1 + l.failed.len() + l.nodes.len() + l.retiring.len())
             .sum();
         let mut s = String::with_capacity(64 + 32 * (entries + self.health.len()));
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "{MAGIC_PREFIX}{FORMAT} {} {} {} {}",
-            self.round, self.next_due_ms, self.last_success_ms, self.last_activity_ms
+            "{MAGIC_PREFIX}{FORMAT} {} {} {} {} {}",
+            self.round, self.next_due_ms, self.last_success_ms, self.last_activity_ms, self.downs
         );
         for (i, list) in self.lists.iter().enumerate() {
             let _ = writeln!(s, "L {i} {} {}", list.round, list.consecutive_failures);
@@ -121,13 +126,21 @@ impl SharedState {
             for n in &list.nodes {
                 let _ = writeln!(s, "N {n}");
             }
+            for n in &list.retiring {
+                let _ = writeln!(s, "R {n}");
+            }
         }
         for (n, h) in &self.health {
             let kind = match h.state {
+                HealthState::Active => 'A',
                 HealthState::Down => 'D',
                 HealthState::Quarantined => 'Q',
             };
-            let _ = writeln!(s, "{kind} {n} {} {}", h.next_probe_ms, h.wait_ms);
+            let _ = writeln!(
+                s,
+                "{kind} {n} {} {} {} {}",
+                h.next_probe_ms, h.wait_ms, h.since_ms, h.generation
+            );
         }
         s.into_bytes()
     }
@@ -157,6 +170,10 @@ impl SharedState {
             last_activity_ms: number("last_activity_ms")?,
             ..SharedState::default()
         };
+        state.downs = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| DecodeError(format!("bad downs in header {}", Quoted(header))))?;
         if fields.next().is_some() {
             return Err(DecodeError(format!(
                 "extra fields in header {}",
@@ -178,13 +195,12 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
     let mut parts = line.split(' ');
     let kind = parts.next()?;
     let first = parts.next()?;
-    let second = parts.next();
-    let third = parts.next();
+    let rest: Vec<&str> = parts.by_ref().take(4).collect();
     if parts.next().is_some() {
         return None;
     }
-    match (kind, second, third) {
-        ("L", Some(round), Some(failures)) => {
+    match (kind, rest.as_slice()) {
+        ("L", [round, failures]) => {
             // Lists come in index order, so an index is never a size.
             if first.parse::<usize>().ok()? != state.lists.len() {
                 return None;
@@ -195,7 +211,7 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
                 ..QueryList::default()
             });
         }
-        ("F", None, None) => {
+        ("F", []) => {
             let addr: NodeAddr = first.parse().ok()?;
             let list = state.lists.last_mut()?;
             if list.failed.len() >= MAX_FAILED || list.failed.contains(&addr) {
@@ -203,23 +219,36 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
             }
             list.failed.push(addr);
         }
-        ("N", None, None) => {
+        ("N", []) => {
             let addr: NodeAddr = first.parse().ok()?;
             let list = state.lists.last_mut()?;
-            if list.nodes.last().is_some_and(|last| *last >= addr) {
+            if list.nodes.last().is_some_and(|last| *last >= addr) || !list.retiring.is_empty() {
                 return None;
             }
             list.nodes.push(addr);
         }
-        ("D" | "Q", Some(next_probe_ms), Some(wait_ms)) => {
+        ("R", []) => {
+            let addr: NodeAddr = first.parse().ok()?;
+            let list = state.lists.last_mut()?;
+            // At most as many as a list holds: they are a list's nodes.
+            if list.retiring.last().is_some_and(|last| *last >= addr)
+                || list.retiring.len() >= crate::localnodes::MAX_NODES
+            {
+                return None;
+            }
+            list.retiring.push(addr);
+        }
+        ("A" | "D" | "Q", [next_probe_ms, wait_ms, since_ms, generation]) => {
             let health = Health {
-                state: if kind == "D" {
-                    HealthState::Down
-                } else {
-                    HealthState::Quarantined
+                state: match kind {
+                    "A" => HealthState::Active,
+                    "D" => HealthState::Down,
+                    _ => HealthState::Quarantined,
                 },
                 next_probe_ms: next_probe_ms.parse().ok()?,
                 wait_ms: wait_ms.parse().ok()?,
+                since_ms: since_ms.parse().ok()?,
+                generation: generation.parse().ok()?,
             };
             state.health.insert(first.parse().ok()?, health);
         }
@@ -266,18 +295,21 @@ mod tests {
                     consecutive_failures: 0,
                     failed: vec![],
                     nodes: vec![addr("10.0.0.1:8000"), addr("[fd00::1]:8000")],
+                    retiring: vec![addr("10.0.0.5:8000"), addr("10.0.0.6:8000")],
                 },
                 QueryList {
                     round: 0,
                     consecutive_failures: 3,
                     failed: vec![addr("10.0.0.9:8000"), addr("10.0.0.8:8000")],
                     nodes: vec![],
+                    retiring: vec![],
                 },
                 QueryList {
                     round: 10,
                     consecutive_failures: 1,
                     failed: vec![addr("10.0.0.7:8000")],
                     nodes: vec![addr("10.0.0.1:8000"), addr("10.0.0.2:8000")],
+                    retiring: vec![],
                 },
                 QueryList {
                     round: 9,
@@ -286,6 +318,7 @@ mod tests {
             ],
             last_success_ms: 1_700_000_000_000,
             last_activity_ms: 1_700_000_000_001,
+            downs: 7,
             ..SharedState::default()
         };
         s.refresh_nodes();
@@ -295,6 +328,8 @@ mod tests {
                 state: HealthState::Down,
                 next_probe_ms: 5,
                 wait_ms: 4_000,
+                since_ms: 3,
+                generation: 7,
             },
         );
         s.health.insert(
@@ -303,6 +338,18 @@ mod tests {
                 state: HealthState::Quarantined,
                 next_probe_ms: 6,
                 wait_ms: 1_000,
+                since_ms: 0,
+                generation: 0,
+            },
+        );
+        s.health.insert(
+            addr("10.0.0.2:8000"),
+            Health {
+                state: HealthState::Active,
+                next_probe_ms: 0,
+                wait_ms: 2_000,
+                since_ms: 9,
+                generation: 6,
             },
         );
         s
@@ -326,14 +373,17 @@ mod tests {
             [
                 addr("10.0.0.1:8000"),
                 addr("10.0.0.2:8000"),
+                addr("10.0.0.5:8000"),
+                addr("10.0.0.6:8000"),
                 addr("[fd00::1]:8000")
-            ]
+            ],
+            "the lists' nodes and the ones they keep serving"
         );
         let text = String::from_utf8(s.encode()).unwrap();
         assert_eq!(text.matches("N 10.0.0.1:8000").count(), 2, "{text}");
         assert!(
             text.starts_with(
-                "alternator-lb/4 12 1700000000123 1700000000000 1700000000001\nL 0 11 0\nN "
+                "alternator-lb/5 12 1700000000123 1700000000000 1700000000001 7\nL 0 11 0\nN "
             ),
             "{text}"
         );
@@ -350,44 +400,56 @@ mod tests {
         let many_failed: String = (0..=MAX_FAILED)
             .map(|i| format!("\nF 10.0.{}.{}:1", i / 250, i % 250 + 1))
             .collect();
-        let many_failed = format!("alternator-lb/4 1 2 3 4\nL 0 0 0{many_failed}");
+        let many_failed = format!("alternator-lb/5 1 2 3 4 0\nL 0 0 0{many_failed}");
         for bad in [
             &b""[..],
             b"hello",
             b"alternator-lb/2 1 2 3 4 5 6",
-            // The format before the probe wait: refused, not misread.
+            // Formats before this one: refused, not misread.
             b"alternator-lb/3 1 2 3 4",
             b"alternator-lb/3 1 2 3 4\nD 10.0.0.1:1 5",
-            b"alternator-lb/4 1 2 3",
-            b"alternator-lb/4 1 2 3 4 5",
-            b"alternator-lb/4 1 2 x 4",
-            b"alternator-lb/4 1 2 3 -4",
-            b"alternator-lb/4 1 2 3 4\nN 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nF 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nL 1 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nL 0 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nL 2 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 18446744073709551616 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 4294967296",
-            b"alternator-lb/4 1 2 3 4\nL 0 x 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0 0",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN nonsense",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.2:1\nN 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1\nN 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN 10.0.0.1:1 x",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nL 0 0 0\nN",
-            b"alternator-lb/4 1 2 3 4\nX 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1",
-            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5",
-            b"alternator-lb/4 1 2 3 4\nQ 10.0.0.1:1 x 1",
-            b"alternator-lb/4 1 2 3 4\nQ 10.0.0.1:1 1 x",
-            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 -6",
-            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 18446744073709551616",
-            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 6 7",
-            b"alternator-lb/4 1 2 3 4\nD nonsense 5 6",
-            b"alternator-lb/4 1 2 3 4\n\n",
+            b"alternator-lb/4 1 2 3 4",
+            b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 1000",
+            b"alternator-lb/5 1 2 3 4",
+            b"alternator-lb/5 1 2 3 4 5 6",
+            b"alternator-lb/5 1 2 x 4 0",
+            b"alternator-lb/5 1 2 3 -4 0",
+            b"alternator-lb/5 1 2 3 4 4294967296",
+            b"alternator-lb/5 1 2 3 4 0\nN 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nF 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 1 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nL 0 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nL 2 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 18446744073709551616 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 4294967296",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 x 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN nonsense",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN 10.0.0.2:1\nN 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN 10.0.0.1:1\nN 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN 10.0.0.1:1 x",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nF 10.0.0.1:1\nF 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nN",
+            b"alternator-lb/5 1 2 3 4 0\nR 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.2:1\nR 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.1:1\nN 10.0.0.2:1",
+            b"alternator-lb/5 1 2 3 4 0\nL 0 0 0\nR 10.0.0.1:1 x",
+            b"alternator-lb/5 1 2 3 4 0\nX 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5 6",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5 6 7",
+            b"alternator-lb/5 1 2 3 4 0\nQ 10.0.0.1:1 x 1 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nQ 10.0.0.1:1 1 x 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nA 10.0.0.1:1 1 1 x 0",
+            b"alternator-lb/5 1 2 3 4 0\nA 10.0.0.1:1 1 1 0 -1",
+            b"alternator-lb/5 1 2 3 4 0\nA 10.0.0.1:1 1 1 0 4294967296",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5 -6 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5 18446744073709551616 0 0",
+            b"alternator-lb/5 1 2 3 4 0\nD 10.0.0.1:1 5 6 7 8 9",
+            b"alternator-lb/5 1 2 3 4 0\nD nonsense 5 6 0 0",
+            b"alternator-lb/5 1 2 3 4 0\n\n",
             many_failed.as_bytes(),
             b"\xff",
         ] {
@@ -401,26 +463,33 @@ mod tests {
 
     #[test]
     fn health_lines_may_name_unlisted_nodes() {
-        // Before discovery, seeds can be marked Down.
-        let s = SharedState::decode(b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 1000").unwrap();
+        // Before discovery, seeds can be marked Down; after it, dropped
+        // nodes keep their history.
+        let s = SharedState::decode(b"alternator-lb/5 1 2 3 4 1\nD 10.0.0.1:1 5 1000 4 1").unwrap();
         assert_eq!(s.health.len(), 1);
         assert!(s.nodes.is_empty());
     }
 
     #[test]
-    fn health_lines_carry_the_probe_wait() {
+    fn health_lines_carry_the_backoff_and_the_generation() {
         let text = String::from_utf8(state().encode()).unwrap();
         assert!(
-            text.ends_with("D 10.0.0.1:8000 5 4000\nQ [fd00::1]:8000 6 1000\n"),
+            text.ends_with(
+                "D 10.0.0.1:8000 5 4000 3 7\nA 10.0.0.2:8000 0 2000 9 6\nQ [fd00::1]:8000 6 1000 0 0\n"
+            ),
             "{text}"
         );
-        let s = SharedState::decode(b"alternator-lb/4 1 2 3 4\nD 10.0.0.1:1 5 16000").unwrap();
+        let s =
+            SharedState::decode(b"alternator-lb/5 1 2 3 4 9\nD 10.0.0.1:1 5 16000 4 9").unwrap();
+        assert_eq!(s.downs, 9);
         assert_eq!(
             s.health[&addr("10.0.0.1:1")],
             Health {
                 state: HealthState::Down,
                 next_probe_ms: 5,
                 wait_ms: 16_000,
+                since_ms: 4,
+                generation: 9,
             }
         );
     }

@@ -152,7 +152,7 @@ impl Stream {
                 } else {
                     sent.route.load.released();
                 }
-                router.observe(&sent.route.node, outcome);
+                router.observe_sent(&sent, outcome);
             }
         }
         if let Some((op, _)) = self.learn {
@@ -257,7 +257,13 @@ pub fn hand_off(
 ) -> Option<Sent> {
     // One clock read, for least-request costs and the latency sample.
     let now = if router.timed() { host.now_nanos() } else { 0 };
-    let Some(route) = chosen.or_else(|| router.pick(now)) else {
+    let picked = match chosen {
+        Some(route) => Some((route, false)),
+        None => router.pick(now),
+    };
+    // Only when no node is known at all: while one is, it gets the request
+    // even if every node looks Down (panic routing).
+    let Some((route, panic)) = picked else {
         let counts = router.count();
         counts.rejected_no_node = counts.rejected_no_node.wrapping_add(1);
         reject(host, &error_body::NO_NODE);
@@ -271,8 +277,16 @@ pub fn hand_off(
         Ok(()) => {
             let counts = router.count();
             counts.routed = counts.routed.wrapping_add(1);
+            if panic {
+                counts.routed_panic = counts.routed_panic.wrapping_add(1);
+            }
             route.load.sent(now);
-            Some(Sent { route, at_ns: now })
+            let generation = route.generation.get();
+            Some(Sent {
+                route,
+                at_ns: now,
+                generation,
+            })
         }
         Err(e) => {
             // Without the filter state the ORIGINAL_DST cluster would

@@ -5,7 +5,7 @@
 //! bits 1-2: the port; bit 3: loopback seeds), the rest is the body.
 #![no_main]
 
-use alternator_lb_core::localnodes::{self, Rules, MAX_NODES};
+use alternator_lb_core::localnodes::{self, Rules, MAX_DESCRIBED, MAX_NODES};
 use alternator_lb_core::model::cidr::{self, Cidr};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
@@ -68,8 +68,12 @@ fuzz_target!(|data: &[u8]| {
                 "a node with port 0 was accepted"
             );
             assert!(
-                answer.refused <= answer.dropped.len(),
+                answer.refused <= answer.dropped.count,
                 "more refused than dropped"
+            );
+            assert!(
+                answer.dropped.described.len() <= MAX_DESCRIBED.min(answer.dropped.count),
+                "more descriptions kept than allowed"
             );
             for n in nodes {
                 assert_eq!(n.port, port, "{n} does not have the configured port");

@@ -9,11 +9,17 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     match SharedState::decode(data) {
         Ok(state) => {
-            // Lists are sorted sets, and the union is theirs.
+            // Lists and the nodes they keep serving are sorted sets, and the
+            // union is theirs.
             for list in &state.lists {
                 assert!(list.nodes.windows(2).all(|w| w[0] < w[1]), "{:?}", list.nodes);
+                assert!(list.retiring.windows(2).all(|w| w[0] < w[1]), "{:?}", list.retiring);
             }
-            let mut union: Vec<_> = state.lists.iter().flat_map(|l| l.nodes.clone()).collect();
+            let mut union: Vec<_> = state
+                .lists
+                .iter()
+                .flat_map(|l| l.nodes.iter().chain(&l.retiring).copied())
+                .collect();
             union.sort_unstable();
             union.dedup();
             assert_eq!(union, state.nodes);

@@ -1,8 +1,8 @@
 """Discovery through a real Envoy: the lease that makes one /localnodes call
 per interval holds on Envoy's own shared data across its worker VMs, list
 changes reach every worker, Envoy's callout failures arrive in the shapes
-the filter names, and with no node known the filter's own 503 reaches the
-client as DynamoDB JSON.
+the filter names, and with every seed unreachable requests still go to
+them (the filter refuses none while it knows a node).
 
 What discovery decides (targets, backoff, the idle pace, bad and empty
 answers, the cap, refused entries) is proven in the core with simulated
@@ -12,15 +12,13 @@ VMs and a clock (core/src/discovery.rs, localnodes.rs, poller/tests.rs).
 from __future__ import annotations
 
 import http.client
-import json
 import time
 
 import pytest
 
 from harness import net
 from harness.proxy import wait_routed
-from harness.traffic import JSON_CONTENT_TYPE as JSON
-from harness.traffic import listener_port, on_new_connection, signed_headers, worker_names
+from harness.traffic import listener_port, signed_headers
 
 
 def test_one_localnodes_call_per_interval_with_four_workers(proxied):
@@ -69,67 +67,47 @@ def test_added_and_removed_nodes_reach_every_worker(proxied):
     assert f"node list changed, now 3 nodes; added [], removed [{gone}:{p.cluster.port}]" in log, log[-3000:]
 
 
-def answer_on_a_new_connection(p) -> tuple[str | None, tuple[int, str | None, bytes]]:
-    """A signed ListTables on a connection of its own: the worker that took
-    it (None if that is not clear) and its status, content type and body.
-    (Envoy ends the connection after a reply sent before the request's body
-    was read, as the filter's own 503 is, so no connection is kept.)"""
-    port = listener_port(p)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    got = {}
-
-    def ask():
-        body = b"{}"
-        conn.request("POST", "/", body=body, headers=signed_headers(p.endpoint, "ListTables", body))
-        resp = conn.getresponse()
-        got["answer"] = (resp.status, resp.getheader("content-type"), resp.read())
-
-    try:
-        worker = on_new_connection(p.envoy, port, ask)
-    finally:
-        conn.close()
-    return worker, got["answer"]
-
-
-def test_no_reachable_node_gives_a_dynamodb_style_503(proxied):
+def test_no_reachable_node_still_gets_the_requests(proxied):
     """Two seeds where nothing listens, nothing ever discovered: the filter
-    answers every request itself, with the 503 an SDK retries, in DynamoDB's
-    JSON. Envoy delivers that local reply with the filter's content type."""
+    never refuses a request while it knows a node. Each request goes to a
+    seed (every seed Down: panic routing, counted in requests_routed_panic)
+    and gets Envoy's own 503 for the refused connection, which SDKs retry;
+    the filter's own 503 (details ``alternator_lb_no_node``) is only for a
+    filter that knows no node at all, which a configured one never is."""
     block = net.reserve_loopback_block()
     try:
         port = net.free_port()
         seeds = [f"{block.address(1)}:{port}", f"{block.address(2)}:{port}"]
         p = proxied(n_nodes=0, seeds=seeds, port=port)
-        # Until a worker knows discovery failed on both seeds (its own failed
-        # requests, or the shared record on its next tick), its requests
-        # still try them and get Envoy's own 503: wait until the latest
-        # answer of every worker is the filter's.
-        latest: dict = {}
-
-        def every_worker_answers_json_503():
-            worker, answer = answer_on_a_new_connection(p)
-            if worker is not None:
-                latest[worker] = answer
-            return (set(latest) == set(worker_names(p.envoy))
-                    and all(a[:2] == (503, JSON) for a in latest.values()))
-
-        try:
-            net.wait_for(every_worker_answers_json_503, timeout=10, interval=0.02)
-        except TimeoutError:
-            raise AssertionError(f"not every worker answers the filter's own 503: {latest}") from None
-        for status, ctype, body in latest.values():
-            doc = json.loads(body)
-            assert doc["__type"].endswith("#ServiceUnavailableException")
-            assert "no Alternator node" in doc["message"]
-        # From then on, whichever worker takes a request answers so (the
-        # client gives up after 30 s: a hanging proxy fails the test).
-        for _ in range(20):
-            worker, (status, ctype, body) = answer_on_a_new_connection(p)
-            assert (status, ctype) == (503, JSON), (worker, status, ctype, body[:200])
-        net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") >= 22,
-                     timeout=5, message="the 503s to be counted")
+        # Each request shows a worker a seed that refuses connections.
+        net.wait_for(lambda: _requests(p, 1) and p.envoy.stat("wasmcustom.alternator_lb.nodes_down") == 2,
+                     timeout=10, message="both seeds Down")
+        answers = _requests(p, 20)
+        assert {status for status, _ in answers} == {503}, answers
+        assert all(b"upstream connect error" in body for _, body in answers), answers[:2]
+        net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_routed_panic") >= 20,
+                     timeout=5, message="the requests routed in panic to be counted")
+        assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") == 0
+        assert p.envoy.log_text().count("requests go to them anyway") == 1
     finally:
         block.release()
+
+
+def _requests(p, n: int) -> list[tuple[int, bytes]]:
+    """``n`` signed ListTables, each on a connection of its own: their
+    statuses and bodies."""
+    port = listener_port(p)
+    answers = []
+    for _ in range(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            body = b"{}"
+            conn.request("POST", "/", body=body, headers=signed_headers(p.endpoint, "ListTables", body))
+            resp = conn.getresponse()
+            answers.append((resp.status, resp.read()))
+        finally:
+            conn.close()
+    return answers
 
 
 @pytest.mark.parametrize("failure", ["refused", "timeout", "http_500"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 from harness import net
 from harness.filter_config import build_wasm, shipped_config
@@ -30,7 +29,14 @@ def with_access_log(path):
     return edit
 
 
-def test_local_replies_are_counted_and_named_in_the_access_log(proxied, dynamodb, table_name, tmp_path):
+def test_requests_routed_in_panic_are_counted_and_envoy_names_their_failure(proxied, dynamodb, table_name,
+                                                                             tmp_path):
+    """Every node stopped: each is marked Down at its first failed connect,
+    and then the filter does not answer itself (its own 503, details
+    ``alternator_lb_no_node``, is only for a filter that knows no node at
+    all): it keeps sending requests to the known nodes, counted in
+    ``requests_routed_panic``, and Envoy's access log names each one's
+    failure as Envoy saw it."""
     access_log = tmp_path / "access.log"
     # Envoy writes access logs out every 10 s by default.
     p = proxied(edit_config=with_access_log(access_log), envoy_args=["--file-flush-interval-msec", "100"],
@@ -39,24 +45,31 @@ def test_local_replies_are_counted_and_named_in_the_access_log(proxied, dynamodb
     create_table(dynamodb(p.endpoint), table_name)
     for addr in p.cluster.addresses:
         p.cluster.stop_node(addr)
-    client = dynamodb(p.endpoint)
-    # Each node fails once (marked Down), then the filter answers itself.
-    rejected = 0
-    deadline = time.monotonic() + 20
-    while rejected < 3 and time.monotonic() < deadline:
+    client = dynamodb(p.endpoint, retries={"max_attempts": 1, "mode": "standard"})
+    # Each failed call shows a worker a node that refuses connections.
+    net.wait_for(lambda: _fail_calls(client, 1) and p.envoy.stat("wasmcustom.alternator_lb.nodes_down") == 3,
+                 timeout=10, message="every node Down")
+    panic_before = p.envoy.stat("wasmcustom.alternator_lb.requests_routed_panic")
+    assert _fail_calls(client, 10) == 10
+    net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_routed_panic") >= panic_before + 10,
+                 timeout=5, message="the panic-routed requests to be counted")
+    lines = lambda: access_log.read_text().splitlines()  # noqa: E731
+    net.wait_for(lambda: sum(line.startswith("503 upstream_reset_before_response_started") for line in lines())
+                 >= 10, timeout=5, message="the 503s in the access log with Envoy's details")
+    assert not any("alternator_lb_no_node" in line for line in lines())
+    assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") == 0
+    assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_handoff_refused") == 0
+
+
+def _fail_calls(client, n: int) -> int:
+    """Makes ``n`` calls, each expected to fail; returns how many did."""
+    failed = 0
+    for _ in range(n):
         try:
             client.list_tables()
-        except Exception as e:  # noqa: BLE001 - the 503 is what is expected
-            if "no Alternator node is available" in str(e):
-                rejected += 1
-    assert rejected >= 3
-    net.wait_for(lambda: p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_no_node") >= 3,
-                 timeout=5, message="the rejections to be counted")
-    named = lambda: sum(line == "503 alternator_lb_no_node"  # noqa: E731
-                        for line in access_log.read_text().splitlines())
-    net.wait_for(lambda: named() >= 3, timeout=5,
-                 message="the 503s in the access log with their details")
-    assert p.envoy.stat("wasmcustom.alternator_lb.requests_rejected_handoff_refused") == 0
+        except Exception:  # noqa: BLE001 - the 503 is what is expected
+            failed += 1
+    return failed
 
 
 def test_affinity_counters_and_discovery_latency_move(make_cluster, proxied, dynamodb, table_name):

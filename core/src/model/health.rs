@@ -3,15 +3,20 @@
 //!
 //! Data only: the transitions are [`crate::health`]'s.
 
-/// A node that may not take requests. A node with no health record is
-/// Active.
+/// Where a node stands. A node without a health record is Active with no
+/// history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealthState {
+    /// Takes requests. Kept in the record only while the node has a history
+    /// worth remembering (a recent Down spell, a generation).
+    Active,
     /// A connection to it failed, or connections were reset before any
     /// response too many times in a row.
     Down,
-    /// It joined the known nodes after the first discovery: Alternator lists
-    /// a node some seconds before it serves.
+    /// It joined the known nodes (listed by an answer, or listed again after
+    /// dropping out): Alternator lists a node some seconds before it
+    /// serves, and an answer may name addresses where nothing answers, so
+    /// it waits for a probe.
     Quarantined,
 }
 
@@ -19,6 +24,7 @@ impl HealthState {
     /// The state's name in log lines.
     pub fn name(self) -> &'static str {
         match self {
+            HealthState::Active => "Active",
             HealthState::Down => "Down",
             HealthState::Quarantined => "Quarantined",
         }
@@ -28,13 +34,43 @@ impl HealthState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Health {
     pub state: HealthState,
-    /// Wall-clock time at which the next probe may start.
+    /// Down or Quarantined: the time at which the next probe may start.
+    /// Active: 0.
     pub next_probe_ms: u64,
-    /// How long before `next_probe_ms` the node was last probed (or went
-    /// Down, or was quarantined). A Down node's waits grow from it, so it
-    /// lives in the shared record: whichever VM leases the next probe must
-    /// know where the backoff stands.
+    /// Down: the wait that led to `next_probe_ms`, the backoff's current
+    /// step; the next one doubles it. Active or Quarantined: the wait the
+    /// node's last Down spell had reached, so that going Down again soon
+    /// resumes the backoff there instead of at its start (0: no such
+    /// memory). It lives in the shared record: whichever VM leases the next
+    /// probe, or sees the node fail, must know where the backoff stands.
     pub wait_ms: u64,
+    /// Down: when it went Down. Active or Quarantined: when it last left
+    /// Down (0: never), from which its memory of the backoff fades.
+    pub since_ms: u64,
+    /// The record's count of entries into Down when this node last went
+    /// Down (0: never, or long enough ago to be forgotten). Requests carry
+    /// the generation they were sent in; an outcome from an older one says
+    /// nothing about the node any more.
+    pub generation: u32,
+}
+
+impl Health {
+    /// A node just listed for the first time, probed at `now_ms`.
+    pub fn newcomer(now_ms: u64) -> Health {
+        Health {
+            state: HealthState::Quarantined,
+            next_probe_ms: now_ms,
+            wait_ms: 0,
+            since_ms: 0,
+            generation: 0,
+        }
+    }
+
+    /// Whether the entry remembers anything beyond its state: a backoff to
+    /// resume, or a generation requests may still carry.
+    pub fn has_history(&self) -> bool {
+        self.state == HealthState::Down || self.wait_ms > 0 || self.generation > 0
+    }
 }
 
 /// Probe periods, from the configuration.

@@ -8,7 +8,7 @@
 use super::address::NodeAddr;
 use super::health::Health;
 use super::sorted;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many failed targets are remembered per query; enough to walk a large
 /// seed list, small enough to keep the shared record short.
@@ -30,6 +30,26 @@ pub struct QueryList {
     /// The answer, sorted and deduplicated; may be empty (an empty rack or
     /// datacenter).
     pub nodes: Vec<NodeAddr>,
+    /// Make before break: the nodes that served this query's part (its
+    /// last list with a routable node, or for its first answer its seeds)
+    /// and that the answer dropped, kept serving while none of `nodes` is
+    /// routable yet; emptied once one is. Sorted.
+    pub retiring: Vec<NodeAddr>,
+}
+
+/// A time read from the record, as this VM acts on it. The record's times
+/// were written by VMs whose clocks may not agree with this one's: a VM
+/// started after the host clock stepped back, or one whose clock runs
+/// apart. A time further ahead of `now_ms` than `horizon_ms`, the longest
+/// any legitimate writer sets it ahead (a round's interval, a probe's wait),
+/// cannot have been meant for this clock: it counts as `now_ms`, so a due
+/// time is due now instead of freezing this VM for as long as the gap.
+pub fn effective_ms(recorded_ms: u64, now_ms: u64, horizon_ms: u64) -> u64 {
+    if recorded_ms > now_ms.saturating_add(horizon_ms) {
+        now_ms
+    } else {
+        recorded_ms
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,14 +61,19 @@ pub struct SharedState {
     /// One entry per query of the topology, by query index. Shorter while
     /// some queries were never touched.
     pub lists: Vec<QueryList>,
-    /// The union of every list, sorted: the known nodes (health, probes and
-    /// metrics work on it). Keep it in step with [`SharedState::refresh_nodes`].
+    /// The union of every list and every list's retiring nodes, sorted: the
+    /// known nodes (health, probes and metrics work on it). Keep it in step
+    /// with [`SharedState::refresh_nodes`].
     pub nodes: Vec<NodeAddr>,
     /// Wall-clock time of the last stored `/localnodes` answer (0: never).
     pub last_success_ms: u64,
     /// Last time any worker reported requests, at most a second stale.
     pub last_activity_ms: u64,
-    /// Nodes that may not take requests; a node not here is Active.
+    /// Entries into Down so far (wrapping, never 0 once counted): each node
+    /// that goes Down takes the next count as its generation.
+    pub downs: u32,
+    /// Nodes that may not take requests, and nodes with a history worth
+    /// keeping (see [`crate::health`]); a node not here is Active.
     pub health: BTreeMap<NodeAddr, Health>,
 }
 
@@ -66,7 +91,34 @@ impl SharedState {
 
     /// Recomputes [`SharedState::nodes`] from the lists.
     pub fn refresh_nodes(&mut self) {
-        self.nodes = sorted::union(self.lists.iter().map(|l| l.nodes.as_slice()));
+        self.nodes = sorted::union(
+            self.lists
+                .iter()
+                .flat_map(|l| [l.nodes.as_slice(), l.retiring.as_slice()]),
+        );
+    }
+
+    /// Forgets every node `keep` refuses, wherever the record names it (a
+    /// list, a failed target, health); returns how many distinct nodes that
+    /// was.
+    pub fn retain_nodes(&mut self, keep: impl Fn(&NodeAddr) -> bool) -> usize {
+        let named = self
+            .lists
+            .iter()
+            .flat_map(|l| l.nodes.iter().chain(&l.failed).chain(&l.retiring))
+            .chain(self.health.keys());
+        let refused: BTreeSet<&NodeAddr> = named.filter(|n| !keep(n)).collect();
+        let refused = refused.len();
+        if refused > 0 {
+            for list in &mut self.lists {
+                list.nodes.retain(&keep);
+                list.failed.retain(&keep);
+                list.retiring.retain(&keep);
+            }
+            self.health.retain(|n, _| keep(n));
+            self.refresh_nodes();
+        }
+        refused
     }
 
     /// Whether `node` failed any query since that query's last answer.

@@ -8,30 +8,25 @@ use crate::model::record::SharedState;
 use crate::model::NodeAddr;
 use crate::topology::Topology;
 
-/// How many dropped entries a warning names; a hostile 1 MiB answer must
-/// not make a log line of megabytes.
-pub const NAMED_ENTRIES: usize = 10;
-
-/// The first [`NAMED_ENTRIES`] descriptions, and how many more there were.
-pub fn first_few(dropped: &[String]) -> String {
-    let named = dropped
-        .iter()
-        .take(NAMED_ENTRIES)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    match dropped.len().checked_sub(NAMED_ENTRIES) {
-        Some(more) if more > 0 => format!("{named}; and {more} more"),
-        _ => named,
-    }
-}
-
 fn list(nodes: &[NodeAddr]) -> String {
     nodes
         .iter()
         .map(NodeAddr::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// How many nodes the quarantined and kept lists of a change name; a
+/// hostile answer quarantines 1024.
+const NAMED_NODES: usize = 10;
+
+/// The first [`NAMED_NODES`] of `nodes`, and how many more there are.
+fn few(nodes: &[NodeAddr]) -> String {
+    let named = list(nodes.get(..NAMED_NODES).unwrap_or(nodes));
+    match nodes.len().saturating_sub(NAMED_NODES) {
+        0 => named,
+        more => format!("{named}, and {more} more"),
+    }
 }
 
 /// Logs what `event` (a result from `target`) did to `state`; `error` is
@@ -57,28 +52,42 @@ pub fn event(
             first,
             recovered_after,
             quarantined,
+            kept,
+            forgotten,
         } => {
             if *recovered_after > 0 {
                 log::info!("discovery recovered after {recovered_after} failed attempts ({query})");
             }
+            let mut more = String::new();
+            if !quarantined.is_empty() {
+                more.push_str(&format!(
+                    "; quarantined until a probe succeeds: [{}]",
+                    few(quarantined)
+                ));
+            }
+            if !kept.is_empty() {
+                let whose = if *first { "seeds" } else { "nodes it dropped" };
+                more.push_str(&format!(
+                    "; the {whose} keep serving until one of its nodes passes a probe: [{}]",
+                    few(kept)
+                ));
+            }
             if *first {
                 log::info!(
-                    "discovered {total} nodes from {target} ({query}): {}",
+                    "discovered {total} nodes from {target} ({query}): {}{more}",
                     list(nodes_of(*q))
                 );
             } else {
-                let quarantined = if quarantined.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; quarantined until a probe succeeds: [{}]",
-                        list(quarantined)
-                    )
-                };
                 log::info!(
-                    "node list changed, now {total} nodes; added [{}], removed [{}]{quarantined} ({query})",
+                    "node list changed, now {total} nodes; added [{}], removed [{}]{more} ({query})",
                     list(added),
                     list(removed),
+                );
+            }
+            if *forgotten > 0 {
+                log::info!(
+                    "forgot the health history of {forgotten} nodes no list names any more (at most {} are kept)",
+                    crate::health::MAX_UNLISTED
                 );
             }
         }
@@ -125,12 +134,13 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
-    fn a_warning_names_a_few_entries_and_counts_the_rest() {
-        let dropped: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
-        let line = first_few(&dropped);
-        assert!(line.starts_with("e0; e1; "), "{line}");
-        assert!(line.ends_with("e9; and 15 more"), "{line}");
-        assert_eq!(first_few(&dropped[..2]), "e0; e1");
-        assert_eq!(first_few(&dropped[..10]).matches(';').count(), 9);
+    fn long_node_lists_are_named_in_part() {
+        let nodes: Vec<NodeAddr> = (1..=25)
+            .map(|i| format!("10.0.0.{i}:8000").parse().unwrap())
+            .collect();
+        assert_eq!(few(&nodes[..2]), "10.0.0.1:8000, 10.0.0.2:8000");
+        let line = few(&nodes);
+        assert!(line.starts_with("10.0.0.1:8000, "), "{line}");
+        assert!(line.ends_with("10.0.0.10:8000, and 15 more"), "{line}");
     }
 }

@@ -195,25 +195,51 @@ fn a_down_node_is_probed_once_per_period_and_comes_back_everywhere() {
         .any(|l| l == "INFO node 10.0.0.2:8000 is back: probe succeeded; routing to it again"));
 }
 
+/// Never refuse while nodes are known: with every node Down, requests go
+/// to the known nodes anyway, least recently failed first (the node that
+/// went Down longest ago), counted apart; one log line when it starts and
+/// one when a probe brings a node back, whichever VMs see it.
 #[test]
-fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
+fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_back() {
+    capture_logs();
     let sim = discovered(CONFIG, 3);
     sim.cluster.borrow_mut().dead = NODES.iter().map(|n| n.to_string()).collect();
-    for node in all() {
+    // They fail one after another, 10.0.0.3 first.
+    for node in all().into_iter().rev() {
         sim.router(1)
             .borrow_mut()
             .observe(&node, Outcome::ConnectFailed);
+        sim.run(sim.tick_ms);
     }
     sim.run(300);
     for vm in 0..3 {
         assert!(sim.routed(vm).is_empty(), "VM {vm}");
+        assert_eq!(
+            sim.router(vm).borrow().panic_nodes(),
+            [all()[2], all()[1], all()[0]],
+            "VM {vm}: least recently failed first"
+        );
     }
-    let request = TestStream::default();
-    let mut stream = Stream::new(1, sim.router(2));
-    assert_eq!(stream.on_request_headers(&request, true), Action::Pause);
+    // Each worker's first request of the episode goes to the node that
+    // failed longest ago, the next ones in that order.
+    for (id, want) in [(1, 2), (2, 1), (3, 0), (4, 2)] {
+        let request = TestStream::default();
+        let mut stream = Stream::new(id, sim.router(2));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        assert!(request.replies.borrow().is_empty());
+        assert_eq!(
+            request.handed.borrow()[0],
+            crate::filter_state::route_to(&all()[want])
+        );
+    }
+    sim.run(sim.tick_ms);
     assert_eq!(
-        request.replies.borrow()[0].body,
-        crate::error_body::NO_NODE.body
+        sim.process.stat("alternator_lb.requests_routed_panic"),
+        Some(4)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_rejected_no_node"),
+        Some(0)
     );
     // Discovery still lists them; the list is kept while it fails.
     sim.run(3_000);
@@ -224,7 +250,49 @@ fn with_every_node_down_requests_get_the_503_until_probes_bring_nodes_back() {
         assert_eq!(sim.routed(vm), all(), "VM {vm}");
     }
     let request = TestStream::default();
-    let mut stream = Stream::new(2, sim.router(2));
+    let mut stream = Stream::new(9, sim.router(2));
+    assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_routed_panic"),
+        Some(4)
+    );
+    let lines = logs();
+    let started: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("requests go to them anyway"))
+        .collect();
+    assert_eq!(started.len(), 1, "{lines:?}");
+    assert!(started[0].starts_with(
+        "WARN no node of any routing scope can take requests (all 3 known nodes are Down or Quarantined)"
+    ));
+    let ended = lines
+        .iter()
+        .filter(|l| l.contains("panic routing ends"))
+        .count();
+    assert_eq!(ended, 1, "{lines:?}");
+}
+
+/// Before anything is discovered, with every seed Down, requests go to the
+/// seeds anyway: a filter whose seeds all failed a request once refuses
+/// nothing.
+#[test]
+fn with_every_seed_down_before_discovery_requests_still_go_to_the_seeds() {
+    let sim = Sim::new(
+        r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "discovery_cluster": "typo"}"#,
+        2,
+        &NODES,
+    );
+    sim.run(300);
+    for node in [a("10.0.0.1:8000"), a("10.0.0.2:8000")] {
+        sim.router(0)
+            .borrow_mut()
+            .observe(&node, Outcome::ConnectFailed);
+    }
+    sim.run(300);
+    assert!(sim.routed(1).is_empty());
+    let request = TestStream::default();
+    let mut stream = Stream::new(1, sim.router(1));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
@@ -929,12 +997,16 @@ fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     );
 }
 
-/// A Down node that `/localnodes` stops listing is forgotten; listed again,
-/// it is quarantined and probed every `quarantine_probe_interval_ms` (1 s),
-/// not where its Down backoff had got to.
+/// A Down node that `/localnodes` stops listing keeps its history, unprobed
+/// while unlisted; listed again (still not serving) it is still Down on its
+/// backoff: probed once at once, since its probe came due meanwhile, then
+/// every 30 s, not every second like a newcomer. Serving again, it is back
+/// at its next probe.
 #[test]
-fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule() {
-    let sim = discovered(DEFAULTS, 3);
+fn a_node_listed_again_after_dropping_out_keeps_its_down_history() {
+    // The shipped defaults, never idle within the test.
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
+    let sim = discovered(config, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.router(0)
@@ -944,31 +1016,520 @@ fn a_node_listed_again_after_dropping_out_is_probed_on_the_quarantine_schedule()
     let record = sim.process.record().unwrap();
     assert_eq!(record.health[&victim].state, HealthState::Down);
     assert_eq!(record.health[&victim].wait_ms, 30_000, "backed off");
-    // The cluster drops it from /localnodes: forgotten.
+    // The cluster drops it from /localnodes: kept aside, not probed.
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
     sim.run(2_000);
+    let before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.run(40_000);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before);
     let record = sim.process.record().unwrap();
     assert!(!record.nodes.contains(&victim));
-    assert!(record.health.is_empty(), "{:?}", record.health);
-    // Listed again, still not serving: Quarantined, probed every second.
+    assert_eq!(record.health[&victim].state, HealthState::Down);
+    assert_eq!(sim.process.stat("alternator_lb.nodes_down"), Some(0));
+    // Listed again, still not serving: Down, probed once, then 30 s later.
     sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
-    let before = probes_of(&sim, "10.0.0.2:8000").len();
-    sim.run(1_000 + sim.tick_ms);
+    sim.run(1_000 + 2 * sim.tick_ms);
     let record = sim.process.record().unwrap();
-    assert_eq!(record.health[&victim].state, HealthState::Quarantined);
-    sim.run(4_000);
-    let probes = probes_of(&sim, "10.0.0.2:8000");
-    let since: Vec<u64> = probes[before..].iter().map(|c| c.at_ms).collect();
-    assert!(since.len() >= 4, "{since:?}");
-    for pair in since.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!((1_000..1_000 + sim.tick_ms + 5).contains(&gap), "{since:?}");
-    }
+    assert_eq!(record.health[&victim].state, HealthState::Down);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before + 1);
+    sim.run(20_000);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), before + 1);
     for vm in 0..3 {
         assert!(!sim.routed(vm).contains(&victim), "VM {vm}");
     }
-    // Serving: back within a quarantine period (and a tick).
+    // Serving: back at its next probe.
     sim.cluster.borrow_mut().dead.clear();
-    let back = until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms);
-    assert!(back.is_some(), "not back within a quarantine period");
+    let back = until_routed_everywhere(&sim, victim, 10_000 + 2 * sim.tick_ms);
+    assert!(back.is_some(), "not back at its next probe");
+}
+
+/// A `discovery_cluster` that names no cluster (a typo Envoy's validation
+/// cannot see): every `/localnodes` call fails before it is made, yet the
+/// seeds answer requests. A discovery failure is not a node failure: the
+/// seeds keep taking requests on every VM, and the failures are logged and
+/// counted as ever.
+#[test]
+fn a_failing_discovery_never_takes_the_seeds_out_of_routing() {
+    capture_logs();
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "discovery_cluster": "typo"}"#;
+    let sim = Sim::new(config, 3, &NODES);
+    sim.run(5_000);
+    let seeds = vec![a("10.0.0.1:8000"), a("10.0.0.2:8000")];
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), seeds, "VM {vm}");
+    }
+    let failures = sim
+        .process
+        .stat("alternator_lb.discovery_failures")
+        .unwrap();
+    assert!(failures >= 4, "{failures} failures counted");
+    let record = sim.process.record().unwrap();
+    assert!(!record.discovered());
+    assert!(record.has_failed(&seeds[0]) && record.has_failed(&seeds[1]));
+    assert!(
+        logs()
+            .iter()
+            .any(|l| l.contains("could not call cluster \"typo\"")),
+        "{:?}",
+        logs()
+    );
+    // Requests go to the seeds.
+    let request = TestStream::default();
+    let mut stream = Stream::new(1, sim.router(1));
+    assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+    assert_eq!(request.handed.borrow().len(), 1);
+}
+
+/// Two filter instances (or a configuration being changed) with different
+/// `allowed_cidrs` in one Envoy: each keeps its own record, so neither
+/// routes over a list the other's ranges let through.
+#[test]
+fn filters_with_different_allowed_ranges_keep_separate_records() {
+    let narrow = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#;
+    let wide = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/8"]}"#;
+    let listed = ["10.0.0.1", "10.0.0.2", "10.1.0.4"];
+    let sim = Sim::with_configs(&[narrow, wide, narrow, wide], &listed);
+    sim.run(3_000);
+    let records: Vec<String> = sim
+        .process
+        .keys()
+        .into_iter()
+        .filter(|k| !k.ends_with(".tables") && !k.ends_with(".nohold"))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let outsider = a("10.1.0.4:8000");
+    for vm in [0, 2] {
+        assert_eq!(
+            sim.routed(vm),
+            [a("10.0.0.1:8000"), a("10.0.0.2:8000")],
+            "VM {vm}"
+        );
+    }
+    for vm in [1, 3] {
+        assert!(sim.routed(vm).contains(&outsider), "VM {vm}");
+    }
+}
+
+/// Shared data has no owner: whatever a record lists, every VM checks it
+/// against its own rules and never routes, probes or asks a node they
+/// refuse.
+#[test]
+fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
+    capture_logs();
+    let config = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#;
+    let sim = discovered(config, 3);
+    let mut record = sim.process.record().unwrap();
+    let outsiders = [a("10.1.0.4:8000"), a("169.254.169.254:8000")];
+    record.lists[0].nodes.extend(outsiders);
+    record.lists[0].nodes.sort();
+    record.refresh_nodes();
+    // One listed as Active, one as Down (a probe would be due at once).
+    let periods = crate::model::health::ProbePeriods {
+        down_ms: 1_000,
+        quarantine_ms: 1_000,
+    };
+    record = crate::health::mark_down_now(&record, outsiders[1], 0, periods).unwrap();
+    sim.process.set_record(&record);
+    let calls_before = sim.process.calls.borrow().len();
+    // Every VM takes the record up within a tick (before the next round
+    // replaces its list).
+    sim.run(2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    sim.run(5_000);
+    let calls = sim.process.calls.borrow()[calls_before..].to_vec();
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.to("10.1.0.4") && !c.to("169.254.169.254")),
+        "{calls:#?}"
+    );
+    assert!(
+        logs().iter().any(|l| l.contains("nodes its rules refuse")),
+        "{:?}",
+        logs()
+    );
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Idle after 3 s without requests, then polled every 20 s.
+const IDLE_3S: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+    "idle_after_ms": 3000, "idle_refresh_interval_ms": 20000}"#;
+
+/// Runs the simulation for `ms`, with one request through one of the VMs
+/// (in turn) every 100 ms: requests flow, so the process is active.
+fn serve_for(sim: &Sim, ms: u64) {
+    for i in 0..ms / 100 {
+        let vm = i as usize % sim.vms.len();
+        let request = TestStream::default();
+        let mut stream = Stream::new(i as u32 + 1, sim.router(vm));
+        stream.on_request_headers(&request, true);
+        sim.run(100);
+    }
+}
+
+fn rounds_during(sim: &Sim, run: impl FnOnce(&Sim)) -> usize {
+    let before = sim.discovery_calls().len();
+    run(sim);
+    sim.discovery_calls().len() - before
+}
+
+/// The host clock steps back an hour while a node is Down: every time the
+/// record holds (the next round's, the next probe's, the last activity)
+/// is then an hour ahead of every VM's clock. None of it may freeze the
+/// VMs for that hour: rounds keep their pace, the Down node keeps being
+/// probed and comes back when it serves, idleness is still noticed, and
+/// the list's age stays a few seconds.
+#[test]
+fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
+    let sim = discovered(IDLE_3S, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    serve_for(&sim, 2_000);
+    assert_eq!(
+        sim.process.record().unwrap().health[&victim].state,
+        HealthState::Down
+    );
+    let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.process.step_back(HOUR_MS);
+
+    let rounds = rounds_during(&sim, |sim| serve_for(sim, 6_000));
+    assert!((5..=7).contains(&rounds), "{rounds} rounds in 6 s");
+    let probes = probes_of(&sim, "10.0.0.2:8000").len() - probes_before;
+    assert!(probes >= 2, "{probes} probes of the Down node in 6 s");
+    let age = sim.process.stat("alternator_lb.node_list_age_ms").unwrap();
+    assert!((0..1_500).contains(&age), "list age {age} ms");
+    // It serves again: back everywhere at its next probe (8 s after the
+    // last by now).
+    sim.cluster.borrow_mut().dead.clear();
+    assert!(until_routed_everywhere(&sim, victim, 9_000).is_some());
+
+    // Requests flow, then stop: idle after 3 s, then a round every 20 s.
+    serve_for(&sim, 2_000);
+    let rounds = rounds_during(&sim, |sim| sim.run(30_000));
+    assert!((3..=6).contains(&rounds), "{rounds} rounds in 30 s idle");
+}
+
+/// The host clock jumps an hour ahead: every due time has long passed. Each
+/// is taken once, not once per interval missed: one round and then the
+/// usual pace, one probe of the Down node and then its backoff.
+#[test]
+fn a_clock_jumping_an_hour_ahead_replays_nothing() {
+    let sim = discovered(IDLE_3S, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(0)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    serve_for(&sim, 2_000);
+    let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
+    sim.process.jump(HOUR_MS);
+
+    let rounds = rounds_during(&sim, |sim| serve_for(sim, 5_000));
+    assert!((5..=6).contains(&rounds), "{rounds} rounds in 5 s");
+    let probes: Vec<u64> = probes_of(&sim, "10.0.0.2:8000")[probes_before..]
+        .iter()
+        .map(|c| c.at_ms)
+        .collect();
+    assert!((1..=2).contains(&probes.len()), "probes at {probes:?}");
+    let age = sim.process.stat("alternator_lb.node_list_age_ms").unwrap();
+    assert!((0..1_500).contains(&age), "list age {age} ms");
+    // Idleness is noticed an idle_after later as usual.
+    let rounds = rounds_during(&sim, |sim| sim.run(30_000));
+    assert!((3..=6).contains(&rounds), "{rounds} rounds in 30 s idle");
+}
+
+/// Opens a request on VM `vm` and sends it on until one goes to `target`
+/// (round robin); the others are answered. Returns the request, still
+/// awaiting its answer, and its stream.
+fn in_flight_to(sim: &Sim, vm: usize, target: NodeAddr) -> (TestStream, Stream) {
+    let args = crate::filter_state::route_to(&target);
+    for id in 1..=64 {
+        let request = TestStream::default();
+        let mut stream = Stream::new(id, sim.router(vm));
+        assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
+        if request.handed.borrow().first() == Some(&args) {
+            return (request, stream);
+        }
+        stream.on_response_headers(&request);
+    }
+    panic!("{target} is not routed by VM {vm}");
+}
+
+/// A node whose probe passes but whose requests fail: each time a VM
+/// routes to it again, its next request fails. Recovery no longer forgets
+/// the backoff: the node is back after 1, 2, 4, 8, 16, then every 30 s,
+/// about 7 spells in a minute and a probe per spell, not one a second.
+#[test]
+fn a_node_whose_probe_passes_but_requests_fail_backs_off() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    let mut downs_at = Vec::new();
+    let mut was_routed = true;
+    for _ in 0..600 {
+        let routed = (0..3).any(|vm| sim.routed(vm).contains(&victim));
+        for vm in 0..3 {
+            if sim.routed(vm).contains(&victim) {
+                let (_, mut stream) = in_flight_to(&sim, vm, victim);
+                let failed = TestStream {
+                    flags: crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE,
+                    ..TestStream::default()
+                };
+                stream.on_response_headers(&failed);
+            }
+        }
+        if was_routed && !routed {
+            downs_at.push(sim.process.now_ms());
+        }
+        was_routed = routed;
+        sim.run(100);
+    }
+    let gaps: Vec<u64> = downs_at.windows(2).map(|w| (w[1] - w[0]) / 1_000).collect();
+    println!(
+        "Down spells {} s apart",
+        gaps.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let spells = sim.process.stat("alternator_lb.nodes_marked_down").unwrap();
+    assert!(
+        (5..=8).contains(&spells),
+        "{spells} spells in 60 s, gaps {gaps:?}"
+    );
+    let probes = probes_of(&sim, "10.0.0.2:8000").len();
+    assert!(probes <= 8, "{probes} probes in 60 s");
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "gaps grow: {gaps:?}");
+}
+
+/// After its flapping stops, a node that stays up forgets its backoff: a
+/// minute later, a single failure takes it out for 1 s, not 30.
+#[test]
+fn a_node_that_stays_up_forgets_its_backoff() {
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
+    let sim = discovered(config, 3);
+    let victim = a("10.0.0.2:8000");
+    // Four spells in a row: its backoff is at 16 s.
+    for _ in 0..4 {
+        let vm = 0;
+        until_routed_everywhere(&sim, victim, 40_000).expect("back");
+        sim.router(vm)
+            .borrow_mut()
+            .observe(&victim, Outcome::ConnectFailed);
+        sim.run(2 * sim.tick_ms);
+    }
+    until_routed_everywhere(&sim, victim, 40_000).expect("back");
+    let record = sim.process.record().unwrap();
+    assert_eq!(
+        record.health[&victim].wait_ms, 16_000,
+        "{:?}",
+        record.health
+    );
+    // Up for a minute: the memory fades and is forgotten.
+    sim.run(60_000);
+    assert!(sim.process.record().unwrap().health.is_empty());
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.run(2 * sim.tick_ms);
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.health[&victim].wait_ms, 1_000);
+    assert!(until_routed_everywhere(&sim, victim, 1_000 + 2 * sim.tick_ms).is_some());
+}
+
+/// A request sent to a node before it went Down, and failing only after
+/// the node came back, says nothing about the node since: it does not take
+/// it out again (the node-health spec's attempt generation).
+#[test]
+fn the_outcome_of_a_request_sent_before_a_node_went_down_does_not_count_after() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    // VM 0 sends a request to the node; it hangs.
+    let (_, mut late) = in_flight_to(&sim, 0, victim);
+    // The node dies (VM 1 sees it), and comes back at its first probe.
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.run(2 * sim.tick_ms);
+    assert!(!sim.routed(0).contains(&victim));
+    until_routed_everywhere(&sim, victim, 2_000).expect("back after its probe");
+    // Now the old request fails: it was sent before the node went Down.
+    let failed = TestStream {
+        flags: crate::health::FLAG_UPSTREAM_CONNECTION_FAILURE,
+        ..TestStream::default()
+    };
+    late.on_response_headers(&failed);
+    assert!(
+        sim.routed(0).contains(&victim),
+        "taken out by a stale failure"
+    );
+    sim.run(2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert!(sim.routed(vm).contains(&victim), "VM {vm}");
+    }
+    assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(1));
+    // A request sent now, failing, counts.
+    let (_, mut fresh) = in_flight_to(&sim, 0, victim);
+    fresh.on_response_headers(&failed);
+    assert!(!sim.routed(0).contains(&victim));
+}
+
+/// Make before break: `/localnodes` answers with three addresses where
+/// nothing listens. Every VM keeps routing over the nodes that served,
+/// while the newcomers are probed and fail; when the answer names the
+/// cluster again, nothing has changed for requests.
+#[test]
+fn an_answer_of_dead_addresses_never_replaces_the_serving_nodes() {
+    capture_logs();
+    let sim = discovered(DEFAULTS, 3);
+    let dead = ["10.9.0.1", "10.9.0.2", "10.9.0.3"];
+    {
+        let mut cluster = sim.cluster.borrow_mut();
+        cluster.dead = dead.iter().map(|n| n.to_string()).collect();
+        cluster.listed = dead.iter().map(|n| n.to_string()).collect();
+    }
+    for _ in 0..50 {
+        sim.run(100);
+        for vm in 0..3 {
+            assert_eq!(sim.routed(vm), all(), "VM {vm}");
+        }
+    }
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.lists[0].nodes.len(), 3);
+    assert_eq!(record.lists[0].retiring, all());
+    assert_eq!(sim.process.stat("alternator_lb.nodes_quarantined"), Some(3));
+    assert!(dead.iter().all(|d| sim.probes().iter().any(|c| c.to(d))));
+    assert!(
+        logs().iter().any(|l| l.contains(
+            "the nodes it dropped keep serving until one of its nodes passes a probe: \
+             [10.0.0.1:8000, 10.0.0.2:8000, 10.0.0.3:8000]"
+        )),
+        "{:?}",
+        logs()
+    );
+    sim.cluster.borrow_mut().listed = NODES.iter().map(|n| n.to_string()).collect();
+    sim.run(1_000 + 2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let record = sim.process.record().unwrap();
+    assert!(record.lists[0].retiring.is_empty());
+    assert!(record.health.is_empty(), "{:?}", record.health);
+}
+
+/// The same with an answer of 60,000 such addresses, under the size
+/// limit: 1,024 are kept and probed, a few at a time, and the nodes that
+/// served keep serving on every VM.
+#[test]
+fn sixty_thousand_dead_addresses_never_replace_the_serving_nodes() {
+    let sim = discovered(DEFAULTS, 3);
+    let dead: Vec<String> = (0..60_000)
+        .map(|i| format!("10.9.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let probes_before = sim.probes().len();
+    {
+        let mut cluster = sim.cluster.borrow_mut();
+        cluster.dead = dead.clone();
+        cluster.listed = dead;
+    }
+    sim.run(3_000);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), all(), "VM {vm}");
+    }
+    let record = sim.process.record().unwrap();
+    assert_eq!(record.lists[0].nodes.len(), crate::localnodes::MAX_NODES);
+    assert_eq!(record.lists[0].retiring, all());
+    // Probes: at most 4 a tick per VM.
+    let probes = sim.probes().len() - probes_before;
+    let ticks = 3 * 3_000 / sim.tick_ms as usize;
+    assert!(probes <= 4 * ticks, "{probes} probes in 3 s");
+    assert!(probes >= 100, "{probes} probes in 3 s");
+}
+
+/// Make before break at start-up: the first answer lists only addresses
+/// where nothing listens. The seed, which was serving, keeps serving.
+#[test]
+fn a_first_answer_of_dead_addresses_leaves_the_seed_serving() {
+    let sim = Sim::new(r#"{"seeds": ["10.0.0.1"]}"#, 3, &["10.9.0.1", "10.9.0.2"]);
+    sim.cluster.borrow_mut().dead = vec!["10.9.0.1".into(), "10.9.0.2".into()];
+    sim.run(5_000);
+    assert!(sim.process.record().unwrap().discovered());
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), [a("10.0.0.1:8000")], "VM {vm}");
+    }
+    // Once one of them serves, it replaces the seed everywhere.
+    sim.cluster.borrow_mut().dead = vec!["10.9.0.1".into()];
+    sim.run(1_000 + 2 * sim.tick_ms);
+    for vm in 0..3 {
+        assert_eq!(sim.routed(vm), [a("10.9.0.2:8000")], "VM {vm}");
+    }
+}
+
+/// Nodes an answer adds are probed at once, a few per tick and VM: forty
+/// healthy newcomers are all routed by every VM within a second of the
+/// answer, and none before its probe passed.
+#[test]
+fn new_nodes_are_probed_at_once_and_routed_within_a_second() {
+    let sim = discovered(DEFAULTS, 3);
+    let newcomers: Vec<String> = (1..=40).map(|i| format!("10.0.1.{i}")).collect();
+    sim.cluster
+        .borrow_mut()
+        .listed
+        .extend(newcomers.iter().cloned());
+    let calls = sim.discovery_calls().len();
+    while sim.discovery_calls().len() == calls {
+        sim.run(1);
+    }
+    let asked = sim.process.now_ms();
+    let want: Vec<NodeAddr> = newcomers.iter().map(|n| a(&format!("{n}:8000"))).collect();
+    let mut routed_at = None;
+    for _ in 0..2_000 {
+        sim.run(10);
+        for vm in 0..3 {
+            for n in sim.routed(vm) {
+                if want.contains(&n) {
+                    let probed = sim
+                        .probes()
+                        .iter()
+                        .any(|c| c.to(&n.ip.to_string()) && c.answered);
+                    assert!(probed, "{n} routed before its probe");
+                }
+            }
+        }
+        if (0..3).all(|vm| want.iter().all(|n| sim.routed(vm).contains(n))) {
+            routed_at = Some(sim.process.now_ms() - asked);
+            break;
+        }
+    }
+    let took = routed_at.expect("every newcomer routed");
+    println!("40 newcomers routed everywhere {took} ms after the answer was asked for");
+    assert!(took <= 1_000, "{took} ms");
+}
+
+/// A node's failure streak goes with it when the lists drop it: listed
+/// again and serving, it starts with a clean count, so one reset does not
+/// complete a streak begun before it left (and the streaks of nodes that
+/// come and go do not pile up).
+#[test]
+fn a_failure_streak_is_forgotten_when_its_node_leaves_the_list() {
+    let sim = discovered(DEFAULTS, 2);
+    let victim = a("10.0.0.2:8000");
+    for _ in 0..2 {
+        sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+    }
+    sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
+    sim.run(1_000 + 2 * sim.tick_ms);
+    assert!(!sim.routed(0).contains(&victim));
+    sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
+    until_routed_everywhere(&sim, victim, 3_000).expect("listed again and probed");
+    sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+    assert!(
+        sim.routed(0).contains(&victim),
+        "one reset, not three in a row"
+    );
 }

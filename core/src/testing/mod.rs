@@ -4,7 +4,8 @@
 //! - [`Process`]: what the VMs of one Envoy share: shared data with Envoy's
 //!   exact compare-and-set rules (one process-wide token counter, `cas` 0
 //!   writes unconditionally, an absent entry accepts any token), the clock
-//!   (which the test moves), the stats, and the callouts made so far.
+//!   (which the test moves, and may step back or jump), the stats, and the
+//!   callouts made so far.
 //! - [`TestHost`]: one VM's [`Host`] on a process.
 //! - [`Sim`]: N VMs on one process, ticking at their own phases, with a
 //!   simulated Alternator cluster answering their callouts.
@@ -60,7 +61,12 @@ pub struct Reply(pub Option<(u32, Vec<u8>)>);
 
 pub struct Process {
     pub config: RefCell<Vec<u8>>,
+    /// Monotonic time: what Envoy's timers (ticks) and the network (answer
+    /// latency) run on, and what [`Call::at_ms`] records.
     clock_ms: Cell<u64>,
+    /// What the host clock every VM reads is ahead of [`Process::now_ms`]
+    /// (negative: behind): 0 until the test steps the clock.
+    wall_offset_ms: Cell<i64>,
     store: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     stats: RefCell<Vec<(String, MetricKind, i64)>>,
@@ -79,6 +85,7 @@ impl Process {
         Rc::new(Process {
             config: RefCell::new(config.as_bytes().to_vec()),
             clock_ms: Cell::new(1_700_000_000_000),
+            wall_offset_ms: Cell::new(0),
             store: RefCell::new(BTreeMap::new()),
             next_cas: Cell::new(1),
             stats: RefCell::new(Vec::new()),
@@ -99,6 +106,29 @@ impl Process {
         self.clock_ms.set(self.clock_ms.get() + ms);
     }
 
+    /// The host clock the VMs read (`get_current_time`): the monotonic
+    /// time plus whatever steps the test made.
+    pub fn wall_ms(&self) -> u64 {
+        self.clock_ms
+            .get()
+            .saturating_add_signed(self.wall_offset_ms.get())
+    }
+
+    /// Steps the host clock back by `ms`, as an NTP correction or an
+    /// operator might: ticks and answers keep coming on time (Envoy's
+    /// timers are monotonic), but every VM reads an earlier time.
+    pub fn step_back(&self, ms: u64) {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self.wall_offset_ms.set(self.wall_offset_ms.get() - ms);
+    }
+
+    /// Jumps the host clock forward by `ms` without time passing: a
+    /// suspended VM resumed, or a clock corrected forward.
+    pub fn jump(&self, ms: u64) {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self.wall_offset_ms.set(self.wall_offset_ms.get() + ms);
+    }
+
     /// The discovery record (the entry that is not the learned tables').
     pub fn record(&self) -> Option<crate::model::record::SharedState> {
         let store = self.store.borrow();
@@ -106,6 +136,19 @@ impl Process {
             .iter()
             .find(|(k, _)| k.starts_with("alternator_lb.discovery.") && !k.ends_with(".tables"))?;
         crate::model::record::SharedState::decode(bytes).ok()
+    }
+
+    /// Overwrites the discovery record with `state`, as any plugin sharing
+    /// the VM id could (Envoy's shared data has no owner).
+    pub fn set_record(&self, state: &crate::model::record::SharedState) {
+        let mut store = self.store.borrow_mut();
+        let cas = self.next_cas();
+        if let Some((_, entry)) = store
+            .iter_mut()
+            .find(|(k, _)| k.starts_with("alternator_lb.discovery.") && !k.ends_with(".tables"))
+        {
+            *entry = (state.encode(), cas);
+        }
     }
 
     pub fn keys(&self) -> Vec<String> {
@@ -199,7 +242,7 @@ impl Host for TestHost {
 
     fn now_nanos(&self) -> u64 {
         // VMs configured at the same instant still get different seeds.
-        self.process.now_ms() * 1_000_000 + self.vm as u64 * 7_919
+        self.process.wall_ms() * 1_000_000 + self.vm as u64 * 7_919
     }
 
     fn set_tick_period_ms(&self, _period_ms: u32) -> Result<(), HostError> {
@@ -378,9 +421,20 @@ impl Sim {
     /// `vms` VMs configured with `config`, one after another, at the same
     /// instant; the cluster lists `listed`.
     pub fn new(config: &str, vms: usize, listed: &[&str]) -> Sim {
-        let process = Process::new(config);
-        let pollers = (0..vms)
-            .map(|vm| {
+        Sim::with_configs(&vec![config; vms], listed)
+    }
+
+    /// One VM per configuration, all in one process: VM `i` is configured
+    /// with `configs[i]` (two filter instances, or two versions of one
+    /// filter's configuration, in one Envoy).
+    pub fn with_configs(configs: &[&str], listed: &[&str]) -> Sim {
+        let vms = configs.len();
+        let process = Process::new(configs[0]);
+        let pollers = configs
+            .iter()
+            .enumerate()
+            .map(|(vm, config)| {
+                *process.config.borrow_mut() = config.as_bytes().to_vec();
                 let host = TestHost {
                     process: Rc::clone(&process),
                     vm,
