@@ -15,6 +15,7 @@ mod outcome;
 #[cfg(test)]
 mod tests;
 
+use crate::clock::{self, Clock};
 use crate::config::ConfigError;
 use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
@@ -97,6 +98,12 @@ pub struct Poller<H: Host> {
     rng: Rng,
     metrics: Metrics,
     router: Rc<RefCell<Router>>,
+    /// The VM's time, shared with its requests.
+    clock: Rc<Clock>,
+    /// Shared-data key of the process's clock offset, and the offset this
+    /// VM last found or left there.
+    clock_key: String,
+    shared_offset: i64,
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
     in_flight: HashMap<u32, InFlight>,
@@ -152,7 +159,22 @@ impl<H: Host> Poller<H> {
             down_after_resets: config.down_after_resets,
             balancing: config.load_balancing,
         };
-        let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
+        // The VM's time: the host's clock made monotonic, a jump counting
+        // as one tick, and as far from the host's clock as the other VMs'
+        // (see crate::clock).
+        let clock_key = format!("{key}.clock");
+        let offset = clock::read_offset(&host, &clock_key);
+        let clock = Rc::new(Clock::new(
+            host.now_nanos(),
+            offset,
+            u64::from(tick_period_ms(&config)),
+        ));
+        let router = Router::new(
+            settings,
+            &config.partition_keys,
+            rng.below(usize::MAX),
+            Rc::clone(&clock),
+        );
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
             no_hold_key: format!("{key}.nohold"),
@@ -166,6 +188,9 @@ impl<H: Host> Poller<H> {
             learned_cas: None,
             metrics: Metrics::define(&host, config.stat_prefix.as_deref()),
             router: Rc::new(RefCell::new(router)),
+            clock,
+            clock_key,
+            shared_offset: offset,
             host,
             config,
             rng,
@@ -190,14 +215,16 @@ impl<H: Host> Poller<H> {
         &self.config
     }
 
+    /// The VM's time in milliseconds: every timing decision reads it.
     fn now_ms(&self) -> u64 {
-        self.host.now_nanos() / 1_000_000
+        self.clock.read_ms(self.host.now_nanos())
     }
 
     /// One tick: publish what this VM's requests saw, refresh its routes,
     /// and lease a due discovery round or probe.
     pub fn on_tick(&mut self) {
         let now = self.now_ms();
+        self.share_clock();
         if let Ok(mut router) = self.router.try_borrow_mut() {
             router.set_now(now);
         }
@@ -245,6 +272,20 @@ impl<H: Host> Poller<H> {
             for call in calls {
                 self.dispatch(call);
             }
+        }
+    }
+
+    /// Leaves this VM's clock offset for VMs started later, when it moved
+    /// by more than a tick from what this VM last found or left (a step of
+    /// the host's clock): they start on the same time as this one.
+    fn share_clock(&mut self) {
+        let offset = self.clock.offset_ms();
+        let tick = u64::from(tick_period_ms(&self.config));
+        if offset.abs_diff(self.shared_offset) <= tick {
+            return;
+        }
+        if clock::write_offset(&self.host, &self.clock_key, offset).is_ok() {
+            self.shared_offset = offset;
         }
     }
 

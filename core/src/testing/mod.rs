@@ -38,6 +38,7 @@ pub struct Call {
     pub path: String,
     /// The node asked (`x-envoy-original-dst-host`).
     pub node: String,
+    /// When it was made, on Envoy's monotonic time.
     pub at_ms: u64,
     /// The timeout the call was made with.
     pub timeout_ms: u64,
@@ -58,9 +59,16 @@ impl Call {
 #[derive(Clone, Debug)]
 pub struct Reply(pub Option<(u32, Vec<u8>)>);
 
+/// Where the simulated clocks start (a plausible wall-clock time, in ms).
+const START_MS: u64 = 1_700_000_000_000;
+
 pub struct Process {
     pub config: RefCell<Vec<u8>>,
+    /// The host's wall clock, which the VMs read.
     clock_ms: Cell<u64>,
+    /// Time as Envoy's own timers see it: it moves with the wall clock but
+    /// not with its steps. Ticks, callouts and their answers run on it.
+    elapsed_ms: Cell<u64>,
     store: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     stats: RefCell<Vec<(String, MetricKind, i64)>>,
@@ -78,7 +86,8 @@ impl Process {
     pub fn new(config: &str) -> Rc<Process> {
         Rc::new(Process {
             config: RefCell::new(config.as_bytes().to_vec()),
-            clock_ms: Cell::new(1_700_000_000_000),
+            clock_ms: Cell::new(START_MS),
+            elapsed_ms: Cell::new(START_MS),
             store: RefCell::new(BTreeMap::new()),
             next_cas: Cell::new(1),
             stats: RefCell::new(Vec::new()),
@@ -91,12 +100,28 @@ impl Process {
         })
     }
 
+    /// What the host's wall clock reads.
     pub fn now_ms(&self) -> u64 {
         self.clock_ms.get()
     }
 
+    /// Envoy's monotonic time (the same as [`Process::now_ms`] until the
+    /// wall clock steps).
+    pub fn elapsed_ms(&self) -> u64 {
+        self.elapsed_ms.get()
+    }
+
+    /// Lets `ms` milliseconds pass.
     pub fn advance(&self, ms: u64) {
         self.clock_ms.set(self.clock_ms.get() + ms);
+        self.elapsed_ms.set(self.elapsed_ms.get() + ms);
+    }
+
+    /// Sets the host's wall clock `ms` milliseconds back (negative) or
+    /// ahead at once: NTP, an operator. Envoy's timers do not notice.
+    pub fn step(&self, ms: i64) {
+        self.clock_ms
+            .set(self.clock_ms.get().saturating_add_signed(ms));
     }
 
     /// The discovery record (the entry that is not the learned tables').
@@ -260,7 +285,7 @@ impl Host for TestHost {
             cluster: cluster.to_string(),
             path,
             node,
-            at_ms: self.process.now_ms(),
+            at_ms: self.process.elapsed_ms(),
             timeout_ms: timeout_ms.into(),
             answered: false,
         });
@@ -390,7 +415,7 @@ impl Sim {
             })
             .collect::<Vec<_>>();
         let tick_ms = crate::poller::tick_period_ms(pollers[0].borrow().config()).into();
-        let start = process.now_ms();
+        let start = process.elapsed_ms();
         Sim {
             process,
             vms: pollers,
@@ -405,6 +430,29 @@ impl Sim {
                     .collect(),
             ),
             latency_ms: 3,
+        }
+    }
+
+    /// Starts one more VM on the process (a reload, a reconfiguration): it
+    /// finds the shared data as the others left it. Returns its index.
+    pub fn start_vm(&mut self) -> usize {
+        let vm = self.vms.len();
+        let host = TestHost {
+            process: Rc::clone(&self.process),
+            vm,
+        };
+        let poller = Poller::configure(host).expect("configuration accepted");
+        self.vms.push(Rc::new(RefCell::new(poller)));
+        self.next_tick
+            .borrow_mut()
+            .push(self.process.elapsed_ms() + 1);
+        vm
+    }
+
+    /// VM `vm` ticks no more (its worker went away).
+    pub fn stop_vm(&self, vm: usize) {
+        if let Some(next) = self.next_tick.borrow_mut().get_mut(vm) {
+            *next = u64::MAX;
         }
     }
 
@@ -429,7 +477,7 @@ impl Sim {
     /// Answers every callout made at least `latency_ms` ago (a silent
     /// node's at its timeout), as the cluster stands now.
     pub fn deliver(&self) {
-        let now = self.process.now_ms();
+        let now = self.process.elapsed_ms();
         for call in self.process.pending() {
             let delay = self.cluster.borrow().delay(&call);
             if call.at_ms + delay.unwrap_or(self.latency_ms) > now {
@@ -459,7 +507,7 @@ impl Sim {
     pub fn run(&self, ms: u64) {
         for _ in 0..ms {
             self.process.advance(1);
-            let now = self.process.now_ms();
+            let now = self.process.elapsed_ms();
             for vm in 0..self.vms.len() {
                 let due = self.next_tick.borrow()[vm];
                 if now >= due {
@@ -468,6 +516,20 @@ impl Sim {
                 }
             }
             self.deliver();
+        }
+    }
+
+    /// Lets `ms` milliseconds pass without ticks or answers, every VM
+    /// reading its clock each millisecond as its requests would: time the
+    /// VMs see pass, where [`Process::advance`] alone is a jump of the
+    /// host's clock, which a VM counts as one tick.
+    pub fn pass(&self, ms: u64) {
+        for _ in 0..ms {
+            self.process.advance(1);
+            let host_ns = self.process.now_ms() * 1_000_000;
+            for vm in 0..self.vms.len() {
+                self.router(vm).borrow().now_ns(host_ns);
+            }
         }
     }
 

@@ -239,8 +239,9 @@ impl Sim {
             .iter()
             .map(|n| (filter_state::route_to(n), *n))
             .collect();
-        let start_ms = self.process.now_ms();
-        let origin_ns = start_ms * 1_000_000;
+        let start_ms = self.process.elapsed_ms();
+        let wall_ms = self.process.now_ms();
+        let origin_ns = wall_ms * 1_000_000;
         let end_us = duration_ms * 1_000;
         let mut answering = Answering {
             nodes,
@@ -270,7 +271,7 @@ impl Sim {
                 (Some((s, _)), None) => s,
                 (None, Some((a, _))) => a,
             };
-            while self.process.now_ms() < start_ms + now_us / 1_000 {
+            while self.process.elapsed_ms() < start_ms + now_us / 1_000 {
                 self.run(1);
             }
             let now_ns = origin_ns + now_us * 1_000;
