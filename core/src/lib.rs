@@ -45,6 +45,7 @@
 )]
 
 pub mod affinity;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error_body;

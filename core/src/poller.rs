@@ -15,6 +15,7 @@ mod outcome;
 #[cfg(test)]
 mod tests;
 
+use crate::clock::{self, Clock};
 use crate::config::ConfigError;
 use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
@@ -106,6 +107,10 @@ pub struct Poller<H: Host> {
     rng: Rng,
     metrics: Metrics,
     router: Rc<RefCell<Router>>,
+    /// The VM's time, shared with its requests.
+    clock: Rc<Clock>,
+    /// Shared-data key of the process's clock offset.
+    clock_key: String,
     /// CAS of the record last seen, to skip unchanged ticks.
     last_cas: Option<u32>,
     in_flight: HashMap<u32, InFlight>,
@@ -164,7 +169,22 @@ impl<H: Host> Poller<H> {
             down_after_resets: config.down_after_resets,
             balancing: config.load_balancing,
         };
-        let router = Router::new(settings, &config.partition_keys, rng.below(usize::MAX));
+        // The VM's time: the host's clock made monotonic, a jump counting
+        // as one tick, and as far from the host's clock as the other VMs'
+        // (see crate::clock).
+        let clock_key = format!("{key}.clock");
+        let offset = clock::read_offset(&host, &clock_key);
+        let clock = Rc::new(Clock::new(
+            host.now_nanos(),
+            offset,
+            u64::from(tick_period_ms(&config)),
+        ));
+        let router = Router::new(
+            settings,
+            &config.partition_keys,
+            rng.below(usize::MAX),
+            Rc::clone(&clock),
+        );
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
             no_hold_key: format!("{key}.nohold"),
@@ -178,6 +198,8 @@ impl<H: Host> Poller<H> {
             learned_cas: None,
             metrics: Metrics::define(&host, config.stat_prefix.as_deref()),
             router: Rc::new(RefCell::new(router)),
+            clock,
+            clock_key,
             host,
             config,
             rng,
@@ -203,14 +225,16 @@ impl<H: Host> Poller<H> {
         &self.config
     }
 
+    /// The VM's time in milliseconds: every timing decision reads it.
     fn now_ms(&self) -> u64 {
-        self.host.now_nanos() / 1_000_000
+        self.clock.read_ms(self.host.now_nanos())
     }
 
     /// One tick: publish what this VM's requests saw, refresh its routes,
     /// and lease a due discovery round or probe.
     pub fn on_tick(&mut self) {
         let now = self.now_ms();
+        self.share_clock();
         if let Ok(mut router) = self.router.try_borrow_mut() {
             router.set_now(now);
         }
@@ -266,6 +290,18 @@ impl<H: Host> Poller<H> {
             for call in calls {
                 self.dispatch(call);
             }
+        }
+    }
+
+    /// Keeps this VM's clock in line with the other VMs' (see
+    /// [`Clock::agree`]): offsets within two ticks agree, which is as far
+    /// apart as readings a tick apart leave them.
+    fn share_clock(&mut self) {
+        let shared = clock::read_offset(&self.host, &self.clock_key);
+        let tolerance = 2 * u64::from(tick_period_ms(&self.config));
+        if let Some(offset) = self.clock.agree(shared, tolerance) {
+            // Not written: the next tick tries again.
+            clock::write_offset(&self.host, &self.clock_key, offset).ok();
         }
     }
 

@@ -10,6 +10,7 @@
 //! [`Router::observe`], the counters).
 
 use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
+use crate::clock::Clock;
 use crate::discovery;
 use crate::filter_state;
 use crate::health;
@@ -123,6 +124,9 @@ pub struct Router {
     routes: BTreeMap<NodeAddr, Rc<Route>>,
     /// Draws the two candidates of a least-request pick.
     rng: Rng,
+    /// The VM's time, which its requests are timed by (shared with the
+    /// VM's poller).
+    clock: Rc<Clock>,
     /// Where this VM's round robins start: workers start apart.
     start: usize,
     tables: Tables,
@@ -155,8 +159,14 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(settings: Settings, partition_keys: &[(String, String)], start: usize) -> Router {
+    pub fn new(
+        settings: Settings,
+        partition_keys: &[(String, String)],
+        start: usize,
+        clock: Rc<Clock>,
+    ) -> Router {
         Router {
+            clock,
             settings,
             tiers: Vec::new(),
             rings: Vec::new(),
@@ -178,6 +188,13 @@ impl Router {
             learned: Vec::new(),
             refusal_logged: false,
         }
+    }
+
+    /// The VM's time in nanoseconds, given the host's clock reads
+    /// `host_ns` (see [`Clock`]).
+    #[inline]
+    pub fn now_ns(&self, host_ns: u64) -> u64 {
+        self.clock.read(host_ns)
     }
 
     #[inline]

@@ -14,6 +14,7 @@
 //! request, and every request with affinity off, takes the path above.
 
 use crate::affinity::{self, Mode, Op, MAX_BODY_BYTES};
+use crate::clock::Clock;
 use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
 use crate::health::{flags_from_property, outcome_from_flags};
@@ -63,7 +64,9 @@ impl Stream {
             down_after_resets: 1,
             balancing: Balancing::RoundRobin,
         };
-        Stream::new(id, Rc::new(RefCell::new(Router::new(settings, &[], 0))))
+        let clock = Rc::new(Clock::new(0, 0, 1_000));
+        let router = Router::new(settings, &[], 0, clock);
+        Stream::new(id, Rc::new(RefCell::new(router)))
     }
 
     pub fn new(id: u32, router: Rc<RefCell<Router>>) -> Stream {
@@ -145,7 +148,7 @@ impl Stream {
                 let flags = flags_from_property(host.response_flags().as_deref());
                 let outcome = outcome_from_flags(flags);
                 if outcome == Outcome::Answered && router.timed() {
-                    let now = host.now_nanos();
+                    let now = router.now_ns(host.now_nanos());
                     sent.route
                         .load
                         .answered(now.saturating_sub(sent.at_ns), now);
@@ -256,7 +259,11 @@ pub fn hand_off(
     chosen: Option<Rc<Route>>,
 ) -> Option<Sent> {
     // One clock read, for least-request costs and the latency sample.
-    let now = if router.timed() { host.now_nanos() } else { 0 };
+    let now = if router.timed() {
+        router.now_ns(host.now_nanos())
+    } else {
+        0
+    };
     let picked = match chosen {
         Some(route) => Some((route, false)),
         None => router.pick(now),

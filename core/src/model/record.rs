@@ -37,15 +37,25 @@ pub struct QueryList {
     pub retiring: Vec<NodeAddr>,
 }
 
+/// How far apart the VMs' clocks may be (see `crate::clock`): two ticks of
+/// the longest period (1 s) that their offsets may differ by, and a tick
+/// between their readings.
+pub const CLOCK_SLACK_MS: u64 = 3_000;
+
 /// A time read from the record, as this VM acts on it. The record's times
-/// were written by VMs whose clocks may not agree with this one's: a VM
-/// started after the host clock stepped back, or one whose clock runs
-/// apart. A time further ahead of `now_ms` than `horizon_ms`, the longest
-/// any legitimate writer sets it ahead (a round's interval, a probe's wait),
-/// cannot have been meant for this clock: it counts as `now_ms`, so a due
-/// time is due now instead of freezing this VM for as long as the gap.
+/// were written by VMs whose clocks may not agree with this one's by more
+/// than they should: one whose offset could not be shared (shared data
+/// refused the write) when the host's clock stepped. A time further ahead of `now_ms` than
+/// `horizon_ms`, the longest any legitimate writer sets it ahead (a
+/// round's interval, a probe's wait), and [`CLOCK_SLACK_MS`], cannot have
+/// been meant for this clock: it counts as `now_ms`, so a due time is due
+/// now instead of freezing this VM for as long as the gap.
 pub fn effective_ms(recorded_ms: u64, now_ms: u64, horizon_ms: u64) -> u64 {
-    if recorded_ms > now_ms.saturating_add(horizon_ms) {
+    if recorded_ms
+        > now_ms
+            .saturating_add(horizon_ms)
+            .saturating_add(CLOCK_SLACK_MS)
+    {
         now_ms
     } else {
         recorded_ms

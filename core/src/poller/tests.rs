@@ -86,7 +86,7 @@ fn a_vm_that_loses_the_lease_race_does_not_poll() {
     let before = sim.discovery_calls().len();
     // Bring the next round due, then let VM 0 tick; just before it writes
     // its lease, VM 1 runs a whole tick and takes the round first.
-    sim.process.advance(1_000);
+    sim.pass(1_000);
     let rival = Rc::clone(&sim.vms[1]);
     let fired = Rc::new(RefCell::new(false));
     let flag = Rc::clone(&fired);
@@ -789,8 +789,7 @@ fn a_headerless_answer_is_a_timeout_only_after_the_timeout() {
         sim.latency_ms = u64::MAX / 2;
         let call = unanswered_call(&sim);
         assert_eq!(call.timeout_ms, 2_000);
-        sim.process
-            .advance(call.at_ms + after_ms - sim.process.now_ms());
+        sim.pass(call.at_ms + after_ms - sim.process.now_ms());
         sim.answer(&call, Reply(None));
         let line = logs()
             .into_iter()
@@ -1152,8 +1151,6 @@ fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
     );
 }
 
-const HOUR_MS: u64 = 3_600_000;
-
 /// Idle after 3 s without requests, then polled every 20 s.
 const IDLE_3S: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
     "idle_after_ms": 3000, "idle_refresh_interval_ms": 20000}"#;
@@ -1196,7 +1193,7 @@ fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
         HealthState::Down
     );
     let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
-    sim.process.step_back(HOUR_MS);
+    sim.process.step(-HOUR_MS);
 
     let rounds = rounds_during(&sim, |sim| serve_for(sim, 6_000));
     assert!((5..=7).contains(&rounds), "{rounds} rounds in 6 s");
@@ -1228,7 +1225,7 @@ fn a_clock_jumping_an_hour_ahead_replays_nothing() {
         .observe(&victim, Outcome::ConnectFailed);
     serve_for(&sim, 2_000);
     let probes_before = probes_of(&sim, "10.0.0.2:8000").len();
-    sim.process.jump(HOUR_MS);
+    sim.process.step(HOUR_MS);
 
     let rounds = rounds_during(&sim, |sim| serve_for(sim, 5_000));
     assert!((5..=6).contains(&rounds), "{rounds} rounds in 5 s");
@@ -1532,4 +1529,90 @@ fn a_failure_streak_is_forgotten_when_its_node_leaves_the_list() {
         sim.routed(0).contains(&victim),
         "one reset, not three in a row"
     );
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The discovery calls made in the last `ms` of simulated time (counted,
+/// not timed: the host's clock, which the calls carry, has stepped).
+fn calls_during(sim: &Sim, ms: u64) -> usize {
+    let before = sim.discovery_calls().len();
+    sim.run(ms);
+    sim.discovery_calls().len() - before
+}
+
+#[test]
+fn a_clock_step_back_of_an_hour_neither_stops_nor_replays_rounds() {
+    let sim = discovered(CONFIG, 3);
+    assert_eq!(calls_during(&sim, 3_000), 3);
+    sim.process.step(-HOUR_MS);
+    // Still one round a second: the record's times are the VMs' own.
+    assert_eq!(calls_during(&sim, 5_000), 5);
+}
+
+#[test]
+fn a_clock_jump_forward_of_an_hour_counts_as_one_tick() {
+    let sim = discovered(CONFIG, 3);
+    assert_eq!(calls_during(&sim, 3_000), 3);
+    sim.process.step(HOUR_MS);
+    // No burst: the round due within the next second comes once.
+    assert_eq!(calls_during(&sim, 1_000), 1);
+    assert_eq!(calls_during(&sim, 4_000), 4);
+}
+
+#[test]
+fn a_clock_jump_forward_does_not_bring_a_down_nodes_probe_forward() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.tick(1);
+    // Its first probe after 1 s fails; the next is 2 s later.
+    sim.run(1_100);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), 1);
+    sim.process.step(HOUR_MS);
+    sim.run(1_700);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), 1, "not yet due");
+    sim.run(400);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), 2);
+}
+
+#[test]
+fn a_clock_step_back_does_not_hold_a_down_nodes_probe_back() {
+    let sim = discovered(DEFAULTS, 3);
+    let victim = a("10.0.0.2:8000");
+    sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
+    sim.router(1)
+        .borrow_mut()
+        .observe(&victim, Outcome::ConnectFailed);
+    sim.tick(1);
+    sim.process.step(-HOUR_MS);
+    sim.run(1_150);
+    assert_eq!(probes_of(&sim, "10.0.0.2:8000").len(), 1);
+}
+
+#[test]
+fn a_vm_started_after_a_clock_step_keeps_to_the_others_time() {
+    for step in [-HOUR_MS, HOUR_MS] {
+        // Two VMs run; the host's clock steps; a third VM (a reload)
+        // starts on the same process and record.
+        let mut sim = discovered(CONFIG, 2);
+        sim.process.step(step);
+        sim.run(2_000);
+        sim.start_vm();
+        // With the others: no fight over every round.
+        assert_eq!(calls_during(&sim, 5_000), 5, "step {step}");
+        // Alone: not frozen by the others' times.
+        sim.stop_vm(0);
+        sim.stop_vm(1);
+        assert_eq!(calls_during(&sim, 5_000), 5, "step {step}");
+        assert!(sim
+            .discovery_calls()
+            .iter()
+            .rev()
+            .take(5)
+            .all(|c| c.vm == 2));
+    }
 }

@@ -39,6 +39,7 @@ pub struct Call {
     pub path: String,
     /// The node asked (`x-envoy-original-dst-host`).
     pub node: String,
+    /// When it was made, on Envoy's monotonic time.
     pub at_ms: u64,
     /// The timeout the call was made with.
     pub timeout_ms: u64,
@@ -58,6 +59,9 @@ impl Call {
 /// delivers a stream reset that way).
 #[derive(Clone, Debug)]
 pub struct Reply(pub Option<(u32, Vec<u8>)>);
+
+/// Where the simulated clocks start (a plausible wall-clock time, in ms).
+const START_MS: u64 = 1_700_000_000_000;
 
 pub struct Process {
     pub config: RefCell<Vec<u8>>,
@@ -84,7 +88,7 @@ impl Process {
     pub fn new(config: &str) -> Rc<Process> {
         Rc::new(Process {
             config: RefCell::new(config.as_bytes().to_vec()),
-            clock_ms: Cell::new(1_700_000_000_000),
+            clock_ms: Cell::new(START_MS),
             wall_offset_ms: Cell::new(0),
             store: RefCell::new(BTreeMap::new()),
             next_cas: Cell::new(1),
@@ -98,12 +102,24 @@ impl Process {
         })
     }
 
+    /// Envoy's monotonic time, which ticks, answers and [`Call::at_ms`] run
+    /// on (what the VMs read is [`Process::wall_ms`]).
     pub fn now_ms(&self) -> u64 {
         self.clock_ms.get()
     }
 
+    /// Lets `ms` milliseconds pass.
     pub fn advance(&self, ms: u64) {
         self.clock_ms.set(self.clock_ms.get() + ms);
+    }
+
+    /// Sets the host clock every VM reads `ms` milliseconds back
+    /// (negative) or ahead at once, as an NTP correction, an operator or a
+    /// resumed VM might: ticks and answers keep coming on time (Envoy's
+    /// timers are monotonic), but every VM reads the stepped time.
+    pub fn step(&self, ms: i64) {
+        self.wall_offset_ms
+            .set(self.wall_offset_ms.get().saturating_add(ms));
     }
 
     /// The host clock the VMs read (`get_current_time`): the monotonic
@@ -112,21 +128,6 @@ impl Process {
         self.clock_ms
             .get()
             .saturating_add_signed(self.wall_offset_ms.get())
-    }
-
-    /// Steps the host clock back by `ms`, as an NTP correction or an
-    /// operator might: ticks and answers keep coming on time (Envoy's
-    /// timers are monotonic), but every VM reads an earlier time.
-    pub fn step_back(&self, ms: u64) {
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        self.wall_offset_ms.set(self.wall_offset_ms.get() - ms);
-    }
-
-    /// Jumps the host clock forward by `ms` without time passing: a
-    /// suspended VM resumed, or a clock corrected forward.
-    pub fn jump(&self, ms: u64) {
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        self.wall_offset_ms.set(self.wall_offset_ms.get() + ms);
     }
 
     /// The discovery record (the entry that is not the learned tables').
@@ -462,6 +463,27 @@ impl Sim {
         }
     }
 
+    /// Starts one more VM on the process (a reload, a reconfiguration): it
+    /// finds the shared data as the others left it. Returns its index.
+    pub fn start_vm(&mut self) -> usize {
+        let vm = self.vms.len();
+        let host = TestHost {
+            process: Rc::clone(&self.process),
+            vm,
+        };
+        let poller = Poller::configure(host).expect("configuration accepted");
+        self.vms.push(Rc::new(RefCell::new(poller)));
+        self.next_tick.borrow_mut().push(self.process.now_ms() + 1);
+        vm
+    }
+
+    /// VM `vm` ticks no more (its worker went away).
+    pub fn stop_vm(&self, vm: usize) {
+        if let Some(next) = self.next_tick.borrow_mut().get_mut(vm) {
+            *next = u64::MAX;
+        }
+    }
+
     pub fn router(&self, vm: usize) -> Rc<RefCell<Router>> {
         self.vms[vm].borrow().router()
     }
@@ -522,6 +544,20 @@ impl Sim {
                 }
             }
             self.deliver();
+        }
+    }
+
+    /// Lets `ms` milliseconds pass without ticks or answers, every VM
+    /// reading its clock each millisecond as its requests would: time the
+    /// VMs see pass, where [`Process::advance`] alone is a jump of the
+    /// host's clock, which a VM counts as one tick.
+    pub fn pass(&self, ms: u64) {
+        for _ in 0..ms {
+            self.process.advance(1);
+            let host_ns = self.process.wall_ms() * 1_000_000;
+            for vm in 0..self.vms.len() {
+                self.router(vm).borrow().now_ns(host_ns);
+            }
         }
     }
 

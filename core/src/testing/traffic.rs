@@ -240,7 +240,8 @@ impl Sim {
             .map(|n| (filter_state::route_to(n), *n))
             .collect();
         let start_ms = self.process.now_ms();
-        let origin_ns = start_ms * 1_000_000;
+        let wall_ms = self.process.wall_ms();
+        let origin_ns = wall_ms * 1_000_000;
         let end_us = duration_ms * 1_000;
         let mut answering = Answering {
             nodes,
