@@ -125,6 +125,10 @@ pub struct Poller<H: Host> {
     corrupt_logged: bool,
     /// Whether refused nodes found in the record were logged.
     screen_logged: bool,
+    /// New nodes whose failed probe this VM logged, so each is told once
+    /// while it stays out; at most [`localnodes::MAX_DESCRIBED`], as a
+    /// hostile answer may list a thousand nodes that never answer.
+    told_failing: Vec<NodeAddr>,
 }
 
 /// How often each VM ticks: a tenth of the refresh interval, between 20 ms
@@ -206,6 +210,7 @@ impl<H: Host> Poller<H> {
             last_cas: None,
             in_flight: HashMap::new(),
             pending_down: Vec::new(),
+            told_failing: Vec::new(),
             seen_requests: 0,
             last_dropped: localnodes::Drops::default(),
             corrupt_logged: false,
@@ -680,9 +685,36 @@ impl<H: Host> Poller<H> {
                 }
             }
         } else if let Err(why) = result {
-            log::debug!("probe of {} node {}: {why}", probe.state.name(), probe.node);
+            if probe.state == HealthState::Quarantined {
+                self.tell_failing(probe.node, &why);
+            } else {
+                log::debug!("probe of {} node {}: {why}", probe.state.name(), probe.node);
+            }
         }
+        // Nodes no longer quarantined (passed, dropped) may be told again.
+        self.told_failing.retain(|n| {
+            state
+                .health
+                .get(n)
+                .is_some_and(|h| h.state == HealthState::Quarantined)
+        });
         self.rebuild(Some(&state));
+    }
+
+    /// Says once that a node an answer added failed its first probe and so
+    /// takes no requests (a certificate the cluster's CA did not sign, a
+    /// port nothing listens on): otherwise only the discovery line that
+    /// quarantined it would name it.
+    fn tell_failing(&mut self, node: NodeAddr, why: &str) {
+        if self.told_failing.contains(&node) || self.told_failing.len() >= localnodes::MAX_DESCRIBED
+        {
+            log::debug!("probe of quarantined node {node}: {why}");
+            return;
+        }
+        self.told_failing.push(node);
+        log::warn!(
+            "new node {node} failed its probe ({why}); it takes no requests until a probe succeeds"
+        );
     }
 
     /// Rebuilds this VM's routes from the record. Nodes this VM saw fail

@@ -77,8 +77,8 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, prox
     impostor = cluster.addresses[2]
     p = proxied(cluster=cluster, shipped=TLS_CONFIG, edit_config=use_ca(ca.ca_file),
                 refresh_interval_ms=500, **RR)
-    # Listed, but each worker's first request to it fails its handshake,
-    # which takes it out: the workers route over the other two.
+    # Listed, but new nodes are probed before they take requests, and its
+    # probe fails the handshake: the workers route over the other two.
     p.wait_discovered(nodes=[a for a in cluster.addresses if a != impostor], discovered=3)
     client = dynamodb(p.endpoint)   # SDK defaults: retries a 503
     create_table(client, table_name)
@@ -89,7 +89,7 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(make_cluster, prox
     counts = cluster.requests_per_node()
     assert counts.get(impostor, 0) == 0, counts           # no request reached it
     assert cluster.node(impostor).server.tls_refused >= 1  # Envoy did try, and refused it
-    assert "marked Down" in p.envoy.log_text() and impostor in p.envoy.log_text()
+    assert f"new node {impostor}:{cluster.port} failed its probe" in p.envoy.log_text()
 
 
 def test_a_certificate_for_another_node_is_refused(make_cluster, proxied, dynamodb, table_name, tmp_path):

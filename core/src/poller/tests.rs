@@ -1409,6 +1409,19 @@ fn an_answer_of_dead_addresses_never_replaces_the_serving_nodes() {
         "{:?}",
         logs()
     );
+    // Each newcomer's failure is told, once by each VM that probed it,
+    // though it was probed every second.
+    for d in dead {
+        let told = logs()
+            .iter()
+            .filter(|l| l.contains(&format!("new node {d}:8000 failed its probe")))
+            .count();
+        let probes = sim.probes().iter().filter(|c| c.to(d)).count();
+        assert!(
+            (1..=3).contains(&told) && told < probes,
+            "{d}: told {told} times, probed {probes}"
+        );
+    }
     sim.cluster.borrow_mut().listed = NODES.iter().map(|n| n.to_string()).collect();
     sim.run(1_000 + 2 * sim.tick_ms);
     for vm in 0..3 {
@@ -1424,6 +1437,7 @@ fn an_answer_of_dead_addresses_never_replaces_the_serving_nodes() {
 /// served keep serving on every VM.
 #[test]
 fn sixty_thousand_dead_addresses_never_replace_the_serving_nodes() {
+    capture_logs();
     let sim = discovered(DEFAULTS, 3);
     let dead: Vec<String> = (0..60_000)
         .map(|i| format!("10.9.{}.{}", i / 250, i % 250 + 1))
@@ -1446,6 +1460,15 @@ fn sixty_thousand_dead_addresses_never_replace_the_serving_nodes() {
     let ticks = 3 * 3_000 / sim.tick_ms as usize;
     assert!(probes <= 4 * ticks, "{probes} probes in 3 s");
     assert!(probes >= 100, "{probes} probes in 3 s");
+    // Each VM names at most 10 of the newcomers that failed.
+    let told = logs()
+        .iter()
+        .filter(|l| l.contains("failed its probe"))
+        .count();
+    assert!(
+        (1..=3 * crate::localnodes::MAX_DESCRIBED).contains(&told),
+        "told {told}"
+    );
 }
 
 /// Make before break at start-up: the first answer lists only addresses
