@@ -1,16 +1,25 @@
 //! The partition key hashes a request body routes by: one for a qualifying
 //! single-item write, one per usable target of a BatchWriteItem.
 //!
+//! The body is read as it streams ([`super::json::Reader`]): only the
+//! members a rule needs are looked at, their values decoded only when they
+//! are compared or hashed, everything else skipped, and the reading stops
+//! as soon as the answer is known (a single write: once its table, its key
+//! and, under `Rmw`, a member that makes it qualify have been read; a
+//! batch: once `RequestItems` has been read). Of a member named twice the
+//! first counts, as in Alternator (rapidjson).
+//!
 //! Anything the filter cannot use (a write that does not qualify, a table
 //! whose key name is unknown, a key of an unsupported type, a body that is
-//! not JSON or is too large) gives `None`, which means routing the request
-//! as if affinity were off: the libraries' rule is that affinity never fails
-//! or delays a request.
+//! not JSON where it was read) gives `Ok(None)` or [`Halt::Unusable`], which
+//! means routing the request as if affinity were off: the libraries' rule
+//! is that affinity never fails or delays a request. A body whose reading
+//! reached a bound first gives [`Halt::Unread`]: routed the same way, and
+//! counted apart.
 
-use super::body::Member::{Absent, Is};
-use super::body::{object, BatchWrite, Members, Obj, SingleWrite, WriteRequest};
-use super::{key_hash, qualifies, wants_request_body, Mode, Op, Tables, MAX_BODY_BYTES};
-use serde_json::value::RawValue;
+use super::json::{Halt, Reader, Result, Source, Text};
+use super::qualify::{self, Sign};
+use super::{body_limit, murmur, wants_request_body, Mode, Op, Tables};
 
 /// Most BatchWriteItem targets counted: what Alternator accepts by default
 /// (`alternator_max_items_in_batch_write`; DynamoDB allows 25). A batch with
@@ -29,28 +38,232 @@ pub enum Key {
 }
 
 /// The key hashes `body` routes by, for a request of operation `op` under
-/// `mode`; `None` to route it normally. `body` must already be inflated
-/// when the request came with `Content-Encoding: gzip` ([`super::gzip`]).
+/// `mode`; `None` to route it normally, including bodies over the limit of
+/// their operation ([`super::body_limit`]) and bodies whose reading reached
+/// a bound. `body` must already be inflated when the request came with
+/// `Content-Encoding: gzip` ([`super::gzip`]).
 pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
-    if !wants_request_body(mode, op) || body.len() > MAX_BODY_BYTES {
+    if body.len() > body_limit(op) {
         return None;
     }
-    let text = std::str::from_utf8(body).ok()?;
+    read_key(mode, op, || body, tables).ok().flatten()
+}
+
+/// The key hashes of the body `open` reads, for a request of operation
+/// `op` under `mode`. A single-item write whose `Item` (or `Key`) comes
+/// before its `TableName` is read twice (the key's name is known only once
+/// the table is), so `open` may be called twice, each time from the start.
+pub fn read_key<S: Source>(
+    mode: Mode,
+    op: Op,
+    mut open: impl FnMut() -> S,
+    tables: &Tables,
+) -> Result<Option<Key>> {
+    if !wants_request_body(mode, op) {
+        return Ok(None);
+    }
     if op == Op::BatchWriteItem {
-        return batch_hashes(text, tables).map(Key::Batch);
+        return Ok(batch_hashes(&mut Reader::new(open()), tables)?.map(Key::Batch));
     }
-    let write: SingleWrite = object(text)?;
-    if !qualifies(op, &write, mode) {
-        return None;
-    }
-    let pk = tables.pk_name(write.table.as_ref()?.as_str())?;
-    let holder = if op == Op::PutItem {
-        write.item
-    } else {
-        write.key
+    let holder = if op == Op::PutItem { "Item" } else { "Key" };
+    let mut reader = Reader::new(open());
+    let Some(found) = single(&mut reader, mode, op, holder, tables)? else {
+        return Ok(None);
     };
-    let attributes: Members = serde_json::from_str(holder?.get()).ok()?;
-    key_hash(attributes.get(pk)?).map(Key::Single)
+    let hash = match found {
+        Found::Key(hash) => Some(hash),
+        // The key came before the table: read again for it alone.
+        Found::KeyEarlier(pk) => key_member(&mut Reader::new(open()), holder, pk)?,
+    };
+    Ok(hash.map(Key::Single))
+}
+
+/// What the first reading of a single write found, when it qualifies and
+/// its table's key is known.
+enum Found<'t> {
+    Key(i64),
+    /// Its `Item`/`Key` came before `TableName`: the name of the key
+    /// attribute to look for in it.
+    KeyEarlier(&'t str),
+}
+
+/// A member of a single write's body, by what it is to the rules.
+enum Member {
+    Table,
+    /// `Item` (PutItem) or `Key`.
+    Holder,
+    Sign(Sign),
+    /// Nothing to a rule, or named before.
+    Other,
+}
+
+/// Reads a single write's body up to the point where it is decided.
+fn single<'t, S: Source>(
+    r: &mut Reader<S>,
+    mode: Mode,
+    op: Op,
+    holder: &str,
+    tables: &'t Tables,
+) -> Result<Option<Found<'t>>> {
+    if !r.enter_object()? {
+        return Err(Halt::Unusable);
+    }
+    let mut qualified = mode == Mode::AnyWrite;
+    let mut pk: Option<&'t str> = None;
+    let (mut table_seen, mut holder_seen, mut key_earlier) = (false, false, false);
+    let mut key = None;
+    let mut signs_seen = [false; Sign::COUNT];
+    let mut first = true;
+    while r.member(&mut first)? {
+        let which = match r.text().unwrap_or_default() {
+            b"TableName" if !table_seen => Member::Table,
+            name if name == holder.as_bytes() && !holder_seen => Member::Holder,
+            name => match Sign::of(mode, op, name) {
+                Some(sign) if !qualified => Member::Sign(sign),
+                _ => Member::Other,
+            },
+        };
+        match which {
+            Member::Table => {
+                table_seen = true;
+                if r.string()? != Text::Kept {
+                    return Ok(None);
+                }
+                // An unknown table has no key: nothing more to read.
+                let Some(name) = r.text_str().and_then(|t| tables.pk_name(t)) else {
+                    return Ok(None);
+                };
+                pk = Some(name);
+            }
+            Member::Holder => {
+                holder_seen = true;
+                match pk {
+                    // Once qualified, the key is the last thing needed.
+                    Some(pk) => match attribute_hash(r, pk, !qualified)? {
+                        Some(hash) => key = Some(hash),
+                        None => return Ok(None),
+                    },
+                    None => {
+                        r.skip()?;
+                        key_earlier = true;
+                    }
+                }
+            }
+            Member::Sign(sign) => {
+                let seen = signs_seen.get_mut(sign as usize).ok_or(Halt::Unusable)?;
+                if std::mem::replace(seen, true) {
+                    r.skip()?;
+                } else {
+                    qualified = qualify::read(r, op, sign)?;
+                }
+            }
+            Member::Other => r.skip()?,
+        }
+        if let (true, Some(pk)) = (qualified, pk) {
+            if let Some(hash) = key {
+                return Ok(Some(Found::Key(hash)));
+            }
+            if key_earlier {
+                return Ok(Some(Found::KeyEarlier(pk)));
+            }
+        }
+    }
+    r.end()?;
+    // Not qualifying, no table, or no key.
+    Ok(None)
+}
+
+/// The hash of the first `holder` member's attribute `pk`, reading the
+/// body from its start (the second reading of a single write).
+fn key_member<S: Source>(r: &mut Reader<S>, holder: &str, pk: &str) -> Result<Option<i64>> {
+    if !r.enter_object()? {
+        return Err(Halt::Unusable);
+    }
+    let mut first = true;
+    while r.member(&mut first)? {
+        if r.text() == Some(holder.as_bytes()) {
+            return attribute_hash(r, pk, false);
+        }
+        r.skip()?;
+    }
+    Ok(None)
+}
+
+/// Reads an item's attributes (`Item`, `Key`) for attribute `pk`: the
+/// hash of the first one so named, when it is a usable key. With `whole`,
+/// the rest of the item is skipped unread, so that reading can go on after
+/// it; without, the reader is left after the key (the caller reads no
+/// further).
+fn attribute_hash<S: Source>(r: &mut Reader<S>, pk: &str, whole: bool) -> Result<Option<i64>> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(None);
+    }
+    let mut first = true;
+    while r.member(&mut first)? {
+        if r.text() == Some(pk.as_bytes()) {
+            let hash = value_hash(r)?;
+            if whole {
+                r.skip_members(false)?;
+            }
+            return Ok(hash);
+        }
+        r.skip()?;
+    }
+    Ok(None)
+}
+
+/// The hash of a partition-key AttributeValue when it is one affinity
+/// hashes: an object of exactly one member, `S`, `N` (the number's text as
+/// sent) or `B` (base64 on the wire, hashed decoded), whose value is a
+/// string, hashed with MurmurHash3 after a one-byte type prefix. The value
+/// is read whole in every case.
+fn value_hash<S: Source>(r: &mut Reader<S>) -> Result<Option<i64>> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(None);
+    }
+    let mut first = true;
+    if !r.member(&mut first)? {
+        return Ok(None);
+    }
+    let prefix = match r.text() {
+        Some(b"S") => 1u8,
+        Some(b"N") => 2,
+        Some(b"B") => 3,
+        _ => 0,
+    };
+    let hash = match (prefix, r.string()?) {
+        (0, _) | (_, Text::TooLong | Text::NotString) => None,
+        (3, Text::Kept) => r
+            .text_str()
+            .and_then(super::base64_decode)
+            .map(|bytes| hash_with(3, &bytes)),
+        (_, Text::Kept) => r.text().map(|bytes| hash_with(prefix, bytes)),
+    };
+    if r.member(&mut first)? {
+        // A second member: not a key value.
+        r.skip()?;
+        r.skip_members(false)?;
+        return Ok(None);
+    }
+    Ok(hash)
+}
+
+fn hash_with(prefix: u8, payload: &[u8]) -> i64 {
+    let mut bytes = Vec::with_capacity(payload.len() + 1);
+    bytes.push(prefix);
+    bytes.extend_from_slice(payload);
+    murmur::h1(&bytes)
+}
+
+/// The hash of a partition-key AttributeValue given as JSON text (see
+/// [`value_hash`]); `None` for anything else, or for more than one value.
+pub fn key_hash(json: &[u8]) -> Option<i64> {
+    let mut r = Reader::new(json);
+    let hash = value_hash(&mut r).ok()?;
+    r.end().ok()?;
+    hash
 }
 
 /// Every write of `RequestItems` with exactly one of `PutRequest` (key in
@@ -58,45 +271,115 @@ pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
 /// known, with a usable key. Other writes (unknown tables, malformed
 /// entries, unusable keys) are skipped and the rest still count; a table's
 /// writes are read only when its key name is known. `None` when none is
-/// usable or more than [`MAX_BATCH_TARGETS`] are.
-fn batch_hashes(text: &str, tables: &Tables) -> Option<Vec<i64>> {
-    let batch: BatchWrite = object(text)?;
-    let requests = batch.requests.get()?;
-    let mut hashes = Vec::new();
-    for (table, writes) in &requests.0 {
-        let Some(pk) = tables.pk_name(table) else {
+/// usable or more than [`MAX_BATCH_TARGETS`] are. Members after
+/// `RequestItems` are not read.
+fn batch_hashes<S: Source>(r: &mut Reader<S>, tables: &Tables) -> Result<Option<Vec<i64>>> {
+    if !r.enter_object()? {
+        return Err(Halt::Unusable);
+    }
+    let mut first = true;
+    while r.member(&mut first)? {
+        if r.text() != Some(b"RequestItems") {
+            r.skip()?;
             continue;
-        };
-        let Ok(writes) = serde_json::from_str::<Vec<&RawValue>>(writes.get()) else {
-            continue;
-        };
-        for write in writes {
-            let Some(hash) = target_hash(write, pk) else {
+        }
+        if !r.enter_object()? {
+            return Ok(None);
+        }
+        let mut hashes = Vec::new();
+        let mut first_table = true;
+        while r.member(&mut first_table)? {
+            let Some(pk) = r.text_str().and_then(|t| tables.pk_name(t)) else {
+                r.skip()?;
                 continue;
             };
-            if hashes.len() >= MAX_BATCH_TARGETS {
-                return None;
+            if !r.enter_array()? {
+                r.skip()?;
+                continue;
             }
-            hashes.push(hash);
+            let mut first_write = true;
+            while r.element(&mut first_write)? {
+                let Some(hash) = target_hash(r, pk)? else {
+                    continue;
+                };
+                if hashes.len() >= MAX_BATCH_TARGETS {
+                    return Ok(None);
+                }
+                hashes.push(hash);
+            }
         }
+        return Ok((!hashes.is_empty()).then_some(hashes));
     }
-    (!hashes.is_empty()).then_some(hashes)
+    r.end()?;
+    Ok(None)
 }
 
-/// The hash of one BatchWriteItem write's key attribute `pk`.
-fn target_hash(write: &RawValue, pk: &str) -> Option<i64> {
-    let write: WriteRequest = object(write.get())?;
-    let attributes = match (write.put, write.delete) {
-        (Is(Obj(put)), Absent) => put.item,
-        (Absent, Is(Obj(delete))) => delete.key,
-        _ => return None,
-    };
-    key_hash(attributes.get()?.get(pk)?)
+/// A member of a write request: absent, present but unusable, or the hash
+/// of the key it holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Absent,
+    Unusable,
+    Hash(i64),
+}
+
+/// The hash of one BatchWriteItem write's key attribute `pk`; the write is
+/// read whole.
+fn target_hash<S: Source>(r: &mut Reader<S>, pk: &str) -> Result<Option<i64>> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(None);
+    }
+    let (mut put, mut delete) = (Part::Absent, Part::Absent);
+    let mut first = true;
+    while r.member(&mut first)? {
+        let which = match r.text() {
+            Some(b"PutRequest") if put == Part::Absent => Some(true),
+            Some(b"DeleteRequest") if delete == Part::Absent => Some(false),
+            _ => None,
+        };
+        let (slot, holder) = match which {
+            Some(true) => (&mut put, "Item"),
+            Some(false) => (&mut delete, "Key"),
+            None => {
+                r.skip()?;
+                continue;
+            }
+        };
+        *slot = match request_hash(r, holder, pk)? {
+            Some(hash) => Part::Hash(hash),
+            None => Part::Unusable,
+        };
+    }
+    Ok(match (put, delete) {
+        (Part::Hash(hash), Part::Absent) | (Part::Absent, Part::Hash(hash)) => Some(hash),
+        _ => None,
+    })
+}
+
+/// `PutRequest` / `DeleteRequest`: the hash of its `holder`'s attribute
+/// `pk`; the request is read whole.
+fn request_hash<S: Source>(r: &mut Reader<S>, holder: &str, pk: &str) -> Result<Option<i64>> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(None);
+    }
+    let mut first = true;
+    while r.member(&mut first)? {
+        if r.text() == Some(holder.as_bytes()) {
+            let hash = attribute_hash(r, pk, true)?;
+            r.skip_members(false)?;
+            return Ok(hash);
+        }
+        r.skip()?;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::{json, MAX_BODY_BYTES, MAX_ITEM_BODY_BYTES};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -213,9 +496,10 @@ mod tests {
             r#"{"TableName":"t","Item":{"pk":{}}}"#,
             r#"{"TableName":"t","Item":{"pk":"a"}}"#,
             r#"{"TableName":"t","Item":{"pk":{"s":"a"}}}"#,
-            // Not a JSON object, not JSON, truncated.
+            // Not a JSON object, not JSON, truncated before the key.
             r#"[{"TableName":"t","Item":{"pk":{"S":"a"}}}]"#,
-            r#"{"TableName":"t","Item":{"pk":{"S":"a"}}"#,
+            r#"{"TableName":"t","Item":{"pk":{"S":"a"#,
+            r#"{"TableName":"t","Item":{"pk":{"S":"a""#,
             "TableName=t",
             "",
         ] {
@@ -235,27 +519,204 @@ mod tests {
 
     #[test]
     fn only_the_members_read_matter() {
-        // Deep nesting elsewhere is skipped without recursing (DynamoDB
-        // itself stops at 32 levels).
-        let deep = format!(
-            r#"{{"TableName":"t","Item":{{"x":{{"L":{}{}}},"pk":{{"S":"hello"}}}},"y":{}{}}}"#,
-            "[".repeat(100_000),
-            "]".repeat(100_000),
-            "{\"a\":".repeat(50_000) + "1",
-            "}".repeat(50_000)
+        // Nesting elsewhere is skipped without being kept, up to the
+        // reader's depth limit (DynamoDB itself stops at 32 levels).
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"TableName":"t","Item":{{"x":{{"L":{}{}}},"pk":{{"S":"hello"}}}},"y":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth),
+                "{\"a\":".repeat(50_000) + "1",
+                "}".repeat(50_000)
+            )
+        };
+        let limit = json::MAX_DEPTH - 3; // the body, Item and x's value
+        assert_eq!(any(Op::PutItem, &nested(limit)), Some(Key::Single(HELLO)));
+        let deep = nested(limit + 1);
+        assert_eq!(
+            read_key(Mode::AnyWrite, Op::PutItem, || deep.as_bytes(), &tables()),
+            Err(Halt::Unread(json::Limit::Depth))
         );
-        assert_eq!(any(Op::PutItem, &deep), Some(Key::Single(HELLO)));
         // Members that are not read may have any shape.
         let odd = r#"{"TableName":"t","Key":[],"Item":{"pk":{"S":"hello"}},"Expected":7,"ReturnValues":{}}"#;
         assert_eq!(any(Op::PutItem, odd), Some(Key::Single(HELLO)));
         assert_eq!(any(Op::DeleteItem, odd), None, "Key is not an object");
-        // Of an item's attributes named twice, the first counts (as in
-        // Alternator); a member of the body named twice is a body serde
-        // refuses, which routes normally.
+        // Of members named twice the first counts, as in Alternator: an
+        // item's attributes, and the body's own members.
         let twice = r#"{"TableName":"t","Item":{"pk":{"S":"hello"},"pk":{"N":"42"}}}"#;
         assert_eq!(any(Op::PutItem, twice), Some(Key::Single(HELLO)));
-        let table_twice = r#"{"TableName":"t","TableName":"u","Item":{"pk":{"S":"a"}}}"#;
-        assert_eq!(any(Op::PutItem, table_twice), None);
+        let table_twice = r#"{"TableName":"u","TableName":"t","Item":{"id":{"N":"42"}}}"#;
+        assert_eq!(any(Op::PutItem, table_twice), Some(Key::Single(N42)));
+        let item_twice =
+            r#"{"TableName":"t","Item":{"pk":{"S":"hello"}},"Item":{"pk":{"N":"42"}}}"#;
+        assert_eq!(any(Op::PutItem, item_twice), Some(Key::Single(HELLO)));
+    }
+
+    /// A source that records how far into the body it was read.
+    struct Counted<'a> {
+        body: &'a [u8],
+        at: usize,
+        reach: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Source for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> Result<usize> {
+            // Small pieces, so that the reach is close to what was read.
+            let end = (self.at + 4).min(self.body.len());
+            let n = end - self.at;
+            out[..n].copy_from_slice(&self.body[self.at..end]);
+            self.at = end;
+            self.reach.set(end);
+            Ok(n)
+        }
+    }
+
+    /// What `body` gives, how many readings it took and how far they got.
+    fn read_counted(mode: Mode, op: Op, body: &str) -> (Result<Option<Key>>, usize, usize) {
+        let reach = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut opened = 0;
+        let got = read_key(
+            mode,
+            op,
+            || {
+                opened += 1;
+                Counted {
+                    body: body.as_bytes(),
+                    at: 0,
+                    reach: std::rc::Rc::clone(&reach),
+                }
+            },
+            &tables(),
+        );
+        (got, opened, reach.get())
+    }
+
+    #[test]
+    fn reading_stops_once_it_has_what_it_needs() {
+        let rest = format!(r#","pad":"{}"}}}}"#, "x".repeat(10_000));
+        // Under AnyWrite: the table and the key are all it needs. What
+        // follows is not read, nor judged (here it is not even JSON).
+        let put = format!(r#"{{"TableName":"t","Item":{{"pk":{{"S":"hello"}}{rest} garbage"#);
+        let (got, opened, reach) = read_counted(Mode::AnyWrite, Op::PutItem, &put);
+        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 1));
+        assert!(reach < 60, "read {reach} bytes");
+        // Under Rmw, a member that makes it qualify too, wherever it is.
+        let update = format!(
+            r#"{{"TableName":"t","Key":{{"pk":{{"S":"hello"}}}},"UpdateExpression":"SET a = :v","x":"{}"}}"#,
+            "y".repeat(10_000)
+        );
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::UpdateItem, &update);
+        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert!(reach < 100, "read {reach} bytes");
+        let late = format!(
+            r#"{{"TableName":"t","Key":{{"pk":{{"S":"hello"}}}},"x":"{}","ConditionExpression":"a"}}"#,
+            "y".repeat(10_000)
+        );
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::DeleteItem, &late);
+        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert!(reach > 10_000, "the condition comes last");
+        // A write that does not qualify is read to its end (and judged).
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::PutItem, &put);
+        assert_eq!(got, Err(Halt::Unusable));
+        assert!(reach > 10_000, "read {reach} bytes");
+        // An unknown table needs nothing more.
+        let unknown = format!(r#"{{"TableName":"zz","Item":{{"pk":{{"S":"hello"}}{rest}"#);
+        let (got, _, reach) = read_counted(Mode::AnyWrite, Op::PutItem, &unknown);
+        assert_eq!(got, Ok(None));
+        assert!(reach < 30, "read {reach} bytes");
+        // A batch: once RequestItems is read.
+        let batch = format!(
+            r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{{"pk":{{"S":"hello"}}}}}}}}]}}{rest}"#
+        );
+        let (got, _, reach) = read_counted(Mode::AnyWrite, Op::BatchWriteItem, &batch);
+        assert_eq!(got, Ok(Some(Key::Batch(vec![HELLO]))));
+        assert!(reach < 90, "read {reach} bytes");
+    }
+
+    #[test]
+    fn a_key_before_its_table_is_read_in_a_second_pass() {
+        let later = r#"{"Key":{"x":{"S":"a"},"pk":{"S":"hello"}},"TableName":"t","ConditionExpression":"c","more":1}"#;
+        let (got, opened, _) = read_counted(Mode::Rmw, Op::UpdateItem, later);
+        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 2));
+        let first = r#"{"TableName":"t","Key":{"pk":{"S":"hello"}},"ConditionExpression":"c"}"#;
+        assert_eq!(read_counted(Mode::Rmw, Op::UpdateItem, first).1, 1);
+        // Not qualifying, or an unknown table: no second reading.
+        for body in [
+            r#"{"Key":{"pk":{"S":"hello"}},"TableName":"t"}"#,
+            r#"{"Key":{"pk":{"S":"hello"}},"TableName":"zz","ConditionExpression":"c"}"#,
+        ] {
+            let (got, opened, _) = read_counted(Mode::Rmw, Op::UpdateItem, body);
+            assert_eq!((got, opened), (Ok(None), 1), "{body}");
+        }
+        // The first Key counts in the second reading too.
+        let twice = r#"{"Key":{"pk":{"S":"hello"}},"Key":{"pk":{"N":"42"}},"TableName":"t"}"#;
+        assert_eq!(any(Op::DeleteItem, twice), Some(Key::Single(HELLO)));
+    }
+
+    #[test]
+    fn junk_members_count_against_the_cap() {
+        let junk = |n: usize| vec![r#""":0"#; n].join(",");
+        let update = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","Key":{{"pk":{{"S":"a"}}}},"AttributeUpdates":{{{}}}}}"#,
+                junk(n)
+            )
+        };
+        let read =
+            |body: &str, mode: Mode, op: Op| read_key(mode, op, || body.as_bytes(), &tables());
+        // The body's three members, the key's attribute and its S, and the
+        // entries: within the cap, read to the end (nothing qualifies); one
+        // more, and it is not read.
+        let fits = json::MAX_ENTRIES - 5;
+        assert_eq!(read(&update(fits), Mode::Rmw, Op::UpdateItem), Ok(None));
+        assert_eq!(
+            read(&update(fits + 1), Mode::Rmw, Op::UpdateItem),
+            Err(Halt::Unread(json::Limit::Entries))
+        );
+        // Junk anywhere the reader looks: the body's members, an item's
+        // attributes before its key, a batch's tables and writes.
+        let bodies = [
+            (
+                Op::PutItem,
+                format!(r#"{{{},"TableName":"t"}}"#, junk(json::MAX_ENTRIES)),
+            ),
+            (
+                Op::PutItem,
+                format!(
+                    r#"{{"TableName":"t","Item":{{{},"pk":{{"S":"a"}}}}}}"#,
+                    junk(json::MAX_ENTRIES)
+                ),
+            ),
+            (
+                Op::BatchWriteItem,
+                format!(r#"{{"RequestItems":{{{}}}}}"#, junk(json::MAX_ENTRIES)),
+            ),
+            (
+                Op::BatchWriteItem,
+                format!(
+                    r#"{{"RequestItems":{{"t":[{}]}}}}"#,
+                    vec!["0"; json::MAX_ENTRIES].join(",")
+                ),
+            ),
+        ];
+        for (op, body) in &bodies {
+            assert_eq!(
+                read(body, Mode::AnyWrite, *op),
+                Err(Halt::Unread(json::Limit::Entries)),
+                "{}",
+                &body[..60]
+            );
+        }
+        // Once a write qualifies, the rest of AttributeUpdates is skipped,
+        // not looked at.
+        let qualified = format!(
+            r#"{{"TableName":"t","AttributeUpdates":{{"a":{{"Action":"ADD"}},{}}},"Key":{{"pk":{{"S":"hello"}}}}}}"#,
+            junk(2 * json::MAX_ENTRIES)
+        );
+        assert_eq!(
+            read(&qualified, Mode::Rmw, Op::UpdateItem),
+            Ok(Some(Key::Single(HELLO)))
+        );
     }
 
     #[test]
@@ -267,13 +728,33 @@ mod tests {
             body.extend_from_slice(b"\"}");
             body
         };
-        let at_limit = fill(MAX_BODY_BYTES);
+        // One item: 1 MiB.
+        let at_limit = fill(MAX_ITEM_BODY_BYTES);
         assert_eq!(
             key(Mode::AnyWrite, Op::PutItem, &at_limit, &tables()),
             Some(Key::Single(HELLO))
         );
-        let over = fill(MAX_BODY_BYTES + 1);
+        let over = fill(MAX_ITEM_BODY_BYTES + 1);
         assert_eq!(key(Mode::AnyWrite, Op::PutItem, &over, &tables()), None);
+        // A batch: 16 MiB.
+        let batch = |total: usize| {
+            let head =
+                r#"{"RequestItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"hello"}}}}]},"pad":""#;
+            let mut body = head.as_bytes().to_vec();
+            body.resize(total - 2, b'x');
+            body.extend_from_slice(b"\"}");
+            body
+        };
+        let at_limit = batch(MAX_BODY_BYTES);
+        assert_eq!(
+            key(Mode::AnyWrite, Op::BatchWriteItem, &at_limit, &tables()),
+            Some(Key::Batch(vec![HELLO]))
+        );
+        let over = batch(MAX_BODY_BYTES + 1);
+        assert_eq!(
+            key(Mode::AnyWrite, Op::BatchWriteItem, &over, &tables()),
+            None
+        );
     }
 
     fn batch(body: &str) -> Option<Key> {

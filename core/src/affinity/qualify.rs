@@ -2,66 +2,153 @@
 //! table (`key-route-affinity.md`, "Operation eligibility"), so that a key's
 //! writes through this proxy and through a client library meet at the same
 //! node exactly when the libraries would route them by key.
+//!
+//! Under `Rmw` a write qualifies when it reads before writing (the ones
+//! Alternator runs as LWT under `only_rmw_uses_lwt`):
+//!
+//! - PutItem, DeleteItem: a non-empty `ConditionExpression` or `Expected`,
+//!   or `ReturnValues` other than `NONE`;
+//! - UpdateItem: a non-empty `UpdateExpression`, `ConditionExpression` or
+//!   `Expected`; `ReturnValues` `ALL_OLD`, `UPDATED_OLD` or `ALL_NEW`; or a
+//!   legacy `AttributeUpdates` entry with `Action` `ADD`, or `DELETE` with a
+//!   `Value`.
+//!
+//! Each of those members decides on its own ([`Sign`], [`read`]), so the
+//! body reader ([`super::key`]) asks about each as it comes and stops once
+//! one says yes. Under `AnyWrite` every single-item write qualifies;
+//! BatchWriteItem has no conditions and is not decided here.
 
-use super::body::{object, LegacyUpdate, Member, NonEmpty, SingleWrite, Text};
+use super::json::{Reader, Result, Source, Text};
 use super::{Mode, Op};
-use serde_json::value::RawValue;
 
-/// A member that is a non-empty string or a non-empty object (how the
-/// libraries test `ConditionExpression`, `UpdateExpression`, `Expected`).
-fn non_empty(member: &Member<NonEmpty>) -> bool {
-    matches!(member, Member::Is(NonEmpty(true)))
+/// A member of a single-item write that can make it qualify under `Rmw`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sign {
+    Condition = 0,
+    Expected,
+    Update,
+    Returns,
+    LegacyUpdates,
 }
 
-/// A legacy `AttributeUpdates` entry that reads the item first: `ADD`, or
-/// `DELETE` of given values (a `Value` member, whatever it holds).
-fn reads_first(update: &RawValue) -> bool {
-    let Some(update) = object::<LegacyUpdate>(update.get()) else {
-        return false;
-    };
-    match update.action.as_ref().map(Text::as_str) {
+impl Sign {
+    pub const COUNT: usize = 5;
+
+    /// The member named `name`, when it can make a write of `op` qualify
+    /// under `mode`.
+    pub fn of(mode: Mode, op: Op, name: &[u8]) -> Option<Sign> {
+        if mode != Mode::Rmw || !op.is_single_write() {
+            return None;
+        }
+        match name {
+            b"ConditionExpression" => Some(Sign::Condition),
+            b"Expected" => Some(Sign::Expected),
+            b"ReturnValues" => Some(Sign::Returns),
+            b"UpdateExpression" if op == Op::UpdateItem => Some(Sign::Update),
+            b"AttributeUpdates" if op == Op::UpdateItem => Some(Sign::LegacyUpdates),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `ReturnValues` (a string, or `None` for another value) makes a
+/// write of `op` qualify: for PutItem and DeleteItem anything but `NONE`,
+/// even values DynamoDB refuses for them; for UpdateItem the ones that
+/// return what was there.
+pub fn returns_qualify(op: Op, returns: Option<&str>) -> bool {
+    if op == Op::UpdateItem {
+        matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
+    } else {
+        returns.is_some_and(|r| r != "NONE")
+    }
+}
+
+/// Whether a legacy `AttributeUpdates` entry reads the item first: `ADD`,
+/// or `DELETE` of given values (a `Value` member, whatever it holds).
+pub fn reads_first(action: Option<&str>, has_value: bool) -> bool {
+    match action {
         Some("ADD") => true,
-        Some("DELETE") => update.value.is_present(),
+        Some("DELETE") => has_value,
         _ => false,
     }
 }
 
-/// Whether a single-item write qualifies under `mode`. Under `Rmw` that is a
-/// write that reads before writing (the ones Alternator runs as LWT under
-/// `only_rmw_uses_lwt`):
-///
-/// - PutItem, DeleteItem: a non-empty `ConditionExpression` or `Expected`,
-///   or `ReturnValues` other than `NONE`;
-/// - UpdateItem: a non-empty `UpdateExpression`, `ConditionExpression` or
-///   `Expected`; `ReturnValues` `ALL_OLD`, `UPDATED_OLD` or `ALL_NEW`; or a
-///   legacy `AttributeUpdates` entry with `Action` `ADD`, or `DELETE` with a
-///   `Value`.
-///
-/// Under `AnyWrite` every single-item write qualifies. BatchWriteItem is not
-/// decided here (it has no conditions; see [`super::key()`]).
-pub fn qualifies(op: Op, body: &SingleWrite, mode: Mode) -> bool {
-    if !op.is_single_write() {
-        return false;
+/// Reads the member `sign` names (the reader is at its value): whether it
+/// makes the write qualify. The value is read whole.
+pub fn read<S: Source>(r: &mut Reader<S>, op: Op, sign: Sign) -> Result<bool> {
+    match sign {
+        Sign::Condition | Sign::Expected | Sign::Update => r.non_empty(),
+        Sign::Returns => {
+            let kept = r.string()? == Text::Kept;
+            Ok(returns_qualify(op, r.text_str().filter(|_| kept)))
+        }
+        Sign::LegacyUpdates => legacy_updates(r),
     }
-    match mode {
-        Mode::None => false,
-        Mode::AnyWrite => true,
-        Mode::Rmw => {
-            if non_empty(&body.condition) || non_empty(&body.expected) {
-                return true;
+}
+
+/// UpdateItem's legacy `AttributeUpdates`: entry by entry until one reads
+/// first; the rest is skipped unread.
+fn legacy_updates<S: Source>(r: &mut Reader<S>) -> Result<bool> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(false);
+    }
+    let mut first = true;
+    while r.member(&mut first)? {
+        if legacy_update(r)? {
+            r.skip_members(false)?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// One `AttributeUpdates` entry: whether it reads first.
+fn legacy_update<S: Source>(r: &mut Reader<S>) -> Result<bool> {
+    if !r.enter_object()? {
+        r.skip()?;
+        return Ok(false);
+    }
+    let (mut action, mut action_seen, mut has_value) = (Action::Other, false, false);
+    let mut first = true;
+    while r.member(&mut first)? {
+        let which = match r.text() {
+            Some(b"Action") if !action_seen => Some(true),
+            Some(b"Value") => Some(false),
+            _ => None,
+        };
+        match which {
+            Some(true) => {
+                action_seen = true;
+                action = match (r.string()?, r.text()) {
+                    (Text::Kept, Some(b"ADD")) => Action::Add,
+                    (Text::Kept, Some(b"DELETE")) => Action::Delete,
+                    _ => Action::Other,
+                };
             }
-            let returns = body.returns.as_ref().map(Text::as_str);
-            if op != Op::UpdateItem {
-                return returns.is_some_and(|r| r != "NONE");
+            Some(false) => {
+                has_value = true;
+                r.skip()?;
             }
-            if non_empty(&body.update)
-                || matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
-            {
-                return true;
-            }
-            body.legacy_updates
-                .as_ref()
-                .is_some_and(|updates| updates.0.iter().any(|(_, u)| reads_first(u)))
+            None => r.skip()?,
+        }
+    }
+    Ok(reads_first(action.name(), has_value))
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Add,
+    Delete,
+    Other,
+}
+
+impl Action {
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Action::Add => Some("ADD"),
+            Action::Delete => Some("DELETE"),
+            Action::Other => None,
         }
     }
 }
@@ -69,15 +156,30 @@ pub fn qualifies(op: Op, body: &SingleWrite, mode: Mode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::{key, Tables};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn j(s: &str) -> SingleWrite<'_> {
-        object(s).unwrap()
+    /// Whether a write of `op` whose body has these members (an object's
+    /// text) besides its table and key has affinity under `mode`.
+    fn qualifies(op: Op, members: &str, mode: Mode) -> bool {
+        let tables = Tables::new(&[("t".to_string(), "pk".to_string())]);
+        let inner = members
+            .trim()
+            .strip_prefix('{')
+            .unwrap()
+            .strip_suffix('}')
+            .unwrap();
+        let sep = if inner.trim().is_empty() { "" } else { "," };
+        // The key both ways: PutItem reads Item, the others Key.
+        let body = format!(
+            r#"{{"TableName":"t","Item":{{"pk":{{"S":"a"}}}},"Key":{{"pk":{{"S":"a"}}}}{sep}{inner}}}"#
+        );
+        key(mode, op, body.as_bytes(), &tables).is_some()
     }
 
     fn rmw(op: Op, body: &str) -> bool {
-        qualifies(op, &j(body), Mode::Rmw)
+        qualifies(op, body, Mode::Rmw)
     }
 
     /// issue6.md 2.2, PutItem and DeleteItem rows (the same rule).
@@ -104,6 +206,15 @@ mod tests {
             assert!(!rmw(
                 op,
                 r#"{"ReturnValuesOnConditionCheckFailure":"ALL_OLD"}"#
+            ));
+            // Of a member named twice the first counts.
+            assert!(!rmw(
+                op,
+                r#"{"ReturnValues":"NONE","ReturnValues":"ALL_OLD"}"#
+            ));
+            assert!(rmw(
+                op,
+                r#"{"ConditionExpression":"","Expected":{"a":{}},"ConditionExpression":""}"#
             ));
         }
     }
@@ -133,29 +244,36 @@ mod tests {
         assert!(u(
             r#"{"AttributeUpdates":{"a":{"Action":"DELETE","Value":{"SS":["x"]}}}}"#
         ));
+        assert!(u(
+            r#"{"AttributeUpdates":{"a":{"Value":null,"Action":"DELETE"}}}"#
+        ));
         assert!(!u(r#"{"AttributeUpdates":{"a":{"Action":"DELETE"}}}"#));
         assert!(!u(
             r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}}}}"#
         ));
         assert!(!u(r#"{"AttributeUpdates":{"a":{"Value":{"N":"1"}}}}"#));
+        assert!(!u(r#"{"AttributeUpdates":{"a":{"Action":7,"Value":1}}}"#));
+        assert!(!u(
+            r#"{"AttributeUpdates":{"a":{"Action":"PUT","Action":"ADD"}}}"#
+        ));
         assert!(u(
             r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}},"b":{"Action":"ADD","Value":{"N":"1"}}}}"#
         ));
         assert!(!u(r#"{"AttributeUpdates":{}}"#));
         assert!(!u(r#"{"AttributeUpdates":[]}"#));
+        assert!(!u(r#"{"AttributeUpdates":{"a":"ADD"}}"#));
     }
 
     #[test]
     fn any_write_takes_every_single_item_write_and_none_takes_nothing() {
         for op in [Op::PutItem, Op::UpdateItem, Op::DeleteItem] {
-            assert!(qualifies(op, &j("{}"), Mode::AnyWrite));
+            assert!(qualifies(op, "{}", Mode::AnyWrite));
             assert!(!qualifies(
                 op,
-                &j(r#"{"ConditionExpression":"x","UpdateExpression":"SET a = :v"}"#),
+                r#"{"ConditionExpression":"x","UpdateExpression":"SET a = :v"}"#,
                 Mode::None
             ));
         }
-        let conditional = j(r#"{"ConditionExpression":"x"}"#);
         for op in [
             Op::BatchWriteItem,
             Op::CreateTable,
@@ -163,8 +281,22 @@ mod tests {
             Op::Other,
         ] {
             for mode in [Mode::None, Mode::Rmw, Mode::AnyWrite] {
-                assert!(!qualifies(op, &conditional, mode), "{op:?} {mode:?}");
+                assert_eq!(Sign::of(mode, op, b"ConditionExpression"), None);
+                assert!(
+                    !qualifies(op, r#"{"ConditionExpression":"x"}"#, mode),
+                    "{op:?} {mode:?}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn the_rules_by_themselves() {
+        assert!(returns_qualify(Op::PutItem, Some("UPDATED_NEW")));
+        assert!(!returns_qualify(Op::PutItem, None));
+        assert!(!returns_qualify(Op::UpdateItem, Some("UPDATED_NEW")));
+        assert!(reads_first(Some("ADD"), false));
+        assert!(!reads_first(Some("DELETE"), false));
+        assert!(!reads_first(None, true));
     }
 }
