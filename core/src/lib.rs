@@ -68,5 +68,9 @@ pub mod topology;
 #[cfg(test)]
 mod testing;
 
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: testing::alloc::Counting = testing::alloc::Counting;
+
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);
