@@ -126,13 +126,17 @@ impl Stream {
     }
 
     /// Whether the poller sent this held request on while its body was
-    /// late: then it has a node.
+    /// late: then it has a node, and the body that came all the same shows
+    /// that Envoy hands bodies over.
     fn sent_on_meanwhile(&mut self, router: &mut Router) -> bool {
         let Some(sent) = router.take_released(self.id) else {
             return false;
         };
         self.held = None;
         self.chosen = Some(sent);
+        if router.body_came() {
+            log::info!("a held write's body came after all: holding writes for their key again");
+        }
         true
     }
 
@@ -141,6 +145,9 @@ impl Stream {
     fn body_comes(&mut self, router: &mut Router) {
         if !std::mem::replace(&mut self.body_coming, true) {
             router.unhold(self.id);
+            if router.body_came() {
+                log::info!("a held write's body came: holding writes for their key again");
+            }
         }
     }
 
@@ -248,12 +255,11 @@ impl Stream {
             .request_header("content-length")
             .and_then(|l| std::str::from_utf8(&l).ok()?.parse::<usize>().ok());
         let fits = announced.is_some_and(|n| n <= affinity::body_limit(op));
-        if !fits {
+        if !fits || !router.hold(self.id, host.now_nanos() / 1_000_000) {
             let counts = router.count();
             counts.affinity_body_unread = counts.affinity_body_unread.wrapping_add(1);
             return false;
         }
-        router.hold(self.id);
         let gzip = host.request_header("content-encoding").as_deref() == Some(b"gzip");
         self.held = Some((op, gzip));
         true

@@ -492,6 +492,11 @@ impl Sim {
             .unwrap_or_default()
     }
 
+    /// When VM `vm` ticks next.
+    pub fn next_tick(&self, vm: usize) -> u64 {
+        self.next_tick.borrow()[vm]
+    }
+
     pub fn tick(&self, vm: usize) {
         self.vms[vm].borrow_mut().on_tick();
     }

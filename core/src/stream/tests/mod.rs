@@ -475,6 +475,40 @@ fn gzip_bodies_inflate_within_a_ratio_and_are_read_only_as_far_as_needed() {
 }
 
 #[test]
+fn held_writes_are_kept_by_id_up_to_a_bound() {
+    let sim = vm(RMW);
+    let body = conditional_put("o-1");
+    let mut open: Vec<(TestStream, Stream)> = (0..crate::hold::MAX_HELD as u32)
+        .map(|id| {
+            let request = put(&body, false);
+            let mut stream = Stream::new(10_000 + id, sim.router(0));
+            assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
+            (request, stream)
+        })
+        .collect();
+    assert_eq!(sim.router(0).borrow().held(), (crate::hold::MAX_HELD, 0));
+    // One more: sent on at once, without affinity, counted.
+    let extra = put(&body, false);
+    let mut stream = Stream::new(99_999, sim.router(0));
+    assert_eq!(stream.on_request_headers(&extra, false), Action::Continue);
+    assert_eq!(extra.handed.borrow().len(), 1);
+    assert_eq!(sim.router(0).borrow().counts().affinity_body_unread, 1);
+    // Any of them, by id: its body comes, it leaves the list.
+    let (request, mut stream) = open.swap_remove(500);
+    assert_eq!(
+        stream.on_request_body(&request, body.len(), true),
+        Action::Continue
+    );
+    assert_eq!(
+        sim.router(0).borrow().held(),
+        (crate::hold::MAX_HELD - 1, 0)
+    );
+    // The others end (the clients give up): nothing is left.
+    drop(open);
+    assert_eq!(sim.router(0).borrow().held(), (0, 0));
+}
+
+#[test]
 fn with_affinity_off_no_header_is_read() {
     let sim = vm("");
     let request = put(&conditional_put("o-1"), false);
