@@ -8,7 +8,7 @@
 //! flushes to Envoy's stats on its tick.
 //!
 //! With `key_route_affinity` on, writes that may qualify are the exception:
-//! their body is held until complete, read as it
+//! their body is held until complete (its end, or its trailers), read as it
 //! streams from Envoy's buffer ([`body`]), and routed to the key's node
 //! ([`crate::affinity`] decides); the answers of CreateTable and
 //! DescribeTable are read to learn tables' partition keys. Every other
@@ -122,6 +122,27 @@ impl Stream {
             // Envoy keeps the chunks; the whole body comes at the end.
             return Action::Pause;
         }
+        self.route_held(host, &mut router, op, gzip)
+    }
+
+    /// The request's trailers: its body, if any, is complete. Envoy calls
+    /// this instead of a last body callback with `end_of_stream` (HTTP/2
+    /// trailers), so a held write is routed here, never resumed without a
+    /// node.
+    pub fn on_request_trailers(&mut self, host: &impl StreamHost) -> Action {
+        let Some((op, gzip)) = self.held else {
+            return Action::Continue;
+        };
+        let shared = Rc::clone(&self.router);
+        let Ok(mut router) = shared.try_borrow_mut() else {
+            // Cannot happen (requests run one at a time); never send it on
+            // without a node.
+            return reject(host, &error_body::NO_NODE);
+        };
+        if self.sent_on_meanwhile(&mut router) {
+            return Action::Continue;
+        }
+        self.body_comes(&mut router);
         self.route_held(host, &mut router, op, gzip)
     }
 

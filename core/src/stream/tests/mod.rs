@@ -475,6 +475,38 @@ fn gzip_bodies_inflate_within_a_ratio_and_are_read_only_as_far_as_needed() {
 }
 
 #[test]
+fn a_held_write_with_trailers_is_routed_when_they_come() {
+    let sim = vm(RMW);
+    let body = conditional_put("o-1001");
+    let by_key = send_held(&sim, &put(&body, false));
+    // HTTP/2 trailers: the last body callback does not end the stream.
+    let request = put(&body, false);
+    let mut stream = Stream::new(9, sim.router(0));
+    assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
+    assert_eq!(
+        stream.on_request_body(&request, body.len(), false),
+        Action::Pause
+    );
+    assert!(request.handed.borrow().is_empty());
+    assert_eq!(stream.on_request_trailers(&request), Action::Continue);
+    assert_eq!(request.handed.borrow().len(), 1, "routed, once");
+    assert_eq!(node(&request.handed.borrow()[0]), by_key);
+    // Trailers right after the headers (no body): routed as usual.
+    let empty = put(b"", false);
+    let mut stream = Stream::new(10, sim.router(0));
+    assert_eq!(stream.on_request_headers(&empty, false), Action::Pause);
+    assert_eq!(stream.on_request_trailers(&empty), Action::Continue);
+    assert_eq!(empty.handed.borrow().len(), 1);
+    assert_eq!(sim.router(0).borrow().held(), (0, 0), "none left held");
+    // A request that was not held: trailers change nothing.
+    let plain = TestStream::default();
+    let mut stream = Stream::new(11, sim.router(0));
+    assert_eq!(stream.on_request_headers(&plain, false), Action::Continue);
+    assert_eq!(stream.on_request_trailers(&plain), Action::Continue);
+    assert_eq!(plain.handed.borrow().len(), 1);
+}
+
+#[test]
 fn held_writes_are_kept_by_id_up_to_a_bound() {
     let sim = vm(RMW);
     let body = conditional_put("o-1");
