@@ -32,10 +32,12 @@ pub const MAX_HELD: usize = 1024;
 /// Whether a VM holds writes: yes, unless it has never seen a held write
 /// receive its body and its last [`TIMEOUTS_TO_STOP`] held writes all
 /// timed out. Then it stops, and tries again after [`RETRY_AFTER_MS`]
-/// (one more timeout stops it again). A held write's body that comes, even
-/// after its write was sent on, shows that Envoy hands bodies over: from
-/// then on the VM holds writes for good. A held write that ends before
-/// either (the client gave up) counts neither way.
+/// (one more timeout stops it again). A held write's body (or its
+/// trailers) that comes while the write is held shows that Envoy hands
+/// bodies over: from then on the VM holds writes for good. A body that
+/// comes after its write was sent on shows nothing (Envoy hands it over
+/// then even without `allow_on_headers_stop_iteration`), and a held write
+/// that ends before either (the client gave up) counts neither way.
 #[derive(Debug, Default)]
 pub struct HoldRule {
     body_seen: bool,
@@ -64,8 +66,8 @@ impl HoldRule {
         self.stopped_at_ms.is_none()
     }
 
-    /// A held write's body came (or its trailers): true when the VM had
-    /// stopped holding writes and now holds them again.
+    /// A held write's body (or its trailers) came while it was held: true
+    /// when the VM had stopped holding writes and now holds them again.
     pub fn body_came(&mut self) -> bool {
         self.body_seen = true;
         self.timeouts_in_a_row = 0;
@@ -207,8 +209,8 @@ mod tests {
         // One more timeout: the last three all timed out still.
         assert_eq!(rule.timed_out(RETRY_AFTER_MS + 500), Timeout::StoppedAgain);
         assert!(!rule.holding());
-        // A body that comes (a released write's, late) resumes holding for
-        // good, and a later stop would be said again.
+        // A body that comes while its write is held (after a retry) resumes
+        // holding for good.
         assert!(rule.body_came());
         assert!(rule.holding());
         for t in 0..10 {

@@ -263,9 +263,9 @@ impl Router {
         self.holds.unhold(id);
     }
 
-    /// A held request's body (or its trailers) came, in time or not: Envoy
-    /// hands bodies over. True when the VM had stopped holding writes and
-    /// holds them again.
+    /// A held request's body (or its trailers) came while it was held:
+    /// Envoy hands bodies over after a headers pause. True when the VM had
+    /// stopped holding writes and holds them again.
     pub fn body_came(&mut self) -> bool {
         self.hold_rule.body_came()
     }

@@ -147,22 +147,21 @@ impl Stream {
     }
 
     /// Whether the poller sent this held request on while its body was
-    /// late: then it has a node, and the body that came all the same shows
-    /// that Envoy hands bodies over.
+    /// late: then it has a node. Its body coming now says nothing of
+    /// Envoy: without `allow_on_headers_stop_iteration` Envoy hands the
+    /// filter the body too, once the request goes on.
     fn sent_on_meanwhile(&mut self, router: &mut Router) -> bool {
         let Some(sent) = router.take_released(self.id) else {
             return false;
         };
         self.held = None;
         self.chosen = Some(sent);
-        if router.body_came() {
-            log::info!("a held write's body came after all: holding writes for their key again");
-        }
         true
     }
 
-    /// The first of a held request's body callbacks: it is no longer on the
-    /// poller's waiting list.
+    /// The first of a held request's body callbacks (or its trailers),
+    /// while it is held: it is no longer on the poller's waiting list, and
+    /// Envoy hands this filter bodies after a headers pause.
     fn body_comes(&mut self, router: &mut Router) {
         if !std::mem::replace(&mut self.body_coming, true) {
             router.unhold(self.id);
