@@ -9,8 +9,9 @@ are the issue's targets, derived from the simulations (which give, for the
 same scenarios: one sequential client within 0.3% of the mean and every
 window of 150 requests at 33%; a 150 ms node 0.1% of the requests at 0.97x
 the all-fast throughput, 33% again after it is fast), widened for what the
-simulations leave out, never tuned to a run. The test asserts shares and a
-throughput ratio measured within itself, never a rate.
+simulations leave out, never tuned to a run. The tests assert shares and
+the clients' time spent on the slow node, measured within themselves,
+never a rate: a rate moves with whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -93,11 +94,17 @@ def test_a_slow_node_sheds_load_and_gets_it_back(proxied, dynamodb, table_name):
         time.sleep(10.0)
     assert load.errors == [], load.errors[:5]
     back, m = shares(p.cluster, fast_again + 5.0, fast_again + 10.0)
+    # What the slow node costs the clients: the share of their time spent
+    # waiting on it. In a closed loop, throughput is 1 minus that of what
+    # the same clients do without it, whatever the machine's speed (the
+    # rate ratio, printed, also moves with whatever else runs here).
+    waiting = slow_shares[slow] * n * SLOW_S / (THREADS * 6.0)
     print(f"\nall fast: {fast_rate:.0f} req/s, shares {fmt(fast_shares)}; "
           f"one node {SLOW_S * 1000:.0f} ms slow: {slow_rate:.0f} req/s ({slow_rate / fast_rate:.2f}x), "
-          f"its share {slow_shares[slow]:.1%} of {n}; 5-10 s after it is fast again: {back[slow]:.1%} of {m}")
+          f"its share {slow_shares[slow]:.1%} of {n}, {waiting:.1%} of the clients' time; "
+          f"5-10 s after it is fast again: {back[slow]:.1%} of {m}")
     assert slow_shares[slow] <= 0.10, slow_shares
-    assert slow_rate >= 0.75 * fast_rate, (slow_rate, fast_rate)
+    assert waiting <= 0.25, (waiting, slow_shares, n)
     assert back[slow] >= 0.25, back
     mean = 1 / 3
     for addr, s in fast_shares.items():
