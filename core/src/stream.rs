@@ -17,8 +17,8 @@
 mod body;
 
 use crate::affinity::gzip::{self, Inflate};
-use crate::affinity::json::Halt;
 use crate::affinity::tables::MAX_ANSWER_BYTES;
+use crate::affinity::walk::{Halt, Limit};
 use crate::affinity::{self, Key, Mode, Op};
 use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
@@ -380,7 +380,7 @@ fn read_body(
 ) -> Result<Option<Key>, Halt> {
     let limit = affinity::body_limit(op);
     if body_size > limit {
-        return Err(Halt::Unread(affinity::json::Limit::Size));
+        return Err(Halt::Unread(Limit::Size));
     }
     let (mode, tables) = (router.mode(), router.tables());
     let body = || body::BodyReader::new(host, body_size);

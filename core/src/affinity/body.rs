@@ -1,7 +1,7 @@
 //! The shapes of the table descriptions CreateTable and DescribeTable
 //! answer, from which affinity learns partition keys ([`super::tables`]).
-//! (Request bodies are read as they stream, by [`super::json`] and
-//! [`super::key`].)
+//! (Request bodies are read as they stream, by [`super::key`] within the
+//! bounds of [`super::walk`].)
 //!
 //! Each is a borrowed serde type that names only the members a decision
 //! needs; serde_json skips every other member without building anything.

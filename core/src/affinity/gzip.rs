@@ -18,9 +18,9 @@
 //! and zlib's gunzip do; anything else after a member is read as a header
 //! that is not one, and refused.
 
-use super::json::{Halt, Limit, Result, Source};
+use super::walk::{Limit, PIECE};
 use flate2::bufread::MultiGzDecoder;
-use std::io::{BufRead, Read};
+use std::io::{self, BufRead, Read};
 
 /// How many times its compressed size a gzip body may inflate to. JSON of
 /// DynamoDB requests compresses 5 to 20 times; a deflate stream can reach
@@ -41,13 +41,14 @@ pub fn inflate_limit(limit: usize, compressed: usize) -> usize {
         .min(limit)
 }
 
-/// A gzip stream inflated a piece at a time (the JSON reader's piece, at
-/// most [`super::json::PIECE`] bytes), as JSON text for the
-/// [`super::json::Reader`]: corrupt gzip (a bad header, data, CRC or
-/// length, trailing bytes that are no member) is [`Halt::Unusable`], more
-/// than `limit` inflated bytes [`Halt::Unread`] ([`Limit::Size`]), checked
-/// as each piece comes, so a body that would inflate to gigabytes costs one
-/// piece of memory (and the decoder's window).
+/// A gzip stream inflated a piece at a time (the body reader's piece, at
+/// most [`PIECE`] bytes), as JSON text for serde_json
+/// ([`super::walk::read`]): corrupt gzip (a bad header, data, CRC or
+/// length, trailing bytes that are no member) is flate2's error, which makes
+/// the body unusable; more than `limit` inflated bytes is
+/// [`Limit::Size`]'s ([`Limit::io_error`]), checked as each piece comes, so
+/// a body that would inflate to gigabytes costs one piece of memory (and
+/// the decoder's window).
 pub struct Inflate<R: BufRead> {
     decoder: MultiGzDecoder<R>,
     /// Inflated so far, and the most allowed.
@@ -65,13 +66,13 @@ impl<R: BufRead> Inflate<R> {
     }
 }
 
-impl<R: BufRead> Source for Inflate<R> {
-    fn read(&mut self, out: &mut [u8]) -> Result<usize> {
+impl<R: BufRead> Read for Inflate<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         // Reading past the last byte of data is what checks the trailer:
         // `Ok(0)` comes only after a good one (and no further member).
-        let n = self.decoder.read(out).map_err(|_| Halt::Unusable)?;
+        let n = self.decoder.read(out)?;
         if n > self.limit.saturating_sub(self.out) {
-            return Err(Halt::Unread(Limit::Size));
+            return Err(Limit::Size.io_error());
         }
         self.out += n;
         Ok(n)
@@ -86,7 +87,7 @@ impl<R: BufRead> Source for Inflate<R> {
 /// piece ([`Inflate`]).
 pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut source = Inflate::new(body, limit);
-    let mut piece = vec![0u8; super::json::PIECE.min(limit.saturating_add(1))];
+    let mut piece = vec![0u8; PIECE.min(limit.saturating_add(1))];
     let mut out = Vec::new();
     loop {
         let n = source.read(&mut piece).ok()?;

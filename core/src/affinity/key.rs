@@ -1,25 +1,30 @@
 //! The partition key hashes a request body routes by: one for a qualifying
 //! single-item write, one per usable target of a BatchWriteItem.
 //!
-//! The body is read as it streams ([`super::json::Reader`]): only the
-//! members a rule needs are looked at, their values decoded only when they
-//! are compared or hashed, everything else skipped, and the reading stops
-//! as soon as the answer is known (a single write: once its table, its key
-//! and, under `Rmw`, a member that makes it qualify have been read; a
-//! batch: once `RequestItems` has been read). Of a member named twice the
-//! first counts, as in Alternator (rapidjson).
+//! The body is read as it streams, by serde_json driven by the seeds and
+//! visitors below ([`super::walk`]): only the members a rule needs are
+//! deserialized, every other value is skipped (its members and entries
+//! counted), and the reading stops as soon as the answer is known (a single
+//! write: once its table, its key and, under `Rmw`, a member that makes it
+//! qualify have been read; a batch: once `RequestItems` has been read). Of a
+//! member named twice the first counts, as in Alternator (rapidjson).
 //!
 //! Anything the filter cannot use (a write that does not qualify, a table
 //! whose key name is unknown, a key of an unsupported type, a body that is
-//! not JSON where it was read) gives `Ok(None)` or [`Halt::Unusable`], which
-//! means routing the request as if affinity were off: the libraries' rule
-//! is that affinity never fails or delays a request. A body whose reading
-//! reached a bound first gives [`Halt::Unread`]: routed the same way, and
-//! counted apart.
+//! not JSON where it was read) gives `Ok(None)` or
+//! [`Halt::Unusable`](walk::Halt::Unusable), which means routing the request
+//! as if affinity were off: the libraries' rule is that affinity never fails
+//! or delays a request. A body whose reading reached a bound first gives
+//! [`Halt::Unread`](walk::Halt::Unread): routed the same way, and counted
+//! apart.
 
-use super::json::{Halt, Reader, Result, Source, Text};
-use super::qualify::{self, Sign};
+use super::qualify::{Qualifies, Sign};
+use super::walk::{self, skip_members, Body, Cap, Entry, Members, Name, Object, Result};
+use super::walk::{Skip, Text, Walk};
 use super::{body_limit, murmur, wants_request_body, Mode, Op, Tables};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use std::io::Read;
 
 /// Most BatchWriteItem targets counted: what Alternator accepts by default
 /// (`alternator_max_items_in_batch_write`; DynamoDB allows 25). A batch with
@@ -53,27 +58,42 @@ pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
 /// `op` under `mode`. A single-item write whose `Item` (or `Key`) comes
 /// before its `TableName` is read twice (the key's name is known only once
 /// the table is), so `open` may be called twice, each time from the start.
-pub fn read_key<S: Source>(
+pub fn read_key<R: Read>(
     mode: Mode,
     op: Op,
-    mut open: impl FnMut() -> S,
+    mut open: impl FnMut() -> R,
     tables: &Tables,
 ) -> Result<Option<Key>> {
     if !wants_request_body(mode, op) {
         return Ok(None);
     }
     if op == Op::BatchWriteItem {
-        return Ok(batch_hashes(&mut Reader::new(open()), tables)?.map(Key::Batch));
+        let hashes = walk::read(open(), |walk, de| {
+            Body(Batch { walk, tables }).deserialize(de)
+        })?;
+        return Ok(hashes.map(Key::Batch));
     }
-    let holder = if op == Op::PutItem { "Item" } else { "Key" };
-    let mut reader = Reader::new(open());
-    let Some(found) = single(&mut reader, mode, op, holder, tables)? else {
-        return Ok(None);
+    let rule = Single {
+        mode,
+        op,
+        holder: if op == Op::PutItem { "Item" } else { "Key" },
+        tables,
     };
+    let found = walk::read(open(), |walk, de| {
+        Body(SingleWrite { walk, rule: &rule }).deserialize(de)
+    })?;
     let hash = match found {
-        Found::Key(hash) => Some(hash),
+        None => None,
+        Some(Found::Key(hash)) => hash,
         // The key came before the table: read again for it alone.
-        Found::KeyEarlier(pk) => key_member(&mut Reader::new(open()), holder, pk)?,
+        Some(Found::KeyEarlier(pk)) => walk::read(open(), |walk, de| {
+            Body(KeyMember {
+                walk,
+                holder: rule.holder,
+                pk,
+            })
+            .deserialize(de)
+        })?,
     };
     Ok(hash.map(Key::Single))
 }
@@ -81,136 +101,207 @@ pub fn read_key<S: Source>(
 /// What the first reading of a single write found, when it qualifies and
 /// its table's key is known.
 enum Found<'t> {
-    Key(i64),
+    /// Its key's hash, when the key is one affinity hashes.
+    Key(Option<i64>),
     /// Its `Item`/`Key` came before `TableName`: the name of the key
     /// attribute to look for in it.
     KeyEarlier(&'t str),
 }
 
+/// What a single write is, for its rules.
+struct Single<'t> {
+    mode: Mode,
+    op: Op,
+    /// `Item` (PutItem) or `Key`: the member that holds the key.
+    holder: &'static str,
+    tables: &'t Tables,
+}
+
 /// A member of a single write's body, by what it is to the rules.
 enum Member {
     Table,
-    /// `Item` (PutItem) or `Key`.
     Holder,
     Sign(Sign),
     /// Nothing to a rule, or named before.
     Other,
 }
 
-/// Reads a single write's body up to the point where it is decided.
-fn single<'t, S: Source>(
-    r: &mut Reader<S>,
-    mode: Mode,
-    op: Op,
-    holder: &str,
-    tables: &'t Tables,
-) -> Result<Option<Found<'t>>> {
-    if !r.enter_object()? {
-        return Err(Halt::Unusable);
+/// A single write's body, read up to the point where it is decided.
+struct SingleWrite<'w, 'r, 't> {
+    walk: &'w mut Walk<Option<Found<'t>>>,
+    rule: &'r Single<'t>,
+}
+
+impl<'de, 't> Members<'de> for SingleWrite<'_, '_, 't> {
+    type Value = Option<Found<'t>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
     }
-    let mut qualified = mode == Mode::AnyWrite;
-    let mut pk: Option<&'t str> = None;
-    let (mut table_seen, mut holder_seen, mut key_earlier) = (false, false, false);
-    let mut key = None;
-    let mut signs_seen = [false; Sign::COUNT];
-    let mut first = true;
-    while r.member(&mut first)? {
-        let which = match r.text().unwrap_or_default() {
-            b"TableName" if !table_seen => Member::Table,
-            name if name == holder.as_bytes() && !holder_seen => Member::Holder,
-            name => match Sign::of(mode, op, name) {
-                Some(sign) if !qualified => Member::Sign(sign),
-                _ => Member::Other,
-            },
-        };
-        match which {
-            Member::Table => {
-                table_seen = true;
-                if r.string()? != Text::Kept {
-                    return Ok(None);
-                }
-                // An unknown table has no key: nothing more to read.
-                let Some(name) = r.text_str().and_then(|t| tables.pk_name(t)) else {
-                    return Ok(None);
-                };
-                pk = Some(name);
-            }
-            Member::Holder => {
-                holder_seen = true;
-                match pk {
-                    // Once qualified, the key is the last thing needed.
-                    Some(pk) => match attribute_hash(r, pk, !qualified)? {
-                        Some(hash) => key = Some(hash),
-                        None => return Ok(None),
-                    },
-                    None => {
-                        r.skip()?;
-                        key_earlier = true;
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Single {
+            mode,
+            op,
+            holder,
+            tables,
+        } = *self.rule;
+        let walk = self.walk;
+        let mut qualified = mode == Mode::AnyWrite;
+        let mut pk: Option<&'t str> = None;
+        let (mut table_seen, mut holder_seen, mut key_earlier) = (false, false, false);
+        let mut key = None;
+        let mut signs_seen = [false; Sign::COUNT];
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("TableName") if !table_seen => Member::Table,
+                Some(name) if name == holder && !holder_seen => Member::Holder,
+                name => match name.and_then(|name| Sign::of(mode, op, name)) {
+                    Some(sign) if !qualified => Member::Sign(sign),
+                    _ => Member::Other,
+                },
+            };
+            let Some(member) = map.next_key_seed(Name::new(&mut walk.cap, sort))? else {
+                break;
+            };
+            match member {
+                Member::Table => {
+                    table_seen = true;
+                    let read = |name: Option<&str>| name.and_then(|name| tables.pk_name(name));
+                    // Not a name, or an unknown table: no key.
+                    match map.next_value_seed(Text::new(&mut walk.cap, read))? {
+                        Some(name) => pk = Some(name),
+                        None => return Err(walk.decide(None)),
                     }
                 }
+                Member::Holder => {
+                    holder_seen = true;
+                    let Some(pk) = pk else {
+                        map.next_value_seed(Skip(&mut walk.cap))?;
+                        key_earlier = true;
+                        continue;
+                    };
+                    // Once qualified, the key is the last thing needed:
+                    // the reading stops at it.
+                    let at_key: Option<fn(Option<i64>) -> Option<Found<'t>>> =
+                        qualified.then_some(|hash| Some(Found::Key(hash)));
+                    let attributes = Attributes {
+                        walk: &mut *walk,
+                        pk,
+                        at_key,
+                    };
+                    match map.next_value_seed(Object(attributes))? {
+                        Some(hash) => key = Some(hash),
+                        None => return Err(walk.decide(None)),
+                    }
+                }
+                Member::Sign(sign) => {
+                    let seen = signs_seen.get_mut(sign as usize);
+                    if seen.is_some_and(|seen| std::mem::replace(seen, true)) {
+                        map.next_value_seed(Skip(&mut walk.cap))?;
+                    } else {
+                        qualified = map.next_value_seed(Qualifies::new(&mut walk.cap, op, sign))?;
+                    }
+                }
+                Member::Other => map.next_value_seed(Skip(&mut walk.cap))?,
             }
-            Member::Sign(sign) => {
-                let seen = signs_seen.get_mut(sign as usize).ok_or(Halt::Unusable)?;
-                if std::mem::replace(seen, true) {
-                    r.skip()?;
-                } else {
-                    qualified = qualify::read(r, op, sign)?;
+            if let (true, Some(pk)) = (qualified, pk) {
+                if let Some(hash) = key {
+                    return Err(walk.decide(Some(Found::Key(Some(hash)))));
+                }
+                if key_earlier {
+                    return Err(walk.decide(Some(Found::KeyEarlier(pk))));
                 }
             }
-            Member::Other => r.skip()?,
         }
-        if let (true, Some(pk)) = (qualified, pk) {
-            if let Some(hash) = key {
-                return Ok(Some(Found::Key(hash)));
-            }
-            if key_earlier {
-                return Ok(Some(Found::KeyEarlier(pk)));
-            }
-        }
+        // Not qualifying, no table, or no key: read to the end (and judged).
+        Ok(None)
     }
-    r.end()?;
-    // Not qualifying, no table, or no key.
-    Ok(None)
+
+    fn other(self) -> Self::Value {
+        None
+    }
 }
 
-/// The hash of the first `holder` member's attribute `pk`, reading the
-/// body from its start (the second reading of a single write).
-fn key_member<S: Source>(r: &mut Reader<S>, holder: &str, pk: &str) -> Result<Option<i64>> {
-    if !r.enter_object()? {
-        return Err(Halt::Unusable);
-    }
-    let mut first = true;
-    while r.member(&mut first)? {
-        if r.text() == Some(holder.as_bytes()) {
-            return attribute_hash(r, pk, false);
-        }
-        r.skip()?;
-    }
-    Ok(None)
+/// A single write's body read again for its first `holder` member's
+/// attribute `pk` (its key came before its table).
+struct KeyMember<'w> {
+    walk: &'w mut Walk<Option<i64>>,
+    holder: &'static str,
+    pk: &'w str,
 }
 
-/// Reads an item's attributes (`Item`, `Key`) for attribute `pk`: the
-/// hash of the first one so named, when it is a usable key. With `whole`,
-/// the rest of the item is skipped unread, so that reading can go on after
-/// it; without, the reader is left after the key (the caller reads no
-/// further).
-fn attribute_hash<S: Source>(r: &mut Reader<S>, pk: &str, whole: bool) -> Result<Option<i64>> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(None);
+impl<'de> Members<'de> for KeyMember<'_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
     }
-    let mut first = true;
-    while r.member(&mut first)? {
-        if r.text() == Some(pk.as_bytes()) {
-            let hash = value_hash(r)?;
-            if whole {
-                r.skip_members(false)?;
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let KeyMember { walk, holder, pk } = self;
+        let is_holder = |name: Option<&str>| name == Some(holder);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_holder))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
             }
+            let attributes = Attributes {
+                walk: &mut *walk,
+                pk,
+                at_key: Some(|hash| hash),
+            };
+            let hash = map.next_value_seed(Object(attributes))?;
+            return Err(walk.decide(hash));
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// An item's attributes (`Item`, `Key`), read for attribute `pk`: the hash
+/// of the first one so named, when it is a usable key, and `None` for no
+/// such attribute, or a value that is not an object. With `at_key`, the
+/// reading stops at the key, giving what `at_key` makes of its hash (the
+/// caller needs nothing more); without, the rest of the item is skipped so
+/// that reading can go on after it.
+struct Attributes<'w, 'p, T> {
+    walk: &'w mut Walk<T>,
+    pk: &'p str,
+    at_key: Option<fn(Option<i64>) -> T>,
+}
+
+impl<'de, T> Members<'de> for Attributes<'_, '_, T> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Attributes { walk, pk, at_key } = self;
+        let is_key = |name: Option<&str>| name == Some(pk);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_key))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let hash = map.next_value_seed(Object(KeyValue(&mut walk.cap)))?;
+            if let Some(at_key) = at_key {
+                return Err(walk.decide(at_key(hash)));
+            }
+            skip_members(&mut walk.cap, map)?;
             return Ok(hash);
         }
-        r.skip()?;
+        Ok(None)
     }
-    Ok(None)
+
+    fn other(self) -> Self::Value {
+        None
+    }
 }
 
 /// The hash of a partition-key AttributeValue when it is one affinity
@@ -218,36 +309,44 @@ fn attribute_hash<S: Source>(r: &mut Reader<S>, pk: &str, whole: bool) -> Result
 /// sent) or `B` (base64 on the wire, hashed decoded), whose value is a
 /// string, hashed with MurmurHash3 after a one-byte type prefix. The value
 /// is read whole in every case.
-fn value_hash<S: Source>(r: &mut Reader<S>) -> Result<Option<i64>> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(None);
+struct KeyValue<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for KeyValue<'_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
     }
-    let mut first = true;
-    if !r.member(&mut first)? {
-        return Ok(None);
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let cap = self.0;
+        let prefix = |name: Option<&str>| match name {
+            Some("S") => 1u8,
+            Some("N") => 2,
+            Some("B") => 3,
+            _ => 0,
+        };
+        let Some(prefix) = map.next_key_seed(Name::new(cap, prefix))? else {
+            return Ok(None);
+        };
+        let hash = |text: Option<&str>| match (prefix, text) {
+            (0, _) | (_, None) => None,
+            (3, Some(text)) => super::base64_decode(text).map(|bytes| hash_with(3, &bytes)),
+            (_, Some(text)) => Some(hash_with(prefix, text.as_bytes())),
+        };
+        let hash = map.next_value_seed(Text::new(cap, hash))?;
+        if map.next_key_seed(Name::new(cap, |_| ()))?.is_some() {
+            // A second member: not a key value.
+            map.next_value_seed(Skip(cap))?;
+            skip_members(cap, map)?;
+            return Ok(None);
+        }
+        Ok(hash)
     }
-    let prefix = match r.text() {
-        Some(b"S") => 1u8,
-        Some(b"N") => 2,
-        Some(b"B") => 3,
-        _ => 0,
-    };
-    let hash = match (prefix, r.string()?) {
-        (0, _) | (_, Text::TooLong | Text::NotString) => None,
-        (3, Text::Kept) => r
-            .text_str()
-            .and_then(super::base64_decode)
-            .map(|bytes| hash_with(3, &bytes)),
-        (_, Text::Kept) => r.text().map(|bytes| hash_with(prefix, bytes)),
-    };
-    if r.member(&mut first)? {
-        // A second member: not a key value.
-        r.skip()?;
-        r.skip_members(false)?;
-        return Ok(None);
+
+    fn other(self) -> Self::Value {
+        None
     }
-    Ok(hash)
 }
 
 fn hash_with(prefix: u8, payload: &[u8]) -> i64 {
@@ -258,60 +357,144 @@ fn hash_with(prefix: u8, payload: &[u8]) -> i64 {
 }
 
 /// The hash of a partition-key AttributeValue given as JSON text (see
-/// [`value_hash`]); `None` for anything else, or for more than one value.
+/// [`KeyValue`]); `None` for anything else, or for more than one value.
 pub fn key_hash(json: &[u8]) -> Option<i64> {
-    let mut r = Reader::new(json);
-    let hash = value_hash(&mut r).ok()?;
-    r.end().ok()?;
-    hash
+    walk::read(json, |walk, de| {
+        Object(KeyValue(&mut walk.cap)).deserialize(de)
+    })
+    .ok()
+    .flatten()
 }
 
-/// Every write of `RequestItems` with exactly one of `PutRequest` (key in
-/// `Item`) or `DeleteRequest` (key in `Key`), in a table whose key name is
-/// known, with a usable key. Other writes (unknown tables, malformed
-/// entries, unusable keys) are skipped and the rest still count; a table's
-/// writes are read only when its key name is known. `None` when none is
-/// usable or more than [`MAX_BATCH_TARGETS`] are. Members after
+/// A BatchWriteItem body: every write of `RequestItems` with exactly one
+/// of `PutRequest` (key in `Item`) or `DeleteRequest` (key in `Key`), in a
+/// table whose key name is known, with a usable key. Other writes (unknown
+/// tables, malformed entries, unusable keys) are skipped and the rest still
+/// count; a table's writes are read only when its key name is known. `None`
+/// when none is usable or more than [`MAX_BATCH_TARGETS`] are. Members after
 /// `RequestItems` are not read.
-fn batch_hashes<S: Source>(r: &mut Reader<S>, tables: &Tables) -> Result<Option<Vec<i64>>> {
-    if !r.enter_object()? {
-        return Err(Halt::Unusable);
+struct Batch<'w, 't> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    tables: &'t Tables,
+}
+
+impl<'de> Members<'de> for Batch<'_, '_> {
+    type Value = Option<Vec<i64>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
     }
-    let mut first = true;
-    while r.member(&mut first)? {
-        if r.text() != Some(b"RequestItems") {
-            r.skip()?;
-            continue;
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Batch { walk, tables } = self;
+        let is_requests = |name: Option<&str>| name == Some("RequestItems");
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_requests))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let requests = RequestItems {
+                walk: &mut *walk,
+                tables,
+            };
+            let hashes = map.next_value_seed(Object(requests))?;
+            return Err(walk.decide(hashes.filter(|h| !h.is_empty())));
         }
-        if !r.enter_object()? {
-            return Ok(None);
-        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// `RequestItems`: per table (a name may come twice), its writes' hashes;
+/// `None` when it is not an object, or has more than [`MAX_BATCH_TARGETS`].
+struct RequestItems<'w, 't> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    tables: &'t Tables,
+}
+
+impl<'de> Members<'de> for RequestItems<'_, '_> {
+    type Value = Option<Vec<i64>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let RequestItems { walk, tables } = self;
         let mut hashes = Vec::new();
-        let mut first_table = true;
-        while r.member(&mut first_table)? {
-            let Some(pk) = r.text_str().and_then(|t| tables.pk_name(t)) else {
-                r.skip()?;
+        let pk_name = |name: Option<&str>| name.and_then(|name| tables.pk_name(name));
+        while let Some(pk) = map.next_key_seed(Name::new(&mut walk.cap, pk_name))? {
+            let Some(pk) = pk else {
+                map.next_value_seed(Skip(&mut walk.cap))?;
                 continue;
             };
-            if !r.enter_array()? {
-                r.skip()?;
-                continue;
-            }
-            let mut first_write = true;
-            while r.element(&mut first_write)? {
-                let Some(hash) = target_hash(r, pk)? else {
-                    continue;
-                };
-                if hashes.len() >= MAX_BATCH_TARGETS {
-                    return Ok(None);
-                }
-                hashes.push(hash);
-            }
+            let writes = Writes {
+                walk: &mut *walk,
+                pk,
+                hashes: &mut hashes,
+            };
+            map.next_value_seed(writes)?;
         }
-        return Ok((!hashes.is_empty()).then_some(hashes));
+        Ok(Some(hashes))
     }
-    r.end()?;
-    Ok(None)
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// A table's array of writes, each one's hash added to `hashes`; any other
+/// value is skipped.
+struct Writes<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    pk: &'p str,
+    hashes: &'w mut Vec<i64>,
+}
+
+impl<'de> DeserializeSeed<'de> for Writes<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Writes<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of writes")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let Writes { walk, pk, hashes } = self;
+        loop {
+            let write = Write {
+                walk: &mut *walk,
+                pk,
+            };
+            let Some(hash) = seq.next_element_seed(Entry(Object(write)))? else {
+                break;
+            };
+            let Some(hash) = hash else {
+                continue;
+            };
+            if hashes.len() >= MAX_BATCH_TARGETS {
+                return Err(walk.decide(None));
+            }
+            hashes.push(hash);
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        skip_members(&mut self.walk.cap, map)
+    }
+
+    walk::scalars!(|_this| ());
 }
 
 /// A member of a write request: absent, present but unusable, or the hash
@@ -323,63 +506,106 @@ enum Part {
     Hash(i64),
 }
 
-/// The hash of one BatchWriteItem write's key attribute `pk`; the write is
-/// read whole.
-fn target_hash<S: Source>(r: &mut Reader<S>, pk: &str) -> Result<Option<i64>> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(None);
+/// One BatchWriteItem write: the hash of its key attribute `pk`, when it
+/// has exactly one of `PutRequest` and `DeleteRequest`. Read whole.
+struct Write<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    pk: &'p str,
+}
+
+impl<'de> Members<'de> for Write<'_, '_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
     }
-    let (mut put, mut delete) = (Part::Absent, Part::Absent);
-    let mut first = true;
-    while r.member(&mut first)? {
-        let which = match r.text() {
-            Some(b"PutRequest") if put == Part::Absent => Some(true),
-            Some(b"DeleteRequest") if delete == Part::Absent => Some(false),
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Write { walk, pk } = self;
+        let (mut put, mut delete) = (Part::Absent, Part::Absent);
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("PutRequest") if put == Part::Absent => Some(true),
+                Some("DeleteRequest") if delete == Part::Absent => Some(false),
+                _ => None,
+            };
+            let Some(which) = map.next_key_seed(Name::new(&mut walk.cap, sort))? else {
+                break;
+            };
+            let (slot, holder) = match which {
+                Some(true) => (&mut put, "Item"),
+                Some(false) => (&mut delete, "Key"),
+                None => {
+                    map.next_value_seed(Skip(&mut walk.cap))?;
+                    continue;
+                }
+            };
+            let request = Request {
+                walk: &mut *walk,
+                holder,
+                pk,
+            };
+            *slot = match map.next_value_seed(Object(request))? {
+                Some(hash) => Part::Hash(hash),
+                None => Part::Unusable,
+            };
+        }
+        Ok(match (put, delete) {
+            (Part::Hash(hash), Part::Absent) | (Part::Absent, Part::Hash(hash)) => Some(hash),
             _ => None,
-        };
-        let (slot, holder) = match which {
-            Some(true) => (&mut put, "Item"),
-            Some(false) => (&mut delete, "Key"),
-            None => {
-                r.skip()?;
-                continue;
-            }
-        };
-        *slot = match request_hash(r, holder, pk)? {
-            Some(hash) => Part::Hash(hash),
-            None => Part::Unusable,
-        };
+        })
     }
-    Ok(match (put, delete) {
-        (Part::Hash(hash), Part::Absent) | (Part::Absent, Part::Hash(hash)) => Some(hash),
-        _ => None,
-    })
+
+    fn other(self) -> Self::Value {
+        None
+    }
 }
 
 /// `PutRequest` / `DeleteRequest`: the hash of its `holder`'s attribute
-/// `pk`; the request is read whole.
-fn request_hash<S: Source>(r: &mut Reader<S>, holder: &str, pk: &str) -> Result<Option<i64>> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(None);
-    }
-    let mut first = true;
-    while r.member(&mut first)? {
-        if r.text() == Some(holder.as_bytes()) {
-            let hash = attribute_hash(r, pk, true)?;
-            r.skip_members(false)?;
-            return Ok(hash);
-        }
-        r.skip()?;
-    }
-    Ok(None)
+/// `pk`. Read whole.
+struct Request<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    holder: &'static str,
+    pk: &'p str,
 }
 
+impl<'de> Members<'de> for Request<'_, '_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Request { walk, holder, pk } = self;
+        let is_holder = |name: Option<&str>| name == Some(holder);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_holder))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let attributes = Attributes {
+                walk: &mut *walk,
+                pk,
+                at_key: None,
+            };
+            let hash = map.next_value_seed(Object(attributes))?;
+            skip_members(&mut walk.cap, map)?;
+            return Ok(hash);
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::affinity::{json, MAX_BODY_BYTES, MAX_ITEM_BODY_BYTES};
+    use crate::affinity::walk::{self, Halt, Limit};
+    use crate::affinity::{MAX_BODY_BYTES, MAX_ITEM_BODY_BYTES};
+    use std::io;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -530,12 +756,12 @@ mod tests {
                 "}".repeat(50_000)
             )
         };
-        let limit = json::MAX_DEPTH - 3; // the body, Item and x's value
+        let limit = walk::MAX_DEPTH - 3; // the body, Item and x's value
         assert_eq!(any(Op::PutItem, &nested(limit)), Some(Key::Single(HELLO)));
         let deep = nested(limit + 1);
         assert_eq!(
             read_key(Mode::AnyWrite, Op::PutItem, || deep.as_bytes(), &tables()),
-            Err(Halt::Unread(json::Limit::Depth))
+            Err(Halt::Unread(Limit::Depth))
         );
         // Members that are not read may have any shape.
         let odd = r#"{"TableName":"t","Key":[],"Item":{"pk":{"S":"hello"}},"Expected":7,"ReturnValues":{}}"#;
@@ -559,8 +785,8 @@ mod tests {
         reach: std::rc::Rc<std::cell::Cell<usize>>,
     }
 
-    impl Source for Counted<'_> {
-        fn read(&mut self, out: &mut [u8]) -> Result<usize> {
+    impl io::Read for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
             // Small pieces, so that the reach is close to what was read.
             let end = (self.at + 4).min(self.body.len());
             let n = end - self.at;
@@ -667,55 +893,64 @@ mod tests {
         // The body's three members, the key's attribute and its S, and the
         // entries: within the cap, read to the end (nothing qualifies); one
         // more, and it is not read.
-        let fits = json::MAX_ENTRIES - 5;
+        let fits = walk::MAX_ENTRIES - 5;
         assert_eq!(read(&update(fits), Mode::Rmw, Op::UpdateItem), Ok(None));
         assert_eq!(
             read(&update(fits + 1), Mode::Rmw, Op::UpdateItem),
-            Err(Halt::Unread(json::Limit::Entries))
+            Err(Halt::Unread(Limit::Entries))
         );
         // Junk anywhere the reader looks: the body's members, an item's
         // attributes before its key, a batch's tables and writes.
         let bodies = [
             (
                 Op::PutItem,
-                format!(r#"{{{},"TableName":"t"}}"#, junk(json::MAX_ENTRIES)),
+                format!(r#"{{{},"TableName":"t"}}"#, junk(walk::MAX_ENTRIES)),
             ),
             (
                 Op::PutItem,
                 format!(
                     r#"{{"TableName":"t","Item":{{{},"pk":{{"S":"a"}}}}}}"#,
-                    junk(json::MAX_ENTRIES)
+                    junk(walk::MAX_ENTRIES)
                 ),
             ),
             (
                 Op::BatchWriteItem,
-                format!(r#"{{"RequestItems":{{{}}}}}"#, junk(json::MAX_ENTRIES)),
+                format!(r#"{{"RequestItems":{{{}}}}}"#, junk(walk::MAX_ENTRIES)),
             ),
             (
                 Op::BatchWriteItem,
                 format!(
                     r#"{{"RequestItems":{{"t":[{}]}}}}"#,
-                    vec!["0"; json::MAX_ENTRIES].join(",")
+                    vec!["0"; walk::MAX_ENTRIES].join(",")
                 ),
             ),
         ];
         for (op, body) in &bodies {
             assert_eq!(
                 read(body, Mode::AnyWrite, *op),
-                Err(Halt::Unread(json::Limit::Entries)),
+                Err(Halt::Unread(Limit::Entries)),
                 "{}",
                 &body[..60]
             );
         }
-        // Once a write qualifies, the rest of AttributeUpdates is skipped,
-        // not looked at.
-        let qualified = format!(
-            r#"{{"TableName":"t","AttributeUpdates":{{"a":{{"Action":"ADD"}},{}}},"Key":{{"pk":{{"S":"hello"}}}}}}"#,
-            junk(2 * json::MAX_ENTRIES)
+        // Junk counts where it is skipped too: the rest of
+        // AttributeUpdates once the write qualifies, on the way to its key.
+        // The body's three members, the first entry and its Action, the
+        // key's attribute and its S, and the junk.
+        let qualified = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","AttributeUpdates":{{"a":{{"Action":"ADD"}},{}}},"Key":{{"pk":{{"S":"hello"}}}}}}"#,
+                junk(n)
+            )
+        };
+        let fits = walk::MAX_ENTRIES - 7;
+        assert_eq!(
+            read(&qualified(fits), Mode::Rmw, Op::UpdateItem),
+            Ok(Some(Key::Single(HELLO)))
         );
         assert_eq!(
-            read(&qualified, Mode::Rmw, Op::UpdateItem),
-            Ok(Some(Key::Single(HELLO)))
+            read(&qualified(fits + 1), Mode::Rmw, Op::UpdateItem),
+            Err(Halt::Unread(Limit::Entries))
         );
     }
 

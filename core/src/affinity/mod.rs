@@ -18,7 +18,8 @@
 //! 2. [`gzip`]: a compressed body inflated a piece at a time (flate2),
 //!    within a size and a ratio;
 //! 3. [`read_key()`] (with [`qualify`] and [`Tables`], reading the body as it
-//!    streams with [`json`]): the key hash(es) the body routes by;
+//!    streams with serde_json, within the bounds of [`walk`]): the key
+//!    hash(es) the body routes by;
 //! 4. [`order()`]: the order the key gives a ring's nodes;
 //! 5. [`choose()`]: the first healthy node of that order.
 //!
@@ -31,13 +32,13 @@ pub mod choose;
 pub mod go_rand;
 mod go_rand_cooked;
 pub mod gzip;
-pub mod json;
 pub mod key;
 pub mod murmur;
 pub mod op;
 pub mod order;
 pub mod qualify;
 pub mod tables;
+pub mod walk;
 
 pub use choose::{choose, NodeHealth};
 pub use gzip::inflate_gzip;

@@ -13,13 +13,15 @@
 //!   legacy `AttributeUpdates` entry with `Action` `ADD`, or `DELETE` with a
 //!   `Value`.
 //!
-//! Each of those members decides on its own ([`Sign`], [`read`]), so the
-//! body reader ([`super::key`]) asks about each as it comes and stops once
-//! one says yes. Under `AnyWrite` every single-item write qualifies;
+//! Each of those members decides on its own ([`Sign`], [`Qualifies`]), so
+//! the body reader ([`super::key`]) asks about each as it comes and stops
+//! once one says yes. Under `AnyWrite` every single-item write qualifies;
 //! BatchWriteItem has no conditions and is not decided here.
 
-use super::json::{Reader, Result, Source, Text};
+use super::walk::{self, skip_members, Cap, Members, Name, Object, Skip, Text};
 use super::{Mode, Op};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
 
 /// A member of a single-item write that can make it qualify under `Rmw`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,16 +38,16 @@ impl Sign {
 
     /// The member named `name`, when it can make a write of `op` qualify
     /// under `mode`.
-    pub fn of(mode: Mode, op: Op, name: &[u8]) -> Option<Sign> {
+    pub fn of(mode: Mode, op: Op, name: &str) -> Option<Sign> {
         if mode != Mode::Rmw || !op.is_single_write() {
             return None;
         }
         match name {
-            b"ConditionExpression" => Some(Sign::Condition),
-            b"Expected" => Some(Sign::Expected),
-            b"ReturnValues" => Some(Sign::Returns),
-            b"UpdateExpression" if op == Op::UpdateItem => Some(Sign::Update),
-            b"AttributeUpdates" if op == Op::UpdateItem => Some(Sign::LegacyUpdates),
+            "ConditionExpression" => Some(Sign::Condition),
+            "Expected" => Some(Sign::Expected),
+            "ReturnValues" => Some(Sign::Returns),
+            "UpdateExpression" if op == Op::UpdateItem => Some(Sign::Update),
+            "AttributeUpdates" if op == Op::UpdateItem => Some(Sign::LegacyUpdates),
             _ => None,
         }
     }
@@ -73,67 +75,138 @@ pub fn reads_first(action: Option<&str>, has_value: bool) -> bool {
     }
 }
 
-/// Reads the member `sign` names (the reader is at its value): whether it
-/// makes the write qualify. The value is read whole.
-pub fn read<S: Source>(r: &mut Reader<S>, op: Op, sign: Sign) -> Result<bool> {
-    match sign {
-        Sign::Condition | Sign::Expected | Sign::Update => r.non_empty(),
-        Sign::Returns => {
-            let kept = r.string()? == Text::Kept;
-            Ok(returns_qualify(op, r.text_str().filter(|_| kept)))
-        }
-        Sign::LegacyUpdates => legacy_updates(r),
+/// The member `sign` names, read: whether it makes a write of `op`
+/// qualify. The value is read whole.
+pub struct Qualifies<'c> {
+    cap: &'c mut Cap,
+    op: Op,
+    sign: Sign,
+}
+
+impl<'c> Qualifies<'c> {
+    pub fn new(cap: &'c mut Cap, op: Op, sign: Sign) -> Qualifies<'c> {
+        Qualifies { cap, op, sign }
     }
+}
+
+impl<'de> DeserializeSeed<'de> for Qualifies<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        let Qualifies { cap, op, sign } = self;
+        match sign {
+            Sign::Condition | Sign::Expected | Sign::Update => d.deserialize_any(NonEmpty(cap)),
+            Sign::Returns => Text::new(cap, |returns| returns_qualify(op, returns)).deserialize(d),
+            Sign::LegacyUpdates => Object(LegacyUpdates(cap)).deserialize(d),
+        }
+    }
+}
+
+/// Whether a value is a non-empty string or an object with a member (how
+/// the client libraries test `ConditionExpression` and the like); read
+/// whole either way.
+struct NonEmpty<'c>(&'c mut Cap);
+
+impl<'de> Visitor<'de> for NonEmpty<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
+        Ok(!s.is_empty())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        if map.next_key_seed(Name::new(self.0, |_| ()))?.is_none() {
+            return Ok(false);
+        }
+        map.next_value_seed(Skip(self.0))?;
+        skip_members(self.0, map)?;
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        walk::skip_elements(self.0, seq)?;
+        Ok(false)
+    }
+
+    walk::scalars_but_str!(|_this| false);
 }
 
 /// UpdateItem's legacy `AttributeUpdates`: entry by entry until one reads
-/// first; the rest is skipped unread.
-fn legacy_updates<S: Source>(r: &mut Reader<S>) -> Result<bool> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(false);
+/// first; the rest is skipped.
+struct LegacyUpdates<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for LegacyUpdates<'_> {
+    type Value = bool;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
     }
-    let mut first = true;
-    while r.member(&mut first)? {
-        if legacy_update(r)? {
-            r.skip_members(false)?;
-            return Ok(true);
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let cap = self.0;
+        while map.next_key_seed(Name::new(cap, |_| ()))?.is_some() {
+            if map.next_value_seed(Object(LegacyUpdate(cap)))? {
+                skip_members(cap, map)?;
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
-    Ok(false)
+
+    fn other(self) -> bool {
+        false
+    }
 }
 
 /// One `AttributeUpdates` entry: whether it reads first.
-fn legacy_update<S: Source>(r: &mut Reader<S>) -> Result<bool> {
-    if !r.enter_object()? {
-        r.skip()?;
-        return Ok(false);
+struct LegacyUpdate<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for LegacyUpdate<'_> {
+    type Value = bool;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
     }
-    let (mut action, mut action_seen, mut has_value) = (Action::Other, false, false);
-    let mut first = true;
-    while r.member(&mut first)? {
-        let which = match r.text() {
-            Some(b"Action") if !action_seen => Some(true),
-            Some(b"Value") => Some(false),
-            _ => None,
-        };
-        match which {
-            Some(true) => {
-                action_seen = true;
-                action = match (r.string()?, r.text()) {
-                    (Text::Kept, Some(b"ADD")) => Action::Add,
-                    (Text::Kept, Some(b"DELETE")) => Action::Delete,
-                    _ => Action::Other,
-                };
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let cap = self.0;
+        let (mut action, mut action_seen, mut has_value) = (Action::Other, false, false);
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("Action") if !action_seen => Some(true),
+                Some("Value") => Some(false),
+                _ => None,
+            };
+            let Some(which) = map.next_key_seed(Name::new(cap, sort))? else {
+                break;
+            };
+            match which {
+                Some(true) => {
+                    action_seen = true;
+                    let read = |name: Option<&str>| match name {
+                        Some("ADD") => Action::Add,
+                        Some("DELETE") => Action::Delete,
+                        _ => Action::Other,
+                    };
+                    action = map.next_value_seed(Text::new(cap, read))?;
+                }
+                Some(false) => {
+                    has_value = true;
+                    map.next_value_seed(Skip(cap))?;
+                }
+                None => map.next_value_seed(Skip(cap))?,
             }
-            Some(false) => {
-                has_value = true;
-                r.skip()?;
-            }
-            None => r.skip()?,
         }
+        Ok(reads_first(action.name(), has_value))
     }
-    Ok(reads_first(action.name(), has_value))
+
+    fn other(self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -260,6 +333,15 @@ mod tests {
             r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}},"b":{"Action":"ADD","Value":{"N":"1"}}}}"#
         ));
         assert!(!u(r#"{"AttributeUpdates":{}}"#));
+        // Values of other kinds do not count, but are read (and judged).
+        for other in ["7", "null", "true", "[\"SET a = :v\"]", "{ }", "\"\""] {
+            assert!(!u(&format!(r#"{{"UpdateExpression":{other}}}"#)), "{other}");
+            assert!(
+                !u(&format!(r#"{{"ConditionExpression":{other}}}"#)),
+                "{other}"
+            );
+        }
+        assert!(!u(r#"{"ConditionExpression":[1,}"#));
         assert!(!u(r#"{"AttributeUpdates":[]}"#));
         assert!(!u(r#"{"AttributeUpdates":{"a":"ADD"}}"#));
     }
@@ -281,7 +363,7 @@ mod tests {
             Op::Other,
         ] {
             for mode in [Mode::None, Mode::Rmw, Mode::AnyWrite] {
-                assert_eq!(Sign::of(mode, op, b"ConditionExpression"), None);
+                assert_eq!(Sign::of(mode, op, "ConditionExpression"), None);
                 assert!(
                     !qualifies(op, r#"{"ConditionExpression":"x"}"#, mode),
                     "{op:?} {mode:?}"

@@ -1,9 +1,8 @@
 //! A held request's body as Envoy buffered it, read a chunk at a time, so
 //! that reading a body never copies all of it into the VM's memory (which
-//! never shrinks): the JSON reader takes it as a [`Source`], the gzip
-//! inflater as a [`BufRead`].
+//! never shrinks): serde_json takes it as a [`Read`], the gzip inflater as
+//! a [`BufRead`].
 
-use crate::affinity::json::{Result, Source};
 use crate::host::StreamHost;
 use std::io::{self, BufRead, Read};
 
@@ -54,13 +53,7 @@ impl<'h, H: StreamHost> BodyReader<'h, H> {
     }
 }
 
-impl<H: StreamHost> Source for BodyReader<'_, H> {
-    fn read(&mut self, out: &mut [u8]) -> Result<usize> {
-        // Never fails (a host with less data ends the body).
-        Ok(Read::read(self, out).unwrap_or(0))
-    }
-}
-
+/// Never fails: a host with less data than announced ends the body there.
 impl<H: StreamHost> Read for BodyReader<'_, H> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.refill();
@@ -113,12 +106,12 @@ mod tests {
         }
         assert_eq!(got, body);
         assert_eq!(chunks, 4);
-        // As the JSON reader's source: the same bytes.
+        // Read a piece at a time: the same bytes.
         let mut reader = BodyReader::new(&host, body.len());
         let mut again = Vec::new();
         let mut piece = vec![0; 1000];
         loop {
-            let n = Source::read(&mut reader, &mut piece).unwrap();
+            let n = Read::read(&mut reader, &mut piece).unwrap();
             if n == 0 {
                 break;
             }
