@@ -135,8 +135,11 @@ impl StreamHost for SdkStream {
             .flatten()
     }
 
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+    fn request_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        // The core asks for at most a chunk past the body's size, far from
+        // `start + size` overflowing (Envoy's only BadArgument here, on
+        // which the SDK would panic).
+        hostcalls::get_buffer(BufferType::HttpRequestBody, start, size)
             .ok()
             .flatten()
     }

@@ -51,6 +51,10 @@ impl HttpContext for Http {
         )
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers(&SdkStream))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers(&SdkStream))
     }

@@ -109,8 +109,10 @@ pub trait StreamHost {
     fn now_nanos(&self) -> u64;
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// The request body Envoy has buffered, `size` bytes.
-    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Up to `size` bytes of the request body Envoy has buffered, from
+    /// byte `start` (fewer at its end; `None` past it): held bodies are
+    /// read a chunk at a time.
+    fn request_body(&self, start: usize, size: usize) -> Option<Vec<u8>>;
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Envoy's `response.flags` property for this request, as the host
     /// encodes it (a little-endian 64-bit integer).

@@ -22,6 +22,7 @@
 //! | what a VM routes over, rebuilt from the record | [`router`]   |
 //! | which node the next request goes to         | [`picker`]      |
 //! | one request's way: hold, route, hand off, observe | [`stream`] |
+//! | which writes a VM holds for their body, and whether it holds any | [`hold`] |
 //! | which node a partition key's writes go to, and learning keys | [`affinity`], [`learned`] |
 //! | the bytes handed to Envoy                   | [`filter_state`], [`error_body`] |
 //! | the filter's stats                          | [`metrics`]     |
@@ -51,6 +52,7 @@ pub mod discovery;
 pub mod error_body;
 pub mod filter_state;
 pub mod health;
+pub mod hold;
 pub mod host;
 pub mod learned;
 pub mod load;
@@ -68,6 +70,10 @@ pub mod topology;
 
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: testing::alloc::Counting = testing::alloc::Counting;
 
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_node_experimental);

@@ -57,6 +57,11 @@ pub enum Counter {
     /// key is unknown, an unusable key or body, or no usable node of the
     /// key's order.
     AffinityFellBack,
+    /// Writes that may qualify, sent on without affinity because their
+    /// body was not read: announced over their operation's limit or not
+    /// announced, more held writes than a VM holds, or a reading bound
+    /// reached (inflated size, gzip ratio, members looked at, nesting).
+    AffinityBodyUnread,
 }
 
 impl Gauge {
@@ -78,7 +83,7 @@ impl Gauge {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::DiscoverySuccesses,
         Counter::DiscoveryFailures,
         Counter::DiscoveryEntriesRefused,
@@ -93,6 +98,7 @@ impl Counter {
         Counter::AffinityHeld,
         Counter::AffinityRoutedByKey,
         Counter::AffinityFellBack,
+        Counter::AffinityBodyUnread,
     ];
 
     pub fn stat(self) -> &'static str {
@@ -111,6 +117,7 @@ impl Counter {
             Counter::AffinityHeld => "affinity_held",
             Counter::AffinityRoutedByKey => "affinity_routed_by_key",
             Counter::AffinityFellBack => "affinity_fell_back",
+            Counter::AffinityBodyUnread => "affinity_body_unread",
         }
     }
 }
@@ -140,11 +147,12 @@ pub struct RequestCounts {
     pub affinity_held: u64,
     pub affinity_routed_by_key: u64,
     pub affinity_fell_back: u64,
+    pub affinity_body_unread: u64,
 }
 
 impl RequestCounts {
     /// Each per-request counter with its value.
-    fn each(&self) -> [(Counter, u64); 8] {
+    fn each(&self) -> [(Counter, u64); 9] {
         [
             (Counter::RequestsRouted, self.routed),
             (Counter::RequestsRoutedPanic, self.routed_panic),
@@ -157,6 +165,7 @@ impl RequestCounts {
             (Counter::AffinityHeld, self.affinity_held),
             (Counter::AffinityRoutedByKey, self.affinity_routed_by_key),
             (Counter::AffinityFellBack, self.affinity_fell_back),
+            (Counter::AffinityBodyUnread, self.affinity_body_unread),
         ]
     }
 }
@@ -174,7 +183,7 @@ pub struct Gauges {
 /// (the rest still work).
 pub struct Metrics {
     gauges: [Option<u32>; 4],
-    counters: [Option<u32>; 14],
+    counters: [Option<u32>; 15],
     discovery_latency: Option<u32>,
     /// Request counts already added to the stats.
     flushed: RequestCounts,

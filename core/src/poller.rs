@@ -19,6 +19,7 @@ use crate::clock::{self, Clock};
 use crate::config::ConfigError;
 use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
+use crate::hold::{Timeout, RETRY_AFTER_MS, TIMEOUTS_TO_STOP};
 use crate::host::{Host, HostError, StreamHost, CREATE_ONLY};
 use crate::learned;
 use crate::localnodes::{self, Rules};
@@ -52,9 +53,12 @@ pub const MAX_PROBES_PER_TICK: usize = 4;
 pub const MAX_PROBES_IN_FLIGHT: usize = 16;
 
 /// How long a write held for its key's node may wait for the first bytes of
-/// its body. Clients send a write's body right behind its headers, so a
-/// body that has not started after this long is one Envoy will not hand
-/// the filter (its Wasm filter config lacks `allow_on_headers_stop_iteration`).
+/// its body, from its headers (stamped with the request's own clock).
+/// Clients send a write's body right behind its headers; a body that has
+/// not started after this long is a slow client's, or one Envoy will not
+/// hand the filter (its Wasm filter config lacks
+/// `allow_on_headers_stop_iteration`). Either way the write is sent on
+/// without affinity, and [`crate::hold::HoldRule`] tells the two apart.
 /// Checked on ticks: such a write waits at most this plus one tick.
 pub const HOLD_TIMEOUT_MS: u64 = 300;
 
@@ -100,9 +104,6 @@ pub struct Poller<H: Host> {
     key: String,
     /// Shared-data key of the learned partition keys, and the CAS last read.
     learned_key: String,
-    /// Shared-data key that says a hold timed out in some VM of the
-    /// process: none of them holds writes any more.
-    no_hold_key: String,
     learned_cas: Option<u32>,
     rng: Rng,
     metrics: Metrics,
@@ -191,7 +192,6 @@ impl<H: Host> Poller<H> {
         );
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
-            no_hold_key: format!("{key}.nohold"),
             key,
             topology: Topology::from_config(&config),
             timing: Timing {
@@ -240,9 +240,6 @@ impl<H: Host> Poller<H> {
     pub fn on_tick(&mut self) {
         let now = self.now_ms();
         self.share_clock();
-        if let Ok(mut router) = self.router.try_borrow_mut() {
-            router.set_now(now);
-        }
         if self.config.key_route_affinity != Mode::None {
             self.send_on_overdue(now);
             self.share_learned();
@@ -728,28 +725,25 @@ impl<H: Host> Poller<H> {
     }
 
     /// Sends on, without affinity, the held writes whose body has not
-    /// started to come within [`HOLD_TIMEOUT_MS`], and stops holding writes
-    /// in every VM of the process: Envoy does not give this filter a body
-    /// after a headers pause, so each held write would wait as long.
+    /// started to come within [`HOLD_TIMEOUT_MS`] of their headers, and
+    /// applies this VM's hold rule ([`crate::hold::HoldRule`]): a VM that
+    /// never saw a held write's body and whose last three held writes all
+    /// timed out stops holding writes (Envoy does not seem to hand this
+    /// filter bodies after a headers pause), and tries again a minute later.
+    /// Other VMs decide on their own evidence.
     fn send_on_overdue(&mut self, now_ms: u64) {
         let Ok(mut router) = self.router.try_borrow_mut() else {
             return;
         };
-        let overdue = router.take_overdue(now_ms, HOLD_TIMEOUT_MS);
-        if overdue.is_empty() {
-            // Another VM found it out: stop holding here too.
-            if router.may_hold() && matches!(self.host.shared_get(&self.no_hold_key), Ok(Some(_))) {
-                router.stop_holding();
-            }
-            return;
-        }
-        for id in overdue {
-            // Envoy no longer having the request means it ended meanwhile.
+        router.retry_holding(now_ms);
+        let mut stopped = false;
+        for id in router.take_overdue(now_ms, HOLD_TIMEOUT_MS) {
+            // Envoy no longer having the request means it ended meanwhile:
+            // neither a body nor a timeout.
             let Ok(request) = self.host.enter_stream(id) else {
                 continue;
             };
-            let counts = router.count();
-            counts.hold_timeouts = counts.hold_timeouts.wrapping_add(1);
+            stopped |= router.hold_timed_out(now_ms) == Timeout::Stopped;
             if let Some(route) = stream::hand_off(&request, &mut router, None) {
                 router.released(id, route);
                 if let Err(e) = request.resume_request() {
@@ -757,19 +751,15 @@ impl<H: Host> Poller<H> {
                 }
             }
         }
-        router.stop_holding();
-        // The VM whose write creates the flag is the one that logs.
-        if self
-            .host
-            .shared_set(&self.no_hold_key, b"1", Some(CREATE_ONLY))
-            .is_ok()
-        {
+        if stopped {
             log::warn!(
-                "a write held for its key's node got no body within {HOLD_TIMEOUT_MS} ms: this Envoy does \
-                 not give a Wasm filter the request body after it pauses the headers, which needs \
-                 allow_on_headers_stop_iteration: true in the Wasm filter's config (Istio's WasmPlugin and \
-                 Envoy Gateway cannot set it; README, \"Key route affinity\"). Held writes were sent on \
-                 without affinity, and no write is held any more until Envoy is reconfigured."
+                "{TIMEOUTS_TO_STOP} writes in a row held for their key's node got no body within {HOLD_TIMEOUT_MS} ms, \
+                 and no held write on this worker ever got one: this Envoy seems not to give a Wasm filter the \
+                 request body after it pauses the headers, which needs allow_on_headers_stop_iteration: true in \
+                 the Wasm filter's config (Istio's WasmPlugin and Envoy Gateway cannot set it; README, \"Key route \
+                 affinity\"). They were sent on without affinity; this worker sends writes on without holding them, \
+                 and tries holding one again every {} s.",
+                RETRY_AFTER_MS / 1000
             );
         }
     }

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::discovery;
 use crate::filter_state;
 use crate::health;
+use crate::hold::{HoldRule, Holds, Timeout};
 use crate::load::NodeLoad;
 use crate::metrics::RequestCounts;
 use crate::model::config::Balancing;
@@ -133,19 +134,11 @@ pub struct Router {
     /// What requests did since the VM started; the poller turns the growth
     /// into stats deltas.
     counts: RequestCounts,
-    /// The time of the VM's last tick: what a request is stamped with
-    /// without asking the host.
-    now_ms: u64,
-    /// Whether writes may still be held for their body. False once a held
-    /// request's body did not come in time: Envoy then does not hand the
-    /// filter the body after a headers pause, and every held write would
-    /// wait for the timeout.
-    holding: bool,
-    /// Requests paused at their headers whose body has not come yet: the
-    /// request's context id and the tick time it was paused at.
-    held: Vec<(u32, u64)>,
-    /// Held requests the poller sent on without their body, and where.
-    released: Vec<(u32, Sent)>,
+    /// Whether this VM holds writes for their body ([`HoldRule`]).
+    hold_rule: HoldRule,
+    /// Requests paused at their headers whose body has not come yet, and
+    /// those the poller sent on without it (and where), by context id.
+    holds: Holds<Sent>,
     /// Failures in a row per node, seen by this VM; a node that answers
     /// has none.
     failures: HashMap<NodeAddr, Streak>,
@@ -179,10 +172,8 @@ impl Router {
             start,
             tables: Tables::new(partition_keys),
             counts: RequestCounts::default(),
-            now_ms: 0,
-            holding: true,
-            held: Vec::new(),
-            released: Vec::new(),
+            hold_rule: HoldRule::default(),
+            holds: Holds::default(),
             failures: HashMap::new(),
             unreachable: Vec::new(),
             learned: Vec::new(),
@@ -306,56 +297,67 @@ impl Router {
         self.counts
     }
 
-    /// The poller's tick time, which held requests are stamped with.
-    pub fn set_now(&mut self, now_ms: u64) {
-        self.now_ms = now_ms;
-    }
-
     /// Whether a write may be held for its body now.
     #[inline]
     pub fn may_hold(&self) -> bool {
-        self.holding && self.settings.mode != Mode::None
+        self.hold_rule.holding() && self.settings.mode != Mode::None
     }
 
-    /// Stops holding writes (a hold timed out here or in another VM).
-    pub fn stop_holding(&mut self) {
-        self.holding = false;
-    }
-
-    /// Records that request `id` is paused at its headers for its body.
-    pub fn hold(&mut self, id: u32) {
-        self.held.push((id, self.now_ms));
+    /// Records that request `id` is paused at its headers for its body,
+    /// from `now_ms` (the request's own clock); false when the VM holds as
+    /// many requests as it may ([`crate::hold::MAX_HELD`]): the request is
+    /// then sent on without being held.
+    pub fn hold(&mut self, id: u32, now_ms: u64) -> bool {
+        if !self.holds.hold(id, now_ms) {
+            return false;
+        }
         self.counts.affinity_held = self.counts.affinity_held.wrapping_add(1);
+        true
     }
 
     /// Request `id`'s body is coming (or it is gone): no longer waiting.
     pub fn unhold(&mut self, id: u32) {
-        self.held.retain(|(held, _)| *held != id);
+        self.holds.unhold(id);
+    }
+
+    /// A held request's body (or its trailers) came while it was held:
+    /// Envoy hands bodies over after a headers pause. True when the VM had
+    /// stopped holding writes and holds them again.
+    pub fn body_came(&mut self) -> bool {
+        self.hold_rule.body_came()
     }
 
     /// The held requests that have waited `timeout_ms` or longer for their
     /// body, taken off the waiting list.
     pub fn take_overdue(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<u32> {
-        let mut overdue = Vec::new();
-        self.held.retain(|(id, since)| {
-            let late = now_ms.saturating_sub(*since) >= timeout_ms;
-            if late {
-                overdue.push(*id);
-            }
-            !late
-        });
-        overdue
+        self.holds.take_overdue(now_ms, timeout_ms)
+    }
+
+    /// Counts a held request sent on because its body did not come in
+    /// time, and applies [`HoldRule`].
+    pub fn hold_timed_out(&mut self, now_ms: u64) -> Timeout {
+        self.counts.hold_timeouts = self.counts.hold_timeouts.wrapping_add(1);
+        self.hold_rule.timed_out(now_ms)
+    }
+
+    /// Holds writes again if the VM stopped a while ago ([`HoldRule::retry`]).
+    pub fn retry_holding(&mut self, now_ms: u64) -> bool {
+        self.hold_rule.retry(now_ms)
     }
 
     /// Records that the poller sent request `id` on.
     pub fn released(&mut self, id: u32, sent: Sent) {
-        self.released.push((id, sent));
+        self.holds.released(id, sent);
     }
 
     /// Where the poller sent request `id`, if it did (asked once).
     pub fn take_released(&mut self, id: u32) -> Option<Sent> {
-        let at = self.released.iter().position(|(r, _)| *r == id)?;
-        Some(self.released.swap_remove(at).1)
+        self.holds.take_released(id)
+    }
+
+    /// Requests held now: waiting for their body, and sent on but not told.
+    pub fn held(&self) -> (usize, usize) {
+        self.holds.counts()
     }
 
     /// Folds the outcome of a request this VM sent into the failure

@@ -8,12 +8,18 @@
 //! flushes to Envoy's stats on its tick.
 //!
 //! With `key_route_affinity` on, writes that may qualify are the exception:
-//! their body is held until complete, read, and routed to the key's node
+//! their body is held until complete (its end, or its trailers), read as it
+//! streams from Envoy's buffer ([`body`]), and routed to the key's node
 //! ([`crate::affinity`] decides); the answers of CreateTable and
 //! DescribeTable are read to learn tables' partition keys. Every other
 //! request, and every request with affinity off, takes the path above.
 
-use crate::affinity::{self, Mode, Op, MAX_BODY_BYTES};
+mod body;
+
+use crate::affinity::gzip::{self, Inflate};
+use crate::affinity::tables::MAX_ANSWER_BYTES;
+use crate::affinity::walk::{Halt, Limit};
+use crate::affinity::{self, Key, Mode, Op};
 use crate::clock::Clock;
 use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
@@ -46,6 +52,9 @@ pub struct Stream {
     /// Whether a held write's body has started to come (Envoy calls the
     /// filter with it), so it is no longer on the poller's waiting list.
     body_coming: bool,
+    /// How much of a held write's body Envoy has buffered, as of its last
+    /// body callback (what its trailers, if any, complete).
+    body_size: usize,
     /// A CreateTable or DescribeTable whose answer may name a partition key,
     /// and whether that answer is gzip-compressed.
     learn: Option<(Op, bool)>,
@@ -76,6 +85,7 @@ impl Stream {
             chosen: None,
             held: None,
             body_coming: false,
+            body_size: 0,
             learn: None,
         }
     }
@@ -87,8 +97,7 @@ impl Stream {
         let Ok(mut router) = shared.try_borrow_mut() else {
             return reject(host, &error_body::NO_NODE);
         };
-        if router.may_hold() && self.wait_for_body(host, router.mode(), end_of_stream) {
-            router.hold(self.id);
+        if router.mode() != Mode::None && self.wait_for_body(host, &mut router, end_of_stream) {
             return Action::Pause;
         }
         self.route(host, &mut router, None)
@@ -103,36 +112,92 @@ impl Stream {
         let Some((op, gzip)) = self.held else {
             return Action::Continue;
         };
+        self.body_size = body_size;
         let shared = Rc::clone(&self.router);
         let Ok(mut router) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
-        if let Some(sent) = router.take_released(self.id) {
-            // The poller sent it on while its body was late.
-            self.held = None;
-            self.chosen = Some(sent);
+        if self.sent_on_meanwhile(&mut router) {
             return Action::Continue;
         }
-        if !self.body_coming {
-            self.body_coming = true;
-            router.unhold(self.id);
-        }
+        self.body_comes(&mut router);
         if !end_of_stream {
             // Envoy keeps the chunks; the whole body comes at the end.
             return Action::Pause;
         }
+        self.route_held(host, &mut router, op, gzip)
+    }
+
+    /// The request's trailers: its body, if any, is complete. Envoy calls
+    /// this instead of a last body callback with `end_of_stream` (HTTP/2
+    /// trailers), so a held write is routed here, never resumed without a
+    /// node.
+    pub fn on_request_trailers(&mut self, host: &impl StreamHost) -> Action {
+        let Some((op, gzip)) = self.held else {
+            return Action::Continue;
+        };
+        let shared = Rc::clone(&self.router);
+        let Ok(mut router) = shared.try_borrow_mut() else {
+            // Cannot happen (requests run one at a time); never send it on
+            // without a node.
+            return reject(host, &error_body::NO_NODE);
+        };
+        if self.sent_on_meanwhile(&mut router) {
+            return Action::Continue;
+        }
+        self.body_comes(&mut router);
+        self.route_held(host, &mut router, op, gzip)
+    }
+
+    /// Whether the poller sent this held request on while its body was
+    /// late: then it has a node. Its body coming now says nothing of
+    /// Envoy: without `allow_on_headers_stop_iteration` Envoy hands the
+    /// filter the body too, once the request goes on.
+    fn sent_on_meanwhile(&mut self, router: &mut Router) -> bool {
+        let Some(sent) = router.take_released(self.id) else {
+            return false;
+        };
         self.held = None;
-        let by_key = whole_body(host.request_body(body_size), gzip).and_then(|body| {
-            let key = affinity::key(router.mode(), op, &body, router.tables())?;
-            router.pick_for_key(&key)
-        });
+        self.chosen = Some(sent);
+        true
+    }
+
+    /// The first of a held request's body callbacks (or its trailers),
+    /// while it is held: it is no longer on the poller's waiting list, and
+    /// Envoy hands this filter bodies after a headers pause.
+    fn body_comes(&mut self, router: &mut Router) {
+        if !std::mem::replace(&mut self.body_coming, true) {
+            router.unhold(self.id);
+            if router.body_came() {
+                log::info!("a held write's body came: holding writes for their key again");
+            }
+        }
+    }
+
+    /// Reads a held request's whole body and routes it: to its key's node,
+    /// or as usual.
+    fn route_held(
+        &mut self,
+        host: &impl StreamHost,
+        router: &mut Router,
+        op: Op,
+        gzip: bool,
+    ) -> Action {
+        self.held = None;
+        let read = read_body(host, router, op, gzip, self.body_size);
+        let by_key = match &read {
+            Ok(Some(key)) => router.pick_for_key(key),
+            Ok(None) | Err(_) => None,
+        };
         let counts = router.count();
         if by_key.is_some() {
             counts.affinity_routed_by_key = counts.affinity_routed_by_key.wrapping_add(1);
+        } else if let Err(Halt::Unread(_)) = read {
+            counts.affinity_body_unread = counts.affinity_body_unread.wrapping_add(1);
         } else {
             counts.affinity_fell_back = counts.affinity_fell_back.wrapping_add(1);
         }
-        self.route(host, &mut router, by_key)
+        self.route(host, router, by_key)
     }
 
     pub fn on_response_headers(&mut self, host: &impl StreamHost) -> Action {
@@ -179,7 +244,7 @@ impl Stream {
             return Action::Pause;
         }
         self.learn = None;
-        if body_size > MAX_BODY_BYTES {
+        if body_size > MAX_ANSWER_BYTES {
             return Action::Continue;
         }
         let learned = whole_body(host.response_body(body_size), gzip)
@@ -190,22 +255,32 @@ impl Stream {
         Action::Continue
     }
 
-    /// Reads the operation; true when the request's body must be read
-    /// before it is routed. Bodies announced over Alternator's 16 MiB limit,
-    /// or not announced at all, are never held.
-    fn wait_for_body(&mut self, host: &impl StreamHost, mode: Mode, end_of_stream: bool) -> bool {
+    /// Reads the operation; true when the request is held for its body,
+    /// which is read before it is routed. Bodies announced over their
+    /// operation's limit ([`affinity::body_limit`]), or not announced at
+    /// all, are never held, and counted as not read.
+    fn wait_for_body(
+        &mut self,
+        host: &impl StreamHost,
+        router: &mut Router,
+        end_of_stream: bool,
+    ) -> bool {
+        let mode = router.mode();
         let target = host.request_header("x-amz-target").unwrap_or_default();
         let op = Op::from_target(&target);
         if affinity::wants_response_body(mode, op) {
             self.learn = Some((op, false));
         }
-        if end_of_stream || !affinity::wants_request_body(mode, op) {
+        if end_of_stream || !affinity::wants_request_body(mode, op) || !router.may_hold() {
             return false;
         }
         let announced = host
             .request_header("content-length")
             .and_then(|l| std::str::from_utf8(&l).ok()?.parse::<usize>().ok());
-        if !announced.is_some_and(|n| n <= MAX_BODY_BYTES) {
+        let fits = announced.is_some_and(|n| n <= affinity::body_limit(op));
+        if !fits || !router.hold(self.id, router.now_ns(host.now_nanos()) / 1_000_000) {
+            let counts = router.count();
+            counts.affinity_body_unread = counts.affinity_body_unread.wrapping_add(1);
             return false;
         }
         let gzip = host.request_header("content-encoding").as_deref() == Some(b"gzip");
@@ -313,11 +388,37 @@ pub fn hand_off(
     }
 }
 
-/// A held body, whole, inflated when it is gzip (`None` when that fails).
+/// A held request's body of `body_size` bytes, read as it streams from
+/// Envoy's buffer (inflated a piece at a time when it is gzip) to the key
+/// it routes by. A body over its operation's limit, or inflating past it or
+/// past the gzip ratio, is not read ([`Halt::Unread`]).
+fn read_body(
+    host: &impl StreamHost,
+    router: &Router,
+    op: Op,
+    gzip: bool,
+    body_size: usize,
+) -> Result<Option<Key>, Halt> {
+    let limit = affinity::body_limit(op);
+    if body_size > limit {
+        return Err(Halt::Unread(Limit::Size));
+    }
+    let (mode, tables) = (router.mode(), router.tables());
+    let body = || body::BodyReader::new(host, body_size);
+    if gzip {
+        let inflated = gzip::inflate_limit(limit, body_size);
+        affinity::read_key(mode, op, || Inflate::new(body(), inflated), tables)
+    } else {
+        affinity::read_key(mode, op, body, tables)
+    }
+}
+
+/// An answer's body, whole, inflated when it is gzip (`None` when that
+/// fails or it inflates past [`MAX_ANSWER_BYTES`]).
 fn whole_body(body: Option<Vec<u8>>, gzip: bool) -> Option<Vec<u8>> {
     let body = body?;
     if gzip {
-        affinity::inflate_gzip(&body, MAX_BODY_BYTES)
+        affinity::inflate_gzip(&body, MAX_ANSWER_BYTES)
     } else {
         Some(body)
     }

@@ -18,34 +18,84 @@
 //! and zlib's gunzip do; anything else after a member is read as a header
 //! that is not one, and refused.
 
+use super::walk::{Limit, PIECE};
 use flate2::bufread::MultiGzDecoder;
-use std::io::Read;
+use std::io::{self, BufRead, Read};
 
-/// How much is inflated at a time: the limit is checked after each piece,
-/// so this is also how far past it a refused body gets.
-const PIECE: usize = 16 * 1024;
+/// How many times its compressed size a gzip body may inflate to. JSON of
+/// DynamoDB requests compresses 5 to 20 times; a deflate stream can reach
+/// about 1000 (a "bomb"). A body past the ratio is not read further.
+pub const MAX_RATIO: usize = 100;
 
-/// The inflated `body`, or `None` when it is not valid gzip (truncated,
-/// corrupt, a CRC or length mismatch, trailing bytes) or would inflate to
-/// more than `limit` bytes (checked while inflating, so a small body that
-/// inflates to gigabytes costs at most `limit` bytes of memory).
-pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let mut decoder = MultiGzDecoder::new(body);
-    let mut out = Vec::new();
-    let mut piece = vec![0u8; PIECE.min(limit.saturating_add(1))];
-    loop {
+/// Below this many inflated bytes the ratio is not applied: tiny bodies of
+/// a few hundred bytes may compress far better than large ones.
+pub const RATIO_FREE_BYTES: usize = 64 * 1024;
+
+/// How many bytes a gzip body of `compressed` bytes may inflate to: its
+/// operation's `limit`, and [`MAX_RATIO`] times its size (at least
+/// [`RATIO_FREE_BYTES`]).
+pub fn inflate_limit(limit: usize, compressed: usize) -> usize {
+    compressed
+        .saturating_mul(MAX_RATIO)
+        .max(RATIO_FREE_BYTES)
+        .min(limit)
+}
+
+/// A gzip stream inflated a piece at a time (the body reader's piece, at
+/// most [`PIECE`] bytes), as JSON text for serde_json
+/// ([`super::walk::read`]): corrupt gzip (a bad header, data, CRC or
+/// length, trailing bytes that are no member) is flate2's error, which makes
+/// the body unusable; more than `limit` inflated bytes is
+/// [`Limit::Size`]'s ([`Limit::io_error`]), checked as each piece comes, so
+/// a body that would inflate to gigabytes costs one piece of memory (and
+/// the decoder's window).
+pub struct Inflate<R: BufRead> {
+    decoder: MultiGzDecoder<R>,
+    /// Inflated so far, and the most allowed.
+    out: usize,
+    limit: usize,
+}
+
+impl<R: BufRead> Inflate<R> {
+    pub fn new(compressed: R, limit: usize) -> Inflate<R> {
+        Inflate {
+            decoder: MultiGzDecoder::new(compressed),
+            out: 0,
+            limit,
+        }
+    }
+}
+
+impl<R: BufRead> Read for Inflate<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         // Reading past the last byte of data is what checks the trailer:
         // `Ok(0)` comes only after a good one (and no further member).
-        let n = decoder.read(&mut piece).ok()?;
+        let n = self.decoder.read(out)?;
+        if n > self.limit.saturating_sub(self.out) {
+            return Err(Limit::Size.io_error());
+        }
+        self.out += n;
+        Ok(n)
+    }
+}
+
+/// The inflated `body`, whole, or `None` when it is not valid gzip
+/// (truncated, corrupt, a CRC or length mismatch, trailing bytes) or would
+/// inflate to more than `limit` bytes (checked while inflating, so a small
+/// body that inflates to gigabytes costs at most `limit` bytes of memory).
+/// For answers that are read whole; request bodies are read piece by
+/// piece ([`Inflate`]).
+pub fn inflate_gzip(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let mut source = Inflate::new(body, limit);
+    let mut piece = vec![0u8; PIECE.min(limit.saturating_add(1))];
+    let mut out = Vec::new();
+    loop {
+        let n = source.read(&mut piece).ok()?;
         if n == 0 {
             return Some(out);
         }
-        let got = piece.get(..n)?;
-        if n > limit.saturating_sub(out.len()) {
-            return None;
-        }
         grow(&mut out, n, limit);
-        out.extend_from_slice(got);
+        out.extend_from_slice(piece.get(..n)?);
     }
 }
 

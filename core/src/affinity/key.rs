@@ -1,16 +1,30 @@
 //! The partition key hashes a request body routes by: one for a qualifying
 //! single-item write, one per usable target of a BatchWriteItem.
 //!
+//! The body is read as it streams, by serde_json driven by the seeds and
+//! visitors below ([`super::walk`]): only the members a rule needs are
+//! deserialized, every other value is skipped (its members and entries
+//! counted), and the reading stops as soon as the answer is known (a single
+//! write: once its table, its key and, under `Rmw`, a member that makes it
+//! qualify have been read; a batch: once `RequestItems` has been read). Of a
+//! member named twice the first counts, as in Alternator (rapidjson).
+//!
 //! Anything the filter cannot use (a write that does not qualify, a table
 //! whose key name is unknown, a key of an unsupported type, a body that is
-//! not JSON or is too large) gives `None`, which means routing the request
+//! not JSON where it was read) gives `Ok(None)` or
+//! [`Halt::Unusable`](walk::Halt::Unusable), which means routing the request
 //! as if affinity were off: the libraries' rule is that affinity never fails
-//! or delays a request.
+//! or delays a request. A body whose reading reached a bound first gives
+//! [`Halt::Unread`](walk::Halt::Unread): routed the same way, and counted
+//! apart.
 
-use super::body::Member::{Absent, Is};
-use super::body::{object, BatchWrite, Members, Obj, SingleWrite, WriteRequest};
-use super::{key_hash, qualifies, wants_request_body, Mode, Op, Tables, MAX_BODY_BYTES};
-use serde_json::value::RawValue;
+use super::qualify::{Qualifies, Sign};
+use super::walk::{self, skip_members, Body, Cap, Entry, Members, Name, Object, Result};
+use super::walk::{Skip, Text, Walk};
+use super::{body_limit, murmur, wants_request_body, Mode, Op, Tables};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use std::io::Read;
 
 /// Most BatchWriteItem targets counted: what Alternator accepts by default
 /// (`alternator_max_items_in_batch_write`; DynamoDB allows 25). A batch with
@@ -29,74 +43,569 @@ pub enum Key {
 }
 
 /// The key hashes `body` routes by, for a request of operation `op` under
-/// `mode`; `None` to route it normally. `body` must already be inflated
-/// when the request came with `Content-Encoding: gzip` ([`super::gzip`]).
+/// `mode`; `None` to route it normally, including bodies over the limit of
+/// their operation ([`super::body_limit`]) and bodies whose reading reached
+/// a bound. `body` must already be inflated when the request came with
+/// `Content-Encoding: gzip` ([`super::gzip`]).
 pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
-    if !wants_request_body(mode, op) || body.len() > MAX_BODY_BYTES {
+    if body.len() > body_limit(op) {
         return None;
     }
-    let text = std::str::from_utf8(body).ok()?;
-    if op == Op::BatchWriteItem {
-        return batch_hashes(text, tables).map(Key::Batch);
-    }
-    let write: SingleWrite = object(text)?;
-    if !qualifies(op, &write, mode) {
-        return None;
-    }
-    let pk = tables.pk_name(write.table.as_ref()?.as_str())?;
-    let holder = if op == Op::PutItem {
-        write.item
-    } else {
-        write.key
-    };
-    let attributes: Members = serde_json::from_str(holder?.get()).ok()?;
-    key_hash(attributes.get(pk)?).map(Key::Single)
+    read_key(mode, op, || body, tables).ok().flatten()
 }
 
-/// Every write of `RequestItems` with exactly one of `PutRequest` (key in
-/// `Item`) or `DeleteRequest` (key in `Key`), in a table whose key name is
-/// known, with a usable key. Other writes (unknown tables, malformed
-/// entries, unusable keys) are skipped and the rest still count; a table's
-/// writes are read only when its key name is known. `None` when none is
-/// usable or more than [`MAX_BATCH_TARGETS`] are.
-fn batch_hashes(text: &str, tables: &Tables) -> Option<Vec<i64>> {
-    let batch: BatchWrite = object(text)?;
-    let requests = batch.requests.get()?;
-    let mut hashes = Vec::new();
-    for (table, writes) in &requests.0 {
-        let Some(pk) = tables.pk_name(table) else {
-            continue;
+/// The key hashes of the body `open` reads, for a request of operation
+/// `op` under `mode`. A single-item write whose `Item` (or `Key`) comes
+/// before its `TableName` is read twice (the key's name is known only once
+/// the table is), so `open` may be called twice, each time from the start.
+pub fn read_key<R: Read>(
+    mode: Mode,
+    op: Op,
+    mut open: impl FnMut() -> R,
+    tables: &Tables,
+) -> Result<Option<Key>> {
+    if !wants_request_body(mode, op) {
+        return Ok(None);
+    }
+    if op == Op::BatchWriteItem {
+        let hashes = walk::read(open(), |walk, de| {
+            Body(Batch { walk, tables }).deserialize(de)
+        })?;
+        return Ok(hashes.map(Key::Batch));
+    }
+    let rule = Single {
+        mode,
+        op,
+        holder: if op == Op::PutItem { "Item" } else { "Key" },
+        tables,
+    };
+    let found = walk::read(open(), |walk, de| {
+        Body(SingleWrite { walk, rule: &rule }).deserialize(de)
+    })?;
+    let hash = match found {
+        None => None,
+        Some(Found::Key(hash)) => hash,
+        // The key came before the table: read again for it alone.
+        Some(Found::KeyEarlier(pk)) => walk::read(open(), |walk, de| {
+            Body(KeyMember {
+                walk,
+                holder: rule.holder,
+                pk,
+            })
+            .deserialize(de)
+        })?,
+    };
+    Ok(hash.map(Key::Single))
+}
+
+/// What the first reading of a single write found, when it qualifies and
+/// its table's key is known.
+enum Found<'t> {
+    /// Its key's hash, when the key is one affinity hashes.
+    Key(Option<i64>),
+    /// Its `Item`/`Key` came before `TableName`: the name of the key
+    /// attribute to look for in it.
+    KeyEarlier(&'t str),
+}
+
+/// What a single write is, for its rules.
+struct Single<'t> {
+    mode: Mode,
+    op: Op,
+    /// `Item` (PutItem) or `Key`: the member that holds the key.
+    holder: &'static str,
+    tables: &'t Tables,
+}
+
+/// A member of a single write's body, by what it is to the rules.
+enum Member {
+    Table,
+    Holder,
+    Sign(Sign),
+    /// Nothing to a rule, or named before.
+    Other,
+}
+
+/// A single write's body, read up to the point where it is decided.
+struct SingleWrite<'w, 'r, 't> {
+    walk: &'w mut Walk<Option<Found<'t>>>,
+    rule: &'r Single<'t>,
+}
+
+impl<'de, 't> Members<'de> for SingleWrite<'_, '_, 't> {
+    type Value = Option<Found<'t>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Single {
+            mode,
+            op,
+            holder,
+            tables,
+        } = *self.rule;
+        let walk = self.walk;
+        let mut qualified = mode == Mode::AnyWrite;
+        let mut pk: Option<&'t str> = None;
+        let (mut table_seen, mut holder_seen, mut key_earlier) = (false, false, false);
+        let mut key = None;
+        let mut signs_seen = [false; Sign::COUNT];
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("TableName") if !table_seen => Member::Table,
+                Some(name) if name == holder && !holder_seen => Member::Holder,
+                name => match name.and_then(|name| Sign::of(mode, op, name)) {
+                    Some(sign) if !qualified => Member::Sign(sign),
+                    _ => Member::Other,
+                },
+            };
+            let Some(member) = map.next_key_seed(Name::new(&mut walk.cap, sort))? else {
+                break;
+            };
+            match member {
+                Member::Table => {
+                    table_seen = true;
+                    let read = |name: Option<&str>| name.and_then(|name| tables.pk_name(name));
+                    // Not a name, or an unknown table: no key.
+                    match map.next_value_seed(Text::new(&mut walk.cap, read))? {
+                        Some(name) => pk = Some(name),
+                        None => return Err(walk.decide(None)),
+                    }
+                }
+                Member::Holder => {
+                    holder_seen = true;
+                    let Some(pk) = pk else {
+                        map.next_value_seed(Skip(&mut walk.cap))?;
+                        key_earlier = true;
+                        continue;
+                    };
+                    // Once qualified, the key is the last thing needed:
+                    // the reading stops at it.
+                    let at_key: Option<fn(Option<i64>) -> Option<Found<'t>>> =
+                        qualified.then_some(|hash| Some(Found::Key(hash)));
+                    let attributes = Attributes {
+                        walk: &mut *walk,
+                        pk,
+                        at_key,
+                    };
+                    match map.next_value_seed(Object(attributes))? {
+                        Some(hash) => key = Some(hash),
+                        None => return Err(walk.decide(None)),
+                    }
+                }
+                Member::Sign(sign) => {
+                    let seen = signs_seen.get_mut(sign as usize);
+                    if seen.is_some_and(|seen| std::mem::replace(seen, true)) {
+                        map.next_value_seed(Skip(&mut walk.cap))?;
+                    } else {
+                        qualified = map.next_value_seed(Qualifies::new(&mut walk.cap, op, sign))?;
+                    }
+                }
+                Member::Other => map.next_value_seed(Skip(&mut walk.cap))?,
+            }
+            if let (true, Some(pk)) = (qualified, pk) {
+                if let Some(hash) = key {
+                    return Err(walk.decide(Some(Found::Key(Some(hash)))));
+                }
+                if key_earlier {
+                    return Err(walk.decide(Some(Found::KeyEarlier(pk))));
+                }
+            }
+        }
+        // Not qualifying, no table, or no key: read to the end (and judged).
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// A single write's body read again for its first `holder` member's
+/// attribute `pk` (its key came before its table).
+struct KeyMember<'w> {
+    walk: &'w mut Walk<Option<i64>>,
+    holder: &'static str,
+    pk: &'w str,
+}
+
+impl<'de> Members<'de> for KeyMember<'_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let KeyMember { walk, holder, pk } = self;
+        let is_holder = |name: Option<&str>| name == Some(holder);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_holder))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let attributes = Attributes {
+                walk: &mut *walk,
+                pk,
+                at_key: Some(|hash| hash),
+            };
+            let hash = map.next_value_seed(Object(attributes))?;
+            return Err(walk.decide(hash));
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// An item's attributes (`Item`, `Key`), read for attribute `pk`: the hash
+/// of the first one so named, when it is a usable key, and `None` for no
+/// such attribute, or a value that is not an object. With `at_key`, the
+/// reading stops at the key, giving what `at_key` makes of its hash (the
+/// caller needs nothing more); without, the rest of the item is skipped so
+/// that reading can go on after it.
+struct Attributes<'w, 'p, T> {
+    walk: &'w mut Walk<T>,
+    pk: &'p str,
+    at_key: Option<fn(Option<i64>) -> T>,
+}
+
+impl<'de, T> Members<'de> for Attributes<'_, '_, T> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Attributes { walk, pk, at_key } = self;
+        let is_key = |name: Option<&str>| name == Some(pk);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_key))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let hash = map.next_value_seed(Object(KeyValue(&mut walk.cap)))?;
+            if let Some(at_key) = at_key {
+                return Err(walk.decide(at_key(hash)));
+            }
+            skip_members(&mut walk.cap, map)?;
+            return Ok(hash);
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// The hash of a partition-key AttributeValue when it is one affinity
+/// hashes: an object of exactly one member, `S`, `N` (the number's text as
+/// sent) or `B` (base64 on the wire, hashed decoded), whose value is a
+/// string, hashed with MurmurHash3 after a one-byte type prefix. The value
+/// is read whole in every case.
+struct KeyValue<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for KeyValue<'_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let cap = self.0;
+        let prefix = |name: Option<&str>| match name {
+            Some("S") => 1u8,
+            Some("N") => 2,
+            Some("B") => 3,
+            _ => 0,
         };
-        let Ok(writes) = serde_json::from_str::<Vec<&RawValue>>(writes.get()) else {
-            continue;
+        let Some(prefix) = map.next_key_seed(Name::new(cap, prefix))? else {
+            return Ok(None);
         };
-        for write in writes {
-            let Some(hash) = target_hash(write, pk) else {
+        let hash = |text: Option<&str>| match (prefix, text) {
+            (0, _) | (_, None) => None,
+            (3, Some(text)) => super::base64_decode(text).map(|bytes| hash_with(3, &bytes)),
+            (_, Some(text)) => Some(hash_with(prefix, text.as_bytes())),
+        };
+        let hash = map.next_value_seed(Text::new(cap, hash))?;
+        if map.next_key_seed(Name::new(cap, |_| ()))?.is_some() {
+            // A second member: not a key value.
+            map.next_value_seed(Skip(cap))?;
+            skip_members(cap, map)?;
+            return Ok(None);
+        }
+        Ok(hash)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+fn hash_with(prefix: u8, payload: &[u8]) -> i64 {
+    let mut bytes = Vec::with_capacity(payload.len() + 1);
+    bytes.push(prefix);
+    bytes.extend_from_slice(payload);
+    murmur::h1(&bytes)
+}
+
+/// The hash of a partition-key AttributeValue given as JSON text (see
+/// [`KeyValue`]); `None` for anything else, or for more than one value.
+pub fn key_hash(json: &[u8]) -> Option<i64> {
+    walk::read(json, |walk, de| {
+        Object(KeyValue(&mut walk.cap)).deserialize(de)
+    })
+    .ok()
+    .flatten()
+}
+
+/// A BatchWriteItem body: every write of `RequestItems` with exactly one
+/// of `PutRequest` (key in `Item`) or `DeleteRequest` (key in `Key`), in a
+/// table whose key name is known, with a usable key. Other writes (unknown
+/// tables, malformed entries, unusable keys) are skipped and the rest still
+/// count; a table's writes are read only when its key name is known. `None`
+/// when none is usable or more than [`MAX_BATCH_TARGETS`] are. Members after
+/// `RequestItems` are not read.
+struct Batch<'w, 't> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    tables: &'t Tables,
+}
+
+impl<'de> Members<'de> for Batch<'_, '_> {
+    type Value = Option<Vec<i64>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Batch { walk, tables } = self;
+        let is_requests = |name: Option<&str>| name == Some("RequestItems");
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_requests))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let requests = RequestItems {
+                walk: &mut *walk,
+                tables,
+            };
+            let hashes = map.next_value_seed(Object(requests))?;
+            return Err(walk.decide(hashes.filter(|h| !h.is_empty())));
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// `RequestItems`: per table (a name may come twice), its writes' hashes;
+/// `None` when it is not an object, or has more than [`MAX_BATCH_TARGETS`].
+struct RequestItems<'w, 't> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    tables: &'t Tables,
+}
+
+impl<'de> Members<'de> for RequestItems<'_, '_> {
+    type Value = Option<Vec<i64>>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let RequestItems { walk, tables } = self;
+        let mut hashes = Vec::new();
+        let pk_name = |name: Option<&str>| name.and_then(|name| tables.pk_name(name));
+        while let Some(pk) = map.next_key_seed(Name::new(&mut walk.cap, pk_name))? {
+            let Some(pk) = pk else {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            };
+            let writes = Writes {
+                walk: &mut *walk,
+                pk,
+                hashes: &mut hashes,
+            };
+            map.next_value_seed(writes)?;
+        }
+        Ok(Some(hashes))
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// A table's array of writes, each one's hash added to `hashes`; any other
+/// value is skipped.
+struct Writes<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    pk: &'p str,
+    hashes: &'w mut Vec<i64>,
+}
+
+impl<'de> DeserializeSeed<'de> for Writes<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Writes<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of writes")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let Writes { walk, pk, hashes } = self;
+        loop {
+            let write = Write {
+                walk: &mut *walk,
+                pk,
+            };
+            let Some(hash) = seq.next_element_seed(Entry(Object(write)))? else {
+                break;
+            };
+            let Some(hash) = hash else {
                 continue;
             };
             if hashes.len() >= MAX_BATCH_TARGETS {
-                return None;
+                return Err(walk.decide(None));
             }
             hashes.push(hash);
         }
+        Ok(())
     }
-    (!hashes.is_empty()).then_some(hashes)
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        skip_members(&mut self.walk.cap, map)
+    }
+
+    walk::scalars!(|_this| ());
 }
 
-/// The hash of one BatchWriteItem write's key attribute `pk`.
-fn target_hash(write: &RawValue, pk: &str) -> Option<i64> {
-    let write: WriteRequest = object(write.get())?;
-    let attributes = match (write.put, write.delete) {
-        (Is(Obj(put)), Absent) => put.item,
-        (Absent, Is(Obj(delete))) => delete.key,
-        _ => return None,
-    };
-    key_hash(attributes.get()?.get(pk)?)
+/// A member of a write request: absent, present but unusable, or the hash
+/// of the key it holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Absent,
+    Unusable,
+    Hash(i64),
 }
 
+/// One BatchWriteItem write: the hash of its key attribute `pk`, when it
+/// has exactly one of `PutRequest` and `DeleteRequest`. Read whole.
+struct Write<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    pk: &'p str,
+}
+
+impl<'de> Members<'de> for Write<'_, '_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Write { walk, pk } = self;
+        let (mut put, mut delete) = (Part::Absent, Part::Absent);
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("PutRequest") if put == Part::Absent => Some(true),
+                Some("DeleteRequest") if delete == Part::Absent => Some(false),
+                _ => None,
+            };
+            let Some(which) = map.next_key_seed(Name::new(&mut walk.cap, sort))? else {
+                break;
+            };
+            let (slot, holder) = match which {
+                Some(true) => (&mut put, "Item"),
+                Some(false) => (&mut delete, "Key"),
+                None => {
+                    map.next_value_seed(Skip(&mut walk.cap))?;
+                    continue;
+                }
+            };
+            let request = Request {
+                walk: &mut *walk,
+                holder,
+                pk,
+            };
+            *slot = match map.next_value_seed(Object(request))? {
+                Some(hash) => Part::Hash(hash),
+                None => Part::Unusable,
+            };
+        }
+        Ok(match (put, delete) {
+            (Part::Hash(hash), Part::Absent) | (Part::Absent, Part::Hash(hash)) => Some(hash),
+            _ => None,
+        })
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
+
+/// `PutRequest` / `DeleteRequest`: the hash of its `holder`'s attribute
+/// `pk`. Read whole.
+struct Request<'w, 'p> {
+    walk: &'w mut Walk<Option<Vec<i64>>>,
+    holder: &'static str,
+    pk: &'p str,
+}
+
+impl<'de> Members<'de> for Request<'_, '_> {
+    type Value = Option<i64>;
+
+    fn cap(&mut self) -> &mut Cap {
+        &mut self.walk.cap
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let Request { walk, holder, pk } = self;
+        let is_holder = |name: Option<&str>| name == Some(holder);
+        while let Some(found) = map.next_key_seed(Name::new(&mut walk.cap, is_holder))? {
+            if !found {
+                map.next_value_seed(Skip(&mut walk.cap))?;
+                continue;
+            }
+            let attributes = Attributes {
+                walk: &mut *walk,
+                pk,
+                at_key: None,
+            };
+            let hash = map.next_value_seed(Object(attributes))?;
+            skip_members(&mut walk.cap, map)?;
+            return Ok(hash);
+        }
+        Ok(None)
+    }
+
+    fn other(self) -> Self::Value {
+        None
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::walk::{self, Halt, Limit};
+    use crate::affinity::{MAX_BODY_BYTES, MAX_ITEM_BODY_BYTES};
+    use std::io;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -213,9 +722,10 @@ mod tests {
             r#"{"TableName":"t","Item":{"pk":{}}}"#,
             r#"{"TableName":"t","Item":{"pk":"a"}}"#,
             r#"{"TableName":"t","Item":{"pk":{"s":"a"}}}"#,
-            // Not a JSON object, not JSON, truncated.
+            // Not a JSON object, not JSON, truncated before the key.
             r#"[{"TableName":"t","Item":{"pk":{"S":"a"}}}]"#,
-            r#"{"TableName":"t","Item":{"pk":{"S":"a"}}"#,
+            r#"{"TableName":"t","Item":{"pk":{"S":"a"#,
+            r#"{"TableName":"t","Item":{"pk":{"S":"a""#,
             "TableName=t",
             "",
         ] {
@@ -235,27 +745,213 @@ mod tests {
 
     #[test]
     fn only_the_members_read_matter() {
-        // Deep nesting elsewhere is skipped without recursing (DynamoDB
-        // itself stops at 32 levels).
-        let deep = format!(
-            r#"{{"TableName":"t","Item":{{"x":{{"L":{}{}}},"pk":{{"S":"hello"}}}},"y":{}{}}}"#,
-            "[".repeat(100_000),
-            "]".repeat(100_000),
-            "{\"a\":".repeat(50_000) + "1",
-            "}".repeat(50_000)
+        // Nesting elsewhere is skipped without being kept, up to the
+        // reader's depth limit (DynamoDB itself stops at 32 levels).
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"TableName":"t","Item":{{"x":{{"L":{}{}}},"pk":{{"S":"hello"}}}},"y":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth),
+                "{\"a\":".repeat(50_000) + "1",
+                "}".repeat(50_000)
+            )
+        };
+        let limit = walk::MAX_DEPTH - 3; // the body, Item and x's value
+        assert_eq!(any(Op::PutItem, &nested(limit)), Some(Key::Single(HELLO)));
+        let deep = nested(limit + 1);
+        assert_eq!(
+            read_key(Mode::AnyWrite, Op::PutItem, || deep.as_bytes(), &tables()),
+            Err(Halt::Unread(Limit::Depth))
         );
-        assert_eq!(any(Op::PutItem, &deep), Some(Key::Single(HELLO)));
         // Members that are not read may have any shape.
         let odd = r#"{"TableName":"t","Key":[],"Item":{"pk":{"S":"hello"}},"Expected":7,"ReturnValues":{}}"#;
         assert_eq!(any(Op::PutItem, odd), Some(Key::Single(HELLO)));
         assert_eq!(any(Op::DeleteItem, odd), None, "Key is not an object");
-        // Of an item's attributes named twice, the first counts (as in
-        // Alternator); a member of the body named twice is a body serde
-        // refuses, which routes normally.
+        // Of members named twice the first counts, as in Alternator: an
+        // item's attributes, and the body's own members.
         let twice = r#"{"TableName":"t","Item":{"pk":{"S":"hello"},"pk":{"N":"42"}}}"#;
         assert_eq!(any(Op::PutItem, twice), Some(Key::Single(HELLO)));
-        let table_twice = r#"{"TableName":"t","TableName":"u","Item":{"pk":{"S":"a"}}}"#;
-        assert_eq!(any(Op::PutItem, table_twice), None);
+        let table_twice = r#"{"TableName":"u","TableName":"t","Item":{"id":{"N":"42"}}}"#;
+        assert_eq!(any(Op::PutItem, table_twice), Some(Key::Single(N42)));
+        let item_twice =
+            r#"{"TableName":"t","Item":{"pk":{"S":"hello"}},"Item":{"pk":{"N":"42"}}}"#;
+        assert_eq!(any(Op::PutItem, item_twice), Some(Key::Single(HELLO)));
+    }
+
+    /// A source that records how far into the body it was read.
+    struct Counted<'a> {
+        body: &'a [u8],
+        at: usize,
+        reach: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl io::Read for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            // Small pieces, so that the reach is close to what was read.
+            let end = (self.at + 4).min(self.body.len());
+            let n = end - self.at;
+            out[..n].copy_from_slice(&self.body[self.at..end]);
+            self.at = end;
+            self.reach.set(end);
+            Ok(n)
+        }
+    }
+
+    /// What `body` gives, how many readings it took and how far they got.
+    fn read_counted(mode: Mode, op: Op, body: &str) -> (Result<Option<Key>>, usize, usize) {
+        let reach = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut opened = 0;
+        let got = read_key(
+            mode,
+            op,
+            || {
+                opened += 1;
+                Counted {
+                    body: body.as_bytes(),
+                    at: 0,
+                    reach: std::rc::Rc::clone(&reach),
+                }
+            },
+            &tables(),
+        );
+        (got, opened, reach.get())
+    }
+
+    #[test]
+    fn reading_stops_once_it_has_what_it_needs() {
+        let rest = format!(r#","pad":"{}"}}}}"#, "x".repeat(10_000));
+        // Under AnyWrite: the table and the key are all it needs. What
+        // follows is not read, nor judged (here it is not even JSON).
+        let put = format!(r#"{{"TableName":"t","Item":{{"pk":{{"S":"hello"}}{rest} garbage"#);
+        let (got, opened, reach) = read_counted(Mode::AnyWrite, Op::PutItem, &put);
+        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 1));
+        assert!(reach < 60, "read {reach} bytes");
+        // Under Rmw, a member that makes it qualify too, wherever it is.
+        let update = format!(
+            r#"{{"TableName":"t","Key":{{"pk":{{"S":"hello"}}}},"UpdateExpression":"SET a = :v","x":"{}"}}"#,
+            "y".repeat(10_000)
+        );
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::UpdateItem, &update);
+        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert!(reach < 100, "read {reach} bytes");
+        let late = format!(
+            r#"{{"TableName":"t","Key":{{"pk":{{"S":"hello"}}}},"x":"{}","ConditionExpression":"a"}}"#,
+            "y".repeat(10_000)
+        );
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::DeleteItem, &late);
+        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert!(reach > 10_000, "the condition comes last");
+        // A write that does not qualify is read to its end (and judged).
+        let (got, _, reach) = read_counted(Mode::Rmw, Op::PutItem, &put);
+        assert_eq!(got, Err(Halt::Unusable));
+        assert!(reach > 10_000, "read {reach} bytes");
+        // An unknown table needs nothing more.
+        let unknown = format!(r#"{{"TableName":"zz","Item":{{"pk":{{"S":"hello"}}{rest}"#);
+        let (got, _, reach) = read_counted(Mode::AnyWrite, Op::PutItem, &unknown);
+        assert_eq!(got, Ok(None));
+        assert!(reach < 30, "read {reach} bytes");
+        // A batch: once RequestItems is read.
+        let batch = format!(
+            r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{{"pk":{{"S":"hello"}}}}}}}}]}}{rest}"#
+        );
+        let (got, _, reach) = read_counted(Mode::AnyWrite, Op::BatchWriteItem, &batch);
+        assert_eq!(got, Ok(Some(Key::Batch(vec![HELLO]))));
+        assert!(reach < 90, "read {reach} bytes");
+    }
+
+    #[test]
+    fn a_key_before_its_table_is_read_in_a_second_pass() {
+        let later = r#"{"Key":{"x":{"S":"a"},"pk":{"S":"hello"}},"TableName":"t","ConditionExpression":"c","more":1}"#;
+        let (got, opened, _) = read_counted(Mode::Rmw, Op::UpdateItem, later);
+        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 2));
+        let first = r#"{"TableName":"t","Key":{"pk":{"S":"hello"}},"ConditionExpression":"c"}"#;
+        assert_eq!(read_counted(Mode::Rmw, Op::UpdateItem, first).1, 1);
+        // Not qualifying, or an unknown table: no second reading.
+        for body in [
+            r#"{"Key":{"pk":{"S":"hello"}},"TableName":"t"}"#,
+            r#"{"Key":{"pk":{"S":"hello"}},"TableName":"zz","ConditionExpression":"c"}"#,
+        ] {
+            let (got, opened, _) = read_counted(Mode::Rmw, Op::UpdateItem, body);
+            assert_eq!((got, opened), (Ok(None), 1), "{body}");
+        }
+        // The first Key counts in the second reading too.
+        let twice = r#"{"Key":{"pk":{"S":"hello"}},"Key":{"pk":{"N":"42"}},"TableName":"t"}"#;
+        assert_eq!(any(Op::DeleteItem, twice), Some(Key::Single(HELLO)));
+    }
+
+    #[test]
+    fn junk_members_count_against_the_cap() {
+        let junk = |n: usize| vec![r#""":0"#; n].join(",");
+        let update = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","Key":{{"pk":{{"S":"a"}}}},"AttributeUpdates":{{{}}}}}"#,
+                junk(n)
+            )
+        };
+        let read =
+            |body: &str, mode: Mode, op: Op| read_key(mode, op, || body.as_bytes(), &tables());
+        // The body's three members, the key's attribute and its S, and the
+        // entries: within the cap, read to the end (nothing qualifies); one
+        // more, and it is not read.
+        let fits = walk::MAX_ENTRIES - 5;
+        assert_eq!(read(&update(fits), Mode::Rmw, Op::UpdateItem), Ok(None));
+        assert_eq!(
+            read(&update(fits + 1), Mode::Rmw, Op::UpdateItem),
+            Err(Halt::Unread(Limit::Entries))
+        );
+        // Junk anywhere the reader looks: the body's members, an item's
+        // attributes before its key, a batch's tables and writes.
+        let bodies = [
+            (
+                Op::PutItem,
+                format!(r#"{{{},"TableName":"t"}}"#, junk(walk::MAX_ENTRIES)),
+            ),
+            (
+                Op::PutItem,
+                format!(
+                    r#"{{"TableName":"t","Item":{{{},"pk":{{"S":"a"}}}}}}"#,
+                    junk(walk::MAX_ENTRIES)
+                ),
+            ),
+            (
+                Op::BatchWriteItem,
+                format!(r#"{{"RequestItems":{{{}}}}}"#, junk(walk::MAX_ENTRIES)),
+            ),
+            (
+                Op::BatchWriteItem,
+                format!(
+                    r#"{{"RequestItems":{{"t":[{}]}}}}"#,
+                    vec!["0"; walk::MAX_ENTRIES].join(",")
+                ),
+            ),
+        ];
+        for (op, body) in &bodies {
+            assert_eq!(
+                read(body, Mode::AnyWrite, *op),
+                Err(Halt::Unread(Limit::Entries)),
+                "{}",
+                &body[..60]
+            );
+        }
+        // Junk counts where it is skipped too: the rest of
+        // AttributeUpdates once the write qualifies, on the way to its key.
+        // The body's three members, the first entry and its Action, the
+        // key's attribute and its S, and the junk.
+        let qualified = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","AttributeUpdates":{{"a":{{"Action":"ADD"}},{}}},"Key":{{"pk":{{"S":"hello"}}}}}}"#,
+                junk(n)
+            )
+        };
+        let fits = walk::MAX_ENTRIES - 7;
+        assert_eq!(
+            read(&qualified(fits), Mode::Rmw, Op::UpdateItem),
+            Ok(Some(Key::Single(HELLO)))
+        );
+        assert_eq!(
+            read(&qualified(fits + 1), Mode::Rmw, Op::UpdateItem),
+            Err(Halt::Unread(Limit::Entries))
+        );
     }
 
     #[test]
@@ -267,13 +963,33 @@ mod tests {
             body.extend_from_slice(b"\"}");
             body
         };
-        let at_limit = fill(MAX_BODY_BYTES);
+        // One item: 1 MiB.
+        let at_limit = fill(MAX_ITEM_BODY_BYTES);
         assert_eq!(
             key(Mode::AnyWrite, Op::PutItem, &at_limit, &tables()),
             Some(Key::Single(HELLO))
         );
-        let over = fill(MAX_BODY_BYTES + 1);
+        let over = fill(MAX_ITEM_BODY_BYTES + 1);
         assert_eq!(key(Mode::AnyWrite, Op::PutItem, &over, &tables()), None);
+        // A batch: 16 MiB.
+        let batch = |total: usize| {
+            let head =
+                r#"{"RequestItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"hello"}}}}]},"pad":""#;
+            let mut body = head.as_bytes().to_vec();
+            body.resize(total - 2, b'x');
+            body.extend_from_slice(b"\"}");
+            body
+        };
+        let at_limit = batch(MAX_BODY_BYTES);
+        assert_eq!(
+            key(Mode::AnyWrite, Op::BatchWriteItem, &at_limit, &tables()),
+            Some(Key::Batch(vec![HELLO]))
+        );
+        let over = batch(MAX_BODY_BYTES + 1);
+        assert_eq!(
+            key(Mode::AnyWrite, Op::BatchWriteItem, &over, &tables()),
+            None
+        );
     }
 
     fn batch(body: &str) -> Option<Key> {

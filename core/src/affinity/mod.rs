@@ -13,14 +13,18 @@
 //! A request's way through it, one module each:
 //!
 //! 1. [`op`]: the operation, from `X-Amz-Target`, and whether the request's
-//!    (or the answer's) body is needed at all;
-//! 2. [`gzip`]: a compressed body inflated (flate2);
-//! 3. [`key()`] (with [`qualifies`] and [`Tables`], on the shapes of
-//!    [`body`]): the key hash(es) the body routes by;
+//!    (or the answer's) body is needed at all; [`body_limit`]: how large a
+//!    body of it is held and read;
+//! 2. [`gzip`]: a compressed body inflated a piece at a time (flate2),
+//!    within a size and a ratio;
+//! 3. [`read_key()`] (with [`qualify`] and [`Tables`], reading the body as it
+//!    streams with serde_json, within the bounds of [`walk`]): the key
+//!    hash(es) the body routes by;
 //! 4. [`order()`]: the order the key gives a ring's nodes;
 //! 5. [`choose()`]: the first healthy node of that order.
 //!
-//! [`tables`] also learns partition key names from table descriptions.
+//! [`tables`] also learns partition key names from table descriptions (the
+//! shapes of [`body`]).
 //! Everything here is pure; the glue does the buffering and routing.
 
 pub mod body;
@@ -34,24 +38,37 @@ pub mod op;
 pub mod order;
 pub mod qualify;
 pub mod tables;
+pub mod walk;
 
 pub use choose::{choose, NodeHealth};
 pub use gzip::inflate_gzip;
-pub use key::{key, Key};
+pub use key::{key, key_hash, read_key, Key};
 pub use op::{wants_request_body, wants_response_body, Op};
 pub use order::order;
-pub use qualify::qualifies;
 pub use tables::{with_learned, Tables};
 
 pub use crate::model::config::Mode;
 use crate::model::NodeAddr;
-use body::KeyValue;
-use serde_json::value::RawValue;
 
-/// Largest body the filter reads, for a key or a table description
-/// (decompressed, for gzip bodies). DynamoDB caps a request at 16 MB; a
-/// larger one routes normally and the node refuses it.
+/// Largest BatchWriteItem body the filter holds and reads (announced, and
+/// inflated for gzip bodies): Alternator's request limit. A larger one
+/// routes normally and the node refuses it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest PutItem, UpdateItem or DeleteItem body the filter holds and
+/// reads (announced, and inflated): one item is at most 400 KB in DynamoDB,
+/// so a larger body is not a plausible single-item write; it routes
+/// normally, and the node judges it.
+pub const MAX_ITEM_BODY_BYTES: usize = 1024 * 1024;
+
+/// How large a body of `op` may be to be held and read for its key.
+pub fn body_limit(op: Op) -> usize {
+    if op == Op::BatchWriteItem {
+        MAX_BODY_BYTES
+    } else {
+        MAX_ITEM_BODY_BYTES
+    }
+}
 
 /// `http://IP:PORT` as the libraries spell an endpoint: lowercase, IPv6 in
 /// brackets, the scheme's default port left out. The ring is sorted by these
@@ -101,26 +118,6 @@ pub fn plan(ring_len: usize, hash: i64) -> Vec<usize> {
 /// rest of the order (what BatchWriteItem votes need per item).
 pub fn preferred(ring_len: usize, hash: i64) -> Option<usize> {
     go_rand::GoRand::new(hash).intn(ring_len)
-}
-
-/// The hash input of a partition-key AttributeValue (its JSON text):
-/// exactly one member, `S`, `N` (the number's text as sent) or `B` (base64
-/// on the wire, hashed decoded), after a one-byte type prefix. Anything
-/// else has no affinity.
-pub fn key_bytes(value: &RawValue) -> Option<Vec<u8>> {
-    let (prefix, payload) = match serde_json::from_str::<KeyValue>(value.get()).ok()? {
-        KeyValue::S(text) => (1u8, text.into_owned().into_bytes()),
-        KeyValue::N(text) => (2u8, text.into_owned().into_bytes()),
-        KeyValue::B(text) => (3u8, base64_decode(&text)?),
-    };
-    let mut out = Vec::with_capacity(payload.len() + 1);
-    out.push(prefix);
-    out.extend_from_slice(&payload);
-    Some(out)
-}
-
-pub fn key_hash(value: &RawValue) -> Option<i64> {
-    key_bytes(value).map(|b| murmur::h1(&b))
 }
 
 /// Standard base64 with padding, as the AWS SDKs send binary values.

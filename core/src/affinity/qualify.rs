@@ -2,66 +2,226 @@
 //! table (`key-route-affinity.md`, "Operation eligibility"), so that a key's
 //! writes through this proxy and through a client library meet at the same
 //! node exactly when the libraries would route them by key.
+//!
+//! Under `Rmw` a write qualifies when it reads before writing (the ones
+//! Alternator runs as LWT under `only_rmw_uses_lwt`):
+//!
+//! - PutItem, DeleteItem: a non-empty `ConditionExpression` or `Expected`,
+//!   or `ReturnValues` other than `NONE`;
+//! - UpdateItem: a non-empty `UpdateExpression`, `ConditionExpression` or
+//!   `Expected`; `ReturnValues` `ALL_OLD`, `UPDATED_OLD` or `ALL_NEW`; or a
+//!   legacy `AttributeUpdates` entry with `Action` `ADD`, or `DELETE` with a
+//!   `Value`.
+//!
+//! Each of those members decides on its own ([`Sign`], [`Qualifies`]), so
+//! the body reader ([`super::key`]) asks about each as it comes and stops
+//! once one says yes. Under `AnyWrite` every single-item write qualifies;
+//! BatchWriteItem has no conditions and is not decided here.
 
-use super::body::{object, LegacyUpdate, Member, NonEmpty, SingleWrite, Text};
+use super::walk::{self, skip_members, Cap, Members, Name, Object, Skip, Text};
 use super::{Mode, Op};
-use serde_json::value::RawValue;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
 
-/// A member that is a non-empty string or a non-empty object (how the
-/// libraries test `ConditionExpression`, `UpdateExpression`, `Expected`).
-fn non_empty(member: &Member<NonEmpty>) -> bool {
-    matches!(member, Member::Is(NonEmpty(true)))
+/// A member of a single-item write that can make it qualify under `Rmw`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sign {
+    Condition = 0,
+    Expected,
+    Update,
+    Returns,
+    LegacyUpdates,
 }
 
-/// A legacy `AttributeUpdates` entry that reads the item first: `ADD`, or
-/// `DELETE` of given values (a `Value` member, whatever it holds).
-fn reads_first(update: &RawValue) -> bool {
-    let Some(update) = object::<LegacyUpdate>(update.get()) else {
-        return false;
-    };
-    match update.action.as_ref().map(Text::as_str) {
+impl Sign {
+    pub const COUNT: usize = 5;
+
+    /// The member named `name`, when it can make a write of `op` qualify
+    /// under `mode`.
+    pub fn of(mode: Mode, op: Op, name: &str) -> Option<Sign> {
+        if mode != Mode::Rmw || !op.is_single_write() {
+            return None;
+        }
+        match name {
+            "ConditionExpression" => Some(Sign::Condition),
+            "Expected" => Some(Sign::Expected),
+            "ReturnValues" => Some(Sign::Returns),
+            "UpdateExpression" if op == Op::UpdateItem => Some(Sign::Update),
+            "AttributeUpdates" if op == Op::UpdateItem => Some(Sign::LegacyUpdates),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `ReturnValues` (a string, or `None` for another value) makes a
+/// write of `op` qualify: for PutItem and DeleteItem anything but `NONE`,
+/// even values DynamoDB refuses for them; for UpdateItem the ones that
+/// return what was there.
+pub fn returns_qualify(op: Op, returns: Option<&str>) -> bool {
+    if op == Op::UpdateItem {
+        matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
+    } else {
+        returns.is_some_and(|r| r != "NONE")
+    }
+}
+
+/// Whether a legacy `AttributeUpdates` entry reads the item first: `ADD`,
+/// or `DELETE` of given values (a `Value` member, whatever it holds).
+pub fn reads_first(action: Option<&str>, has_value: bool) -> bool {
+    match action {
         Some("ADD") => true,
-        Some("DELETE") => update.value.is_present(),
+        Some("DELETE") => has_value,
         _ => false,
     }
 }
 
-/// Whether a single-item write qualifies under `mode`. Under `Rmw` that is a
-/// write that reads before writing (the ones Alternator runs as LWT under
-/// `only_rmw_uses_lwt`):
-///
-/// - PutItem, DeleteItem: a non-empty `ConditionExpression` or `Expected`,
-///   or `ReturnValues` other than `NONE`;
-/// - UpdateItem: a non-empty `UpdateExpression`, `ConditionExpression` or
-///   `Expected`; `ReturnValues` `ALL_OLD`, `UPDATED_OLD` or `ALL_NEW`; or a
-///   legacy `AttributeUpdates` entry with `Action` `ADD`, or `DELETE` with a
-///   `Value`.
-///
-/// Under `AnyWrite` every single-item write qualifies. BatchWriteItem is not
-/// decided here (it has no conditions; see [`super::key()`]).
-pub fn qualifies(op: Op, body: &SingleWrite, mode: Mode) -> bool {
-    if !op.is_single_write() {
-        return false;
+/// The member `sign` names, read: whether it makes a write of `op`
+/// qualify. The value is read whole.
+pub struct Qualifies<'c> {
+    cap: &'c mut Cap,
+    op: Op,
+    sign: Sign,
+}
+
+impl<'c> Qualifies<'c> {
+    pub fn new(cap: &'c mut Cap, op: Op, sign: Sign) -> Qualifies<'c> {
+        Qualifies { cap, op, sign }
     }
-    match mode {
-        Mode::None => false,
-        Mode::AnyWrite => true,
-        Mode::Rmw => {
-            if non_empty(&body.condition) || non_empty(&body.expected) {
-                return true;
+}
+
+impl<'de> DeserializeSeed<'de> for Qualifies<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        let Qualifies { cap, op, sign } = self;
+        match sign {
+            Sign::Condition | Sign::Expected | Sign::Update => d.deserialize_any(NonEmpty(cap)),
+            Sign::Returns => Text::new(cap, |returns| returns_qualify(op, returns)).deserialize(d),
+            Sign::LegacyUpdates => Object(LegacyUpdates(cap)).deserialize(d),
+        }
+    }
+}
+
+/// Whether a value is a non-empty string or an object with a member (how
+/// the client libraries test `ConditionExpression` and the like); read
+/// whole either way.
+struct NonEmpty<'c>(&'c mut Cap);
+
+impl<'de> Visitor<'de> for NonEmpty<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
+        Ok(!s.is_empty())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        if map.next_key_seed(Name::new(self.0, |_| ()))?.is_none() {
+            return Ok(false);
+        }
+        map.next_value_seed(Skip(self.0))?;
+        skip_members(self.0, map)?;
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        walk::skip_elements(self.0, seq)?;
+        Ok(false)
+    }
+
+    walk::scalars_but_str!(|_this| false);
+}
+
+/// UpdateItem's legacy `AttributeUpdates`: entry by entry until one reads
+/// first; the rest is skipped.
+struct LegacyUpdates<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for LegacyUpdates<'_> {
+    type Value = bool;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let cap = self.0;
+        while map.next_key_seed(Name::new(cap, |_| ()))?.is_some() {
+            if map.next_value_seed(Object(LegacyUpdate(cap)))? {
+                skip_members(cap, map)?;
+                return Ok(true);
             }
-            let returns = body.returns.as_ref().map(Text::as_str);
-            if op != Op::UpdateItem {
-                return returns.is_some_and(|r| r != "NONE");
+        }
+        Ok(false)
+    }
+
+    fn other(self) -> bool {
+        false
+    }
+}
+
+/// One `AttributeUpdates` entry: whether it reads first.
+struct LegacyUpdate<'c>(&'c mut Cap);
+
+impl<'de> Members<'de> for LegacyUpdate<'_> {
+    type Value = bool;
+
+    fn cap(&mut self) -> &mut Cap {
+        self.0
+    }
+
+    fn members<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let cap = self.0;
+        let (mut action, mut action_seen, mut has_value) = (Action::Other, false, false);
+        loop {
+            let sort = |name: Option<&str>| match name {
+                Some("Action") if !action_seen => Some(true),
+                Some("Value") => Some(false),
+                _ => None,
+            };
+            let Some(which) = map.next_key_seed(Name::new(cap, sort))? else {
+                break;
+            };
+            match which {
+                Some(true) => {
+                    action_seen = true;
+                    let read = |name: Option<&str>| match name {
+                        Some("ADD") => Action::Add,
+                        Some("DELETE") => Action::Delete,
+                        _ => Action::Other,
+                    };
+                    action = map.next_value_seed(Text::new(cap, read))?;
+                }
+                Some(false) => {
+                    has_value = true;
+                    map.next_value_seed(Skip(cap))?;
+                }
+                None => map.next_value_seed(Skip(cap))?,
             }
-            if non_empty(&body.update)
-                || matches!(returns, Some("ALL_OLD" | "UPDATED_OLD" | "ALL_NEW"))
-            {
-                return true;
-            }
-            body.legacy_updates
-                .as_ref()
-                .is_some_and(|updates| updates.0.iter().any(|(_, u)| reads_first(u)))
+        }
+        Ok(reads_first(action.name(), has_value))
+    }
+
+    fn other(self) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Add,
+    Delete,
+    Other,
+}
+
+impl Action {
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Action::Add => Some("ADD"),
+            Action::Delete => Some("DELETE"),
+            Action::Other => None,
         }
     }
 }
@@ -69,15 +229,30 @@ pub fn qualifies(op: Op, body: &SingleWrite, mode: Mode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::{key, Tables};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn j(s: &str) -> SingleWrite<'_> {
-        object(s).unwrap()
+    /// Whether a write of `op` whose body has these members (an object's
+    /// text) besides its table and key has affinity under `mode`.
+    fn qualifies(op: Op, members: &str, mode: Mode) -> bool {
+        let tables = Tables::new(&[("t".to_string(), "pk".to_string())]);
+        let inner = members
+            .trim()
+            .strip_prefix('{')
+            .unwrap()
+            .strip_suffix('}')
+            .unwrap();
+        let sep = if inner.trim().is_empty() { "" } else { "," };
+        // The key both ways: PutItem reads Item, the others Key.
+        let body = format!(
+            r#"{{"TableName":"t","Item":{{"pk":{{"S":"a"}}}},"Key":{{"pk":{{"S":"a"}}}}{sep}{inner}}}"#
+        );
+        key(mode, op, body.as_bytes(), &tables).is_some()
     }
 
     fn rmw(op: Op, body: &str) -> bool {
-        qualifies(op, &j(body), Mode::Rmw)
+        qualifies(op, body, Mode::Rmw)
     }
 
     /// issue6.md 2.2, PutItem and DeleteItem rows (the same rule).
@@ -104,6 +279,15 @@ mod tests {
             assert!(!rmw(
                 op,
                 r#"{"ReturnValuesOnConditionCheckFailure":"ALL_OLD"}"#
+            ));
+            // Of a member named twice the first counts.
+            assert!(!rmw(
+                op,
+                r#"{"ReturnValues":"NONE","ReturnValues":"ALL_OLD"}"#
+            ));
+            assert!(rmw(
+                op,
+                r#"{"ConditionExpression":"","Expected":{"a":{}},"ConditionExpression":""}"#
             ));
         }
     }
@@ -133,29 +317,45 @@ mod tests {
         assert!(u(
             r#"{"AttributeUpdates":{"a":{"Action":"DELETE","Value":{"SS":["x"]}}}}"#
         ));
+        assert!(u(
+            r#"{"AttributeUpdates":{"a":{"Value":null,"Action":"DELETE"}}}"#
+        ));
         assert!(!u(r#"{"AttributeUpdates":{"a":{"Action":"DELETE"}}}"#));
         assert!(!u(
             r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}}}}"#
         ));
         assert!(!u(r#"{"AttributeUpdates":{"a":{"Value":{"N":"1"}}}}"#));
+        assert!(!u(r#"{"AttributeUpdates":{"a":{"Action":7,"Value":1}}}"#));
+        assert!(!u(
+            r#"{"AttributeUpdates":{"a":{"Action":"PUT","Action":"ADD"}}}"#
+        ));
         assert!(u(
             r#"{"AttributeUpdates":{"a":{"Action":"PUT","Value":{"N":"1"}},"b":{"Action":"ADD","Value":{"N":"1"}}}}"#
         ));
         assert!(!u(r#"{"AttributeUpdates":{}}"#));
+        // Values of other kinds do not count, but are read (and judged).
+        for other in ["7", "null", "true", "[\"SET a = :v\"]", "{ }", "\"\""] {
+            assert!(!u(&format!(r#"{{"UpdateExpression":{other}}}"#)), "{other}");
+            assert!(
+                !u(&format!(r#"{{"ConditionExpression":{other}}}"#)),
+                "{other}"
+            );
+        }
+        assert!(!u(r#"{"ConditionExpression":[1,}"#));
         assert!(!u(r#"{"AttributeUpdates":[]}"#));
+        assert!(!u(r#"{"AttributeUpdates":{"a":"ADD"}}"#));
     }
 
     #[test]
     fn any_write_takes_every_single_item_write_and_none_takes_nothing() {
         for op in [Op::PutItem, Op::UpdateItem, Op::DeleteItem] {
-            assert!(qualifies(op, &j("{}"), Mode::AnyWrite));
+            assert!(qualifies(op, "{}", Mode::AnyWrite));
             assert!(!qualifies(
                 op,
-                &j(r#"{"ConditionExpression":"x","UpdateExpression":"SET a = :v"}"#),
+                r#"{"ConditionExpression":"x","UpdateExpression":"SET a = :v"}"#,
                 Mode::None
             ));
         }
-        let conditional = j(r#"{"ConditionExpression":"x"}"#);
         for op in [
             Op::BatchWriteItem,
             Op::CreateTable,
@@ -163,8 +363,22 @@ mod tests {
             Op::Other,
         ] {
             for mode in [Mode::None, Mode::Rmw, Mode::AnyWrite] {
-                assert!(!qualifies(op, &conditional, mode), "{op:?} {mode:?}");
+                assert_eq!(Sign::of(mode, op, "ConditionExpression"), None);
+                assert!(
+                    !qualifies(op, r#"{"ConditionExpression":"x"}"#, mode),
+                    "{op:?} {mode:?}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn the_rules_by_themselves() {
+        assert!(returns_qualify(Op::PutItem, Some("UPDATED_NEW")));
+        assert!(!returns_qualify(Op::PutItem, None));
+        assert!(!returns_qualify(Op::UpdateItem, Some("UPDATED_NEW")));
+        assert!(reads_first(Some("ADD"), false));
+        assert!(!reads_first(Some("DELETE"), false));
+        assert!(!reads_first(None, true));
     }
 }

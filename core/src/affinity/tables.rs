@@ -26,6 +26,11 @@ use super::Op;
 /// cannot grow the shared entry or each worker's memory without bound.
 pub const MAX_LEARNED: usize = 1024;
 
+/// Largest CreateTable or DescribeTable answer read (inflated, for a gzip
+/// answer): a table's description is a few kilobytes, even with many
+/// indexes; a larger answer teaches nothing.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// Longest table name learned (DynamoDB's limit; Alternator's is lower).
 pub const MAX_TABLE_BYTES: usize = 255;
 
@@ -127,7 +132,7 @@ fn insert(map: &mut BTreeMap<String, String>, table: &str, attr: &str) -> bool {
 pub fn learn(op: Op, status: u16, body: &[u8]) -> Option<(String, String)> {
     if !matches!(op, Op::CreateTable | Op::DescribeTable)
         || status != 200
-        || body.len() > super::MAX_BODY_BYTES
+        || body.len() > MAX_ANSWER_BYTES
     {
         return None;
     }

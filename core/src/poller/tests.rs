@@ -3,8 +3,10 @@
 //! whose shared data has Envoy's compare-and-set rules, against a simulated
 //! cluster answering their callouts.
 
+use crate::hold::{RETRY_AFTER_MS, TIMEOUTS_TO_STOP};
 use crate::model::health::{HealthState, Outcome};
 use crate::model::NodeAddr;
+use crate::poller::HOLD_TIMEOUT_MS;
 use crate::router::Router;
 use crate::stream::{Action, Stream};
 use crate::testing::{capture_logs, logs, Reply, Sim, TestStream, ENVOY_TIMEOUT};
@@ -431,9 +433,16 @@ fn conditional_write() -> Rc<TestStream> {
 
 /// A conditional write on VM 0 whose headers came without its body: held.
 fn hold_write(sim: &Sim, id: u32) -> (Rc<TestStream>, Stream) {
+    hold_write_on(sim, 0, id)
+}
+
+/// The same on VM `vm`, its headers read now (the request's clock: the
+/// host's, which the VM makes its own).
+fn hold_write_on(sim: &Sim, vm: usize, id: u32) -> (Rc<TestStream>, Stream) {
     let request = conditional_write();
+    request.now_ns.set(sim.process.wall_ms() * 1_000_000);
     sim.process.start_stream(id, &request);
-    let mut stream = Stream::new(id, sim.router(0));
+    let mut stream = Stream::new(id, sim.router(vm));
     assert_eq!(
         stream.on_request_headers(request.as_ref(), false),
         Action::Pause
@@ -441,17 +450,24 @@ fn hold_write(sim: &Sim, id: u32) -> (Rc<TestStream>, Stream) {
     (request, stream)
 }
 
-const HOLDING: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
-    "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}}"#;
+/// Whether VM `vm` holds a conditional write now (it is let go at once).
+fn holds_writes(sim: &Sim, vm: usize) -> bool {
+    let later = conditional_write();
+    let mut stream = Stream::new(900 + vm as u32, sim.router(vm));
+    match stream.on_request_headers(later.as_ref(), false) {
+        Action::Pause => true,
+        Action::Continue => {
+            assert_eq!(later.handed.borrow().len(), 1, "sent on at once");
+            false
+        }
+    }
+}
 
-#[test]
-fn a_held_write_whose_body_never_comes_is_sent_on_and_holding_stops_everywhere() {
-    capture_logs();
-    let sim = discovered(HOLDING, 3);
-    let (request, mut stream) = hold_write(&sim, 40);
-    // Envoy without allow_on_headers_stop_iteration never calls with the
-    // body. Within the timeout and one tick, VM 0 sends the write on.
-    sim.run(crate::poller::HOLD_TIMEOUT_MS - sim.tick_ms);
+/// A held write on VM `vm` whose body never comes: sent on, without
+/// affinity, within the timeout and a tick, and answered.
+fn time_out(sim: &Sim, vm: usize, id: u32) {
+    let (request, mut stream) = hold_write_on(sim, vm, id);
+    sim.run(HOLD_TIMEOUT_MS - sim.tick_ms);
     assert!(request.handed.borrow().is_empty(), "not before the timeout");
     sim.run(2 * sim.tick_ms);
     assert_eq!(request.handed.borrow().len(), 1, "sent on, once");
@@ -462,32 +478,237 @@ fn a_held_write_whose_body_never_comes_is_sent_on_and_holding_stops_everywhere()
         stream.on_response_headers(request.as_ref()),
         Action::Continue
     );
+    sim.process.end_stream(id);
+}
+
+fn stop_warnings() -> usize {
+    logs()
+        .iter()
+        .filter(|l| l.contains("got no body within 300 ms"))
+        .count()
+}
+
+const HOLDING: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+    "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}}"#;
+
+#[test]
+fn a_vm_stops_holding_after_three_timeouts_when_it_never_saw_a_body() {
+    capture_logs();
+    let sim = discovered(HOLDING, 3);
+    // Envoy without allow_on_headers_stop_iteration never calls with the
+    // body: each held write waits the timeout, and is sent on.
+    for i in 0..TIMEOUTS_TO_STOP {
+        assert!(sim.router(0).borrow().may_hold(), "before timeout {i}");
+        time_out(&sim, 0, 40 + i);
+    }
     let warned: Vec<String> = logs()
         .into_iter()
         .filter(|l| l.contains("got no body within 300 ms"))
         .collect();
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains("allow_on_headers_stop_iteration"));
+    assert!(warned[0].contains("3 writes in a row"));
     sim.run(sim.tick_ms * 2);
     assert_eq!(
         sim.process.stat("alternator_lb.requests_hold_timeout"),
-        Some(1)
+        Some(3)
     );
-    assert_eq!(sim.process.stat("alternator_lb.affinity_held"), Some(1));
-    // Every VM now sends writes on at once, without holding them.
-    for vm in 0..3 {
-        let later = conditional_write();
-        let mut stream = Stream::new(41 + vm as u32, sim.router(vm));
-        assert_eq!(
-            stream.on_request_headers(later.as_ref(), false),
-            Action::Continue,
-            "VM {vm}"
+    assert_eq!(sim.process.stat("alternator_lb.affinity_held"), Some(3));
+    // VM 0 now sends writes on at once; the other VMs decide on their own
+    // evidence, and have none.
+    assert!(!holds_writes(&sim, 0));
+    assert!(holds_writes(&sim, 1));
+    assert!(holds_writes(&sim, 2));
+    assert_eq!(stop_warnings(), 1);
+}
+
+/// A step of the host's clock, either way, before a write is held or
+/// while it is: it is sent on at the hold timeout, neither an hour late
+/// nor at once (issue 18, item 6).
+#[test]
+fn a_clock_step_neither_holds_a_write_back_nor_lets_it_go_early() {
+    for (step, while_held) in [
+        (-HOUR_MS, false),
+        (-HOUR_MS, true),
+        (HOUR_MS, false),
+        (HOUR_MS, true),
+    ] {
+        let case = format!("step {step} ms while held: {while_held}");
+        let sim = discovered(HOLDING, 1);
+        if !while_held {
+            sim.process.step(step);
+            sim.run(sim.tick_ms);
+        }
+        let (request, _stream) = hold_write(&sim, 60);
+        sim.run(sim.tick_ms);
+        if while_held {
+            sim.process.step(step);
+        }
+        // A jump counts as a tick: at most a tick early.
+        sim.run(HOLD_TIMEOUT_MS - 3 * sim.tick_ms);
+        assert!(
+            request.handed.borrow().is_empty(),
+            "{case}: before the timeout"
         );
-        assert_eq!(later.handed.borrow().len(), 1);
+        sim.run(3 * sim.tick_ms);
+        assert_eq!(
+            request.handed.borrow().len(),
+            1,
+            "{case}: sent on at the timeout"
+        );
     }
+}
+
+#[test]
+fn a_vm_that_saw_a_body_never_stops_holding() {
+    capture_logs();
+    let sim = discovered(HOLDING, 1);
+    let (request, mut stream) = hold_write(&sim, 50);
+    let size = request.request_body.len();
     assert_eq!(
-        logs().iter().filter(|l| l.contains("got no body")).count(),
-        1
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    sim.process.end_stream(50);
+    for i in 0..2 * TIMEOUTS_TO_STOP {
+        time_out(&sim, 0, 51 + i);
+    }
+    assert!(holds_writes(&sim, 0));
+    assert_eq!(stop_warnings(), 0);
+    sim.run(sim.tick_ms * 2);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(6)
+    );
+}
+
+/// A held write whose body comes 700 ms after its headers (a slow
+/// client): sent on without affinity at the timeout, its body then passed
+/// on. Returns once it was answered.
+fn slow_write(sim: &Sim, id: u32) {
+    let (request, mut stream) = hold_write(sim, id);
+    sim.run(HOLD_TIMEOUT_MS + sim.tick_ms);
+    assert_eq!(request.handed.borrow().len(), 1, "sent on without affinity");
+    sim.run(700 - HOLD_TIMEOUT_MS - sim.tick_ms);
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    assert_eq!(request.handed.borrow().len(), 1, "not routed twice");
+    assert_eq!(
+        stream.on_response_headers(request.as_ref()),
+        Action::Continue
+    );
+    sim.process.end_stream(id);
+}
+
+#[test]
+fn one_slow_client_leaves_holding_on() {
+    capture_logs();
+    let sim = discovered(HOLDING, 1);
+    slow_write(&sim, 60);
+    assert!(holds_writes(&sim, 0));
+    // A body that comes in time after it: holding for good, however many
+    // slow writes follow.
+    let (request, mut stream) = hold_write(&sim, 61);
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    sim.process.end_stream(61);
+    for i in 0..2 * TIMEOUTS_TO_STOP {
+        slow_write(&sim, 62 + i);
+    }
+    assert!(holds_writes(&sim, 0));
+    assert_eq!(stop_warnings(), 0);
+    sim.run(sim.tick_ms * 2);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(1 + 2 * i64::from(TIMEOUTS_TO_STOP))
+    );
+}
+
+#[test]
+fn a_body_that_comes_after_its_write_was_sent_on_is_no_evidence() {
+    // Envoy without allow_on_headers_stop_iteration hands the body over
+    // once the write goes on: on a VM that never saw a body while holding,
+    // three such writes stop holding as any three timeouts do.
+    capture_logs();
+    let sim = discovered(HOLDING, 1);
+    for i in 0..TIMEOUTS_TO_STOP {
+        assert!(sim.router(0).borrow().may_hold());
+        slow_write(&sim, 70 + i);
+    }
+    assert!(!holds_writes(&sim, 0));
+    assert_eq!(stop_warnings(), 1);
+}
+
+#[test]
+fn a_vm_that_stopped_holding_tries_again_after_a_minute() {
+    capture_logs();
+    let sim = discovered(HOLDING, 1);
+    for i in 0..TIMEOUTS_TO_STOP {
+        time_out(&sim, 0, 170 + i);
+    }
+    assert!(!holds_writes(&sim, 0));
+    sim.run(RETRY_AFTER_MS - 3 * sim.tick_ms);
+    assert!(!holds_writes(&sim, 0), "not before a minute");
+    sim.run(3 * sim.tick_ms);
+    // A minute on, one held write: it times out too, and holding stops at
+    // once (the last three held writes all timed out), without a new line.
+    time_out(&sim, 0, 80);
+    assert!(!holds_writes(&sim, 0));
+    assert_eq!(stop_warnings(), 1);
+    // A minute later again, and this time the body comes: holding for good.
+    sim.run(RETRY_AFTER_MS);
+    let (request, mut stream) = hold_write(&sim, 81);
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    sim.process.end_stream(81);
+    for i in 0..TIMEOUTS_TO_STOP {
+        time_out(&sim, 0, 82 + i);
+    }
+    assert!(holds_writes(&sim, 0));
+}
+
+#[test]
+fn a_body_a_millisecond_after_its_headers_is_not_late() {
+    // 10 s rounds: 1 s ticks, far longer than the hold timeout.
+    let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "refresh_interval_ms": 10000,
+        "key_route_affinity": "rmw", "partition_keys": {"orders": "order_id"}}"#;
+    let sim = Sim::new(config, 1, &NODES);
+    sim.run(2_500);
+    assert_eq!(sim.routed(0), all());
+    assert_eq!(sim.tick_ms, 1_000);
+    // The headers come a millisecond before the VM's tick ...
+    sim.run(sim.next_tick(0) - sim.process.now_ms() - 1);
+    let (request, mut stream) = hold_write(&sim, 90);
+    sim.run(1);
+    assert!(
+        request.handed.borrow().is_empty(),
+        "held still after the tick"
+    );
+    // ... and the body right after it.
+    let size = request.request_body.len();
+    assert_eq!(
+        stream.on_request_body(request.as_ref(), size, true),
+        Action::Continue
+    );
+    assert_eq!(request.handed.borrow().len(), 1);
+    assert_eq!(request.resumed.get(), 0, "never sent on by the tick");
+    sim.run(2 * sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.requests_hold_timeout"),
+        Some(0)
+    );
+    assert_eq!(
+        sim.process.stat("alternator_lb.affinity_routed_by_key"),
+        Some(1)
     );
 }
 
@@ -502,7 +723,7 @@ fn a_body_that_starts_in_time_keeps_its_write_held_however_slow_it_is() {
         Action::Pause
     );
     // The rest comes much later: the write waits for it, by its key.
-    sim.run(5 * crate::poller::HOLD_TIMEOUT_MS);
+    sim.run(5 * HOLD_TIMEOUT_MS);
     assert!(request.handed.borrow().is_empty());
     assert_eq!(
         stream.on_request_body(request.as_ref(), size, true),
@@ -536,7 +757,7 @@ fn a_held_write_that_ends_before_its_body_is_forgotten() {
     // The client gives up: Envoy deletes the context.
     drop(stream);
     sim.process.end_stream(60);
-    sim.run(3 * crate::poller::HOLD_TIMEOUT_MS);
+    sim.run(3 * HOLD_TIMEOUT_MS);
     assert!(request.handed.borrow().is_empty());
     assert!(!logs().iter().any(|l| l.contains("got no body")));
     sim.run(sim.tick_ms);

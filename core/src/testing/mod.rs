@@ -25,6 +25,76 @@ use std::rc::Rc;
 
 pub mod traffic;
 
+/// The test binary's allocator: the system's, counting the bytes each
+/// thread has allocated, so that a test can state how much memory some code
+/// needed at its peak (what a Wasm VM's memory grows to, and keeps).
+pub mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn grew(by: usize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().saturating_add(by);
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    fn shrank(by: usize) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(by)));
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call is passed on to the system allocator unchanged;
+    // the counters are plain thread-locals that never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc(layout);
+            if !p.is_null() {
+                grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc_zeroed(layout);
+            if !p.is_null() {
+                grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            shrank(layout.size());
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = System.realloc(ptr, layout, new_size);
+            if !p.is_null() {
+                grew(new_size);
+                shrank(layout.size());
+            }
+            p
+        }
+    }
+
+    /// Runs `f`; also returns the most bytes it had allocated at once on
+    /// this thread (beyond what was allocated before it).
+    pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let base = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(base));
+        let out = f();
+        (out, PEAK.with(Cell::get).saturating_sub(base))
+    }
+}
+
 /// Runs before a shared-data write with its key and value; returns true
 /// when it did its work (it is then dropped). This is how a test makes
 /// another VM run between one VM's read and its write.
@@ -498,6 +568,11 @@ impl Sim {
             .unwrap_or_default()
     }
 
+    /// When VM `vm` ticks next.
+    pub fn next_tick(&self, vm: usize) -> u64 {
+        self.next_tick.borrow()[vm]
+    }
+
     pub fn tick(&self, vm: usize) {
         self.vms[vm].borrow_mut().on_tick();
     }
@@ -618,8 +693,9 @@ impl StreamHost for TestStream {
         found.map(|(_, v)| v.clone())
     }
 
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        Some(self.request_body.iter().copied().take(size).collect())
+    fn request_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        let rest = self.request_body.get(start..).filter(|r| !r.is_empty())?;
+        Some(rest.iter().copied().take(size).collect())
     }
 
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
@@ -661,8 +737,8 @@ impl StreamHost for Rc<TestStream> {
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         self.as_ref().response_header(name)
     }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.as_ref().request_body(size)
+    fn request_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        self.as_ref().request_body(start, size)
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         self.as_ref().response_body(size)

@@ -2,6 +2,7 @@
 //! VM that discovered three nodes.
 
 use super::*;
+use crate::affinity::{MAX_BODY_BYTES, MAX_ITEM_BODY_BYTES};
 use crate::filter_state;
 use crate::health::{
     FLAG_UPSTREAM_CONNECTION_FAILURE, FLAG_UPSTREAM_CONNECTION_TERMINATION,
@@ -332,16 +333,211 @@ fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
         },
         false,
     );
-    // No Content-Length, or one over 16 MiB, or no body at all.
+    // No Content-Length, or one over 1 MiB (a single item), or no body at
+    // all. The first two are writes whose body was not read: counted.
     let mut unannounced = put(&body, false);
     unannounced
         .request_headers
         .retain(|(n, _)| *n != "content-length");
     immediate(&unannounced, false);
     let mut huge = put(&body, false);
-    huge.request_headers[1].1 = (MAX_BODY_BYTES + 1).to_string().into_bytes();
+    huge.request_headers[1].1 = (MAX_ITEM_BODY_BYTES + 1).to_string().into_bytes();
     immediate(&huge, false);
     immediate(&put(&body, false), true);
+    let counts = sim.router(0).borrow().counts();
+    assert_eq!((counts.affinity_held, counts.affinity_body_unread), (0, 2));
+    sim.run(sim.tick_ms);
+    assert_eq!(
+        sim.process.stat("alternator_lb.affinity_body_unread"),
+        Some(2)
+    );
+}
+
+/// A write whose headers announce `length` bytes of body: whether it is
+/// held (it is let go at once).
+fn held_at(sim: &Sim, target: &str, length: usize) -> bool {
+    let request = TestStream {
+        request_headers: vec![
+            ("x-amz-target", target.as_bytes().to_vec()),
+            ("content-length", length.to_string().into_bytes()),
+        ],
+        ..TestStream::default()
+    };
+    let mut stream = Stream::new(7, sim.router(0));
+    stream.on_request_headers(&request, false) == Action::Pause
+}
+
+#[test]
+fn single_item_writes_are_held_up_to_1_mib_and_batches_up_to_16_mib() {
+    let sim =
+        vm(r#", "key_route_affinity": "any_write", "partition_keys": {"orders": "order_id"}"#);
+    for op in ["PutItem", "UpdateItem", "DeleteItem"] {
+        let target = format!("DynamoDB_20120810.{op}");
+        assert!(held_at(&sim, &target, MAX_ITEM_BODY_BYTES), "{op}");
+        assert!(!held_at(&sim, &target, MAX_ITEM_BODY_BYTES + 1), "{op}");
+    }
+    let batch = "DynamoDB_20120810.BatchWriteItem";
+    assert!(held_at(&sim, batch, 2 * MAX_ITEM_BODY_BYTES));
+    assert!(held_at(&sim, batch, MAX_BODY_BYTES));
+    assert!(!held_at(&sim, batch, MAX_BODY_BYTES + 1));
+    assert_eq!(sim.router(0).borrow().counts().affinity_body_unread, 4);
+}
+
+fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The issue's bomb: a gzip body of about 16 KB that inflates to 16 MiB of
+/// junk members in `AttributeUpdates`.
+fn bomb() -> Vec<u8> {
+    let mut json = br#"{"AttributeUpdates":{"#.to_vec();
+    while json.len() < MAX_BODY_BYTES - 16 {
+        json.extend_from_slice(br#""":0,"#);
+    }
+    json.extend_from_slice(br#""":0}}"#);
+    gzip_bytes(&json)
+}
+
+/// A held write with `body` (whole, at once): where it went, if anywhere.
+fn send_whole(sim: &Sim, op: &str, body: &[u8], gzip: bool) -> Option<NodeAddr> {
+    let mut request = put(body, gzip);
+    request.request_headers[0].1 = format!("DynamoDB_20120810.{op}").into_bytes();
+    let mut stream = Stream::new(8, sim.router(0));
+    assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
+    assert_eq!(
+        stream.on_request_body(&request, body.len(), true),
+        Action::Continue
+    );
+    let handed = request.handed.borrow();
+    handed.first().map(|h| node(h))
+}
+
+#[test]
+fn a_gzip_bomb_is_sent_on_unread_and_costs_little_memory() {
+    let sim = vm(RMW);
+    let bomb = bomb();
+    assert!(bomb.len() < 32_000, "{} bytes", bomb.len());
+    for op in ["UpdateItem", "PutItem"] {
+        let (went, peak) = crate::testing::alloc::peak_during(|| send_whole(&sim, op, &bomb, true));
+        assert!(went.is_some(), "{op}: sent on");
+        // Not the 16 MiB inflated, nor its members: a few pieces.
+        assert!(peak < 256 * 1024, "{op}: {peak} bytes at the peak");
+    }
+    let counts = sim.router(0).borrow().counts();
+    assert_eq!(counts.affinity_body_unread, 2);
+    assert_eq!(counts.affinity_fell_back + counts.affinity_routed_by_key, 0);
+}
+
+#[test]
+fn gzip_bodies_inflate_within_a_ratio_and_are_read_only_as_far_as_needed() {
+    let sim = vm(RMW);
+    let key_first = conditional_put("o-1001");
+    let by_key = send_held(&sim, &put(&key_first, false));
+    // 900 KB of padding compresses about 1000 times: past the ratio.
+    let pad = "z".repeat(900_000);
+    let padded = |condition_first: bool| {
+        let (before, after) = if condition_first {
+            (
+                r#","ConditionExpression":"attribute_not_exists(order_id)""#,
+                "",
+            )
+        } else {
+            (
+                "",
+                r#","ConditionExpression":"attribute_not_exists(order_id)""#,
+            )
+        };
+        format!(
+            r#"{{"TableName":"orders","Item":{{"order_id":{{"S":"o-1001"}}}}{before},"pad":"{pad}"{after}}}"#
+        )
+        .into_bytes()
+    };
+    // The condition before the padding: decided before the ratio matters.
+    let early = gzip_bytes(&padded(true));
+    assert!(early.len() * gzip::MAX_RATIO < 900_000, "{}", early.len());
+    assert_eq!(send_whole(&sim, "PutItem", &early, true), Some(by_key));
+    // After it: the padding is inflated past the ratio, so not read.
+    let late = gzip_bytes(&padded(false));
+    send_whole(&sim, "PutItem", &late, true);
+    // The same body as sent, plain: read whole, routed by key.
+    assert_eq!(
+        send_whole(&sim, "PutItem", &padded(false), false),
+        Some(by_key)
+    );
+    let counts = sim.router(0).borrow().counts();
+    assert_eq!(
+        (counts.affinity_routed_by_key, counts.affinity_body_unread),
+        (3, 1)
+    );
+}
+
+#[test]
+fn a_held_write_with_trailers_is_routed_when_they_come() {
+    let sim = vm(RMW);
+    let body = conditional_put("o-1001");
+    let by_key = send_held(&sim, &put(&body, false));
+    // HTTP/2 trailers: the last body callback does not end the stream.
+    let request = put(&body, false);
+    let mut stream = Stream::new(9, sim.router(0));
+    assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
+    assert_eq!(
+        stream.on_request_body(&request, body.len(), false),
+        Action::Pause
+    );
+    assert!(request.handed.borrow().is_empty());
+    assert_eq!(stream.on_request_trailers(&request), Action::Continue);
+    assert_eq!(request.handed.borrow().len(), 1, "routed, once");
+    assert_eq!(node(&request.handed.borrow()[0]), by_key);
+    // Trailers right after the headers (no body): routed as usual.
+    let empty = put(b"", false);
+    let mut stream = Stream::new(10, sim.router(0));
+    assert_eq!(stream.on_request_headers(&empty, false), Action::Pause);
+    assert_eq!(stream.on_request_trailers(&empty), Action::Continue);
+    assert_eq!(empty.handed.borrow().len(), 1);
+    assert_eq!(sim.router(0).borrow().held(), (0, 0), "none left held");
+    // A request that was not held: trailers change nothing.
+    let plain = TestStream::default();
+    let mut stream = Stream::new(11, sim.router(0));
+    assert_eq!(stream.on_request_headers(&plain, false), Action::Continue);
+    assert_eq!(stream.on_request_trailers(&plain), Action::Continue);
+    assert_eq!(plain.handed.borrow().len(), 1);
+}
+
+#[test]
+fn held_writes_are_kept_by_id_up_to_a_bound() {
+    let sim = vm(RMW);
+    let body = conditional_put("o-1");
+    let mut open: Vec<(TestStream, Stream)> = (0..crate::hold::MAX_HELD as u32)
+        .map(|id| {
+            let request = put(&body, false);
+            let mut stream = Stream::new(10_000 + id, sim.router(0));
+            assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
+            (request, stream)
+        })
+        .collect();
+    assert_eq!(sim.router(0).borrow().held(), (crate::hold::MAX_HELD, 0));
+    // One more: sent on at once, without affinity, counted.
+    let extra = put(&body, false);
+    let mut stream = Stream::new(99_999, sim.router(0));
+    assert_eq!(stream.on_request_headers(&extra, false), Action::Continue);
+    assert_eq!(extra.handed.borrow().len(), 1);
+    assert_eq!(sim.router(0).borrow().counts().affinity_body_unread, 1);
+    // Any of them, by id: its body comes, it leaves the list.
+    let (request, mut stream) = open.swap_remove(500);
+    assert_eq!(
+        stream.on_request_body(&request, body.len(), true),
+        Action::Continue
+    );
+    assert_eq!(
+        sim.router(0).borrow().held(),
+        (crate::hold::MAX_HELD - 1, 0)
+    );
+    // The others end (the clients give up): nothing is left.
+    drop(open);
+    assert_eq!(sim.router(0).borrow().held(), (0, 0));
 }
 
 #[test]
