@@ -12,6 +12,7 @@
 //! by code that can quote it and say what was expected.
 
 use crate::model::address;
+use crate::model::authority::HostPattern;
 use crate::model::cidr::{self, Cidr};
 use crate::model::config::{Balancing, Config, Mode, Scope, SeedGroup};
 use crate::model::health::ProbePeriods;
@@ -61,11 +62,14 @@ pub const MAX_SCOPES: usize = 8;
 /// Tables with a configured partition key; more would belong in a learned
 /// table (`DescribeTable`) rather than in a proxy config.
 pub const MAX_PARTITION_KEYS: usize = 1024;
+/// `hosts` entries: a request that matches none is compared with each, so
+/// the list stays short; a gateway's Alternator names are a handful.
+pub const MAX_HOSTS: usize = 64;
 
 /// Every key the filter understands, in the order the README documents them.
 /// The fields of [`Document`] are the same keys (a test holds them equal);
 /// this list is what an "unknown key" refusal offers instead.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "seeds",
     "port",
     "discovery_cluster",
@@ -87,6 +91,7 @@ pub const KEYS: [&str; 21] = [
     "scheme",
     "stat_prefix",
     "load_balancing",
+    "hosts",
 ];
 
 /// A refused configuration: which key, and what is wrong with it.
@@ -147,6 +152,7 @@ struct Document {
     scheme: Key<String>,
     stat_prefix: Key<String>,
     load_balancing: Key<String>,
+    hosts: Key<Vec<Given<String>>>,
 }
 
 /// A key's value; `None` when the key is absent. A plain `Option` would
@@ -279,8 +285,9 @@ impl Config {
     /// configured alike share one poller and one node list; different ones
     /// (another cluster, other seed groups, other scopes) must not see each
     /// other's state, even in an Istio proxy where every plugin shares one
-    /// `vm_id`. Affinity settings and `scheme` only change how requests are
-    /// routed over the lists, so filters that differ only there share them.
+    /// `vm_id`. Affinity settings, `scheme` and `hosts` only change how
+    /// requests are routed over the lists (or which are), so filters that
+    /// differ only there share them.
     /// A `stat_prefix` names an instance apart: it gets its own poller, so
     /// that its discovery figures are its own. `allowed_cidrs` filters the
     /// lists as they are read, so two instances (or the old and new VMs of a
@@ -396,6 +403,7 @@ impl Document {
             scheme,
             stat_prefix,
             load_balancing,
+            hosts,
         } = self;
         let port = integer("port", port, PORT_RANGE, DEFAULT_PORT)?;
         let allowed_cidrs = cidrs(allowed_cidrs)?;
@@ -476,6 +484,7 @@ impl Document {
             https: https(scheme)?,
             stat_prefix: stat_prefix_of(stat_prefix)?,
             load_balancing: balancing(load_balancing)?,
+            hosts: host_patterns(hosts)?,
         })
     }
 }
@@ -845,6 +854,56 @@ fn cidrs(allowed_cidrs: Key<Vec<Given<String>>>) -> Result<Vec<Cidr>, ConfigErro
         .collect()
 }
 
+/// `hosts`: `None` when absent (every request is the filter's).
+fn host_patterns(hosts: Key<Vec<Given<String>>>) -> Result<Option<Vec<HostPattern>>, ConfigError> {
+    let key = "hosts";
+    let items = match hosts.0 {
+        None => return Ok(None),
+        Some(Given::Expected(items)) => items,
+        Some(Given::Other(value)) => {
+            return Err(err(
+                key,
+                format!(
+                    "must be an array of hosts like \"alternator.example\", \
+                     \"alternator.example:8000\" or \"*.alternator.example\", got {value}"
+                ),
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(err(
+            key,
+            "must not be empty: an empty list would pass every request, routing none; \
+             leave \"hosts\" out to route every request",
+        ));
+    }
+    if items.len() > MAX_HOSTS {
+        return Err(err(
+            key,
+            format!(
+                "lists {} hosts; at most {MAX_HOSTS} are accepted",
+                items.len()
+            ),
+        ));
+    }
+    let mut patterns: Vec<HostPattern> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let pattern = match item {
+            Given::Expected(s) => s
+                .parse::<HostPattern>()
+                .map_err(|e| err(key, format!("entry {i}: {e}")))?,
+            Given::Other(other) => {
+                return Err(err(key, format!("entry {i} must be a string, got {other}")))
+            }
+        };
+        if let Some(j) = patterns.iter().position(|p| *p == pattern) {
+            return Err(err(key, format!("entry {i} repeats entry {j}")));
+        }
+        patterns.push(pattern);
+    }
+    Ok(Some(patterns))
+}
+
 /// Integers are read as `T` itself, never through a float: a number that
 /// does not fit, a fraction or a negative number stays [`Given::Other`].
 fn integer<T>(key: &str, value: Key<T>, (min, max): (T, T), default: T) -> Result<T, ConfigError>
@@ -978,6 +1037,7 @@ mod tests {
             }
         );
         assert!(c.allowed_cidrs.is_empty());
+        assert_eq!(c.hosts, None, "every request is the filter's");
     }
 
     #[test]
@@ -1533,14 +1593,109 @@ mod tests {
                 "quarantine_probe_interval_ms": 1000, "allowed_cidrs": ["10.0.0.0/8"],
                 "verify_node_san": true, "key_route_affinity": "rmw",
                 "partition_keys": {"t": "k"}, "scheme": "https", "stat_prefix": "orders-eu",
-                "load_balancing": "round_robin"}"#,
+                "load_balancing": "round_robin", "hosts": ["alternator.example"]}"#,
         );
         assert!(c.is_ok(), "{c:?}");
         assert_eq!(c.unwrap().stat_prefix.as_deref(), Some("orders-eu"));
         let shorthand = parse(r#"{"seeds": ["10.0.0.1"], "datacenter": "a", "rack": "b"}"#);
         assert!(shorthand.is_ok());
         // Every key in KEYS is used by one of the two documents above.
-        assert_eq!(KEYS.len(), 21);
+        assert_eq!(KEYS.len(), 22);
+    }
+
+    #[test]
+    fn hosts_are_read_in_order() {
+        let c = parse(
+            r#"{"seeds": ["10.0.0.1"], "hosts": ["Alternator.example", "*.eu.example:8000", "[::1]:8000", "10.0.0.9"]}"#,
+        )
+        .unwrap();
+        let expected: Vec<HostPattern> = [
+            "alternator.example",
+            "*.eu.example:8000",
+            "[::1]:8000",
+            "10.0.0.9",
+        ]
+        .iter()
+        .map(|h| h.parse().unwrap())
+        .collect();
+        assert_eq!(c.hosts, Some(expected));
+        let most: Vec<String> = (0..MAX_HOSTS)
+            .map(|i| format!("\"h{i}.example\""))
+            .collect();
+        let c = parse(&format!(
+            r#"{{"seeds": ["10.0.0.1"], "hosts": [{}]}}"#,
+            most.join(",")
+        ))
+        .unwrap();
+        assert_eq!(c.hosts.map(|h| h.len()), Some(MAX_HOSTS));
+    }
+
+    #[test]
+    fn bad_hosts_are_refused_with_their_entry() {
+        let too_many: Vec<String> = (0..=MAX_HOSTS)
+            .map(|i| format!("\"h{i}.example\""))
+            .collect();
+        let too_many = format!(r#""hosts": [{}]"#, too_many.join(","));
+        let cases = [
+            (
+                r#""hosts": []"#,
+                "must not be empty: an empty list would pass every request",
+            ),
+            (
+                r#""hosts": "alternator.example""#,
+                "must be an array of hosts",
+            ),
+            (r#""hosts": null"#, "got null"),
+            (
+                r#""hosts": {"alternator.example": 1}"#,
+                "must be an array of hosts",
+            ),
+            (&too_many, "lists 65 hosts; at most 64"),
+            (
+                r#""hosts": ["a.example", 7]"#,
+                "entry 1 must be a string, got 7",
+            ),
+            (
+                r#""hosts": ["a.example", null]"#,
+                "entry 1 must be a string, got null",
+            ),
+            (r#""hosts": [""]"#, "entry 0: \"\" is not a host name"),
+            (
+                r#""hosts": ["*"]"#,
+                "entry 0: \"*\": a lone \"*\" would match every host",
+            ),
+            (
+                r#""hosts": ["a.example", "al*.example"]"#,
+                "entry 1: \"al*.example\": a wildcard",
+            ),
+            (
+                r#""hosts": ["alternator.example:0"]"#,
+                "entry 0: \"alternator.example:0\": the port",
+            ),
+            (
+                r#""hosts": ["alternator.example:99999"]"#,
+                "the port must be a number from 1 to 65535",
+            ),
+            (r#""hosts": ["::1"]"#, "write an IPv6 address in brackets"),
+            (r#""hosts": ["[::1]", "[0::1]"]"#, "entry 1 repeats entry 0"),
+            (
+                r#""hosts": ["a.example", "A.EXAMPLE"]"#,
+                "entry 1 repeats entry 0",
+            ),
+            (r#""hosts": ["a.example. "]"#, "is not a host name"),
+            (
+                r#""hosts": ["a.example\n"]"#,
+                r#"entry 0: "a.example\n" is not a host name"#,
+            ),
+        ];
+        for (fragment, needle) in cases {
+            refused(fragment, "hosts", needle);
+        }
+        // A port or a narrower name is another pattern, not a repeat.
+        assert!(parse(
+            r#"{"seeds": ["10.0.0.1"], "hosts": ["a.example", "a.example:8000", "*.a.example"]}"#
+        )
+        .is_ok());
     }
 
     #[test]
@@ -1651,6 +1806,7 @@ mod tests {
             assert_ne!(base, id(other), "{other}");
         }
         for same in [
+            r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2"]}, "hosts": ["a.example"]}"#,
             r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2"]}, "key_route_affinity": "rmw"}"#,
             r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2"]}, "partition_keys": {"t": "k"}}"#,
             r#"{"seeds": {"dc1": ["10.0.0.1"], "dc2": ["10.0.0.2"]}, "scheme": "https"}"#,

@@ -2,6 +2,7 @@
 //! makes of the JSON in the Wasm filter's `configuration`.
 
 use super::address::NodeAddr;
+use super::authority::HostPattern;
 use super::cidr::Cidr;
 use super::health::ProbePeriods;
 
@@ -75,6 +76,10 @@ pub struct Config {
     pub stat_prefix: Option<String>,
     /// How a request's node is picked within its routing scope.
     pub load_balancing: Balancing,
+    /// The `:authority` values whose requests the filter routes; every
+    /// other request passes through untouched. `None`: every request is
+    /// routed. Never an empty list.
+    pub hosts: Option<Vec<HostPattern>>,
 }
 
 /// `load_balancing`: how a request's node is picked among the healthy

@@ -5,6 +5,7 @@
 //! | type                                   | module        |
 //! |----------------------------------------|---------------|
 //! | a node address, and why a string is not one | [`address`] |
+//! | which requests are the filter's, by `:authority` (`hosts`) | [`authority`] |
 //! | an address range (`allowed_cidrs`)     | [`cidr`]      |
 //! | the validated configuration            | [`config`]    |
 //! | a node's health, and what a request said of it | [`health`] |
@@ -13,6 +14,7 @@
 //! | names shown quoted in logs and errors  | [`quoted`]    |
 
 pub mod address;
+pub mod authority;
 pub mod cidr;
 pub mod config;
 pub mod health;
