@@ -12,6 +12,7 @@
 //! |--------------------------------------------|-----------------|
 //! | the data every decision works on (addresses, ranges, configuration, health, the shared record) | [`model`] |
 //! | whether a configuration is acceptable      | [`config`]      |
+//! | whether a request is the filter's, by its `:authority` (`hosts`) | [`model::authority`] |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
 //! | which `/localnodes` questions the routing scopes need | [`topology`] |
 //! | who polls, when, whom, and what a result does to the shared record | [`discovery`] |

@@ -46,6 +46,8 @@ pub enum Counter {
     RejectedNoNode,
     /// Answered with the 503 because Envoy refused the hand-off.
     RejectedHandoffRefused,
+    /// Not the filter's (`hosts`): passed through untouched.
+    RequestsPassed,
     /// Held for their body, which did not come in time; sent on without
     /// affinity.
     HoldTimeouts,
@@ -83,7 +85,7 @@ impl Gauge {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::DiscoverySuccesses,
         Counter::DiscoveryFailures,
         Counter::DiscoveryEntriesRefused,
@@ -94,6 +96,7 @@ impl Counter {
         Counter::RequestsRoutedPanic,
         Counter::RejectedNoNode,
         Counter::RejectedHandoffRefused,
+        Counter::RequestsPassed,
         Counter::HoldTimeouts,
         Counter::AffinityHeld,
         Counter::AffinityRoutedByKey,
@@ -113,6 +116,7 @@ impl Counter {
             Counter::RequestsRoutedPanic => "requests_routed_panic",
             Counter::RejectedNoNode => "requests_rejected_no_node",
             Counter::RejectedHandoffRefused => "requests_rejected_handoff_refused",
+            Counter::RequestsPassed => "requests_passed",
             Counter::HoldTimeouts => "requests_hold_timeout",
             Counter::AffinityHeld => "affinity_held",
             Counter::AffinityRoutedByKey => "affinity_routed_by_key",
@@ -143,6 +147,8 @@ pub struct RequestCounts {
     pub routed_panic: u64,
     pub rejected_no_node: u64,
     pub rejected_handoff_refused: u64,
+    /// Requests for hosts not in `hosts`, passed through untouched.
+    pub passed: u64,
     pub hold_timeouts: u64,
     pub affinity_held: u64,
     pub affinity_routed_by_key: u64,
@@ -152,7 +158,7 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     /// Each per-request counter with its value.
-    fn each(&self) -> [(Counter, u64); 9] {
+    fn each(&self) -> [(Counter, u64); 10] {
         [
             (Counter::RequestsRouted, self.routed),
             (Counter::RequestsRoutedPanic, self.routed_panic),
@@ -161,6 +167,7 @@ impl RequestCounts {
                 Counter::RejectedHandoffRefused,
                 self.rejected_handoff_refused,
             ),
+            (Counter::RequestsPassed, self.passed),
             (Counter::HoldTimeouts, self.hold_timeouts),
             (Counter::AffinityHeld, self.affinity_held),
             (Counter::AffinityRoutedByKey, self.affinity_routed_by_key),
@@ -183,7 +190,7 @@ pub struct Gauges {
 /// (the rest still work).
 pub struct Metrics {
     gauges: [Option<u32>; 4],
-    counters: [Option<u32>; 15],
+    counters: [Option<u32>; 16],
     discovery_latency: Option<u32>,
     /// Request counts already added to the stats.
     flushed: RequestCounts,

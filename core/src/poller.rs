@@ -189,7 +189,8 @@ impl<H: Host> Poller<H> {
             &config.partition_keys,
             rng.below(usize::MAX),
             Rc::clone(&clock),
-        );
+        )
+        .with_hosts(config.hosts.clone());
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
             key,

@@ -17,6 +17,7 @@ use crate::health;
 use crate::hold::{HoldRule, Holds, Timeout};
 use crate::load::NodeLoad;
 use crate::metrics::RequestCounts;
+use crate::model::authority::HostPattern;
 use crate::model::config::Balancing;
 use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
@@ -149,6 +150,9 @@ pub struct Router {
     /// Partition keys this VM learned, for the poller to share.
     learned: Vec<(String, String)>,
     refusal_logged: bool,
+    /// `hosts`: the authorities whose requests are routed; `None`, every
+    /// request.
+    hosts: Option<Vec<HostPattern>>,
 }
 
 impl Router {
@@ -178,7 +182,21 @@ impl Router {
             unreachable: Vec::new(),
             learned: Vec::new(),
             refusal_logged: false,
+            hosts: None,
         }
+    }
+
+    /// Routes only requests whose `:authority` one of `hosts` matches
+    /// (`None`: every request).
+    pub fn with_hosts(mut self, hosts: Option<Vec<HostPattern>>) -> Router {
+        self.hosts = hosts;
+        self
+    }
+
+    /// The `hosts` patterns, when only some requests are routed.
+    #[inline]
+    pub fn hosts(&self) -> Option<&[HostPattern]> {
+        self.hosts.as_deref()
     }
 
     /// The VM's time in nanoseconds, given the host's clock reads

@@ -13,6 +13,9 @@
 //! ([`crate::affinity`] decides); the answers of CreateTable and
 //! DescribeTable are read to learn tables' partition keys. Every other
 //! request, and every request with affinity off, takes the path above.
+//!
+//! With `hosts`, a request whose `:authority` none of them matches is not
+//! the filter's: it passes through untouched, and is only counted.
 
 mod body;
 
@@ -25,6 +28,7 @@ use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
 use crate::health::{flags_from_property, outcome_from_flags};
 use crate::host::StreamHost;
+use crate::model::authority;
 use crate::model::config::Balancing;
 use crate::model::health::Outcome;
 use crate::router::{Route, Router, Sent, Settings};
@@ -97,6 +101,18 @@ impl Stream {
         let Ok(mut router) = shared.try_borrow_mut() else {
             return reject(host, &error_body::NO_NODE);
         };
+        // With `hosts`, a request for another host passes untouched: no
+        // node handed over, nothing held or read but its authority, and
+        // nothing observed on its answer (it has no `chosen`, `held` or
+        // `learn`). Without `hosts`, not even the authority is read.
+        if let Some(hosts) = router.hosts() {
+            let authority = host.request_header(":authority");
+            if !authority::routes(hosts, authority.as_deref()) {
+                let counts = router.count();
+                counts.passed = counts.passed.wrapping_add(1);
+                return Action::Continue;
+            }
+        }
         if router.mode() != Mode::None && self.wait_for_body(host, &mut router, end_of_stream) {
             return Action::Pause;
         }

@@ -676,33 +676,50 @@ pub struct TestStream {
     pub resumed: Cell<u32>,
     /// What the request's clock reads (tests move it).
     pub now_ns: Cell<u64>,
+    /// Every host call the filter made to read this request or its answer,
+    /// in order: a request header by its name, a response header as
+    /// "response:NAME", and "request.body", "response.body",
+    /// "response.flags" and "clock".
+    pub reads: RefCell<Vec<String>>,
+}
+
+impl TestStream {
+    fn read(&self, what: &str) {
+        self.reads.borrow_mut().push(what.to_string());
+    }
 }
 
 impl StreamHost for TestStream {
     fn now_nanos(&self) -> u64 {
+        self.read("clock");
         self.now_ns.get()
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.read(name);
         let found = self.request_headers.iter().find(|(n, _)| *n == name);
         found.map(|(_, v)| v.clone())
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.read(&format!("response:{name}"));
         let found = self.response_headers.iter().find(|(n, _)| *n == name);
         found.map(|(_, v)| v.clone())
     }
 
     fn request_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        self.read("request.body");
         let rest = self.request_body.get(start..).filter(|r| !r.is_empty())?;
         Some(rest.iter().copied().take(size).collect())
     }
 
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.read("response.body");
         Some(self.response_body.iter().copied().take(size).collect())
     }
 
     fn response_flags(&self) -> Option<Vec<u8>> {
+        self.read("response.flags");
         Some(self.flags.to_le_bytes().to_vec())
     }
 

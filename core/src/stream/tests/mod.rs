@@ -14,6 +14,7 @@ use crate::testing::{capture_logs, logs, Sim, TestStream};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod balancing;
+mod hosts;
 
 const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 
