@@ -28,3 +28,14 @@ def dynamodb_client(endpoint_url: str, access_key: str, secret_key: str,
                                     region_name=region)
     config = Config(**config_kwargs) if config_kwargs else None
     return session.client("dynamodb", endpoint_url=endpoint_url, config=config)
+
+
+def sign_for_host(client, host: str):
+    """Makes every request of the boto3 ``client`` carry ``Host: host``,
+    signed as such, while it still connects to its ``endpoint_url``: how a
+    test names a virtual host on a loopback listener (only loopback
+    addresses are used, so the name resolves nowhere). Returns the client."""
+    def set_host(request, **_):
+        request.headers["Host"] = host
+    client.meta.events.register("before-sign.dynamodb", set_host)
+    return client

@@ -31,6 +31,9 @@ class Proxied:
     make_envoy: Callable[..., Any] | None = field(default=None, repr=False)
     #: Clients placed on workers so far (each gets its own number).
     placed: int = 0
+    #: The Host the harness's own requests (wait_discovered) carry, for a
+    #: filter that routes only some hosts; None: the listener's address.
+    authority: str | None = None
 
     def wait_discovered(self, nodes: Iterable[str] | None = None, discovered: int | None = None,
                         timeout: float = 10.0) -> None:

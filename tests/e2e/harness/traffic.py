@@ -202,7 +202,9 @@ class WorkerConnections:
     no longer holds."""
 
     def __init__(self, p, max_connections: int = 32):
-        self.endpoint = p.endpoint
+        # Signed for the Host the filter routes (it still connects to the
+        # listener): signed_headers only names the endpoint.
+        self.endpoint = f"http://{p.authority}" if getattr(p, "authority", None) else p.endpoint
         self.lost = False
         host, port = "127.0.0.1", listener_port(p)
         self.conns: dict[str, http.client.HTTPConnection] = {}
