@@ -129,8 +129,21 @@ fn name_pattern(name: &str, q: &Quoted<'_>) -> Result<Host, String> {
     })
 }
 
+#[inline(always)]
 fn name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Whether `host` is `lower` (a lowercase name) in any case. Clients
+/// mostly send names as configured, lowercase: that is one `memcmp`.
+#[inline]
+fn same_name(host: &[u8], lower: &[u8]) -> bool {
+    host == lower
+        || (host.len() == lower.len()
+            && host
+                .iter()
+                .zip(lower)
+                .all(|(h, l)| h.to_ascii_lowercase() == *l))
 }
 
 /// Labels of name bytes separated by single dots.
@@ -153,7 +166,9 @@ struct Authority<'a> {
 
 impl<'a> Authority<'a> {
     /// `None` for anything but `host`, `host:port`, `[v6]`, `[v6]:port`
-    /// (host made of name bytes and dots, port of 1 to 5 digits).
+    /// (port of 1 to 5 digits). The host's bytes are not checked here: a
+    /// name equal to a pattern's is a name, and the rest of a name that a
+    /// `*.suffix` takes is checked when it does.
     fn split(bytes: &'a [u8]) -> Option<Authority<'a>> {
         let (host, bracketed, after) = match bytes.strip_prefix(b"[") {
             Some(rest) => {
@@ -164,9 +179,6 @@ impl<'a> Authority<'a> {
             None => {
                 let colon = bytes.iter().position(|&b| b == b':');
                 let (host, after) = bytes.split_at(colon.unwrap_or(bytes.len()));
-                if host.is_empty() || !host.iter().all(|&b| b == b'.' || name_byte(b)) {
-                    return None;
-                }
                 (host, false, after)
             }
         };
@@ -204,14 +216,11 @@ impl HostPattern {
             return false;
         }
         match &self.host {
-            Host::Name(name) => !authority.bracketed && authority.host.eq_ignore_ascii_case(name),
+            Host::Name(name) => !authority.bracketed && same_name(authority.host, name),
             Host::Suffix(suffix) => {
                 let host = authority.host;
-                !authority.bracketed
-                    && host.len() > suffix.len()
-                    && host
-                        .get(host.len() - suffix.len()..)
-                        .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+                let (labels, end) = host.split_at(host.len().saturating_sub(suffix.len()));
+                !authority.bracketed && same_name(end, suffix) && valid_name(labels)
             }
             Host::V6(ip) => {
                 authority.bracketed
@@ -307,6 +316,11 @@ mod tests {
             "xalternator.example",
             "eu.alternator.example.org",
             "[::1]",
+            "user@eu.alternator.example",
+            "a b.alternator.example",
+            "..alternator.example",
+            "a..alternator.example",
+            "eu.alternator.example.",
         ] {
             assert!(!routed(&p, no), "{no}");
         }
