@@ -6,6 +6,7 @@
 #   bench/hotpath/callgrind.sh                 # 100000 requests, 1000000 picks
 #   REQUESTS=20000 PICKS=100000 bench/hotpath/callgrind.sh
 #   KEEP=dir bench/hotpath/callgrind.sh        # keep the callgrind.out files in dir
+#   ARGS="--hosts" bench/hotpath/callgrind.sh  # more hotpath options for the requests run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,9 +26,11 @@ bin=target/release/hotpath
 # Ir collected while inside the toggled function (callgrind's "Collected").
 collected() { sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$1"; }
 # Inclusive Ir of one function, from a callgrind output file (0 if absent).
+# awk reads to the end: leaving early would end callgrind_annotate with
+# SIGPIPE, which pipefail turns into this script's failure.
 inclusive() {
   callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
-    awk -v f=":$2 [" 'index($0, f) { gsub(",", "", $1); print $1; found = 1; exit }
+    awk -v f=":$2 [" '!found && index($0, f) { gsub(",", "", $1); print $1; found = 1 }
                      END { if (!found) print 0 }'
 }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
@@ -35,7 +38,7 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 echo "==> callgrind: $requests full requests (--toggle-collect=hotpath_requests_loop)"
 valgrind --tool=callgrind --toggle-collect=hotpath_requests_loop \
   --callgrind-out-file="$out/requests.out" \
-  "$bin" --requests "$requests" >"$out/requests.txt" 2>"$out/requests.log"
+  "$bin" --requests "$requests" ${ARGS:-} >"$out/requests.txt" 2>"$out/requests.log"
 echo "==> callgrind: $picks picks as Router::pick makes them (--toggle-collect=hotpath_pick_loop)"
 valgrind --tool=callgrind --toggle-collect=hotpath_pick_loop \
   --callgrind-out-file="$out/pick.out" \

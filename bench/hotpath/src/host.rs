@@ -31,6 +31,8 @@ const UNIMPLEMENTED: u32 = 12;
 const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_VM_CONFIGURATION: u32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+/// `proxy_wasm::types::MapType::HttpRequestHeaders`.
+const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 extern "C" {
@@ -185,6 +187,8 @@ pub struct HostState {
     /// Consecutive routes that did not follow the round-robin cycle.
     pub out_of_turn: u64,
     pub other_foreign_calls: u64,
+    /// Every request's `:authority` (`None`: the request has none).
+    pub authority: Option<String>,
 }
 
 thread_local! {
@@ -403,6 +407,7 @@ unsafe extern "C" fn proxy_get_header_map_value(
     let key = bytes(key_data, key_size);
     let value = with_host(|h| match (map_type, key, &h.answer) {
         (MAP_HTTP_CALL_RESPONSE_HEADERS, b":status", Some((status, _))) => Some(status.clone()),
+        (MAP_HTTP_REQUEST_HEADERS, b":authority", _) => h.authority.clone(),
         _ => None,
     });
     match value {

@@ -41,10 +41,20 @@ use std::time::{Duration, Instant};
 static GLOBAL: alloc::Counting = alloc::Counting;
 
 /// The plugin configuration handed to `on_configure`, with the
-/// `load_balancing` of `--balancing`.
-fn config(balancing: &str) -> String {
-    format!(r#"{{"seeds":["10.0.0.1","10.0.0.2","10.0.0.3"],"load_balancing":"{balancing}"}}"#)
+/// `load_balancing` of `--balancing`, and with `--hosts` a `hosts` list
+/// that every request's authority ([`AUTHORITY`]) matches.
+fn config(balancing: &str, hosts: bool) -> String {
+    let hosts = if hosts {
+        r#","hosts":["alternator.example"]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"seeds":["10.0.0.1","10.0.0.2","10.0.0.3"],"load_balancing":"{balancing}"{hosts}}}"#
+    )
 }
+/// Every request's `:authority` (the mock answers it only when asked).
+const AUTHORITY: &str = "alternator.example:8080";
 /// What the mock answers to the filter's `/localnodes` callout.
 const LOCALNODES: &str = r#"["10.0.0.1","10.0.0.2","10.0.0.3"]"#;
 const SEEDS: [&str; 3] = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
@@ -266,18 +276,21 @@ struct Args {
     verbose: bool,
     /// `load_balancing`: least_request (the filter's default) or round_robin.
     balancing: String,
+    /// Configure `hosts` (every request matches it).
+    hosts: bool,
 }
 
 const USAGE: &str =
     "usage: hotpath [--requests N] [--warmup N] [--balancing least_request|round_robin]
-               [--only-picking] [--verbose]
+               [--hosts] [--only-picking] [--verbose]
 
 Counts what a request costs inside the alternator-lb filter (native build of
 the real filter, mock proxy-wasm host): host calls by function, allocations,
 wall time; per full request and per callback. --only-picking runs only the
 round-robin pick (for callgrind). --verbose prints the filter's log lines.
 --balancing sets the filter's load_balancing (default least_request, the
-filter's default).";
+filter's default). --hosts adds a hosts list that every request's
+:authority matches (the filter then reads it per request).";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -286,6 +299,7 @@ fn parse_args() -> Result<Args, String> {
         only_picking: false,
         verbose: false,
         balancing: "least_request".to_string(),
+        hosts: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -300,6 +314,7 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => args.warmup = number("--warmup")?,
             "--only-picking" => args.only_picking = true,
             "--verbose" => args.verbose = true,
+            "--hosts" => args.hosts = true,
             "--balancing" => match it.next().as_deref() {
                 Some(b @ ("least_request" | "round_robin")) => args.balancing = b.to_string(),
                 _ => return Err("--balancing takes least_request or round_robin".to_string()),
@@ -368,7 +383,8 @@ fn requests(args: &Args) -> bool {
     let m = Module::new();
     host::HOST.with(|h| h.borrow_mut().print_logs = true);
     println!("alternator-lb hot path: the real filter, built natively, driven through its proxy-wasm entry points");
-    let config = config(&args.balancing);
+    let config = config(&args.balancing, args.hosts);
+    host::HOST.with(|h| h.borrow_mut().authority = Some(AUTHORITY.to_string()));
     println!("plugin configuration: {config}; /localnodes answers {LOCALNODES}");
     println!("filter log lines during start-up:");
     let setup = Meter::start();
