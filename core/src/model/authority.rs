@@ -90,12 +90,10 @@ fn bad_port(q: &Quoted<'_>) -> String {
     format!("{q}: the port must be a number from 1 to 65535")
 }
 
-/// A configured port: 1 to 65535, digits only.
+/// A configured port: 1 to 65535, 1 to 5 digits (what a request's port
+/// may be, so that the entry as written matches itself).
 fn port_of(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok().filter(|&p| p != 0)
+    request_port(s.as_bytes()).filter(|&p| p != 0)
 }
 
 /// A name, an IPv4 literal or `*.suffix`, lowercased.
@@ -421,6 +419,7 @@ mod tests {
             ("alternator.example:65536", "the port must be"),
             ("alternator.example:+80", "the port must be"),
             ("alternator.example:http", "the port must be"),
+            ("alternator.example:000080", "the port must be"),
             ("::1", "write an IPv6 address in brackets"),
             ("fd00::1:8000", "write an IPv6 address in brackets"),
             ("[::1", "opens a '[' it does not close"),
