@@ -3,7 +3,7 @@
 #![no_main]
 
 use alternator_lb_core::model::cidr;
-use alternator_lb_core::config::MAX_SCOPES;
+use alternator_lb_core::config::{MAX_HOSTS, MAX_SCOPES};
 use alternator_lb_core::model::config::{Config, Scope};
 use alternator_lb_core::topology::Topology;
 use libfuzzer_sys::fuzz_target;
@@ -64,6 +64,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(!t.start_seeds.is_empty());
             for q in &t.queries {
                 let _ = q.path();
+            }
+            if let Some(hosts) = &c.hosts {
+                assert!((1..=MAX_HOSTS).contains(&hosts.len()), "{} hosts", hosts.len());
+                for (i, h) in hosts.iter().enumerate() {
+                    assert!(!hosts[..i].contains(h), "duplicate host {h:?}");
+                }
             }
             assert!(!c.discovery_cluster.is_empty());
             assert!(c.down_after_failures >= 1);
