@@ -31,6 +31,8 @@ class Proxied:
     make_envoy: Callable[..., Any] | None = field(default=None, repr=False)
     #: Clients placed on workers so far (each gets its own number).
     placed: int = 0
+    #: The stat_prefix of the listener's HTTP connection manager (envoy/envoy.yaml's).
+    stat_prefix: str = "dynamodb"
 
     def wait_discovered(self, nodes: Iterable[str] | None = None, discovered: int | None = None,
                         timeout: float = 10.0) -> None:
