@@ -228,7 +228,7 @@ CHANGES = [
 ]
 
 
-def _only_loopback(filter_config: dict) -> None:
+def only_loopback(filter_config: dict) -> None:
     """The filter may reach nothing but this machine's loopback addresses."""
     for seed in filter_config["seeds"]:
         assert ipaddress.ip_address(seed).is_loopback, f"seed {seed} is not a loopback address"
@@ -254,7 +254,7 @@ def bootstrap(variant: str, *, workdir: Path, listener_port: int, admin_port: in
         changed = change.apply(c)
         assert changed > 0, f"{variant}: nothing to change for: {change.what}"
     for ext in c.extensions:
-        _only_loopback(json.loads(wasm_config(ext)["configuration"]["value"]))
+        only_loopback(json.loads(wasm_config(ext)["configuration"]["value"]))
     by_name = {r["name"]: r for r in c.routes} | {e["name"]: e for e in c.extensions}
     for name, path in c.files.items():
         path.write_text(json.dumps({"versionInfo": "1", "resources": [by_name[name]]}))

@@ -27,7 +27,7 @@ from harness import net
 from harness.filter_config import build_wasm
 from harness.proxy import Proxied, create_table
 from harness.traffic import Clients, assert_round_robin, nodes_of, served, wait_served_by
-from istio_gateway import REPO, sha256
+from istio_gateway import REPO, only_loopback, sha256
 
 GOLDEN = REPO / "tests" / "mesh" / "golden" / "envoy-gateway"
 EXAMPLE = REPO / "examples" / "envoy-gateway"
@@ -144,7 +144,9 @@ def bootstrap(workdir: Path, port: int, admin_port: int, filter_keys: dict) -> d
     config = wasm_filter(listener)["typedConfig"]["config"]
     config["vmConfig"]["code"] = {"local": {"filename": str(build_wasm())}}
     doc = json.loads(config["configuration"]["value"])
-    config["configuration"]["value"] = json.dumps({**doc, **filter_keys})
+    doc = {**doc, **filter_keys}
+    only_loopback(doc)
+    config["configuration"]["value"] = json.dumps(doc)
     rds = hcm(listener)["rds"]
     assert "ads" in rds["configSource"]
     path = workdir / "routes.json"
