@@ -238,22 +238,31 @@ def eg_docs() -> list[dict]:
 
 
 def istio_clusters(docs: list[dict]) -> dict[str, dict]:
-    """ORIGINAL_DST clusters the gateway gets, by the name Istio gives them,
-    with the EnvoyFilter CLUSTER MERGE patches applied."""
+    """The clusters the gateway gets from the resolution NONE ServiceEntries,
+    by the name Istio gives them, as istiod builds them for a gateway (seen
+    in its own translation, tests/mesh/golden/istio): EDS, since gateways
+    cannot use passthrough clusters, unless a DestinationRule for the host
+    sets loadBalancer PASSTHROUGH, which makes it ORIGINAL_DST with lb_policy
+    CLUSTER_PROVIDED; the rule's connect timeout; then the EnvoyFilter
+    CLUSTER MERGE patches applied."""
+    policies = {dr["spec"]["host"]: dr["spec"].get("trafficPolicy", {}) for dr in by_kind(docs, "DestinationRule")}
     clusters = {}
     for se in by_kind(docs, "ServiceEntry"):
         spec = se["spec"]
         if spec.get("resolution") != "NONE":
             continue
         for host in spec["hosts"]:
+            policy = policies.get(host, {})
+            timeout = policy.get("connectionPool", {}).get("tcp", {}).get("connectTimeout",
+                                                                          ISTIO_DEFAULT_CONNECT_TIMEOUT)
             for port in spec["ports"]:
                 name = f"outbound|{port['number']}||{host}"
-                clusters[name] = {
-                    "name": name,
-                    "type": "ORIGINAL_DST",
-                    "lb_policy": "CLUSTER_PROVIDED",
-                    "connect_timeout": ISTIO_DEFAULT_CONNECT_TIMEOUT,
-                }
+                cluster = {"name": name, "connect_timeout": timeout}
+                if policy.get("loadBalancer", {}).get("simple") == "PASSTHROUGH":
+                    cluster.update(type="ORIGINAL_DST", lb_policy="CLUSTER_PROVIDED")
+                else:
+                    cluster.update(type="EDS", eds_cluster_config={"eds_config": {"ads": {}}})
+                clusters[name] = cluster
     for ef in by_kind(docs, "EnvoyFilter"):
         for p in ef["spec"]["configPatches"]:
             if p["applyTo"] != "CLUSTER":
@@ -318,6 +327,9 @@ def istio_problems(docs: list[dict]) -> list[str]:
     if discovery not in clusters:
         problems.append(f"discovery_cluster {discovery!r} is not a cluster Istio generates "
                         f"from a resolution NONE ServiceEntry ({sorted(clusters)})")
+    elif clusters[discovery]["type"] != "ORIGINAL_DST":
+        problems.append(f"{discovery} is not an ORIGINAL_DST cluster on the gateway: its host needs a "
+                        "DestinationRule with loadBalancer PASSTHROUGH")
     elif not uses_http_header(clusters[discovery]):
         problems.append(f"{discovery} lacks original_dst_lb_config.use_http_header")
     else:
@@ -328,6 +340,9 @@ def istio_problems(docs: list[dict]) -> list[str]:
     data = istio_data_cluster(docs)
     if data not in clusters:
         problems.append(f"the gateway route leads to {data}, which is not an ORIGINAL_DST cluster")
+    elif clusters[data]["type"] != "ORIGINAL_DST":
+        problems.append(f"{data} is not an ORIGINAL_DST cluster on the gateway: its host needs a "
+                        "DestinationRule with loadBalancer PASSTHROUGH")
     elif uses_http_header(clusters[data]):
         problems.append(f"{data} must not trust x-envoy-original-dst-host (use_http_header)")
     if data == discovery:
@@ -508,8 +523,15 @@ CONSISTENCY_MUTANTS = [
      "        original_dst_lb_config:\n          use_http_header: true\n",
      "must not trust x-envoy-original-dst-host"),
     ("istio", "examples/istio/20-wasmplugin.yaml", '    - "10.0.0.5"', '    - "10.1.0.5"', "outside allowed_cidrs"),
-    ("istio", "examples/istio/10-clusters.yaml", '  exportTo:\n  - "."\n---\n# Connection', "---\n# Connection",
-     "must be exportTo"),
+    ("istio", "examples/istio/10-clusters.yaml", '  exportTo:\n  - "."\n---\n# The data cluster',
+     "---\n# The data cluster", "must be exportTo"),
+    ("istio", "examples/istio/10-clusters.yaml", "      simple: PASSTHROUGH\n    connectionPool:\n      tcp:\n        # A node",
+     "      simple: ROUND_ROBIN\n    connectionPool:\n      tcp:\n        # A node",
+     "alternator.example is not an ORIGINAL_DST cluster"),
+    ("istio", "examples/istio/10-clusters.yaml", "  host: alternator-discovery.example\n  exportTo:\n  - \".\"\n  trafficPolicy:\n"
+     "    loadBalancer:\n      simple: PASSTHROUGH\n",
+     "  host: alternator-discovery.example\n  exportTo:\n  - \".\"\n  trafficPolicy:\n",
+     "alternator-discovery.example is not an ORIGINAL_DST cluster"),
     ("istio", "examples/istio/20-envoyfilter-affinity.yaml", "            allow_on_headers_stop_iteration: true",
      "            allow_on_headers_stop_iteration: false", "needs allow_on_headers_stop_iteration"),
     ("istio", "examples/istio/20-envoyfilter-affinity.yaml", '"key_route_affinity": "rmw"',

@@ -34,6 +34,8 @@ class Proxied:
     #: The Host the harness's own requests (wait_discovered) carry, for a
     #: filter that routes only some hosts; None: the listener's address.
     authority: str | None = None
+    #: The stat_prefix of the listener's HTTP connection manager (envoy/envoy.yaml's).
+    stat_prefix: str = "dynamodb"
 
     def wait_discovered(self, nodes: Iterable[str] | None = None, discovered: int | None = None,
                         timeout: float = 10.0) -> None:

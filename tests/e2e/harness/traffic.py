@@ -356,10 +356,11 @@ def assert_round_robin(records: Iterable[DynamoRequest], nodes: Iterable[str], w
             f"{what}: {worker} sent {k} requests, so {low}..{high} to each of {nodes}; got {counts}"
 
 
-def failed_answers(envoy) -> int:
+def failed_answers(envoy, stat_prefix: str = "dynamodb") -> int:
     """Envoy's 5xx answers to clients so far (a request whose node failed
-    it, or the filter's own 503), on the ``dynamodb`` listener."""
-    return int(envoy.stat("http.dynamodb.downstream_rq_5xx"))
+    it, or the filter's own 503), on the listener whose HTTP connection
+    manager has ``stat_prefix`` (envoy/envoy.yaml's by default)."""
+    return int(envoy.stat(f"http.{stat_prefix}.downstream_rq_5xx"))
 
 
 def wait_served_by(p, clients: Clients, send: Callable[[], float], expected: Iterable[str],
@@ -393,11 +394,11 @@ def wait_served_by(p, clients: Clients, send: Callable[[], float], expected: Ite
         if not clients.intact():
             clients.place_again()
         workers = set(clients.workers)
-        failed = failed_answers(p.envoy)
+        failed = failed_answers(p.envoy, p.stat_prefix)
         since = send()
         records = served(p.cluster, since, operations, where=where)
         last = nodes_by_worker(records)
-        if failed_answers(p.envoy) != failed or not clients.intact():
+        if failed_answers(p.envoy, p.stat_prefix) != failed or not clients.intact():
             return False
         if set(last) != workers or not all(sum(last[w].values()) >= run for w in workers):
             return False
