@@ -46,7 +46,7 @@ impl RootContext for Root {
         // SDK would panic on `None`, so an unconfigured one gets a stream
         // with no route, which answers 503.
         let stream = match &self.poller {
-            Some(poller) => Stream::new(context_id, poller.router()),
+            Some(poller) => Stream::new(context_id, poller.vm_state()),
             None => Stream::unconfigured(context_id),
         };
         Some(Box::new(Http::new(stream)))

@@ -39,7 +39,7 @@ echo "==> callgrind: $requests full requests (--toggle-collect=hotpath_requests_
 valgrind --tool=callgrind --toggle-collect=hotpath_requests_loop \
   --callgrind-out-file="$out/requests.out" \
   "$bin" --requests "$requests" ${ARGS:-} >"$out/requests.txt" 2>"$out/requests.log"
-echo "==> callgrind: $picks picks as Router::pick makes them (--toggle-collect=hotpath_pick_loop)"
+echo "==> callgrind: $picks picks as Routes::pick makes them (--toggle-collect=hotpath_pick_loop)"
 valgrind --tool=callgrind --toggle-collect=hotpath_pick_loop \
   --callgrind-out-file="$out/pick.out" \
   "$bin" --only-picking --requests "$picks" >"$out/pick.txt" 2>"$out/pick.log"
@@ -73,7 +73,7 @@ printf '  %-56s %8s\n' \
   "module side (filter + entry points + allocator):" "$(div $((total - driver - mocks)) "$requests")" \
   "  of which glibc malloc + free:" "$(div $((malloc + free)) "$requests")"
 echo
-echo "Instructions per pick, as Router::pick (RefCell borrow, pick, Rc clone + drop, loop):" \
+echo "Instructions per pick, as Routes::pick (RefCell borrow, pick, Rc clone + drop, loop):" \
   "$(div "$(collected "$out/pick.log")" "$picks")"
 echo "Instructions per pick, RoundRobin::pick alone (with the loop around it):" \
   "$(div "$(collected "$out/pick_raw.log")" "$picks")"

@@ -108,14 +108,14 @@ impl HoldRule {
 #[derive(Debug)]
 pub struct Holds<T> {
     waiting: HashMap<u32, u64>,
-    released: HashMap<u32, T>,
+    sent_on: HashMap<u32, T>,
 }
 
 impl<T> Default for Holds<T> {
     fn default() -> Self {
         Holds {
             waiting: HashMap::new(),
-            released: HashMap::new(),
+            sent_on: HashMap::new(),
         }
     }
 }
@@ -124,7 +124,7 @@ impl<T> Holds<T> {
     /// Starts holding request `id` at `now_ms`; false when [`MAX_HELD`]
     /// requests are held already (the request is not held).
     pub fn hold(&mut self, id: u32, now_ms: u64) -> bool {
-        if self.waiting.len() + self.released.len() >= MAX_HELD {
+        if self.waiting.len() + self.sent_on.len() >= MAX_HELD {
             return false;
         }
         self.waiting.insert(id, now_ms);
@@ -151,18 +151,19 @@ impl<T> Holds<T> {
     }
 
     /// Records that request `id`, taken off the waiting list, was sent on.
-    pub fn released(&mut self, id: u32, to: T) {
-        self.released.insert(id, to);
+    pub fn sent_on(&mut self, id: u32, to: T) {
+        self.sent_on.insert(id, to);
     }
 
     /// Where request `id` was sent on, if it was (asked once).
-    pub fn take_released(&mut self, id: u32) -> Option<T> {
-        self.released.remove(&id)
+    pub fn take_sent_on(&mut self, id: u32) -> Option<T> {
+        self.sent_on.remove(&id)
     }
 
-    /// Requests held now: waiting, and sent on but not told.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.waiting.len(), self.released.len())
+    /// Requests held now: how many wait, and how many were sent on but
+    /// not told.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.waiting.len(), self.sent_on.len())
     }
 }
 
@@ -234,13 +235,13 @@ mod tests {
         assert_eq!(late, [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]);
         assert!(holds.take_overdue(1_310, 300).is_empty(), "taken once");
         for id in late {
-            holds.released(id, "node a");
+            holds.sent_on(id, "node a");
         }
         // Sent on and not told: still counted against the bound.
-        assert_eq!(holds.counts(), (MAX_HELD - 10, 10));
+        assert_eq!(holds.sizes(), (MAX_HELD - 10, 10));
         assert!(!holds.hold(20_000, 5_000));
-        assert_eq!(holds.take_released(3), Some("node a"));
-        assert_eq!(holds.take_released(3), None);
+        assert_eq!(holds.take_sent_on(3), Some("node a"));
+        assert_eq!(holds.take_sent_on(3), None);
         assert!(holds.hold(20_000, 5_000));
     }
 }

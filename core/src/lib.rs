@@ -20,7 +20,9 @@
 //! | how the record is stored in shared data     | [`shared_state`] |
 //! | what the filter needs from its host         | [`host`]        |
 //! | how a VM takes part: ticks, leases, callouts, publishing | [`poller`] |
-//! | what a VM routes over, rebuilt from the record | [`router`]   |
+//! | what a VM routes over, rebuilt from the record | [`routes`]   |
+//! | what a VM's requests and its poller leave each other (held requests, failure streaks, learned keys, counts) | [`mailbox`] |
+//! | what a VM's requests and its poller share, and what needs both | [`vm_state`] |
 //! | which node the next request goes to         | [`picker`]      |
 //! | one request's way: hold, route, hand off, observe | [`stream`] |
 //! | which writes a VM holds for their body, and whether it holds any | [`hold`] |
@@ -59,15 +61,17 @@ pub mod learned;
 pub mod load;
 pub mod localnodes;
 pub mod log_throttle;
+pub mod mailbox;
 pub mod metrics;
 pub mod model;
 pub mod picker;
 pub mod poller;
 pub mod rng;
-pub mod router;
+pub mod routes;
 pub mod shared_state;
 pub mod stream;
 pub mod topology;
+pub mod vm_state;
 
 #[cfg(test)]
 mod testing;

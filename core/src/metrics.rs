@@ -5,7 +5,7 @@
 //! name (`alternator_lb.<stat_prefix>.nodes_known`), as Envoy's own
 //! extensions do, so that two instances in one Envoy keep their figures
 //! apart. Counters that grow per request are counted in plain integers on
-//! the request path ([`RequestCounts`], kept by the VM's router) and added
+//! the request path ([`RequestCounts`], kept in the VM's mailbox) and added
 //! here once per tick, so a request never makes a stats host call. Gauges
 //! are set from the shared record by every VM on its tick; they all write
 //! the same values.

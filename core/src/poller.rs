@@ -23,16 +23,18 @@ use crate::hold::{Timeout, RETRY_AFTER_MS, TIMEOUTS_TO_STOP};
 use crate::host::{Host, HostError, StreamHost, CREATE_ONLY};
 use crate::learned;
 use crate::localnodes::{self, Rules};
+use crate::mailbox::{StreakLimits, Unreachable};
 use crate::metrics::{Counter, Gauges, Metrics, RequestCounts};
 use crate::model::config::{Config, Mode};
 use crate::model::health::{HealthState, Outcome};
 use crate::model::record::SharedState;
 use crate::model::{NodeAddr, Quoted};
 use crate::rng::Rng;
-use crate::router::{Router, Settings, Unreachable};
+use crate::routes::{Routes, Settings};
 use crate::shared_state;
 use crate::stream;
 use crate::topology::Topology;
+use crate::vm_state::VmState;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -107,7 +109,8 @@ pub struct Poller<H: Host> {
     learned_cas: Option<u32>,
     rng: Rng,
     metrics: Metrics,
-    router: Rc<RefCell<Router>>,
+    /// The VM's routes and its mailbox, shared with its requests.
+    vm: Rc<RefCell<VmState>>,
     /// The VM's time, shared with its requests.
     clock: Rc<Clock>,
     /// Shared-data key of the process's clock offset.
@@ -170,9 +173,11 @@ impl<H: Host> Poller<H> {
             mode: config.key_route_affinity,
             verify_node_san: config.verify_node_san,
             https: config.https,
-            down_after_failures: config.down_after_failures,
-            down_after_resets: config.down_after_resets,
             balancing: config.load_balancing,
+        };
+        let limits = StreakLimits {
+            connect_failures: config.down_after_failures,
+            resets: config.down_after_resets,
         };
         // The VM's time: the host's clock made monotonic, a jump counting
         // as one tick, and as far from the host's clock as the other VMs'
@@ -184,13 +189,9 @@ impl<H: Host> Poller<H> {
             offset,
             u64::from(tick_period_ms(&config)),
         ));
-        let router = Router::new(
-            settings,
-            &config.partition_keys,
-            rng.below(usize::MAX),
-            Rc::clone(&clock),
-        )
-        .with_hosts(config.hosts.clone());
+        let routes = Routes::new(settings, rng.below(usize::MAX), Rc::clone(&clock))
+            .with_hosts(config.hosts.clone());
+        let vm = VmState::new(routes, limits, &config.partition_keys);
         let mut poller = Poller {
             learned_key: learned::key_for(&key),
             key,
@@ -202,7 +203,7 @@ impl<H: Host> Poller<H> {
             },
             learned_cas: None,
             metrics: Metrics::define(&host, config.stat_prefix.as_deref()),
-            router: Rc::new(RefCell::new(router)),
+            vm: Rc::new(RefCell::new(vm)),
             clock,
             clock_key,
             host,
@@ -222,9 +223,9 @@ impl<H: Host> Poller<H> {
         Ok(poller)
     }
 
-    /// The VM's routes, for its requests.
-    pub fn router(&self) -> Rc<RefCell<Router>> {
-        Rc::clone(&self.router)
+    /// The VM's routes and mailbox, for its requests.
+    pub fn vm_state(&self) -> Rc<RefCell<VmState>> {
+        Rc::clone(&self.vm)
     }
 
     pub fn config(&self) -> &Config {
@@ -534,10 +535,10 @@ impl<H: Host> Poller<H> {
 
     /// Takes over the nodes the requests found unreachable since last time.
     fn absorb_unreachable(&mut self) {
-        let Ok(mut router) = self.router.try_borrow_mut() else {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;
         };
-        for u in router.take_unreachable() {
+        for u in vm.mailbox.take_unreachable() {
             if !self.pending_down.iter().any(|p| p.node == u.node) {
                 self.pending_down.push(u);
             }
@@ -545,9 +546,9 @@ impl<H: Host> Poller<H> {
     }
 
     fn requests(&self) -> RequestCounts {
-        self.router
+        self.vm
             .try_borrow()
-            .map_or_else(|_| RequestCounts::default(), |r| r.counts())
+            .map_or_else(|_| RequestCounts::default(), |vm| vm.mailbox.counts())
     }
 
     fn update_metrics(&mut self, state: &SharedState, now_ms: u64) {
@@ -720,8 +721,8 @@ impl<H: Host> Poller<H> {
     fn rebuild(&mut self, state: Option<&SharedState>) {
         self.absorb_unreachable();
         let withheld: Vec<NodeAddr> = self.pending_down.iter().map(|p| p.node).collect();
-        if let Ok(mut router) = self.router.try_borrow_mut() {
-            router.rebuild(state, &self.topology, &withheld);
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.rebuild(state, &self.topology, &withheld);
         }
     }
 
@@ -733,20 +734,20 @@ impl<H: Host> Poller<H> {
     /// filter bodies after a headers pause), and tries again a minute later.
     /// Other VMs decide on their own evidence.
     fn send_on_overdue(&mut self, now_ms: u64) {
-        let Ok(mut router) = self.router.try_borrow_mut() else {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;
         };
-        router.retry_holding(now_ms);
+        vm.mailbox.retry_holding(now_ms);
         let mut stopped = false;
-        for id in router.take_overdue(now_ms, HOLD_TIMEOUT_MS) {
+        for id in vm.mailbox.take_overdue(now_ms, HOLD_TIMEOUT_MS) {
             // Envoy no longer having the request means it ended meanwhile:
             // neither a body nor a timeout.
             let Ok(request) = self.host.enter_stream(id) else {
                 continue;
             };
-            stopped |= router.hold_timed_out(now_ms) == Timeout::Stopped;
-            if let Some(route) = stream::hand_off(&request, &mut router, None) {
-                router.released(id, route);
+            stopped |= vm.mailbox.hold_timed_out(now_ms) == Timeout::Stopped;
+            if let Some(sent) = stream::hand_off(&request, &mut vm, None) {
+                vm.mailbox.sent_on(id, sent);
                 if let Err(e) = request.resume_request() {
                     log::warn!("could not resume a held request: {e}");
                 }
@@ -768,24 +769,24 @@ impl<H: Host> Poller<H> {
     /// Shares the partition keys this VM's requests learned, and takes up
     /// those other VMs shared, when the shared entry changed.
     fn share_learned(&mut self) {
-        let news = match self.router.try_borrow_mut() {
-            Ok(mut router) => router.take_learned(),
+        let news = match self.vm.try_borrow_mut() {
+            Ok(mut vm) => vm.mailbox.take_learned(),
             Err(_) => return,
         };
         let unshared: Vec<(String, String)> = news
             .into_iter()
             .filter(|(table, attr)| !learned::publish(&self.host, &self.learned_key, table, attr))
             .collect();
-        if let Ok(mut router) = self.router.try_borrow_mut() {
-            router.retry_learned(unshared);
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.mailbox.requeue_learned(unshared);
         }
         let Some((bytes, cas)) = learned::read(&self.host, &self.learned_key) else {
             return;
         };
         if self.learned_cas != Some(cas) {
             self.learned_cas = Some(cas);
-            if let Ok(mut router) = self.router.try_borrow_mut() {
-                router.set_learned(Some(&bytes));
+            if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                vm.mailbox.set_learned(Some(&bytes));
             }
         }
     }

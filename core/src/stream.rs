@@ -28,10 +28,12 @@ use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
 use crate::health::{flags_from_property, outcome_from_flags};
 use crate::host::StreamHost;
+use crate::mailbox::{Mailbox, StreakLimits};
 use crate::model::authority;
 use crate::model::config::Balancing;
 use crate::model::health::Outcome;
-use crate::router::{Route, Router, Sent, Settings};
+use crate::routes::{Route, Routes, Sent, Settings};
+use crate::vm_state::VmState;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -47,7 +49,8 @@ pub struct Stream {
     /// Envoy's context id of this request, which the VM's poller needs to
     /// send it on should its body never come.
     id: u32,
-    router: Rc<RefCell<Router>>,
+    /// The VM's routes to pick from and its mailbox to the poller.
+    vm: Rc<RefCell<VmState>>,
     /// The node this request went to, to attribute a failure and its load.
     chosen: Option<Sent>,
     /// A write whose body is held for affinity: its operation, and whether
@@ -73,19 +76,21 @@ impl Stream {
             mode: Mode::None,
             verify_node_san: false,
             https: false,
-            down_after_failures: 1,
-            down_after_resets: 1,
             balancing: Balancing::RoundRobin,
         };
+        let limits = StreakLimits {
+            connect_failures: 1,
+            resets: 1,
+        };
         let clock = Rc::new(Clock::new(0, 0, 1_000));
-        let router = Router::new(settings, &[], 0, clock);
-        Stream::new(id, Rc::new(RefCell::new(router)))
+        let vm = VmState::new(Routes::new(settings, 0, clock), limits, &[]);
+        Stream::new(id, Rc::new(RefCell::new(vm)))
     }
 
-    pub fn new(id: u32, router: Rc<RefCell<Router>>) -> Stream {
+    pub fn new(id: u32, vm: Rc<RefCell<VmState>>) -> Stream {
         Stream {
             id,
-            router,
+            vm,
             chosen: None,
             held: None,
             body_coming: false,
@@ -95,28 +100,28 @@ impl Stream {
     }
 
     pub fn on_request_headers(&mut self, host: &impl StreamHost, end_of_stream: bool) -> Action {
-        // A second handle (a count, not an allocation), so that the router
-        // can be borrowed while this stream's fields change.
-        let shared = Rc::clone(&self.router);
-        let Ok(mut router) = shared.try_borrow_mut() else {
+        // A second handle (a count, not an allocation), so that the VM's
+        // state can be borrowed while this stream's fields change.
+        let shared = Rc::clone(&self.vm);
+        let Ok(mut vm) = shared.try_borrow_mut() else {
             return reject(host, &error_body::NO_NODE);
         };
         // With `hosts`, a request for another host passes untouched: no
         // node handed over, nothing held or read but its authority, and
         // nothing observed on its answer (it has no `chosen`, `held` or
         // `learn`). Without `hosts`, not even the authority is read.
-        if let Some(hosts) = router.hosts() {
+        if let Some(hosts) = vm.routes.hosts() {
             let authority = host.request_header(":authority");
             if !authority::routes(hosts, authority.as_deref()) {
-                let counts = router.count();
+                let counts = vm.mailbox.counts_mut();
                 counts.passed = counts.passed.wrapping_add(1);
                 return Action::Continue;
             }
         }
-        if router.mode() != Mode::None && self.wait_for_body(host, &mut router, end_of_stream) {
+        if vm.routes.mode() != Mode::None && self.wait_for_body(host, &mut vm, end_of_stream) {
             return Action::Pause;
         }
-        self.route(host, &mut router, None)
+        self.route(host, &mut vm, None)
     }
 
     pub fn on_request_body(
@@ -129,19 +134,19 @@ impl Stream {
             return Action::Continue;
         };
         self.body_size = body_size;
-        let shared = Rc::clone(&self.router);
-        let Ok(mut router) = shared.try_borrow_mut() else {
+        let shared = Rc::clone(&self.vm);
+        let Ok(mut vm) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
-        if self.sent_on_meanwhile(&mut router) {
+        if self.sent_on_meanwhile(&mut vm.mailbox) {
             return Action::Continue;
         }
-        self.body_comes(&mut router);
+        self.body_comes(&mut vm.mailbox);
         if !end_of_stream {
             // Envoy keeps the chunks; the whole body comes at the end.
             return Action::Pause;
         }
-        self.route_held(host, &mut router, op, gzip)
+        self.route_held(host, &mut vm, op, gzip)
     }
 
     /// The request's trailers: its body, if any, is complete. Envoy calls
@@ -152,25 +157,25 @@ impl Stream {
         let Some((op, gzip)) = self.held else {
             return Action::Continue;
         };
-        let shared = Rc::clone(&self.router);
-        let Ok(mut router) = shared.try_borrow_mut() else {
+        let shared = Rc::clone(&self.vm);
+        let Ok(mut vm) = shared.try_borrow_mut() else {
             // Cannot happen (requests run one at a time); never send it on
             // without a node.
             return reject(host, &error_body::NO_NODE);
         };
-        if self.sent_on_meanwhile(&mut router) {
+        if self.sent_on_meanwhile(&mut vm.mailbox) {
             return Action::Continue;
         }
-        self.body_comes(&mut router);
-        self.route_held(host, &mut router, op, gzip)
+        self.body_comes(&mut vm.mailbox);
+        self.route_held(host, &mut vm, op, gzip)
     }
 
     /// Whether the poller sent this held request on while its body was
     /// late: then it has a node. Its body coming now says nothing of
     /// Envoy: without `allow_on_headers_stop_iteration` Envoy hands the
     /// filter the body too, once the request goes on.
-    fn sent_on_meanwhile(&mut self, router: &mut Router) -> bool {
-        let Some(sent) = router.take_released(self.id) else {
+    fn sent_on_meanwhile(&mut self, mailbox: &mut Mailbox) -> bool {
+        let Some(sent) = mailbox.take_sent_on(self.id) else {
             return false;
         };
         self.held = None;
@@ -181,10 +186,10 @@ impl Stream {
     /// The first of a held request's body callbacks (or its trailers),
     /// while it is held: it is no longer on the poller's waiting list, and
     /// Envoy hands this filter bodies after a headers pause.
-    fn body_comes(&mut self, router: &mut Router) {
+    fn body_comes(&mut self, mailbox: &mut Mailbox) {
         if !std::mem::replace(&mut self.body_coming, true) {
-            router.unhold(self.id);
-            if router.body_came() {
+            mailbox.unhold(self.id);
+            if mailbox.body_came() {
                 log::info!("a held write's body came: holding writes for their key again");
             }
         }
@@ -195,17 +200,17 @@ impl Stream {
     fn route_held(
         &mut self,
         host: &impl StreamHost,
-        router: &mut Router,
+        vm: &mut VmState,
         op: Op,
         gzip: bool,
     ) -> Action {
         self.held = None;
-        let read = read_body(host, router, op, gzip, self.body_size);
+        let read = read_body(host, vm, op, gzip, self.body_size);
         let by_key = match &read {
-            Ok(Some(key)) => router.pick_for_key(key),
+            Ok(Some(key)) => vm.routes.pick_for_key(key),
             Ok(None) | Err(_) => None,
         };
-        let counts = router.count();
+        let counts = vm.mailbox.counts_mut();
         if by_key.is_some() {
             counts.affinity_routed_by_key = counts.affinity_routed_by_key.wrapping_add(1);
         } else if let Err(Halt::Unread(_)) = read {
@@ -213,14 +218,14 @@ impl Stream {
         } else {
             counts.affinity_fell_back = counts.affinity_fell_back.wrapping_add(1);
         }
-        self.route(host, router, by_key)
+        self.route(host, vm, by_key)
     }
 
     pub fn on_response_headers(&mut self, host: &impl StreamHost) -> Action {
-        if let Ok(mut router) = self.router.try_borrow_mut() {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
             let chosen = match self.chosen.take() {
                 Some(route) => Some(route),
-                None if self.held.is_some() => router.take_released(self.id),
+                None if self.held.is_some() => vm.mailbox.take_sent_on(self.id),
                 None => None,
             };
             if let Some(sent) = chosen {
@@ -228,15 +233,15 @@ impl Stream {
                 // answered, whatever its status, is reachable.
                 let flags = flags_from_property(host.response_flags().as_deref());
                 let outcome = outcome_from_flags(flags);
-                if outcome == Outcome::Answered && router.timed() {
-                    let now = router.now_ns(host.now_nanos());
+                if outcome == Outcome::Answered && vm.routes.timed() {
+                    let now = vm.routes.now_ns(host.now_nanos());
                     sent.route
                         .load
                         .answered(now.saturating_sub(sent.at_ns), now);
                 } else {
                     sent.route.load.released();
                 }
-                router.observe_sent(&sent, outcome);
+                vm.observe_sent(&sent, outcome);
             }
         }
         if let Some((op, _)) = self.learn {
@@ -265,8 +270,8 @@ impl Stream {
         }
         let learned = whole_body(host.response_body(body_size), gzip)
             .and_then(|body| affinity::tables::learn(op, 200, &body));
-        if let (Some((table, attr)), Ok(mut router)) = (learned, self.router.try_borrow_mut()) {
-            router.remember(&table, &attr);
+        if let (Some((table, attr)), Ok(mut vm)) = (learned, self.vm.try_borrow_mut()) {
+            vm.mailbox.remember(&table, &attr);
         }
         Action::Continue
     }
@@ -278,24 +283,28 @@ impl Stream {
     fn wait_for_body(
         &mut self,
         host: &impl StreamHost,
-        router: &mut Router,
+        vm: &mut VmState,
         end_of_stream: bool,
     ) -> bool {
-        let mode = router.mode();
+        let mode = vm.routes.mode();
         let target = host.request_header("x-amz-target").unwrap_or_default();
         let op = Op::from_target(&target);
         if affinity::wants_response_body(mode, op) {
             self.learn = Some((op, false));
         }
-        if end_of_stream || !affinity::wants_request_body(mode, op) || !router.may_hold() {
+        if end_of_stream || !affinity::wants_request_body(mode, op) || !vm.may_hold() {
             return false;
         }
         let announced = host
             .request_header("content-length")
             .and_then(|l| std::str::from_utf8(&l).ok()?.parse::<usize>().ok());
         let fits = announced.is_some_and(|n| n <= affinity::body_limit(op));
-        if !fits || !router.hold(self.id, router.now_ns(host.now_nanos()) / 1_000_000) {
-            let counts = router.count();
+        if !fits
+            || !vm
+                .mailbox
+                .hold(self.id, vm.routes.now_ns(host.now_nanos()) / 1_000_000)
+        {
+            let counts = vm.mailbox.counts_mut();
             counts.affinity_body_unread = counts.affinity_body_unread.wrapping_add(1);
             return false;
         }
@@ -308,10 +317,10 @@ impl Stream {
     fn route(
         &mut self,
         host: &impl StreamHost,
-        router: &mut Router,
+        vm: &mut VmState,
         chosen: Option<Rc<Route>>,
     ) -> Action {
-        match hand_off(host, router, chosen) {
+        match hand_off(host, vm, chosen) {
             Some(sent) => {
                 self.chosen = Some(sent);
                 Action::Continue
@@ -330,9 +339,9 @@ impl Drop for Stream {
             sent.route.load.released();
         }
         if self.held.is_some() {
-            if let Ok(mut router) = self.router.try_borrow_mut() {
-                router.unhold(self.id);
-                if let Some(sent) = router.take_released(self.id) {
+            if let Ok(mut vm) = self.vm.try_borrow_mut() {
+                vm.mailbox.unhold(self.id);
+                if let Some(sent) = vm.mailbox.take_sent_on(self.id) {
                     sent.route.load.released();
                 }
             }
@@ -340,29 +349,29 @@ impl Drop for Stream {
     }
 }
 
-/// Sends a request on: to `chosen`, or to the node the router picks (least
-/// request or round robin), by handing the node to Envoy. `None` when it was answered with the 503
-/// instead (no node, or Envoy refused the hand-off); Envoy must then keep
-/// it paused.
+/// Sends a request on: to `chosen`, or to the node the routes pick (least
+/// request or round robin), by handing the node to Envoy. `None` when it
+/// was answered with the 503 instead (no node, or Envoy refused the
+/// hand-off); Envoy must then keep it paused.
 pub fn hand_off(
     host: &impl StreamHost,
-    router: &mut Router,
+    vm: &mut VmState,
     chosen: Option<Rc<Route>>,
 ) -> Option<Sent> {
     // One clock read, for least-request costs and the latency sample.
-    let now = if router.timed() {
-        router.now_ns(host.now_nanos())
+    let now = if vm.routes.timed() {
+        vm.routes.now_ns(host.now_nanos())
     } else {
         0
     };
     let picked = match chosen {
         Some(route) => Some((route, false)),
-        None => router.pick(now),
+        None => vm.routes.pick(now),
     };
     // Only when no node is known at all: while one is, it gets the request
     // even if every node looks Down (panic routing).
     let Some((route, panic)) = picked else {
-        let counts = router.count();
+        let counts = vm.mailbox.counts_mut();
         counts.rejected_no_node = counts.rejected_no_node.wrapping_add(1);
         reject(host, &error_body::NO_NODE);
         return None;
@@ -373,7 +382,7 @@ pub fn hand_off(
     }
     match handed {
         Ok(()) => {
-            let counts = router.count();
+            let counts = vm.mailbox.counts_mut();
             counts.routed = counts.routed.wrapping_add(1);
             if panic {
                 counts.routed_panic = counts.routed_panic.wrapping_add(1);
@@ -390,9 +399,9 @@ pub fn hand_off(
             // Without the filter state the ORIGINAL_DST cluster would
             // connect to Envoy's own listener address, or the node's
             // certificate would go unchecked: fail closed.
-            let counts = router.count();
+            let counts = vm.mailbox.counts_mut();
             counts.rejected_handoff_refused = counts.rejected_handoff_refused.wrapping_add(1);
-            if router.first_refusal() {
+            if vm.mailbox.note_refusal() {
                 log::error!(
                     "Envoy refused {FOREIGN_FUNCTION} ({e}); requests are answered with 503. \
                      Is this Envoy older than 1.27, or built without that foreign function?"
@@ -410,7 +419,7 @@ pub fn hand_off(
 /// past the gzip ratio, is not read ([`Halt::Unread`]).
 fn read_body(
     host: &impl StreamHost,
-    router: &Router,
+    vm: &VmState,
     op: Op,
     gzip: bool,
     body_size: usize,
@@ -419,7 +428,7 @@ fn read_body(
     if body_size > limit {
         return Err(Halt::Unread(Limit::Size));
     }
-    let (mode, tables) = (router.mode(), router.tables());
+    let (mode, tables) = (vm.routes.mode(), vm.mailbox.tables());
     let body = || body::BodyReader::new(host, body_size);
     if gzip {
         let inflated = gzip::inflate_limit(limit, body_size);

@@ -15,7 +15,7 @@
 //!
 //! `--only-picking` runs just the round-robin pick the request path makes
 //! (`alternator_lb_core::picker::RoundRobin` over `Rc` routes, as
-//! `alternator_lb_core::router::Router` holds them).
+//! `alternator_lb_core::routes::Routes` holds them).
 //!
 //! The measured loops are `#[no_mangle] #[inline(never)]` functions
 //! (`hotpath_requests_loop`, `hotpath_pick_loop`, `hotpath_pick_raw_loop`) so
@@ -586,7 +586,7 @@ fn requests(args: &Args) -> bool {
     ok
 }
 
-/// A route as `alternator_lb_core::router` holds it: the node and the pre-encoded
+/// A route as `alternator_lb_core::routes` holds it: the node and the pre-encoded
 /// filter-state argument handed to Envoy.
 struct Route {
     #[allow(dead_code)]
@@ -596,7 +596,7 @@ struct Route {
 
 type Picker = RefCell<RoundRobin<Rc<Route>>>;
 
-/// The pick as `Router::pick` makes it (borrow the picker, take the next
+/// The pick as `Routes::pick` makes it (borrow the picker, take the next
 /// route, clone its `Rc`), and the clone dropped again as the request's
 /// context eventually does.
 #[inline(always)]
@@ -680,7 +680,7 @@ fn picking(args: &Args) {
     );
     for (what, c) in [
         (
-            "as Router::pick (RefCell borrow, RoundRobin::pick, Rc clone and drop)",
+            "as Routes::pick (RefCell borrow, RoundRobin::pick, Rc clone and drop)",
             &pick,
         ),
         ("RoundRobin::pick alone", &pick_raw),

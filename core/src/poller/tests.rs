@@ -7,9 +7,9 @@ use crate::hold::{RETRY_AFTER_MS, TIMEOUTS_TO_STOP};
 use crate::model::health::{HealthState, Outcome};
 use crate::model::NodeAddr;
 use crate::poller::HOLD_TIMEOUT_MS;
-use crate::router::Router;
 use crate::stream::{Action, Stream};
 use crate::testing::{capture_logs, logs, Reply, Sim, TestStream, ENVOY_TIMEOUT};
+use crate::vm_state::VmState;
 use std::cell::RefCell;
 use std::rc::Rc;
 #[cfg(target_arch = "wasm32")]
@@ -141,7 +141,7 @@ fn every_vm_stops_routing_to_a_node_within_one_tick_of_its_failure() {
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     // A request on worker 3 finds the node unreachable: that worker stops
     // using it at once.
-    sim.router(3)
+    sim.vm(3)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     assert!(!sim.routed(3).contains(&victim));
@@ -170,7 +170,7 @@ fn a_down_node_is_probed_once_per_period_and_comes_back_everywhere() {
     let sim = discovered(CONFIG, 5);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(0)
+    sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.run(7_000);
@@ -208,7 +208,7 @@ fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_ba
     sim.cluster.borrow_mut().dead = NODES.iter().map(|n| n.to_string()).collect();
     // They fail one after another, 10.0.0.3 first.
     for node in all().into_iter().rev() {
-        sim.router(1)
+        sim.vm(1)
             .borrow_mut()
             .observe(&node, Outcome::ConnectFailed);
         sim.run(sim.tick_ms);
@@ -217,7 +217,7 @@ fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_ba
     for vm in 0..3 {
         assert!(sim.routed(vm).is_empty(), "VM {vm}");
         assert_eq!(
-            sim.router(vm).borrow().panic_nodes(),
+            sim.vm(vm).borrow().routes.panic_nodes(),
             [all()[2], all()[1], all()[0]],
             "VM {vm}: least recently failed first"
         );
@@ -226,7 +226,7 @@ fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_ba
     // failed longest ago, the next ones in that order.
     for (id, want) in [(1, 2), (2, 1), (3, 0), (4, 2)] {
         let request = TestStream::default();
-        let mut stream = Stream::new(id, sim.router(2));
+        let mut stream = Stream::new(id, sim.vm(2));
         assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
         assert!(request.replies.borrow().is_empty());
         assert_eq!(
@@ -252,7 +252,7 @@ fn with_every_node_down_requests_go_to_the_least_recently_failed_until_one_is_ba
         assert_eq!(sim.routed(vm), all(), "VM {vm}");
     }
     let request = TestStream::default();
-    let mut stream = Stream::new(9, sim.router(2));
+    let mut stream = Stream::new(9, sim.vm(2));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     sim.run(sim.tick_ms);
     assert_eq!(
@@ -287,14 +287,14 @@ fn with_every_seed_down_before_discovery_requests_still_go_to_the_seeds() {
     );
     sim.run(300);
     for node in [a("10.0.0.1:8000"), a("10.0.0.2:8000")] {
-        sim.router(0)
+        sim.vm(0)
             .borrow_mut()
             .observe(&node, Outcome::ConnectFailed);
     }
     sim.run(300);
     assert!(sim.routed(1).is_empty());
     let request = TestStream::default();
-    let mut stream = Stream::new(1, sim.router(1));
+    let mut stream = Stream::new(1, sim.vm(1));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
@@ -303,7 +303,7 @@ const AFFINITY: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
     "key_route_affinity": "rmw"}"#;
 
 /// What a DescribeTable answer through VM `vm` teaches it.
-fn describe_through(router: Rc<RefCell<Router>>, table: &str, key: &str) {
+fn describe_through(vm: Rc<RefCell<VmState>>, table: &str, key: &str) {
     let body = format!(
         r#"{{"Table":{{"TableName":"{table}","KeySchema":[{{"AttributeName":"{key}","KeyType":"HASH"}}]}}}}"#
     );
@@ -313,7 +313,7 @@ fn describe_through(router: Rc<RefCell<Router>>, table: &str, key: &str) {
         response_body: body.into_bytes(),
         ..TestStream::default()
     };
-    let mut stream = Stream::new(3, router);
+    let mut stream = Stream::new(3, vm);
     assert_eq!(stream.on_request_headers(&request, false), Action::Continue);
     assert_eq!(stream.on_request_body(&request, 30, true), Action::Continue);
     assert_eq!(stream.on_response_headers(&request), Action::Continue);
@@ -331,17 +331,17 @@ fn describe_through(router: Rc<RefCell<Router>>, table: &str, key: &str) {
 #[test]
 fn learned_partition_keys_reach_every_vm() {
     let sim = discovered(AFFINITY, 5);
-    describe_through(sim.router(2), "orders", "order_id");
+    describe_through(sim.vm(2), "orders", "order_id");
     assert_eq!(
-        sim.router(2).borrow().tables().pk_name("orders"),
+        sim.vm(2).borrow().mailbox.tables().pk_name("orders"),
         Some("order_id")
     );
-    assert_eq!(sim.router(0).borrow().tables().pk_name("orders"), None);
+    assert_eq!(sim.vm(0).borrow().mailbox.tables().pk_name("orders"), None);
     sim.tick(2);
     for vm in 0..5 {
         sim.tick(vm);
         assert_eq!(
-            sim.router(vm).borrow().tables().pk_name("orders"),
+            sim.vm(vm).borrow().mailbox.tables().pk_name("orders"),
             Some("order_id"),
             "VM {vm}"
         );
@@ -351,8 +351,8 @@ fn learned_partition_keys_reach_every_vm() {
 #[test]
 fn keys_learned_by_two_vms_at_once_are_both_kept() {
     let sim = discovered(AFFINITY, 3);
-    describe_through(sim.router(0), "orders", "order_id");
-    describe_through(sim.router(1), "users", "user_id");
+    describe_through(sim.vm(0), "orders", "order_id");
+    describe_through(sim.vm(1), "users", "user_id");
     // VM 1 publishes its key between VM 0's read of the entry and its
     // write, and the entry does not exist yet: both create it.
     let rival = Rc::clone(&sim.vms[1]);
@@ -365,10 +365,10 @@ fn keys_learned_by_two_vms_at_once_are_both_kept() {
     });
     sim.tick(0);
     sim.tick(2);
-    let tables = sim.router(2);
-    let tables = tables.borrow();
-    assert_eq!(tables.tables().pk_name("orders"), Some("order_id"));
-    assert_eq!(tables.tables().pk_name("users"), Some("user_id"));
+    let vm = sim.vm(2);
+    let vm = vm.borrow();
+    assert_eq!(vm.mailbox.tables().pk_name("orders"), Some("order_id"));
+    assert_eq!(vm.mailbox.tables().pk_name("users"), Some("user_id"));
 }
 
 #[test]
@@ -442,7 +442,7 @@ fn hold_write_on(sim: &Sim, vm: usize, id: u32) -> (Rc<TestStream>, Stream) {
     let request = conditional_write();
     request.now_ns.set(sim.process.wall_ms() * 1_000_000);
     sim.process.start_stream(id, &request);
-    let mut stream = Stream::new(id, sim.router(vm));
+    let mut stream = Stream::new(id, sim.vm(vm));
     assert_eq!(
         stream.on_request_headers(request.as_ref(), false),
         Action::Pause
@@ -453,7 +453,7 @@ fn hold_write_on(sim: &Sim, vm: usize, id: u32) -> (Rc<TestStream>, Stream) {
 /// Whether VM `vm` holds a conditional write now (it is let go at once).
 fn holds_writes(sim: &Sim, vm: usize) -> bool {
     let later = conditional_write();
-    let mut stream = Stream::new(900 + vm as u32, sim.router(vm));
+    let mut stream = Stream::new(900 + vm as u32, sim.vm(vm));
     match stream.on_request_headers(later.as_ref(), false) {
         Action::Pause => true,
         Action::Continue => {
@@ -498,7 +498,7 @@ fn a_vm_stops_holding_after_three_timeouts_when_it_never_saw_a_body() {
     // Envoy without allow_on_headers_stop_iteration never calls with the
     // body: each held write waits the timeout, and is sent on.
     for i in 0..TIMEOUTS_TO_STOP {
-        assert!(sim.router(0).borrow().may_hold(), "before timeout {i}");
+        assert!(sim.vm(0).borrow().may_hold(), "before timeout {i}");
         time_out(&sim, 0, 40 + i);
     }
     let warned: Vec<String> = logs()
@@ -638,7 +638,7 @@ fn a_body_that_comes_after_its_write_was_sent_on_is_no_evidence() {
     capture_logs();
     let sim = discovered(HOLDING, 1);
     for i in 0..TIMEOUTS_TO_STOP {
-        assert!(sim.router(0).borrow().may_hold());
+        assert!(sim.vm(0).borrow().may_hold());
         slow_write(&sim, 70 + i);
     }
     assert!(!holds_writes(&sim, 0));
@@ -742,7 +742,7 @@ fn a_body_that_starts_in_time_keeps_its_write_held_however_slow_it_is() {
     );
     // Holding goes on.
     let next = conditional_write();
-    let mut stream = Stream::new(51, sim.router(1));
+    let mut stream = Stream::new(51, sim.vm(1));
     assert_eq!(
         stream.on_request_headers(next.as_ref(), false),
         Action::Pause
@@ -1045,7 +1045,7 @@ fn probe_failures_are_logged_at_debug_with_the_same_words() {
     capture_logs();
     let sim = discovered(CONFIG, 2);
     let victim = a("10.0.0.2:8000");
-    sim.router(0)
+    sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.cluster
@@ -1112,7 +1112,7 @@ fn a_node_down_for_three_seconds_is_back_everywhere_within_five() {
         let sim = discovered(DEFAULTS, 5);
         sim.run(i as u64 * 37);
         sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-        sim.router(i % 5)
+        sim.vm(i % 5)
             .borrow_mut()
             .observe(&victim, Outcome::ConnectFailed);
         sim.run(outage);
@@ -1140,7 +1140,7 @@ fn down_probes_back_off_one_two_four_seconds_up_to_the_period_across_five_vms() 
     let sim = discovered(DEFAULTS, 5);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(4)
+    sim.vm(4)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.tick(4);
@@ -1179,7 +1179,7 @@ fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     let victim = a("10.0.0.2:8000");
     for vm in 0..5 {
         for _ in 0..2 {
-            sim.router(vm).borrow_mut().observe(&victim, Outcome::Reset);
+            sim.vm(vm).borrow_mut().observe(&victim, Outcome::Reset);
         }
     }
     sim.run(1_000);
@@ -1188,11 +1188,9 @@ fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     }
     assert!(sim.process.record().unwrap().health.is_empty());
     // An answer on VM 1 clears its count: two more resets are still fine.
-    sim.router(1)
-        .borrow_mut()
-        .observe(&victim, Outcome::Answered);
+    sim.vm(1).borrow_mut().observe(&victim, Outcome::Answered);
     for _ in 0..2 {
-        sim.router(1).borrow_mut().observe(&victim, Outcome::Reset);
+        sim.vm(1).borrow_mut().observe(&victim, Outcome::Reset);
     }
     sim.run(1_000);
     for vm in 0..5 {
@@ -1201,7 +1199,7 @@ fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     assert_eq!(sim.process.stat("alternator_lb.nodes_marked_down"), Some(0));
     // The third in a row takes it out: at once on VM 1, within a tick on
     // the others.
-    sim.router(1).borrow_mut().observe(&victim, Outcome::Reset);
+    sim.vm(1).borrow_mut().observe(&victim, Outcome::Reset);
     assert!(!sim.routed(1).contains(&victim));
     sim.run(2 * sim.tick_ms);
     for vm in 0..5 {
@@ -1229,7 +1227,7 @@ fn a_node_listed_again_after_dropping_out_keeps_its_down_history() {
     let sim = discovered(config, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(0)
+    sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.run(40_000);
@@ -1295,7 +1293,7 @@ fn a_failing_discovery_never_takes_the_seeds_out_of_routing() {
     );
     // Requests go to the seeds.
     let request = TestStream::default();
-    let mut stream = Stream::new(1, sim.router(1));
+    let mut stream = Stream::new(1, sim.vm(1));
     assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
 }
@@ -1382,7 +1380,7 @@ fn serve_for(sim: &Sim, ms: u64) {
     for i in 0..ms / 100 {
         let vm = i as usize % sim.vms.len();
         let request = TestStream::default();
-        let mut stream = Stream::new(i as u32 + 1, sim.router(vm));
+        let mut stream = Stream::new(i as u32 + 1, sim.vm(vm));
         stream.on_request_headers(&request, true);
         sim.run(100);
     }
@@ -1405,7 +1403,7 @@ fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
     let sim = discovered(IDLE_3S, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(0)
+    sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     serve_for(&sim, 2_000);
@@ -1441,7 +1439,7 @@ fn a_clock_jumping_an_hour_ahead_replays_nothing() {
     let sim = discovered(IDLE_3S, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(0)
+    sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     serve_for(&sim, 2_000);
@@ -1469,7 +1467,7 @@ fn in_flight_to(sim: &Sim, vm: usize, target: NodeAddr) -> (TestStream, Stream) 
     let args = crate::filter_state::route_to(&target);
     for id in 1..=64 {
         let request = TestStream::default();
-        let mut stream = Stream::new(id, sim.router(vm));
+        let mut stream = Stream::new(id, sim.vm(vm));
         assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
         if request.handed.borrow().first() == Some(&args) {
             return (request, stream);
@@ -1536,7 +1534,7 @@ fn a_node_that_stays_up_forgets_its_backoff() {
     for _ in 0..4 {
         let vm = 0;
         until_routed_everywhere(&sim, victim, 40_000).expect("back");
-        sim.router(vm)
+        sim.vm(vm)
             .borrow_mut()
             .observe(&victim, Outcome::ConnectFailed);
         sim.run(2 * sim.tick_ms);
@@ -1551,7 +1549,7 @@ fn a_node_that_stays_up_forgets_its_backoff() {
     // Up for a minute: the memory fades and is forgotten.
     sim.run(60_000);
     assert!(sim.process.record().unwrap().health.is_empty());
-    sim.router(1)
+    sim.vm(1)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.run(2 * sim.tick_ms);
@@ -1570,7 +1568,7 @@ fn the_outcome_of_a_request_sent_before_a_node_went_down_does_not_count_after() 
     // VM 0 sends a request to the node; it hangs.
     let (_, mut late) = in_flight_to(&sim, 0, victim);
     // The node dies (VM 1 sees it), and comes back at its first probe.
-    sim.router(1)
+    sim.vm(1)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.run(2 * sim.tick_ms);
@@ -1761,14 +1759,14 @@ fn a_failure_streak_is_forgotten_when_its_node_leaves_the_list() {
     let sim = discovered(DEFAULTS, 2);
     let victim = a("10.0.0.2:8000");
     for _ in 0..2 {
-        sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+        sim.vm(0).borrow_mut().observe(&victim, Outcome::Reset);
     }
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.2");
     sim.run(1_000 + 2 * sim.tick_ms);
     assert!(!sim.routed(0).contains(&victim));
     sim.cluster.borrow_mut().listed.push("10.0.0.2".into());
     until_routed_everywhere(&sim, victim, 3_000).expect("listed again and probed");
-    sim.router(0).borrow_mut().observe(&victim, Outcome::Reset);
+    sim.vm(0).borrow_mut().observe(&victim, Outcome::Reset);
     assert!(
         sim.routed(0).contains(&victim),
         "one reset, not three in a row"
@@ -1809,7 +1807,7 @@ fn a_clock_jump_forward_does_not_bring_a_down_nodes_probe_forward() {
     let sim = discovered(DEFAULTS, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(1)
+    sim.vm(1)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.tick(1);
@@ -1828,7 +1826,7 @@ fn a_clock_step_back_does_not_hold_a_down_nodes_probe_back() {
     let sim = discovered(DEFAULTS, 3);
     let victim = a("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
-    sim.router(1)
+    sim.vm(1)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
     sim.tick(1);

@@ -18,7 +18,7 @@ use crate::error_body::LocalReply;
 use crate::host::{Host, HostError, MetricKind, StreamHost};
 use crate::model::NodeAddr;
 use crate::poller::Poller;
-use crate::router::Router;
+use crate::vm_state::VmState;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -554,14 +554,15 @@ impl Sim {
         }
     }
 
-    pub fn router(&self, vm: usize) -> Rc<RefCell<Router>> {
-        self.vms[vm].borrow().router()
+    pub fn vm(&self, vm: usize) -> Rc<RefCell<VmState>> {
+        self.vms[vm].borrow().vm_state()
     }
 
     /// Every VM's routes, flattened per VM (the first non-empty tier).
     pub fn routed(&self, vm: usize) -> Vec<NodeAddr> {
-        self.router(vm)
+        self.vm(vm)
             .borrow()
+            .routes
             .nodes()
             .into_iter()
             .find(|t| !t.is_empty())
@@ -631,7 +632,7 @@ impl Sim {
             self.process.advance(1);
             let host_ns = self.process.wall_ms() * 1_000_000;
             for vm in 0..self.vms.len() {
-                self.router(vm).borrow().now_ns(host_ns);
+                self.vm(vm).borrow().routes.now_ns(host_ns);
             }
         }
     }

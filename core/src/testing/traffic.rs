@@ -227,7 +227,7 @@ impl Answering<'_> {
 
 impl Sim {
     /// Runs `clients` against `nodes` for `duration_ms` of simulated time,
-    /// from now: requests go through [`Stream`] on the VMs' routers as
+    /// from now: requests go through [`Stream`] on the VMs' routes as
     /// Envoy would send them, and are answered when the node model says.
     /// Requests still in flight at the end are answered, so that nothing
     /// stays counted in flight.
@@ -296,7 +296,7 @@ impl Sim {
             let request = TestStream::default();
             request.now_ns.set(now_ns);
             id += 1;
-            let mut stream = Stream::new(id as u32, self.router(vm));
+            let mut stream = Stream::new(id as u32, self.vm(vm));
             assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
             let handed = request.handed.borrow()[0].clone();
             let node = routes

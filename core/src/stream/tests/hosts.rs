@@ -21,7 +21,7 @@ fn reads(request: &TestStream) -> Vec<String> {
 /// A whole exchange as Envoy drives it: headers, body, answer headers and
 /// body. Returns what each callback answered.
 fn exchange(sim: &Sim, id: u32, request: &TestStream) -> [Action; 4] {
-    let mut stream = Stream::new(id, sim.router(0));
+    let mut stream = Stream::new(id, sim.vm(0));
     let size = request.request_body.len();
     let headers = stream.on_request_headers(request, size == 0);
     let body = stream.on_request_body(request, size, true);
@@ -74,14 +74,14 @@ fn other_hosts_pass_untouched_even_writes_affinity_would_hold() {
         assert!(request.replies.borrow().is_empty(), "request {i}: replied");
         assert_eq!(reads(request), [":authority"], "request {i}");
     }
-    let router = sim.router(0);
-    assert_eq!(router.borrow().held(), (0, 0));
+    let vm = sim.vm(0);
+    assert_eq!(vm.borrow().mailbox.held_counts(), (0, 0));
     assert_eq!(
-        router.borrow().tables().pk_name("users"),
+        vm.borrow().mailbox.tables().pk_name("users"),
         None,
         "not learned"
     );
-    let counts = router.borrow().counts();
+    let counts = vm.borrow().mailbox.counts();
     assert_eq!(
         (counts.passed, counts.routed, counts.affinity_held),
         (passing.len() as u64, 0, 0)
@@ -110,7 +110,7 @@ fn other_hosts_pass_untouched_even_writes_affinity_would_hold() {
         assert_eq!(reads(&request)[..2], [":authority", "x-amz-target"]);
         assert!(reads(&request).contains(&"request.body".to_string()));
     }
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!(
         (counts.passed, counts.routed, counts.affinity_routed_by_key),
         (passing.len() as u64, 4, 4)
@@ -136,7 +136,7 @@ fn passed_requests_leave_least_request_accounting_alone() {
         .iter()
         .enumerate()
         .map(|(i, request)| {
-            let mut stream = Stream::new(200 + i as u32, sim.router(0));
+            let mut stream = Stream::new(200 + i as u32, sim.vm(0));
             assert_eq!(stream.on_request_headers(request, true), Action::Continue);
             stream
         })
@@ -151,12 +151,12 @@ fn passed_requests_leave_least_request_accounting_alone() {
     assert_nothing_in_flight(&sim);
 
     let mine = with_authority(TestStream::default(), "alternator.example:8000");
-    let mut stream = Stream::new(300, sim.router(0));
+    let mut stream = Stream::new(300, sim.vm(0));
     assert_eq!(stream.on_request_headers(&mine, true), Action::Continue);
     let chosen = node(&mine.handed.borrow()[0]);
-    assert_eq!(sim.router(0).borrow().in_flight(&chosen), Some(1));
+    assert_eq!(sim.vm(0).borrow().routes.in_flight(&chosen), Some(1));
     stream.on_response_headers(&mine);
-    assert_eq!(sim.router(0).borrow().in_flight(&chosen), Some(0));
+    assert_eq!(sim.vm(0).borrow().routes.in_flight(&chosen), Some(0));
     assert_eq!(
         reads(&mine),
         [":authority", "clock", "response.flags", "clock"]

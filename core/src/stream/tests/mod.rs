@@ -42,7 +42,7 @@ fn node(handed: &[u8]) -> NodeAddr {
 
 /// A plain request (no body to wait for): where it was handed.
 fn send(sim: &Sim, request: &TestStream) -> (Action, Stream) {
-    let mut stream = Stream::new(1, sim.router(0));
+    let mut stream = Stream::new(1, sim.vm(0));
     (stream.on_request_headers(request, true), stream)
 }
 
@@ -63,7 +63,7 @@ fn requests_go_round_robin_with_the_prepared_bytes() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 3);
-    assert_eq!(sim.router(0).borrow().counts().routed, 6);
+    assert_eq!(sim.vm(0).borrow().mailbox.counts().routed, 6);
     sim.run(sim.tick_ms);
     assert_eq!(sim.process.stat("alternator_lb.requests_routed"), Some(6));
 }
@@ -97,7 +97,7 @@ fn a_refused_hand_off_fails_closed_and_is_logged_once() {
         .filter(|l| l.contains("refused set_envoy_filter_state"))
         .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!((counts.routed, counts.rejected_handoff_refused), (0, 3));
 }
 
@@ -258,7 +258,7 @@ fn conditional_put(key: &str) -> Vec<u8> {
 
 /// Sends a write whose body is held: where it went.
 fn send_held(sim: &Sim, request: &TestStream) -> NodeAddr {
-    let mut stream = Stream::new(2, sim.router(0));
+    let mut stream = Stream::new(2, sim.vm(0));
     assert_eq!(stream.on_request_headers(request, false), Action::Pause);
     let size = request.request_body.len();
     assert_eq!(
@@ -289,9 +289,14 @@ fn a_conditional_write_goes_to_its_keys_node_every_time() {
         Mode::Rmw,
         Op::PutItem,
         &body,
-        sim.router(0).borrow().tables(),
+        sim.vm(0).borrow().mailbox.tables(),
     );
-    let chosen = sim.router(0).borrow().pick_for_key(&key.unwrap()).unwrap();
+    let chosen = sim
+        .vm(0)
+        .borrow()
+        .routes
+        .pick_for_key(&key.unwrap())
+        .unwrap();
     assert_eq!(chosen.node, first);
     // Other keys spread over the nodes.
     let nodes: std::collections::BTreeSet<NodeAddr> = (0..30)
@@ -318,7 +323,7 @@ fn a_gzip_body_is_routed_by_the_key_inside() {
 fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
     let sim = vm(RMW);
     let immediate = |request: &TestStream, end_of_stream: bool| {
-        let mut stream = Stream::new(3, sim.router(0));
+        let mut stream = Stream::new(3, sim.vm(0));
         assert_eq!(
             stream.on_request_headers(request, end_of_stream),
             Action::Continue
@@ -345,7 +350,7 @@ fn only_writes_that_may_qualify_and_announce_a_bounded_body_are_held() {
     huge.request_headers[1].1 = (MAX_ITEM_BODY_BYTES + 1).to_string().into_bytes();
     immediate(&huge, false);
     immediate(&put(&body, false), true);
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!((counts.affinity_held, counts.affinity_body_unread), (0, 2));
     sim.run(sim.tick_ms);
     assert_eq!(
@@ -364,7 +369,7 @@ fn held_at(sim: &Sim, target: &str, length: usize) -> bool {
         ],
         ..TestStream::default()
     };
-    let mut stream = Stream::new(7, sim.router(0));
+    let mut stream = Stream::new(7, sim.vm(0));
     stream.on_request_headers(&request, false) == Action::Pause
 }
 
@@ -381,7 +386,7 @@ fn single_item_writes_are_held_up_to_1_mib_and_batches_up_to_16_mib() {
     assert!(held_at(&sim, batch, 2 * MAX_ITEM_BODY_BYTES));
     assert!(held_at(&sim, batch, MAX_BODY_BYTES));
     assert!(!held_at(&sim, batch, MAX_BODY_BYTES + 1));
-    assert_eq!(sim.router(0).borrow().counts().affinity_body_unread, 4);
+    assert_eq!(sim.vm(0).borrow().mailbox.counts().affinity_body_unread, 4);
 }
 
 fn gzip_bytes(data: &[u8]) -> Vec<u8> {
@@ -406,7 +411,7 @@ fn bomb() -> Vec<u8> {
 fn send_whole(sim: &Sim, op: &str, body: &[u8], gzip: bool) -> Option<NodeAddr> {
     let mut request = put(body, gzip);
     request.request_headers[0].1 = format!("DynamoDB_20120810.{op}").into_bytes();
-    let mut stream = Stream::new(8, sim.router(0));
+    let mut stream = Stream::new(8, sim.vm(0));
     assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
     assert_eq!(
         stream.on_request_body(&request, body.len(), true),
@@ -427,7 +432,7 @@ fn a_gzip_bomb_is_sent_on_unread_and_costs_little_memory() {
         // Not the 16 MiB inflated, nor its members: a few pieces.
         assert!(peak < 256 * 1024, "{op}: {peak} bytes at the peak");
     }
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!(counts.affinity_body_unread, 2);
     assert_eq!(counts.affinity_fell_back + counts.affinity_routed_by_key, 0);
 }
@@ -468,7 +473,7 @@ fn gzip_bodies_inflate_within_a_ratio_and_are_read_only_as_far_as_needed() {
         send_whole(&sim, "PutItem", &padded(false), false),
         Some(by_key)
     );
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!(
         (counts.affinity_routed_by_key, counts.affinity_body_unread),
         (3, 1)
@@ -482,7 +487,7 @@ fn a_held_write_with_trailers_is_routed_when_they_come() {
     let by_key = send_held(&sim, &put(&body, false));
     // HTTP/2 trailers: the last body callback does not end the stream.
     let request = put(&body, false);
-    let mut stream = Stream::new(9, sim.router(0));
+    let mut stream = Stream::new(9, sim.vm(0));
     assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
     assert_eq!(
         stream.on_request_body(&request, body.len(), false),
@@ -494,14 +499,18 @@ fn a_held_write_with_trailers_is_routed_when_they_come() {
     assert_eq!(node(&request.handed.borrow()[0]), by_key);
     // Trailers right after the headers (no body): routed as usual.
     let empty = put(b"", false);
-    let mut stream = Stream::new(10, sim.router(0));
+    let mut stream = Stream::new(10, sim.vm(0));
     assert_eq!(stream.on_request_headers(&empty, false), Action::Pause);
     assert_eq!(stream.on_request_trailers(&empty), Action::Continue);
     assert_eq!(empty.handed.borrow().len(), 1);
-    assert_eq!(sim.router(0).borrow().held(), (0, 0), "none left held");
+    assert_eq!(
+        sim.vm(0).borrow().mailbox.held_counts(),
+        (0, 0),
+        "none left held"
+    );
     // A request that was not held: trailers change nothing.
     let plain = TestStream::default();
-    let mut stream = Stream::new(11, sim.router(0));
+    let mut stream = Stream::new(11, sim.vm(0));
     assert_eq!(stream.on_request_headers(&plain, false), Action::Continue);
     assert_eq!(stream.on_request_trailers(&plain), Action::Continue);
     assert_eq!(plain.handed.borrow().len(), 1);
@@ -514,18 +523,21 @@ fn held_writes_are_kept_by_id_up_to_a_bound() {
     let mut open: Vec<(TestStream, Stream)> = (0..crate::hold::MAX_HELD as u32)
         .map(|id| {
             let request = put(&body, false);
-            let mut stream = Stream::new(10_000 + id, sim.router(0));
+            let mut stream = Stream::new(10_000 + id, sim.vm(0));
             assert_eq!(stream.on_request_headers(&request, false), Action::Pause);
             (request, stream)
         })
         .collect();
-    assert_eq!(sim.router(0).borrow().held(), (crate::hold::MAX_HELD, 0));
+    assert_eq!(
+        sim.vm(0).borrow().mailbox.held_counts(),
+        (crate::hold::MAX_HELD, 0)
+    );
     // One more: sent on at once, without affinity, counted.
     let extra = put(&body, false);
-    let mut stream = Stream::new(99_999, sim.router(0));
+    let mut stream = Stream::new(99_999, sim.vm(0));
     assert_eq!(stream.on_request_headers(&extra, false), Action::Continue);
     assert_eq!(extra.handed.borrow().len(), 1);
-    assert_eq!(sim.router(0).borrow().counts().affinity_body_unread, 1);
+    assert_eq!(sim.vm(0).borrow().mailbox.counts().affinity_body_unread, 1);
     // Any of them, by id: its body comes, it leaves the list.
     let (request, mut stream) = open.swap_remove(500);
     assert_eq!(
@@ -533,19 +545,19 @@ fn held_writes_are_kept_by_id_up_to_a_bound() {
         Action::Continue
     );
     assert_eq!(
-        sim.router(0).borrow().held(),
+        sim.vm(0).borrow().mailbox.held_counts(),
         (crate::hold::MAX_HELD - 1, 0)
     );
     // The others end (the clients give up): nothing is left.
     drop(open);
-    assert_eq!(sim.router(0).borrow().held(), (0, 0));
+    assert_eq!(sim.vm(0).borrow().mailbox.held_counts(), (0, 0));
 }
 
 #[test]
 fn with_affinity_off_no_header_is_read() {
     let sim = vm("");
     let request = put(&conditional_put("o-1"), false);
-    let mut stream = Stream::new(4, sim.router(0));
+    let mut stream = Stream::new(4, sim.vm(0));
     assert_eq!(stream.on_request_headers(&request, false), Action::Continue);
     assert_eq!(stream.on_request_body(&request, 10, true), Action::Continue);
     assert_eq!(request.handed.borrow().len(), 1);
@@ -565,7 +577,7 @@ fn describe(status: &[u8], body: Vec<u8>, gzip: bool) -> TestStream {
 }
 
 fn answer(sim: &Sim, exchange: &TestStream) {
-    let mut stream = Stream::new(5, sim.router(0));
+    let mut stream = Stream::new(5, sim.vm(0));
     assert_eq!(stream.on_request_headers(exchange, true), Action::Continue);
     assert_eq!(stream.on_response_headers(exchange), Action::Continue);
     let size = exchange.response_body.len();
@@ -588,12 +600,12 @@ fn table_descriptions_teach_partition_keys() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&body("zipped")).unwrap();
     answer(&sim, &describe(b"200", gz.finish().unwrap(), true));
-    let router = sim.router(0);
-    let mut router = router.borrow_mut();
-    assert_eq!(router.tables().pk_name("refused"), None);
-    assert_eq!(router.tables().pk_name("plain"), Some("id"));
-    assert_eq!(router.tables().pk_name("zipped"), Some("id"));
-    let news = router.take_learned();
+    let vm = sim.vm(0);
+    let mut vm = vm.borrow_mut();
+    assert_eq!(vm.mailbox.tables().pk_name("refused"), None);
+    assert_eq!(vm.mailbox.tables().pk_name("plain"), Some("id"));
+    assert_eq!(vm.mailbox.tables().pk_name("zipped"), Some("id"));
+    let news = vm.mailbox.take_learned();
     assert_eq!(news.len(), 2, "{news:?}");
 }
 
@@ -607,7 +619,7 @@ fn held_writes_are_counted_by_how_they_were_routed() {
     let unknown_table =
         br#"{"TableName":"users","Item":{"id":{"S":"u"}},"ConditionExpression":"x"}"#;
     send_held(&sim, &put(unknown_table, false));
-    let counts = sim.router(0).borrow().counts();
+    let counts = sim.vm(0).borrow().mailbox.counts();
     assert_eq!(counts.affinity_held, 3);
     assert_eq!(counts.affinity_routed_by_key, 1);
     assert_eq!(counts.affinity_fell_back, 2);
@@ -663,7 +675,7 @@ fn open_streams(sim: &Sim, first_id: u32, count: u32) -> Vec<(TestStream, Stream
     (first_id..first_id + count)
         .map(|id| {
             let request = TestStream::default();
-            let mut stream = Stream::new(id, sim.router(0));
+            let mut stream = Stream::new(id, sim.vm(0));
             assert_eq!(stream.on_request_headers(&request, true), Action::Continue);
             (request, stream)
         })
@@ -672,7 +684,11 @@ fn open_streams(sim: &Sim, first_id: u32, count: u32) -> Vec<(TestStream, Stream
 
 fn assert_nothing_in_flight(sim: &Sim) {
     for node in sim.routed(0) {
-        assert_eq!(sim.router(0).borrow().in_flight(&node), Some(0), "{node}");
+        assert_eq!(
+            sim.vm(0).borrow().routes.in_flight(&node),
+            Some(0),
+            "{node}"
+        );
     }
 }
 
@@ -687,7 +703,7 @@ fn in_flight_counts_come_back_to_zero_however_streams_end() {
     let total: u32 = sim
         .routed(0)
         .iter()
-        .map(|n| sim.router(0).borrow().in_flight(n).unwrap())
+        .map(|n| sim.vm(0).borrow().routes.in_flight(n).unwrap())
         .sum();
     assert_eq!(total, 30);
     for (i, (request, mut stream)) in open.into_iter().enumerate() {
@@ -718,12 +734,12 @@ fn a_node_leaving_its_tier_mid_flight_keeps_the_counts_right() {
     let sim = least_request_vm();
     let leaving = addr("10.0.0.1:8000");
     let open = open_streams(&sim, 3000, 12);
-    assert!(sim.router(0).borrow().in_flight(&leaving).unwrap() > 0);
+    assert!(sim.vm(0).borrow().routes.in_flight(&leaving).unwrap() > 0);
     // /localnodes stops listing it while its requests are in flight.
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.1");
     sim.run(1_200);
     assert!(!sim.routed(0).contains(&leaving));
-    assert_eq!(sim.router(0).borrow().in_flight(&leaving), None);
+    assert_eq!(sim.vm(0).borrow().routes.in_flight(&leaving), None);
     // Its requests end after it left: nothing goes negative, and the nodes
     // left are back at zero.
     for (request, mut stream) in open {
@@ -734,7 +750,7 @@ fn a_node_leaving_its_tier_mid_flight_keeps_the_counts_right() {
     sim.cluster.borrow_mut().listed.push("10.0.0.1".into());
     sim.run(3_000);
     assert!(sim.routed(0).contains(&leaving));
-    assert_eq!(sim.router(0).borrow().in_flight(&leaving), Some(0));
+    assert_eq!(sim.vm(0).borrow().routes.in_flight(&leaving), Some(0));
 }
 
 #[test]
@@ -743,7 +759,7 @@ fn a_single_node_takes_every_request() {
     sim.run(500);
     for i in 0..5 {
         let request = TestStream::default();
-        let mut stream = Stream::new(4000 + i, sim.router(0));
+        let mut stream = Stream::new(4000 + i, sim.vm(0));
         stream.on_request_headers(&request, true);
         assert_eq!(node(&request.handed.borrow()[0]), addr("10.0.0.1:8000"));
     }

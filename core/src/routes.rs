@@ -2,31 +2,30 @@
 //! with key route affinity, the scope's ring), each node with the exact
 //! bytes handed to Envoy, prepared in advance.
 //!
-//! The VM's poller rebuilds it on its tick from the shared record
-//! ([`Router::rebuild`]); the VM's requests only pick from it and report
-//! what they saw ([`Router::observe`]), which the poller takes up and
-//! publishes on its next tick. Nothing here calls the host, parses, formats
-//! or allocates on the per-request methods ([`Router::pick`],
-//! [`Router::observe`], the counters).
+//! The VM's poller rebuilds them on its tick from the shared record
+//! ([`Routes::rebuild`]); the VM's requests only pick from them
+//! ([`Routes::pick`], [`Routes::pick_for_key`]), and a node whose failures
+//! this VM saw is taken out at once ([`Routes::withdraw`]). What the
+//! requests tell the poller goes through [`crate::mailbox`] instead. Nothing
+//! here calls the host, parses, formats or allocates on the per-request
+//! methods.
 
-use crate::affinity::{self, Key, Mode, NodeHealth, Tables};
+use crate::affinity::{self, Key, Mode, NodeHealth};
 use crate::clock::Clock;
 use crate::discovery;
 use crate::filter_state;
 use crate::health;
-use crate::hold::{HoldRule, Holds, Timeout};
 use crate::load::NodeLoad;
-use crate::metrics::RequestCounts;
 use crate::model::authority::HostPattern;
 use crate::model::config::Balancing;
-use crate::model::health::{HealthState, Outcome};
+use crate::model::health::HealthState;
 use crate::model::record::SharedState;
 use crate::model::NodeAddr;
 use crate::picker::RoundRobin;
 use crate::rng::Rng;
 use crate::topology::Topology;
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// One node, with the exact bytes handed to Envoy to route there.
@@ -81,32 +80,15 @@ pub struct Settings {
     pub verify_node_san: bool,
     /// Whether the client libraries spell nodes `https://` (ring order).
     pub https: bool,
-    /// Failed connects in a row, seen by this VM, that take a node out.
-    pub down_after_failures: u32,
-    /// Resets before a response in a row, seen by this VM, that take a
-    /// node out.
-    pub down_after_resets: u32,
     /// How a node is picked within a scope.
     pub balancing: Balancing,
 }
 
-/// A node this VM took out: why, and in which generation of the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unreachable {
-    pub node: NodeAddr,
-    pub why: Outcome,
-    pub generation: u32,
-}
-
-/// One node's failures in a row, seen by this VM since its last answer.
-/// Counted apart: a failed connect is a strong sign, a reset a weak one.
-#[derive(Debug, Default)]
-struct Streak {
-    connect_failures: u32,
-    resets: u32,
-}
-
-pub struct Router {
+/// The nodes one VM's requests go to, kept apart from what the requests
+/// tell the poller ([`crate::mailbox::Mailbox`]): the poller alone rebuilds
+/// them, the requests only pick, so the per-request path reads prepared
+/// routes and never the shared record.
+pub struct Routes {
     settings: Settings,
     /// One round robin per routing scope; a request takes the first that
     /// has a node.
@@ -131,38 +113,14 @@ pub struct Router {
     clock: Rc<Clock>,
     /// Where this VM's round robins start: workers start apart.
     start: usize,
-    tables: Tables,
-    /// What requests did since the VM started; the poller turns the growth
-    /// into stats deltas.
-    counts: RequestCounts,
-    /// Whether this VM holds writes for their body ([`HoldRule`]).
-    hold_rule: HoldRule,
-    /// Requests paused at their headers whose body has not come yet, and
-    /// those the poller sent on without it (and where), by context id.
-    holds: Holds<Sent>,
-    /// Failures in a row per node, seen by this VM; a node that answers
-    /// has none.
-    failures: HashMap<NodeAddr, Streak>,
-    /// Nodes this VM found unreachable, for the poller to publish as Down:
-    /// what ended their streak (a failed connect, or a reset), and the
-    /// generation the failed requests were sent in.
-    unreachable: Vec<Unreachable>,
-    /// Partition keys this VM learned, for the poller to share.
-    learned: Vec<(String, String)>,
-    refusal_logged: bool,
     /// `hosts`: the authorities whose requests are routed; `None`, every
     /// request.
     hosts: Option<Vec<HostPattern>>,
 }
 
-impl Router {
-    pub fn new(
-        settings: Settings,
-        partition_keys: &[(String, String)],
-        start: usize,
-        clock: Rc<Clock>,
-    ) -> Router {
-        Router {
+impl Routes {
+    pub fn new(settings: Settings, start: usize, clock: Rc<Clock>) -> Routes {
+        Routes {
             clock,
             settings,
             tiers: Vec::new(),
@@ -174,21 +132,13 @@ impl Router {
             // Workers start apart (`start` comes from the VM's seed).
             rng: Rng::new(start as u64 ^ 0x6c62_2e72_6f75_7465),
             start,
-            tables: Tables::new(partition_keys),
-            counts: RequestCounts::default(),
-            hold_rule: HoldRule::default(),
-            holds: Holds::default(),
-            failures: HashMap::new(),
-            unreachable: Vec::new(),
-            learned: Vec::new(),
-            refusal_logged: false,
             hosts: None,
         }
     }
 
     /// Routes only requests whose `:authority` one of `hosts` matches
     /// (`None`: every request).
-    pub fn with_hosts(mut self, hosts: Option<Vec<HostPattern>>) -> Router {
+    pub fn with_hosts(mut self, hosts: Option<Vec<HostPattern>>) -> Routes {
         self.hosts = hosts;
         self
     }
@@ -243,7 +193,7 @@ impl Router {
 
     /// The key's node: in the first scope whose ring has a usable node, the
     /// first Active node of the key's order, else the first Quarantined one.
-    /// `None` leaves the request to [`Router::pick`].
+    /// `None` leaves the request to [`Routes::pick`].
     pub fn pick_for_key(&self, key: &Key) -> Option<Rc<Route>> {
         self.rings.iter().find_map(|ring| {
             let order = affinity::order(key, ring.routes.len())?;
@@ -259,6 +209,12 @@ impl Router {
         self.routes.get(node).map(|r| r.load.in_flight())
     }
 
+    /// Whether `node` has a route (some scope, ring or the panic order
+    /// names it).
+    pub fn has_route(&self, node: &NodeAddr) -> bool {
+        self.routes.contains_key(node)
+    }
+
     /// Every known node in panic order (least recently failed first).
     pub fn panic_nodes(&self) -> Vec<NodeAddr> {
         self.panic.entries().iter().map(|r| r.node).collect()
@@ -272,160 +228,11 @@ impl Router {
             .collect()
     }
 
-    pub fn tables(&self) -> &Tables {
-        &self.tables
-    }
-
-    /// Replaces what this VM knows of learned partition keys with the
-    /// shared entry every VM writes to.
-    pub fn set_learned(&mut self, encoded: Option<&[u8]>) {
-        self.tables.set_learned(encoded);
-        // Keys learned here and not yet shared stay known until shared.
-        for (table, attr) in &self.learned {
-            self.tables.remember(table, attr);
-        }
-    }
-
-    /// Records a partition key a table description named; when it is news
-    /// to this VM, it is queued for the poller to share.
-    pub fn remember(&mut self, table: &str, attr: &str) {
-        if self.tables.remember(table, attr) {
-            self.learned.push((table.to_owned(), attr.to_owned()));
-        }
-    }
-
-    /// The partition keys learned since the last call.
-    pub fn take_learned(&mut self) -> Vec<(String, String)> {
-        std::mem::take(&mut self.learned)
-    }
-
-    /// Keys [`Router::take_learned`] gave that could not be shared yet.
-    pub fn retry_learned(&mut self, unshared: Vec<(String, String)>) {
-        self.learned.extend(unshared);
-    }
-
-    /// The request counters, to count on.
-    #[inline]
-    pub fn count(&mut self) -> &mut RequestCounts {
-        &mut self.counts
-    }
-
-    /// What requests did since the VM started.
-    pub fn counts(&self) -> RequestCounts {
-        self.counts
-    }
-
-    /// Whether a write may be held for its body now.
-    #[inline]
-    pub fn may_hold(&self) -> bool {
-        self.hold_rule.holding() && self.settings.mode != Mode::None
-    }
-
-    /// Records that request `id` is paused at its headers for its body,
-    /// from `now_ms` (the request's own clock); false when the VM holds as
-    /// many requests as it may ([`crate::hold::MAX_HELD`]): the request is
-    /// then sent on without being held.
-    pub fn hold(&mut self, id: u32, now_ms: u64) -> bool {
-        if !self.holds.hold(id, now_ms) {
-            return false;
-        }
-        self.counts.affinity_held = self.counts.affinity_held.wrapping_add(1);
-        true
-    }
-
-    /// Request `id`'s body is coming (or it is gone): no longer waiting.
-    pub fn unhold(&mut self, id: u32) {
-        self.holds.unhold(id);
-    }
-
-    /// A held request's body (or its trailers) came while it was held:
-    /// Envoy hands bodies over after a headers pause. True when the VM had
-    /// stopped holding writes and holds them again.
-    pub fn body_came(&mut self) -> bool {
-        self.hold_rule.body_came()
-    }
-
-    /// The held requests that have waited `timeout_ms` or longer for their
-    /// body, taken off the waiting list.
-    pub fn take_overdue(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<u32> {
-        self.holds.take_overdue(now_ms, timeout_ms)
-    }
-
-    /// Counts a held request sent on because its body did not come in
-    /// time, and applies [`HoldRule`].
-    pub fn hold_timed_out(&mut self, now_ms: u64) -> Timeout {
-        self.counts.hold_timeouts = self.counts.hold_timeouts.wrapping_add(1);
-        self.hold_rule.timed_out(now_ms)
-    }
-
-    /// Holds writes again if the VM stopped a while ago ([`HoldRule::retry`]).
-    pub fn retry_holding(&mut self, now_ms: u64) -> bool {
-        self.hold_rule.retry(now_ms)
-    }
-
-    /// Records that the poller sent request `id` on.
-    pub fn released(&mut self, id: u32, sent: Sent) {
-        self.holds.released(id, sent);
-    }
-
-    /// Where the poller sent request `id`, if it did (asked once).
-    pub fn take_released(&mut self, id: u32) -> Option<Sent> {
-        self.holds.take_released(id)
-    }
-
-    /// Requests held now: waiting for their body, and sent on but not told.
-    pub fn held(&self) -> (usize, usize) {
-        self.holds.counts()
-    }
-
-    /// Folds the outcome of a request this VM sent into the failure
-    /// streaks, unless the request was sent in an older generation of its
-    /// node: it went Down since (here or in the record), and what happened
-    /// to a request sent before says nothing about it now.
-    #[inline]
-    pub fn observe_sent(&mut self, sent: &Sent, outcome: Outcome) {
-        if sent.generation == sent.route.generation.get() {
-            self.observe(&sent.route.node, outcome);
-        }
-    }
-
-    /// Folds one response from `node` into the failure streaks. A node
-    /// whose connects failed `down_after_failures` times in a row, or whose
-    /// connections were reset `down_after_resets` times in a row, stops
-    /// getting this VM's requests at once, before the other VMs hear of it.
-    /// An answer ends both streaks.
-    #[inline]
-    pub fn observe(&mut self, node: &NodeAddr, outcome: Outcome) {
-        let (threshold, streak) = match outcome {
-            Outcome::Answered => {
-                if !self.failures.is_empty() {
-                    self.failures.remove(node);
-                }
-                return;
-            }
-            Outcome::ConnectFailed => {
-                let streak = self.failures.entry(*node).or_default();
-                (
-                    self.settings.down_after_failures,
-                    &mut streak.connect_failures,
-                )
-            }
-            Outcome::Reset => {
-                let streak = self.failures.entry(*node).or_default();
-                (self.settings.down_after_resets, &mut streak.resets)
-            }
-        };
-        *streak = streak.saturating_add(1);
-        if *streak >= threshold {
-            self.failures.remove(node);
-            self.withdraw(node, outcome);
-        }
-    }
-
     /// Takes `node` out of this VM's routing now: out of every tier, and
     /// Down in every ring. Its requests still in flight belong to the
-    /// generation before: their outcomes no longer count.
-    fn withdraw(&mut self, node: &NodeAddr, why: Outcome) {
+    /// generation before: their outcomes no longer count. Returns that
+    /// generation, or `None` when the node has no route.
+    pub fn withdraw(&mut self, node: &NodeAddr) -> Option<u32> {
         for tier in &mut self.tiers {
             tier.retain(|r| r.node != *node);
         }
@@ -435,40 +242,22 @@ impl Router {
                 *h = NodeHealth::Down;
             }
         }
-        let Some(route) = self.routes.get(node) else {
-            return;
-        };
+        let route = self.routes.get(node)?;
         let generation = route.generation.get();
         route.generation.set(generation.wrapping_add(1));
-        if !self.unreachable.iter().any(|u| u.node == *node) {
-            self.unreachable.push(Unreachable {
-                node: *node,
-                why,
-                generation,
-            });
-        }
-    }
-
-    /// The nodes found unreachable since the last call.
-    pub fn take_unreachable(&mut self) -> Vec<Unreachable> {
-        std::mem::take(&mut self.unreachable)
-    }
-
-    /// Whether Envoy's refusal of a hand-off is the first one (worth a log
-    /// line; the next ones are not).
-    pub fn first_refusal(&mut self) -> bool {
-        !std::mem::replace(&mut self.refusal_logged, true)
+        Some(generation)
     }
 
     /// Rebuilds the routes from the shared record (`None`: none yet, the
     /// seeds) when what they would route over changed. Nodes in `withheld`
     /// (this VM saw them fail; the record does not say so yet) stay out.
+    /// False when nothing changed and nothing was rebuilt.
     pub fn rebuild(
         &mut self,
         state: Option<&SharedState>,
         topology: &Topology,
         withheld: &[NodeAddr],
-    ) {
+    ) -> bool {
         let mut tiers = discovery::routing_tiers(state, topology);
         for tier in &mut tiers {
             tier.retain(|n| !withheld.contains(n));
@@ -491,7 +280,7 @@ impl Router {
         let unchanged =
             tiers == self.built_from && tiers == self.nodes() && panic == self.panic_nodes();
         if !affinity_on && !self.tiers.is_empty() && unchanged {
-            return;
+            return false;
         }
         // One route per node, shared by every scope and ring naming it,
         // and kept across rebuilds: it carries the node's load.
@@ -539,11 +328,9 @@ impl Router {
                 .generation
                 .set(orphan.generation.get().wrapping_add(1));
         }
-        // Failure streaks go with their node: one that comes back starts
-        // afresh, and streaks of nodes that come and go do not pile up.
-        self.failures.retain(|n, _| made.contains_key(n));
         self.routes = made;
         self.built_from = tiers;
+        true
     }
 }
 
