@@ -89,7 +89,7 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// The shared-data key for a discovery identity (see
-/// [`Config::discovery_identity`](crate::config::Config::discovery_identity)).
+/// [`Config::discovery_identity`](crate::model::config::Config::discovery_identity)).
 /// Prefixed because Istio gives every plugin of a proxy the same `vm_id`, so
 /// all of them share one key space; hashed to keep the key short; versioned
 /// with [`FORMAT`], so that builds writing different formats never share a
