@@ -10,7 +10,7 @@
 //! earlier, hand-written inflater was measured on (BENCHMARKS.md), so the
 //! figures compare.
 
-use alternator_lb_core::affinity::{inflate_gzip, key, Key, Mode, Op, Tables};
+use alternator_lb_core::affinity::{inflate_gzip, key, KeyHashes, Mode, Op, Tables};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
@@ -126,7 +126,7 @@ fn main() {
         let tables = Tables::new(&[("orders".to_string(), "pk".to_string())]);
         let key_time = is_key.then(|| {
             let got = key(Mode::Rmw, Op::PutItem, &data, &tables);
-            assert!(matches!(got, Some(Key::Single(_))), "{got:?}");
+            assert!(matches!(got, Some(KeyHashes::Single(_))), "{got:?}");
             median(21, || {
                 assert!(key(Mode::Rmw, Op::PutItem, &data, &tables).is_some());
             })

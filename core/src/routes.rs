@@ -10,7 +10,7 @@
 //! here calls the host, parses, formats or allocates on the per-request
 //! methods.
 
-use crate::affinity::{self, Key, Mode, NodeHealth};
+use crate::affinity::{self, KeyHashes, Mode, NodeHealth};
 use crate::clock::Clock;
 use crate::discovery;
 use crate::filter_state;
@@ -194,7 +194,7 @@ impl Routes {
     /// The key's node: in the first scope whose ring has a usable node, the
     /// first Active node of the key's order, else the first Quarantined one.
     /// `None` leaves the request to [`Routes::pick`].
-    pub fn pick_for_key(&self, key: &Key) -> Option<Rc<Route>> {
+    pub fn pick_for_key(&self, key: &KeyHashes) -> Option<Rc<Route>> {
         self.rings.iter().find_map(|ring| {
             let order = affinity::order(key, ring.routes.len())?;
             let i = affinity::choose(&order, |i| {

@@ -22,7 +22,7 @@ mod body;
 use crate::affinity::gzip::{self, Inflate};
 use crate::affinity::tables::MAX_ANSWER_BYTES;
 use crate::affinity::walk::{Halt, Limit};
-use crate::affinity::{self, Key, Mode, Op};
+use crate::affinity::{self, KeyHashes, Mode, Op};
 use crate::clock::Clock;
 use crate::error_body::{self, LocalReply};
 use crate::filter_state::FOREIGN_FUNCTION;
@@ -423,7 +423,7 @@ fn read_body(
     op: Op,
     gzip: bool,
     body_size: usize,
-) -> Result<Option<Key>, Halt> {
+) -> Result<Option<KeyHashes>, Halt> {
     let limit = affinity::body_limit(op);
     if body_size > limit {
         return Err(Halt::Unread(Limit::Size));

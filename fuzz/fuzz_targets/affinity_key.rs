@@ -9,14 +9,14 @@
 #![no_main]
 
 use alternator_lb_core::affinity::{
-    self, choose, inflate_gzip, key, order, tables, Key, Mode, NodeHealth, Op, Tables,
+    self, choose, inflate_gzip, key, order, tables, KeyHashes, Mode, NodeHealth, Op, Tables,
 };
 use libfuzzer_sys::fuzz_target;
 
 /// Small enough that the fuzzer's bombs stay cheap.
 const LIMIT: usize = 1 << 20;
 
-fn check(k: &Key) {
+fn check(k: &KeyHashes) {
     for ring_len in [1usize, 2, 3, 7, 16] {
         let o = order(k, ring_len).expect("a key orders every non-empty ring");
         let mut seen = o.clone();
@@ -41,7 +41,7 @@ fn keys(body: &[u8], tables: &Tables) {
         for op in Op::ALL {
             if let Some(k) = key(mode, op, body, tables) {
                 assert!(affinity::wants_request_body(mode, op));
-                if let Key::Batch(h) = &k {
+                if let KeyHashes::Batch(h) = &k {
                     assert!(!h.is_empty() && h.len() <= affinity::key::MAX_BATCH_TARGETS);
                 }
                 check(&k);

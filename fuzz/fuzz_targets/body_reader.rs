@@ -27,7 +27,7 @@
 use alternator_lb_core::affinity::gzip::Inflate;
 use alternator_lb_core::affinity::walk::Result;
 use alternator_lb_core::affinity::key::MAX_BATCH_TARGETS;
-use alternator_lb_core::affinity::{inflate_gzip, order, read_key, Key, Mode, Op, Tables};
+use alternator_lb_core::affinity::{inflate_gzip, order, read_key, KeyHashes, Mode, Op, Tables};
 use libfuzzer_sys::fuzz_target;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read};
@@ -143,8 +143,8 @@ fn inflated_prefix(member: &[u8], limit: usize) -> Vec<u8> {
 
 const MODES: [Mode; 4] = [Mode::Rmw, Mode::AnyWrite, Mode::Rmw, Mode::None];
 
-fn check(key: &Key) {
-    if let Key::Batch(hashes) = key {
+fn check(key: &KeyHashes) {
+    if let KeyHashes::Batch(hashes) = key {
         assert!((1..=MAX_BATCH_TARGETS).contains(&hashes.len()));
     }
     for ring_len in [1usize, 3, 7] {
@@ -164,7 +164,7 @@ fuzz_target!(|data: &[u8]| {
         ("t".to_string(), "pk".to_string()),
         ("u".to_string(), "id".to_string()),
     ]);
-    let plain = |text: &[u8]| -> Result<Option<Key>> { read_key(mode, op, || text, &tables) };
+    let plain = |text: &[u8]| -> Result<Option<KeyHashes>> { read_key(mode, op, || text, &tables) };
 
     if options & 0x20 == 0 {
         let (whole, used) = peak(|| plain(body));

@@ -18,10 +18,14 @@
 //! [`Halt::Unread`](walk::Halt::Unread): routed the same way, and counted
 //! apart.
 
+use super::limits::body_limit;
+use super::murmur;
+use super::op::{wants_request_body, Op};
 use super::qualify::{Qualifies, Sign};
+use super::tables::Tables;
 use super::walk::{self, skip_members, Body, Cap, Entry, Members, Name, Object, Result};
 use super::walk::{Skip, Text, Walk};
-use super::{body_limit, murmur, wants_request_body, Mode, Op, Tables};
+use crate::model::config::Mode;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::io::Read;
@@ -33,8 +37,11 @@ use std::io::Read;
 /// a crafted batch of many tiny writes from costing milliseconds.
 pub const MAX_BATCH_TARGETS: usize = 100;
 
+/// What a write's body routes by: the MurmurHash3 of its partition key
+/// value, or of each target's in a batch. Hashes, not the key itself: the
+/// value is read, hashed and dropped as the body streams by.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Key {
+pub enum KeyHashes {
     /// The hash of a PutItem, UpdateItem or DeleteItem's partition key.
     Single(i64),
     /// The hashes of a BatchWriteItem's usable targets (at least one), in
@@ -47,7 +54,7 @@ pub enum Key {
 /// their operation ([`super::body_limit`]) and bodies whose reading reached
 /// a bound. `body` must already be inflated when the request came with
 /// `Content-Encoding: gzip` ([`super::gzip`]).
-pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<Key> {
+pub fn key(mode: Mode, op: Op, body: &[u8], tables: &Tables) -> Option<KeyHashes> {
     if body.len() > body_limit(op) {
         return None;
     }
@@ -63,7 +70,7 @@ pub fn read_key<R: Read>(
     op: Op,
     mut open: impl FnMut() -> R,
     tables: &Tables,
-) -> Result<Option<Key>> {
+) -> Result<Option<KeyHashes>> {
     if !wants_request_body(mode, op) {
         return Ok(None);
     }
@@ -71,7 +78,7 @@ pub fn read_key<R: Read>(
         let hashes = walk::read(open(), |walk, de| {
             Body(Batch { walk, tables }).deserialize(de)
         })?;
-        return Ok(hashes.map(Key::Batch));
+        return Ok(hashes.map(KeyHashes::Batch));
     }
     let rule = Single {
         mode,
@@ -95,7 +102,7 @@ pub fn read_key<R: Read>(
             .deserialize(de)
         })?,
     };
-    Ok(hash.map(Key::Single))
+    Ok(hash.map(KeyHashes::Single))
 }
 
 /// What the first reading of a single write found, when it qualifies and
@@ -331,7 +338,7 @@ impl<'de> Members<'de> for KeyValue<'_> {
         };
         let hash = |text: Option<&str>| match (prefix, text) {
             (0, _) | (_, None) => None,
-            (3, Some(text)) => super::base64_decode(text).map(|bytes| hash_with(3, &bytes)),
+            (3, Some(text)) => super::base64::decode(text).map(|bytes| hash_with(3, &bytes)),
             (_, Some(text)) => Some(hash_with(prefix, text.as_bytes())),
         };
         let hash = map.next_value_seed(Text::new(cap, hash))?;
@@ -620,24 +627,24 @@ mod tests {
         ])
     }
 
-    fn any(op: Op, body: &str) -> Option<Key> {
+    fn any(op: Op, body: &str) -> Option<KeyHashes> {
         key(Mode::AnyWrite, op, body.as_bytes(), &tables())
     }
 
-    fn rmw(op: Op, body: &str) -> Option<Key> {
+    fn rmw(op: Op, body: &str) -> Option<KeyHashes> {
         key(Mode::Rmw, op, body.as_bytes(), &tables())
     }
 
     #[test]
     fn single_writes_hash_their_partition_key() {
         let put = r#"{"TableName":"t","Item":{"pk":{"S":"hello"},"a":{"N":"1"}}}"#;
-        assert_eq!(any(Op::PutItem, put), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::PutItem, put), Some(KeyHashes::Single(HELLO)));
         let update =
             r#"{"TableName":"t","Key":{"pk":{"S":"hello"}},"UpdateExpression":"SET a = :v"}"#;
-        assert_eq!(any(Op::UpdateItem, update), Some(Key::Single(HELLO)));
-        assert_eq!(rmw(Op::UpdateItem, update), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::UpdateItem, update), Some(KeyHashes::Single(HELLO)));
+        assert_eq!(rmw(Op::UpdateItem, update), Some(KeyHashes::Single(HELLO)));
         let delete = r#"{"TableName":"u","Key":{"id":{"N":"42"}}}"#;
-        assert_eq!(any(Op::DeleteItem, delete), Some(Key::Single(N42)));
+        assert_eq!(any(Op::DeleteItem, delete), Some(KeyHashes::Single(N42)));
         assert_eq!(rmw(Op::DeleteItem, delete), None, "not RMW");
         assert_eq!(
             key(Mode::None, Op::PutItem, put.as_bytes(), &tables()),
@@ -647,7 +654,7 @@ mod tests {
         assert_eq!(any(Op::PutItem, delete), None);
         assert_eq!(
             any(Op::PutItem, r#"{"TableName":"u","Item":{"id":{"N":"42"}}}"#),
-            Some(Key::Single(N42))
+            Some(KeyHashes::Single(N42))
         );
         // Other operations have no key, whatever their body.
         for op in [Op::CreateTable, Op::DescribeTable, Op::Other] {
@@ -661,17 +668,20 @@ mod tests {
             |t: &str, v: &str| format!(r#"{{"TableName":"t","Item":{{"pk":{{"{t}":"{v}"}}}}}}"#);
         assert_eq!(
             any(Op::PutItem, &body("B", "AQID")),
-            Some(Key::Single(B010203))
+            Some(KeyHashes::Single(B010203))
         );
         assert_eq!(any(Op::PutItem, &body("B", "not base64")), None);
         assert_eq!(any(Op::PutItem, &body("B", "AQI")), None, "unpadded");
-        assert_eq!(any(Op::PutItem, &body("N", "42")), Some(Key::Single(N42)));
+        assert_eq!(
+            any(Op::PutItem, &body("N", "42")),
+            Some(KeyHashes::Single(N42))
+        );
         // Numbers are not normalised: each spelling is another key.
         let spellings = ["42", "42.0", "4.2e1", "4.2E1", "042", "+42"];
         let mut hashes: Vec<i64> = spellings
             .iter()
             .map(|n| match any(Op::PutItem, &body("N", n)) {
-                Some(Key::Single(h)) => h,
+                Some(KeyHashes::Single(h)) => h,
                 other => panic!("{n}: {other:?}"),
             })
             .collect();
@@ -682,11 +692,11 @@ mod tests {
         let s = any(Op::PutItem, &body("S", "MTIzNDU="));
         let b = any(Op::PutItem, &body("B", "MTIzNDU="));
         assert_ne!(s, b);
-        assert_eq!(b, Some(Key::Single(-3752463870508600385)));
+        assert_eq!(b, Some(KeyHashes::Single(-3752463870508600385)));
         // JSON escapes are decoded before hashing.
         assert_eq!(
             any(Op::PutItem, &body("S", r"\u0068ello")),
-            Some(Key::Single(HELLO))
+            Some(KeyHashes::Single(HELLO))
         );
     }
 
@@ -694,8 +704,14 @@ mod tests {
     fn composite_keys_hash_only_the_partition_key() {
         let with_sort = r#"{"TableName":"t","Key":{"sk":{"N":"7"},"pk":{"S":"hello"}}}"#;
         let other_sort = r#"{"TableName":"t","Key":{"pk":{"S":"hello"},"sk":{"N":"8"}}}"#;
-        assert_eq!(any(Op::DeleteItem, with_sort), Some(Key::Single(HELLO)));
-        assert_eq!(any(Op::DeleteItem, other_sort), Some(Key::Single(HELLO)));
+        assert_eq!(
+            any(Op::DeleteItem, with_sort),
+            Some(KeyHashes::Single(HELLO))
+        );
+        assert_eq!(
+            any(Op::DeleteItem, other_sort),
+            Some(KeyHashes::Single(HELLO))
+        );
     }
 
     #[test]
@@ -757,7 +773,10 @@ mod tests {
             )
         };
         let limit = walk::MAX_DEPTH - 3; // the body, Item and x's value
-        assert_eq!(any(Op::PutItem, &nested(limit)), Some(Key::Single(HELLO)));
+        assert_eq!(
+            any(Op::PutItem, &nested(limit)),
+            Some(KeyHashes::Single(HELLO))
+        );
         let deep = nested(limit + 1);
         assert_eq!(
             read_key(Mode::AnyWrite, Op::PutItem, || deep.as_bytes(), &tables()),
@@ -765,17 +784,17 @@ mod tests {
         );
         // Members that are not read may have any shape.
         let odd = r#"{"TableName":"t","Key":[],"Item":{"pk":{"S":"hello"}},"Expected":7,"ReturnValues":{}}"#;
-        assert_eq!(any(Op::PutItem, odd), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::PutItem, odd), Some(KeyHashes::Single(HELLO)));
         assert_eq!(any(Op::DeleteItem, odd), None, "Key is not an object");
         // Of members named twice the first counts, as in Alternator: an
         // item's attributes, and the body's own members.
         let twice = r#"{"TableName":"t","Item":{"pk":{"S":"hello"},"pk":{"N":"42"}}}"#;
-        assert_eq!(any(Op::PutItem, twice), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::PutItem, twice), Some(KeyHashes::Single(HELLO)));
         let table_twice = r#"{"TableName":"u","TableName":"t","Item":{"id":{"N":"42"}}}"#;
-        assert_eq!(any(Op::PutItem, table_twice), Some(Key::Single(N42)));
+        assert_eq!(any(Op::PutItem, table_twice), Some(KeyHashes::Single(N42)));
         let item_twice =
             r#"{"TableName":"t","Item":{"pk":{"S":"hello"}},"Item":{"pk":{"N":"42"}}}"#;
-        assert_eq!(any(Op::PutItem, item_twice), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::PutItem, item_twice), Some(KeyHashes::Single(HELLO)));
     }
 
     /// A source that records how far into the body it was read.
@@ -798,7 +817,7 @@ mod tests {
     }
 
     /// What `body` gives, how many readings it took and how far they got.
-    fn read_counted(mode: Mode, op: Op, body: &str) -> (Result<Option<Key>>, usize, usize) {
+    fn read_counted(mode: Mode, op: Op, body: &str) -> (Result<Option<KeyHashes>>, usize, usize) {
         let reach = std::rc::Rc::new(std::cell::Cell::new(0));
         let mut opened = 0;
         let got = read_key(
@@ -824,7 +843,7 @@ mod tests {
         // follows is not read, nor judged (here it is not even JSON).
         let put = format!(r#"{{"TableName":"t","Item":{{"pk":{{"S":"hello"}}{rest} garbage"#);
         let (got, opened, reach) = read_counted(Mode::AnyWrite, Op::PutItem, &put);
-        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 1));
+        assert_eq!((got, opened), (Ok(Some(KeyHashes::Single(HELLO))), 1));
         assert!(reach < 60, "read {reach} bytes");
         // Under Rmw, a member that makes it qualify too, wherever it is.
         let update = format!(
@@ -832,14 +851,14 @@ mod tests {
             "y".repeat(10_000)
         );
         let (got, _, reach) = read_counted(Mode::Rmw, Op::UpdateItem, &update);
-        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert_eq!(got, Ok(Some(KeyHashes::Single(HELLO))));
         assert!(reach < 100, "read {reach} bytes");
         let late = format!(
             r#"{{"TableName":"t","Key":{{"pk":{{"S":"hello"}}}},"x":"{}","ConditionExpression":"a"}}"#,
             "y".repeat(10_000)
         );
         let (got, _, reach) = read_counted(Mode::Rmw, Op::DeleteItem, &late);
-        assert_eq!(got, Ok(Some(Key::Single(HELLO))));
+        assert_eq!(got, Ok(Some(KeyHashes::Single(HELLO))));
         assert!(reach > 10_000, "the condition comes last");
         // A write that does not qualify is read to its end (and judged).
         let (got, _, reach) = read_counted(Mode::Rmw, Op::PutItem, &put);
@@ -855,7 +874,7 @@ mod tests {
             r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{{"pk":{{"S":"hello"}}}}}}}}]}}{rest}"#
         );
         let (got, _, reach) = read_counted(Mode::AnyWrite, Op::BatchWriteItem, &batch);
-        assert_eq!(got, Ok(Some(Key::Batch(vec![HELLO]))));
+        assert_eq!(got, Ok(Some(KeyHashes::Batch(vec![HELLO]))));
         assert!(reach < 90, "read {reach} bytes");
     }
 
@@ -863,7 +882,7 @@ mod tests {
     fn a_key_before_its_table_is_read_in_a_second_pass() {
         let later = r#"{"Key":{"x":{"S":"a"},"pk":{"S":"hello"}},"TableName":"t","ConditionExpression":"c","more":1}"#;
         let (got, opened, _) = read_counted(Mode::Rmw, Op::UpdateItem, later);
-        assert_eq!((got, opened), (Ok(Some(Key::Single(HELLO))), 2));
+        assert_eq!((got, opened), (Ok(Some(KeyHashes::Single(HELLO))), 2));
         let first = r#"{"TableName":"t","Key":{"pk":{"S":"hello"}},"ConditionExpression":"c"}"#;
         assert_eq!(read_counted(Mode::Rmw, Op::UpdateItem, first).1, 1);
         // Not qualifying, or an unknown table: no second reading.
@@ -876,7 +895,7 @@ mod tests {
         }
         // The first Key counts in the second reading too.
         let twice = r#"{"Key":{"pk":{"S":"hello"}},"Key":{"pk":{"N":"42"}},"TableName":"t"}"#;
-        assert_eq!(any(Op::DeleteItem, twice), Some(Key::Single(HELLO)));
+        assert_eq!(any(Op::DeleteItem, twice), Some(KeyHashes::Single(HELLO)));
     }
 
     #[test]
@@ -946,7 +965,7 @@ mod tests {
         let fits = walk::MAX_ENTRIES - 7;
         assert_eq!(
             read(&qualified(fits), Mode::Rmw, Op::UpdateItem),
-            Ok(Some(Key::Single(HELLO)))
+            Ok(Some(KeyHashes::Single(HELLO)))
         );
         assert_eq!(
             read(&qualified(fits + 1), Mode::Rmw, Op::UpdateItem),
@@ -967,7 +986,7 @@ mod tests {
         let at_limit = fill(MAX_ITEM_BODY_BYTES);
         assert_eq!(
             key(Mode::AnyWrite, Op::PutItem, &at_limit, &tables()),
-            Some(Key::Single(HELLO))
+            Some(KeyHashes::Single(HELLO))
         );
         let over = fill(MAX_ITEM_BODY_BYTES + 1);
         assert_eq!(key(Mode::AnyWrite, Op::PutItem, &over, &tables()), None);
@@ -983,7 +1002,7 @@ mod tests {
         let at_limit = batch(MAX_BODY_BYTES);
         assert_eq!(
             key(Mode::AnyWrite, Op::BatchWriteItem, &at_limit, &tables()),
-            Some(Key::Batch(vec![HELLO]))
+            Some(KeyHashes::Batch(vec![HELLO]))
         );
         let over = batch(MAX_BODY_BYTES + 1);
         assert_eq!(
@@ -992,7 +1011,7 @@ mod tests {
         );
     }
 
-    fn batch(body: &str) -> Option<Key> {
+    fn batch(body: &str) -> Option<KeyHashes> {
         any(Op::BatchWriteItem, body)
     }
 
@@ -1011,7 +1030,10 @@ mod tests {
             "unknown":[{"PutRequest":{"Item":{"pk":{"S":"a"}}}}],
             "u":[{"DeleteRequest":{"Key":{"id":{"B":"AQID"}}}}],
             "v":{"not":"an array"}}}"#;
-        assert_eq!(batch(body), Some(Key::Batch(vec![HELLO, N42, B010203])));
+        assert_eq!(
+            batch(body),
+            Some(KeyHashes::Batch(vec![HELLO, N42, B010203]))
+        );
         // Never under RMW, never with affinity off.
         assert_eq!(rmw(Op::BatchWriteItem, body), None);
         assert_eq!(
@@ -1040,7 +1062,7 @@ mod tests {
                 .collect();
             format!(r#"{{"RequestItems":{{"t":[{}]}}}}"#, writes.join(","))
         };
-        let Some(Key::Batch(hashes)) = batch(&body(MAX_BATCH_TARGETS)) else {
+        let Some(KeyHashes::Batch(hashes)) = batch(&body(MAX_BATCH_TARGETS)) else {
             panic!("a batch at the limit has affinity");
         };
         assert_eq!(hashes.len(), MAX_BATCH_TARGETS);

@@ -6,7 +6,7 @@
 //! few operations that can have affinity, and answers only for the two that
 //! describe a table's key.
 
-use super::Mode;
+use crate::model::config::Mode;
 
 /// What every DynamoDB JSON-protocol target starts with (the API version).
 pub const TARGET_PREFIX: &[u8] = b"DynamoDB_20120810.";

@@ -18,8 +18,9 @@
 //! once one says yes. Under `AnyWrite` every single-item write qualifies;
 //! BatchWriteItem has no conditions and is not decided here.
 
+use super::op::Op;
 use super::walk::{self, skip_members, Cap, Members, Name, Object, Skip, Text};
-use super::{Mode, Op};
+use crate::model::config::Mode;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 

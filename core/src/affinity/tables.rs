@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use super::body::{object, KeySchemaElement, TableAnswer, TableDescription};
-use super::Op;
+use super::op::Op;
 
 /// At most this many learned tables. Past it, further tables are not
 /// learned (their writes route normally unless configured) and those

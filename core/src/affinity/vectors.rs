@@ -5,6 +5,7 @@
 //! key-to-node vectors).
 
 use super::*;
+use crate::model::NodeAddr;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -526,7 +527,7 @@ fn put_item_bodies_reach_the_libraries_plan() {
             crate::model::Quoted(value)
         );
         let key = key(Mode::AnyWrite, Op::PutItem, body.as_bytes(), &tables);
-        assert_eq!(key, Some(Key::Single(hash)), "{kind} {value}");
+        assert_eq!(key, Some(KeyHashes::Single(hash)), "{kind} {value}");
         let got = order(&key.unwrap(), ring.len()).unwrap();
         assert_eq!(got, want, "{kind} {value} over {ring:?}");
         // With every node healthy the request goes to the expected node.
@@ -557,7 +558,7 @@ fn batch_write_bodies_reach_the_vote_order() {
             writes.join(",")
         );
         let key = key(Mode::AnyWrite, Op::BatchWriteItem, body.as_bytes(), &tables);
-        let Some(Key::Batch(hashes)) = &key else {
+        let Some(KeyHashes::Batch(hashes)) = &key else {
             panic!("{body}: {key:?}");
         };
         assert_eq!(hashes.len(), targets.len());
@@ -566,7 +567,10 @@ fn batch_write_bodies_reach_the_vote_order() {
         // The writes' order does not matter.
         let mut reversed = hashes.clone();
         reversed.reverse();
-        assert_eq!(order(&Key::Batch(reversed), ring.len()).unwrap(), want);
+        assert_eq!(
+            order(&KeyHashes::Batch(reversed), ring.len()).unwrap(),
+            want
+        );
     }
 }
 
