@@ -586,7 +586,7 @@ mod tests {
     use super::*;
 
     /// Where requests go: the first non-empty tier of [`routing_tiers`], as
-    /// the glue's `Routes::pick` takes it.
+    /// [`crate::routes::Routes::pick`] takes it.
     fn routing_nodes(state: Option<&SharedState>, topology: &Topology) -> Vec<NodeAddr> {
         routing_tiers(state, topology)
             .into_iter()

@@ -11,7 +11,7 @@
 //! | decision                                   | module          |
 //! |--------------------------------------------|-----------------|
 //! | the data every decision works on (addresses, ranges, configuration, health, the shared record) | [`model`] |
-//! | whether a configuration is acceptable      | [`config`]      |
+//! | whether a configuration is acceptable, one module per key group | [`config`] |
 //! | whether a request is the filter's, by its `:authority` (`hosts`) | [`model::authority`] |
 //! | what a `/localnodes` answer means           | [`localnodes`]  |
 //! | which `/localnodes` questions the routing scopes need | [`topology`] |
@@ -20,10 +20,11 @@
 //! | how the record is stored in shared data     | [`shared_state`] |
 //! | what the filter needs from its host         | [`host`]        |
 //! | how a VM takes part: ticks, leases, callouts, publishing | [`poller`] |
-//! | what a VM routes over, rebuilt from the record | [`routes`]   |
-//! | what a VM's requests and its poller leave each other (held requests, failure streaks, learned keys, counts) | [`mailbox`] |
-//! | what a VM's requests and its poller share, and what needs both | [`vm_state`] |
-//! | which node the next request goes to         | [`picker`]      |
+//! | a VM's own time, monotonic and agreed between VMs | [`clock`]  |
+//! | what a VM routes over (scopes, rings, panic order), rebuilt from the record | [`routes`] |
+//! | what a VM's requests and its poller leave each other (held requests, failure streaks, unreachable nodes, learned keys, counts) | [`mailbox`] |
+//! | the routes and the mailbox as one VM's state, and the steps that need both | [`vm_state`] |
+//! | which node of a scope the next request goes to | [`picker`], [`load`], [`rng`] |
 //! | one request's way: hold, route, hand off, observe | [`stream`] |
 //! | which writes a VM holds for their body, and whether it holds any | [`hold`] |
 //! | which node a partition key's writes go to, and learning keys | [`affinity`], [`learned`] |

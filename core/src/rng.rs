@@ -1,8 +1,9 @@
 //! A tiny deterministic random generator (SplitMix64).
 //!
-//! The core never reaches for the host's randomness: the glue seeds this once
-//! per VM from the host clock, and tests seed it with constants, so choices
-//! are reproducible.
+//! The core never reaches for the host's randomness (proxy-wasm offers
+//! none): each VM's poller seeds one from the host clock when it is
+//! configured, its routes seed theirs from a draw of that one, and tests seed
+//! it with constants, so choices are reproducible.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -45,6 +45,11 @@ pub enum Action {
     Pause,
 }
 
+/// One request, from its headers to the end of its answer: created by the
+/// glue per HTTP context, it carries what must be remembered between
+/// Envoy's callbacks (the node it went to, whether its body is held, whether
+/// its answer is read to learn a key) and nothing it could look up in its
+/// VM's routes and mailbox instead.
 pub struct Stream {
     /// Envoy's context id of this request, which the VM's poller needs to
     /// send it on should its body never come.

@@ -30,7 +30,7 @@
 //! body through [`read_key()`], and [`crate::routes`] keeps each scope's
 //! [`ring()`] and picks the key's node from it with [`order()`] and
 //! [`choose()`]. The helpers the steps share have modules of their own
-//! ([`limits`], [`ring`], `base64`), so that no step imports its parent.
+//! ([`limits`], [`ring`](mod@ring), `base64`), so that no step imports its parent.
 
 mod base64;
 pub mod body;

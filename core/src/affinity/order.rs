@@ -8,7 +8,7 @@
 use super::go_rand;
 use super::key::KeyHashes;
 
-/// Indices into a canonical ring of `ring_len` nodes ([`super::ring`]), the
+/// Indices into a canonical ring of `ring_len` nodes ([`super::ring()`]), the
 /// preferred node first; `None` for an empty ring (or a batch without a
 /// vote, which cannot happen for a [`KeyHashes::Batch`] from [`super::key()`]).
 pub fn order(key: &KeyHashes, ring_len: usize) -> Option<Vec<usize>> {

@@ -32,6 +32,10 @@ pub enum Scope {
     Cluster,
 }
 
+/// Every setting of one filter instance, validated and with its defaults
+/// filled in, so that no decision downstream re-checks a value or knows a
+/// default: each VM's poller reads it once, when it is configured, and
+/// hands the parts its routes, mailbox and rules need to them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Where discovery starts, and the node list until it first succeeds:

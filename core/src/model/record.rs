@@ -62,6 +62,11 @@ pub fn effective_ms(recorded_ms: u64, now_ms: u64, horizon_ms: u64) -> u64 {
     }
 }
 
+/// The one record every VM of an Envoy process shares: the VMs coordinate
+/// through nothing else, so everything one VM's decision needs from the
+/// others (the lease, the lists, health) is here. Each VM reads it whole on
+/// its tick and replaces it whole by compare-and-set; a request never reads
+/// it (its VM's routes are rebuilt from it instead).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SharedState {
     /// Number of discovery rounds started so far; a round is one lease.
