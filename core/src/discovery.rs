@@ -595,6 +595,7 @@ mod tests {
     }
     use crate::model::config::Config;
     use crate::model::health::{HealthState, ProbePeriods};
+    use crate::testing::{addr, addrs};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -608,14 +609,6 @@ mod tests {
         down_ms: 1,
         quarantine_ms: 1,
     };
-
-    fn a(s: &str) -> NodeAddr {
-        s.parse().unwrap()
-    }
-
-    fn addrs(list: &[&str]) -> Vec<NodeAddr> {
-        list.iter().map(|s| a(s)).collect()
-    }
 
     fn topology(doc: &str) -> Topology {
         Topology::from_config(&Config::parse(doc.as_bytes()).unwrap())
@@ -655,7 +648,7 @@ mod tests {
     fn round(number: u64, targets: &[(usize, &str)]) -> Round {
         Round {
             number,
-            targets: targets.iter().map(|(q, t)| (*q, a(t))).collect(),
+            targets: targets.iter().map(|(q, t)| (*q, addr(t))).collect(),
         }
     }
 
@@ -719,7 +712,7 @@ mod tests {
         assert!(try_start_round(&s, 4999, T, &t, &mut rng).is_none());
         let (next, round) = try_start_round(&s, 5000, T, &t, &mut rng).unwrap();
         assert_eq!(round.number, 1);
-        assert_eq!(round.targets, [(0, a("10.0.0.1:8000"))]);
+        assert_eq!(round.targets, [(0, addr("10.0.0.1:8000"))]);
         assert_eq!(next.round, 1);
         assert_eq!(next.next_due_ms, 6000);
         assert_eq!(next.lists.len(), 1, "the round sizes the lists");
@@ -739,9 +732,9 @@ mod tests {
         let queries: Vec<usize> = r.targets.iter().map(|(q, _)| *q).collect();
         assert_eq!(queries, [0, 1, 2]);
         // Before discovery, each datacenter is asked of its own seeds.
-        assert_eq!(r.target(0), Some(a("10.1.9.9:8000")));
-        assert_eq!(r.target(1), Some(a("10.1.9.9:8000")));
-        assert_eq!(r.target(2), Some(a("10.2.9.9:8000")));
+        assert_eq!(r.target(0), Some(addr("10.1.9.9:8000")));
+        assert_eq!(r.target(1), Some(addr("10.1.9.9:8000")));
+        assert_eq!(r.target(2), Some(addr("10.2.9.9:8000")));
         assert_eq!(r.target(3), None);
         // The other VMs, re-reading, find the round not due.
         for now in [100, 150, 1099] {
@@ -806,14 +799,20 @@ mod tests {
         let mut s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
         s = apply_failure(&s, &round(2, &[(0, "10.0.0.1:8000")]), 0).0;
         for _ in 0..20 {
-            assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
+            assert_eq!(
+                choose_target(&s, &t, 0, &mut rng),
+                Some(addr("10.0.0.2:8000"))
+            );
         }
         s = apply_failure(&s, &round(3, &[(0, "10.0.0.2:8000")]), 0).0;
-        assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.9.9.9:8000")));
+        assert_eq!(
+            choose_target(&s, &t, 0, &mut rng),
+            Some(addr("10.9.9.9:8000"))
+        );
         s = apply_failure(&s, &round(4, &[(0, "10.9.9.9:8000")]), 0).0;
         // Everything failed: the oldest failure goes first, then the next.
         let target = choose_target(&s, &t, 0, &mut rng).unwrap();
-        assert_eq!(target, a("10.0.0.1:8000"));
+        assert_eq!(target, addr("10.0.0.1:8000"));
         s = apply_failure(
             &s,
             &Round {
@@ -823,7 +822,10 @@ mod tests {
             0,
         )
         .0;
-        assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
+        assert_eq!(
+            choose_target(&s, &t, 0, &mut rng),
+            Some(addr("10.0.0.2:8000"))
+        );
         // The list itself never changed.
         assert_eq!(s.nodes, addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]));
         assert_eq!(s.lists[0].consecutive_failures, 4);
@@ -834,11 +836,14 @@ mod tests {
         let mut rng = Rng::new(5);
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.0.0.1:8000"), 0, P).unwrap();
         for _ in 0..20 {
-            assert_eq!(choose_target(&s, &t, 0, &mut rng), Some(a("10.0.0.2:8000")));
+            assert_eq!(
+                choose_target(&s, &t, 0, &mut rng),
+                Some(addr("10.0.0.2:8000"))
+            );
         }
-        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.0.0.2:8000"), 0, P).unwrap();
         assert!(
             choose_target(&s, &t, 0, &mut rng).is_some(),
             "all down: still try someone"
@@ -883,7 +888,7 @@ mod tests {
         }
         assert_eq!(
             choose_target(&down, &t, 2, &mut rng),
-            Some(a("10.2.9.9:8000"))
+            Some(addr("10.2.9.9:8000"))
         );
     }
 
@@ -898,7 +903,10 @@ mod tests {
         let s = apply_failure(&s, &r, 1).0;
         // Its only seed failed: it asks that seed again, not a dc2 node.
         for _ in 0..20 {
-            assert_eq!(choose_target(&s, &t, 1, &mut rng), Some(a("10.1.9.9:8000")));
+            assert_eq!(
+                choose_target(&s, &t, 1, &mut rng),
+                Some(addr("10.1.9.9:8000"))
+            );
         }
     }
 
@@ -1096,7 +1104,7 @@ mod tests {
         // Rack 1 goes Down: its tier empties, routing falls to dc1 (rack 2).
         let mut down = s.clone();
         for n in DC1_RACK1 {
-            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, addr(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty());
@@ -1105,7 +1113,7 @@ mod tests {
 
         // All of dc1 Down: the cluster tier, i.e. dc2.
         for n in DC1_RACK2 {
-            down = health::mark_down_now(&down, a(n), 0, P).unwrap();
+            down = health::mark_down_now(&down, addr(n), 0, P).unwrap();
         }
         let tiers = routing_tiers(Some(&down), &t);
         assert!(tiers[0].is_empty() && tiers[1].is_empty());
@@ -1118,7 +1126,7 @@ mod tests {
         let mut up = down;
         let back = |state: &SharedState, node: &str| {
             let probe = health::Probe {
-                node: a(node),
+                node: addr(node),
                 state: HealthState::Down,
             };
             let (next, restored) = health::apply_probe(state, &probe, true, 0);
@@ -1142,7 +1150,7 @@ mod tests {
         let t = topology(TWO_DCS);
         let mut rng = Rng::new(7);
         let (s, r1) = try_start_round(&initial_state(0), 0, T, &t, &mut rng).unwrap();
-        let dc1_seed = a("10.1.9.9:8000");
+        let dc1_seed = addr("10.1.9.9:8000");
         let (s, ev) = apply_answer(&s, &r1, 0, addrs(&DC1_RACK1), &t.query_seeds[0], 1);
         let Event::ListChanged {
             first,
@@ -1176,7 +1184,7 @@ mod tests {
         // One rack node passes: the seed's part is over in the rack and in
         // dc1 (it lists that node too); the other nodes still wait.
         let probe = health::Probe {
-            node: a(DC1_RACK1[1]),
+            node: addr(DC1_RACK1[1]),
             state: HealthState::Quarantined,
         };
         let (s, back) = health::apply_probe(&s, &probe, true, 2);
@@ -1204,7 +1212,7 @@ mod tests {
         // dc2's seed serves the cluster scope's dc2 part meanwhile.
         assert_eq!(
             routing_tiers(Some(&s), &t)[2],
-            [dc1(), vec![a("10.2.9.9:8000")]].concat()
+            [dc1(), vec![addr("10.2.9.9:8000")]].concat()
         );
     }
 
@@ -1319,7 +1327,7 @@ mod tests {
             &[],
             1,
         );
-        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 2, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.0.0.1:8000"), 2, P).unwrap();
         assert!(routing_nodes(Some(&s), &t).is_empty());
         let (s, _) = apply_answer(
             &s,
@@ -1336,7 +1344,7 @@ mod tests {
     fn nodes_leave_health_only_when_no_list_has_them() {
         let t = topology(TWO_DCS);
         let s = two_dcs_discovered(&t);
-        let node = a(DC1_RACK1[0]);
+        let node = addr(DC1_RACK1[0]);
         let s = health::mark_down_now(&s, node, 0, P).unwrap();
         let r = round(2, &[(0, DC1_RACK1[1])]);
         // The rack list drops it; the dc1 list still has it.
@@ -1378,7 +1386,7 @@ mod tests {
             );
             let r = Round {
                 number: u64::from(i) + 2,
-                targets: vec![(2, target), (1, a(DC1_RACK1[0]))],
+                targets: vec![(2, target), (1, addr(DC1_RACK1[0]))],
             };
             let (next, ev) = apply_failure(&s, &r, 2);
             if let Event::Failed { log: true, .. } = ev {
@@ -1434,7 +1442,7 @@ mod tests {
         let s = apply_failure(&s, &round(2, &[(0, "10.0.0.2:8000")]), 0).0;
         assert_eq!(routing_tiers(Some(&s), &t), [t.seeds.as_slice()]);
         // A seed a request could not reach is out.
-        let down = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let down = health::mark_down_now(&s, addr("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(routing_nodes(Some(&down), &t), addrs(&["10.0.0.2:8000"]));
         let (s, _) = apply_answer(
             &s,
@@ -1464,9 +1472,9 @@ mod tests {
         let s = apply_failure(&s, &round(1, &[(1, "10.1.9.9:8000")]), 1).0;
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.1.9.9:8000"])]);
         // Its requests failed: every seed left may take them.
-        let s = health::mark_down_now(&s, a("10.1.9.9:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.1.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [addrs(&["10.2.9.9:8000"])]);
-        let s = health::mark_down_now(&s, a("10.2.9.9:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.2.9.9:8000"), 0, P).unwrap();
         assert_eq!(routing_tiers(Some(&s), &t), [vec![]]);
     }
 
@@ -1474,9 +1482,9 @@ mod tests {
     fn unhealthy_nodes_are_not_routed() {
         let t = plain(&["10.0.0.1"]);
         let s = discovered(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = health::mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(routing_nodes(Some(&s), &t), addrs(&["10.0.0.2:8000"]));
-        let s = health::mark_down_now(&s, a("10.0.0.2:8000"), 0, P).unwrap();
+        let s = health::mark_down_now(&s, addr("10.0.0.2:8000"), 0, P).unwrap();
         assert!(routing_nodes(Some(&s), &t).is_empty());
         assert_eq!(rings(&s, &t), [addrs(&["10.0.0.1:8000", "10.0.0.2:8000"])]);
     }
@@ -1496,7 +1504,7 @@ mod tests {
         );
         assert_eq!(routing_nodes(Some(&next), &t), addrs(&["10.0.0.1:8000"]));
         assert_eq!(
-            next.health.get(&a("10.0.0.2:8000")).map(|h| h.state),
+            next.health.get(&addr("10.0.0.2:8000")).map(|h| h.state),
             Some(HealthState::Quarantined)
         );
         assert_eq!(next.last_success_ms, 7);

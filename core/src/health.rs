@@ -432,6 +432,7 @@ pub fn mark_down_now(
 mod tests {
     use super::*;
     use crate::model::record::QueryList;
+    use crate::testing::addr;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -440,15 +441,11 @@ mod tests {
         quarantine_ms: 1_000,
     };
 
-    fn a(s: &str) -> NodeAddr {
-        s.parse().unwrap()
-    }
-
     fn listed(nodes: &[&str]) -> SharedState {
         let mut s = SharedState {
             lists: vec![QueryList {
                 round: 1,
-                nodes: nodes.iter().map(|n| a(n)).collect(),
+                nodes: nodes.iter().map(|n| addr(n)).collect(),
                 ..QueryList::default()
             }],
             ..SharedState::default()
@@ -459,7 +456,7 @@ mod tests {
 
     fn with(mut s: SharedState, node: &str, state: HealthState, next_probe_ms: u64) -> SharedState {
         s.health.insert(
-            a(node),
+            addr(node),
             Health {
                 state,
                 next_probe_ms,
@@ -526,9 +523,9 @@ mod tests {
     #[test]
     fn mark_down_once_then_no_change() {
         let s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let down = mark_down_now(&s, a("10.0.0.1:8000"), 100, P).unwrap();
+        let down = mark_down_now(&s, addr("10.0.0.1:8000"), 100, P).unwrap();
         assert_eq!(
-            down.health[&a("10.0.0.1:8000")],
+            down.health[&addr("10.0.0.1:8000")],
             Health {
                 state: HealthState::Down,
                 next_probe_ms: 1_100,
@@ -538,24 +535,24 @@ mod tests {
             },
             "first probed 1 s after it went Down"
         );
-        assert!(!is_routable(&down, &a("10.0.0.1:8000")));
-        assert!(is_routable(&down, &a("10.0.0.2:8000")));
+        assert!(!is_routable(&down, &addr("10.0.0.1:8000")));
+        assert!(is_routable(&down, &addr("10.0.0.2:8000")));
         assert!(
-            mark_down_now(&down, a("10.0.0.1:8000"), 200, P).is_none(),
+            mark_down_now(&down, addr("10.0.0.1:8000"), 200, P).is_none(),
             "already down"
         );
         assert!(
-            mark_down_now(&s, a("10.9.9.9:8000"), 100, P).is_none(),
+            mark_down_now(&s, addr("10.9.9.9:8000"), 100, P).is_none(),
             "not listed"
         );
         assert_eq!(counts(&down), (1, 0));
         assert_eq!(down.downs, 1);
-        assert_eq!(generation(&down, &a("10.0.0.1:8000")), 1);
-        assert_eq!(generation(&down, &a("10.0.0.2:8000")), 0);
+        assert_eq!(generation(&down, &addr("10.0.0.1:8000")), 1);
+        assert_eq!(generation(&down, &addr("10.0.0.2:8000")), 0);
         // Evidence from another generation is no evidence.
-        assert!(mark_down(&s, a("10.0.0.2:8000"), 7, 100, P).is_none());
-        let both = mark_down(&down, a("10.0.0.2:8000"), 0, 150, P).unwrap();
-        assert_eq!(generation(&both, &a("10.0.0.2:8000")), 2);
+        assert!(mark_down(&s, addr("10.0.0.2:8000"), 7, 100, P).is_none());
+        let both = mark_down(&down, addr("10.0.0.2:8000"), 0, 150, P).unwrap();
+        assert_eq!(generation(&both, &addr("10.0.0.2:8000")), 2);
     }
 
     #[test]
@@ -566,9 +563,9 @@ mod tests {
             HealthState::Quarantined,
             0,
         );
-        let down = mark_down_now(&s, a("10.0.0.1:8000"), 5, P).unwrap();
-        assert_eq!(down.health[&a("10.0.0.1:8000")].state, HealthState::Down);
-        assert_eq!(down.health[&a("10.0.0.1:8000")].next_probe_ms, 1_005);
+        let down = mark_down_now(&s, addr("10.0.0.1:8000"), 5, P).unwrap();
+        assert_eq!(down.health[&addr("10.0.0.1:8000")].state, HealthState::Down);
+        assert_eq!(down.health[&addr("10.0.0.1:8000")].next_probe_ms, 1_005);
     }
 
     #[test]
@@ -576,11 +573,11 @@ mod tests {
         // The first list: what was known (the seeds) serves, the rest waits.
         let mut first = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
         assert_eq!(
-            on_new_list(&mut first, &[a("10.0.0.1:8000")], 10),
-            (vec![a("10.0.0.2:8000")], 0)
+            on_new_list(&mut first, &[addr("10.0.0.1:8000")], 10),
+            (vec![addr("10.0.0.2:8000")], 0)
         );
-        assert!(is_routable(&first, &a("10.0.0.1:8000")));
-        assert!(!is_routable(&first, &a("10.0.0.2:8000")));
+        assert!(is_routable(&first, &addr("10.0.0.1:8000")));
+        assert!(!is_routable(&first, &addr("10.0.0.2:8000")));
         first.health.clear();
 
         let old = first.nodes.clone();
@@ -590,14 +587,17 @@ mod tests {
             HealthState::Down,
             0,
         );
-        assert_eq!(on_new_list(&mut s, &old, 10), (vec![a("10.0.0.3:8000")], 0));
+        assert_eq!(
+            on_new_list(&mut s, &old, 10),
+            (vec![addr("10.0.0.3:8000")], 0)
+        );
         // The removed node was Down: it keeps that history, unlisted, and
         // counts no more.
         assert_eq!(s.health.len(), 2, "{:?}", s.health);
-        assert_eq!(s.health[&a("10.0.0.1:8000")].state, HealthState::Down);
+        assert_eq!(s.health[&addr("10.0.0.1:8000")].state, HealthState::Down);
         assert_eq!(counts(&s), (0, 1));
         assert_eq!(
-            s.health[&a("10.0.0.3:8000")],
+            s.health[&addr("10.0.0.3:8000")],
             Health {
                 state: HealthState::Quarantined,
                 next_probe_ms: 10,
@@ -615,12 +615,12 @@ mod tests {
     #[test]
     fn a_node_listed_again_after_dropping_out_keeps_its_history() {
         let full = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let mut s = mark_down_now(&full, a("10.0.0.2:8000"), 0, P).unwrap();
+        let mut s = mark_down_now(&full, addr("10.0.0.2:8000"), 0, P).unwrap();
         for due in [1_000, 3_000, 7_000, 15_000, 31_000, 61_000] {
             s = try_start_probe(&s, due, P).unwrap().0;
         }
         assert_eq!(
-            s.health[&a("10.0.0.2:8000")].wait_ms,
+            s.health[&addr("10.0.0.2:8000")].wait_ms,
             30_000,
             "backed off to the period"
         );
@@ -640,12 +640,12 @@ mod tests {
         back.health = dropped.health.clone();
         back.downs = dropped.downs;
         assert_eq!(on_new_list(&mut back, &dropped.nodes, 310_000), (vec![], 0));
-        let h = back.health[&a("10.0.0.2:8000")];
+        let h = back.health[&addr("10.0.0.2:8000")];
         assert_eq!(
             (h.state, h.wait_ms, h.generation),
             (HealthState::Down, 30_000, 1)
         );
-        assert!(!is_routable(&back, &a("10.0.0.2:8000")));
+        assert!(!is_routable(&back, &addr("10.0.0.2:8000")));
         let (after, probe) = try_start_probe(&back, 310_000, P).unwrap();
         assert_eq!(probe.state, HealthState::Down);
         assert_eq!(after.health[&probe.node].next_probe_ms, 340_000);
@@ -657,7 +657,7 @@ mod tests {
     /// every second.
     #[test]
     fn a_node_going_down_again_soon_resumes_its_backoff() {
-        let node = a("10.0.0.1:8000");
+        let node = addr("10.0.0.1:8000");
         let mut s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
         let mut now = 0;
         let mut waits = Vec::new();
@@ -684,7 +684,7 @@ mod tests {
     /// memory is then forgotten.
     #[test]
     fn the_backoff_memory_fades_while_the_node_stays_up() {
-        let node = a("10.0.0.1:8000");
+        let node = addr("10.0.0.1:8000");
         let start = listed(&["10.0.0.1:8000"]);
         let mut s = mark_down_now(&start, node, 0, P).unwrap();
         for due in [1_000, 3_000, 7_000] {
@@ -739,7 +739,7 @@ mod tests {
         let names: Vec<&str> = many.iter().map(String::as_str).collect();
         let mut s = listed(&names);
         for (i, n) in names.iter().enumerate() {
-            s = mark_down_now(&s, a(n), i as u64, P).unwrap();
+            s = mark_down_now(&s, addr(n), i as u64, P).unwrap();
         }
         let old = s.nodes.clone();
         let mut rest = listed(&["10.0.0.1:8000"]);
@@ -747,14 +747,17 @@ mod tests {
         assert_eq!(on_new_list(&mut rest, &old, 1_000).1, 5, "counted");
         // (and the one node listed now, a newcomer)
         assert_eq!(rest.health.len(), MAX_UNLISTED + 1);
-        assert!(!rest.health.contains_key(&a(names[4])), "oldest forgotten");
-        assert!(rest.health.contains_key(&a(names[5])));
+        assert!(
+            !rest.health.contains_key(&addr(names[4])),
+            "oldest forgotten"
+        );
+        assert!(rest.health.contains_key(&addr(names[5])));
         let mut again = rest.clone();
         again.health.insert(
-            a("10.2.0.1:8000"),
+            addr("10.2.0.1:8000"),
             Health {
                 since_ms: 2_000,
-                ..rest.health[&a(names[5])]
+                ..rest.health[&addr(names[5])]
             },
         );
         assert_eq!(tidy(&mut again, 2_000), 1);
@@ -762,7 +765,7 @@ mod tests {
 
     #[test]
     fn down_probes_back_off_from_one_second_to_the_period() {
-        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), addr("10.0.0.1:8000"), 0, P).unwrap();
         assert_eq!(
             probe_times(s, P, 200_000),
             [
@@ -778,14 +781,15 @@ mod tests {
             down_ms: 300,
             quarantine_ms: 200,
         };
-        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, short).unwrap();
+        let s =
+            mark_down_now(&listed(&["10.0.0.1:8000"]), addr("10.0.0.1:8000"), 0, short).unwrap();
         assert_eq!(probe_times(s, short, 1_500), [300, 600, 900, 1_200, 1_500]);
         // A period between the first wait and its double caps the second.
         let odd = ProbePeriods {
             down_ms: 1_500,
             quarantine_ms: 200,
         };
-        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, odd).unwrap();
+        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), addr("10.0.0.1:8000"), 0, odd).unwrap();
         assert_eq!(probe_times(s, odd, 6_000), [1_000, 2_500, 4_000, 5_500]);
     }
 
@@ -796,7 +800,7 @@ mod tests {
         for (wait, expected) in [(0, 1_000), (1, 1_000), (u64::MAX, 30_000)] {
             let mut s = listed(&["10.0.0.1:8000"]);
             s.health.insert(
-                a("10.0.0.1:8000"),
+                addr("10.0.0.1:8000"),
                 Health {
                     state: HealthState::Down,
                     next_probe_ms: 0,
@@ -806,9 +810,13 @@ mod tests {
                 },
             );
             let (next, _) = try_start_probe(&s, 10, P).unwrap();
-            assert_eq!(next.health[&a("10.0.0.1:8000")].wait_ms, expected, "{wait}");
             assert_eq!(
-                next.health[&a("10.0.0.1:8000")].next_probe_ms,
+                next.health[&addr("10.0.0.1:8000")].wait_ms,
+                expected,
+                "{wait}"
+            );
+            assert_eq!(
+                next.health[&addr("10.0.0.1:8000")].next_probe_ms,
                 10 + expected
             );
         }
@@ -817,14 +825,14 @@ mod tests {
     #[test]
     fn probes_are_leased_one_per_node_per_wait() {
         let s = listed(&["10.0.0.1:8000", "10.0.0.2:8000"]);
-        let s = mark_down_now(&s, a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = mark_down_now(&s, addr("10.0.0.1:8000"), 0, P).unwrap();
         let s = with(s, "10.0.0.2:8000", HealthState::Quarantined, 5_000);
         assert!(try_start_probe(&s, 999, P).is_none());
         let (s, probe) = try_start_probe(&s, 1_000, P).unwrap();
         assert_eq!(
             probe,
             Probe {
-                node: a("10.0.0.1:8000"),
+                node: addr("10.0.0.1:8000"),
                 state: HealthState::Down
             }
         );
@@ -834,7 +842,7 @@ mod tests {
             "the Down node is leased for 2 s"
         );
         let (s, probe) = try_start_probe(&s, 3_000, P).unwrap();
-        assert_eq!(probe.node, a("10.0.0.1:8000"));
+        assert_eq!(probe.node, addr("10.0.0.1:8000"));
         assert_eq!(s.health[&probe.node].next_probe_ms, 7_000);
         let (s, probe) = try_start_probe(&s, 5_000, P).unwrap();
         assert_eq!(probe.state, HealthState::Quarantined);
@@ -844,7 +852,7 @@ mod tests {
 
     #[test]
     fn a_successful_probe_restores_the_node_and_the_next_outage_starts_over() {
-        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), a("10.0.0.1:8000"), 0, P).unwrap();
+        let s = mark_down_now(&listed(&["10.0.0.1:8000"]), addr("10.0.0.1:8000"), 0, P).unwrap();
         let (s, probe) = try_start_probe(&s, 1_000, P).unwrap();
         let (s, _) = try_start_probe(&s, 3_000, P).unwrap();
         let (same, back) = apply_probe(&s, &probe, false, 0);

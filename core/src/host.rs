@@ -23,6 +23,12 @@ use std::fmt;
 /// perhaps already leased) meanwhile.
 pub const CREATE_ONLY: u32 = u32::MAX;
 
+/// Attempts at a read, update and compare-and-set of a shared-data entry
+/// (the discovery record, the learned tables) before the update is left
+/// for the caller's next tick: each failure means another VM wrote in
+/// between, and a VM spinning on a busy entry would hold up its requests.
+pub const CAS_ATTEMPTS: usize = 8;
+
 /// Why the host refused a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostError {

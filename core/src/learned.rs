@@ -5,11 +5,8 @@
 //! [`crate::affinity::tables`]'s business.
 
 use crate::affinity;
-use crate::host::{Host, CREATE_ONLY};
+use crate::host::{Host, CAS_ATTEMPTS, CREATE_ONLY};
 use crate::model::Quoted;
-
-/// Attempts at the compare-and-set before the news waits for the next tick.
-const CAS_ATTEMPTS: usize = 8;
 
 /// The entry's key: per discovery identity, like the discovery record, and
 /// versioned with the entry's own format ([`affinity::tables::FORMAT`]) on

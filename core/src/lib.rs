@@ -35,19 +35,9 @@
 //! Imports run one way: [`model`] imports nothing else of the crate, and
 //! no module imports one that imports it back.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
+// The lints are the workspace's (Cargo.toml); clippy.toml frees tests of
+// the ones it has a setting for, and this line of the two it has none for.
+#![cfg_attr(test, allow(clippy::string_slice, clippy::unreachable))]
 
 pub mod affinity;
 pub mod clock;

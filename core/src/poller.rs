@@ -20,7 +20,7 @@ use crate::config::ConfigError;
 use crate::discovery::{self, Round, Timing};
 use crate::health::{self, Probe};
 use crate::hold::{Timeout, RETRY_AFTER_MS, TIMEOUTS_TO_STOP};
-use crate::host::{Host, HostError, StreamHost, CREATE_ONLY};
+use crate::host::{Host, HostError, StreamHost, CAS_ATTEMPTS, CREATE_ONLY};
 use crate::learned;
 use crate::localnodes::{self, Rules};
 use crate::mailbox::{StreakLimits, Unreachable};
@@ -41,9 +41,6 @@ use std::fmt;
 use std::rc::Rc;
 
 use outcome::CallFailure;
-
-/// Attempts at a compare-and-set update before giving up for this tick.
-const CAS_ATTEMPTS: usize = 8;
 
 /// Probes one VM leases per tick: nodes an answer adds are probed at once
 /// (make before break), a few per tick and VM, so that a long list of

@@ -260,12 +260,9 @@ fn decode_line(state: &mut SharedState, line: &str) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::addr;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn addr(s: &str) -> NodeAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn keys_are_stable_and_distinct() {

@@ -141,6 +141,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::addrs;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -153,10 +154,6 @@ mod tests {
             dc: dc.map(str::to_string),
             rack: rack.map(str::to_string),
         }
-    }
-
-    fn addrs(list: &[&str]) -> Vec<NodeAddr> {
-        list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     #[test]

@@ -239,7 +239,7 @@ unsafe fn give(guard: &InHost, data: &[u8], out_data: *mut *mut u8, out_size: *m
 fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
     let word = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
     };
     let mut out = Vec::new();
     let Some(n) = word(0) else { return out };

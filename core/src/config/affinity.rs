@@ -2,8 +2,8 @@
 //! and `scheme` (how the client libraries spell nodes, which orders the
 //! ring).
 
-use super::document::{Given, Key, Members};
-use super::{err, ConfigError};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key, Members};
 use crate::model::config::Mode;
 use crate::model::Quoted;
 

@@ -2,9 +2,9 @@
 //! (`down_after_failures`, `down_after_resets`) and how often nodes out are
 //! probed (`down_probe_interval_ms`, `quarantine_probe_interval_ms`).
 
-use super::document::Key;
+use super::error::ConfigError;
+use super::given::Key;
 use super::values::integer;
-use super::ConfigError;
 use crate::model::health::ProbePeriods;
 
 /// As the client libraries: a Down node is retried at least every 30 s

@@ -18,10 +18,13 @@
 //! often it is probed), `routing` (scopes), `affinity` (key route
 //! affinity), `requests` (`hosts`, `load_balancing`) and `stats`
 //! (`stat_prefix`); `values` reads the integers, flags and names they
-//! share.
+//! share, `given` holds the forms values are read in, and `error` the
+//! refusal.
 
 mod affinity;
 mod document;
+mod error;
+mod given;
 mod health;
 mod nodes;
 mod requests;
@@ -33,11 +36,13 @@ mod values;
 use crate::model::config::{Config, Scope};
 use crate::model::{NodeAddr, Quoted};
 use document::Document;
+use error::{document_err, err};
 use serde::de::IgnoredAny;
-use std::fmt;
+use values::optional_quoted;
 
 pub use affinity::MAX_PARTITION_KEYS;
 pub use document::KEYS;
+pub use error::ConfigError;
 pub use health::{
     DEFAULT_DOWN_AFTER_FAILURES, DEFAULT_DOWN_AFTER_RESETS, DEFAULT_DOWN_PROBE_INTERVAL_MS,
     DEFAULT_QUARANTINE_PROBE_INTERVAL_MS,
@@ -49,39 +54,6 @@ pub use timing::{
     DEFAULT_DISCOVERY_TIMEOUT_MS, DEFAULT_IDLE_AFTER_MS, DEFAULT_IDLE_REFRESH_INTERVAL_MS,
     DEFAULT_REFRESH_INTERVAL_MS,
 };
-
-/// A refused configuration: which key, and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The offending key; `None` when the document as a whole is wrong.
-    pub key: Option<String>,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(key) => write!(f, "invalid configuration: key \"{key}\": {}", self.problem),
-            None => write!(f, "invalid configuration: {}", self.problem),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn err(key: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: Some(key.to_string()),
-        problem: problem.into(),
-    }
-}
-
-fn document_err(problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: None,
-        problem: problem.into(),
-    }
-}
 
 impl Config {
     /// Parses and validates the filter configuration.
@@ -168,10 +140,6 @@ impl Config {
             Some(prefix) => format!("{identity}|{}", Quoted(prefix)),
         }
     }
-}
-
-fn optional_quoted(name: Option<&str>) -> String {
-    name.map_or_else(|| "-".to_string(), |n| Quoted(n).to_string())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The keys that say where the nodes are and which may be: `seeds`,
 //! `port`, `allowed_cidrs`, `discovery_cluster` and `verify_node_san`.
 
-use super::document::{Given, Key, Members};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key, Members};
+use super::values::optional_quoted;
 use super::values::{flag, integer, name, valid_name, NAME_RULE};
-use super::{err, optional_quoted, ConfigError};
 use crate::model::address;
 use crate::model::cidr::{self, Cidr};
 use crate::model::config::SeedGroup;

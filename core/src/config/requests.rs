@@ -1,8 +1,8 @@
 //! The keys of which requests are the filter's and how they spread over a
 //! scope's nodes: `hosts` and `load_balancing`.
 
-use super::document::{Given, Key};
-use super::{err, ConfigError};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key};
 use crate::model::authority::HostPattern;
 use crate::model::config::Balancing;
 

@@ -1,9 +1,9 @@
 //! The keys of routing scopes: `routing`, or its shorthand `datacenter`
 //! and `rack`.
 
-use super::document::{Given, Key, Members};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key, Members};
 use super::values::{name, valid_name, NAME_RULE};
-use super::{err, ConfigError};
 use crate::model::config::Scope;
 use crate::model::Quoted;
 use serde::Deserialize;

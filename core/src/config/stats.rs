@@ -1,7 +1,7 @@
 //! The key of the filter's stats: `stat_prefix`.
 
-use super::document::{Given, Key};
-use super::{err, ConfigError};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key};
 
 /// Longest `stat_prefix`: it is part of every metric name.
 pub(super) const MAX_STAT_PREFIX_LEN: usize = 64;

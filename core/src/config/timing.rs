@@ -2,9 +2,9 @@
 //! `discovery_timeout_ms`, and the slower rhythm when idle,
 //! `idle_refresh_interval_ms` and `idle_after_ms`.
 
-use super::document::Key;
+use super::error::ConfigError;
+use super::given::Key;
 use super::values::integer;
-use super::ConfigError;
 
 pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 2_000;

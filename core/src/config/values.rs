@@ -1,8 +1,9 @@
 //! Readers of the values every key group uses: integers in a range, flags,
 //! and names (datacenters, racks, clusters).
 
-use super::document::{Given, Key};
-use super::{err, ConfigError};
+use super::error::{err, ConfigError};
+use super::given::{Given, Key};
+use crate::model::Quoted;
 use serde_json::Value;
 use std::fmt;
 
@@ -53,4 +54,10 @@ pub(super) fn name(key: &str, value: Key<String>) -> Result<Option<String>, Conf
         Some(Given::Expected(s)) if valid_name(&s) => Ok(Some(s)),
         Some(given) => Err(err(key, format!("{NAME_RULE}, got {given}"))),
     }
+}
+
+/// A datacenter or rack name quoted, or `-` for none: how names enter the
+/// discovery identity and the logs without two choices colliding.
+pub(super) fn optional_quoted(name: Option<&str>) -> String {
+    name.map_or_else(|| "-".to_string(), |n| Quoted(n).to_string())
 }

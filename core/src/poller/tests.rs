@@ -8,25 +8,19 @@ use crate::model::health::{HealthState, Outcome};
 use crate::model::NodeAddr;
 use crate::poller::HOLD_TIMEOUT_MS;
 use crate::stream::{Action, Stream};
-use crate::testing::{capture_logs, logs, Reply, Sim, TestStream, ENVOY_TIMEOUT};
+use crate::testing::{addr, capture_logs, logs, Reply, Sim, TestStream, ENVOY_TIMEOUT, NODES};
 use crate::vm_state::VmState;
 use std::cell::RefCell;
 use std::rc::Rc;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
-
 /// 1 s rounds (so 100 ms ticks), Down nodes probed every 2 s.
 const CONFIG: &str = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
     "down_probe_interval_ms": 2000}"#;
 
-fn a(s: &str) -> NodeAddr {
-    s.parse().unwrap()
-}
-
 fn all() -> Vec<NodeAddr> {
-    NODES.iter().map(|n| a(&format!("{n}:8000"))).collect()
+    NODES.iter().map(|n| addr(&format!("{n}:8000"))).collect()
 }
 
 /// Four workers and the main thread, after the first round was answered.
@@ -137,7 +131,7 @@ fn a_record_created_by_two_vms_at_once_gives_one_poll() {
 fn every_vm_stops_routing_to_a_node_within_one_tick_of_its_failure() {
     capture_logs();
     let sim = discovered(CONFIG, 5);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     // A request on worker 3 finds the node unreachable: that worker stops
     // using it at once.
@@ -168,7 +162,7 @@ fn every_vm_stops_routing_to_a_node_within_one_tick_of_its_failure() {
 fn a_down_node_is_probed_once_per_period_and_comes_back_everywhere() {
     capture_logs();
     let sim = discovered(CONFIG, 5);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(0)
         .borrow_mut()
@@ -286,7 +280,7 @@ fn with_every_seed_down_before_discovery_requests_still_go_to_the_seeds() {
         &NODES,
     );
     sim.run(300);
-    for node in [a("10.0.0.1:8000"), a("10.0.0.2:8000")] {
+    for node in [addr("10.0.0.1:8000"), addr("10.0.0.2:8000")] {
         sim.vm(0)
             .borrow_mut()
             .observe(&node, Outcome::ConnectFailed);
@@ -404,7 +398,7 @@ fn a_changed_list_reaches_every_vm_and_new_nodes_wait_for_a_probe() {
     sim.cluster.borrow_mut().listed.push("10.0.0.4".into());
     sim.run(1_000 + sim.tick_ms);
     let record = sim.process.record().unwrap();
-    let newcomer = a("10.0.0.4:8000");
+    let newcomer = addr("10.0.0.4:8000");
     assert_eq!(record.nodes.len(), 4);
     // Quarantined until its probe (every 1 s) passes, then everywhere.
     sim.run(1_100 + sim.tick_ms);
@@ -414,7 +408,7 @@ fn a_changed_list_reaches_every_vm_and_new_nodes_wait_for_a_probe() {
     sim.cluster.borrow_mut().listed.retain(|n| n != "10.0.0.1");
     sim.run(1_000 + sim.tick_ms);
     for vm in 0..4 {
-        assert!(!sim.routed(vm).contains(&a("10.0.0.1:8000")), "VM {vm}");
+        assert!(!sim.routed(vm).contains(&addr("10.0.0.1:8000")), "VM {vm}");
     }
 }
 
@@ -854,7 +848,11 @@ fn loopback_seeds_let_loopback_answers_through_but_not_link_local_ones() {
     let config = r#"{"seeds": ["127.0.0.1"]}"#;
     let sim = Sim::new(config, 2, &["127.0.0.1", "127.0.0.2", "::1", "fe80::1"]);
     sim.run(2_500);
-    let want = vec![a("127.0.0.1:8000"), a("127.0.0.2:8000"), a("[::1]:8000")];
+    let want = vec![
+        addr("127.0.0.1:8000"),
+        addr("127.0.0.2:8000"),
+        addr("[::1]:8000"),
+    ];
     assert_eq!(sim.routed(0), want);
     assert_eq!(sim.routed(1), want);
     let rounds = sim.discovery_calls().len() as i64;
@@ -1044,7 +1042,7 @@ fn the_timeout_is_the_configured_one() {
 fn probe_failures_are_logged_at_debug_with_the_same_words() {
     capture_logs();
     let sim = discovered(CONFIG, 2);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.vm(0)
         .borrow_mut()
         .observe(&victim, Outcome::ConnectFailed);
@@ -1106,7 +1104,7 @@ fn until_routed_everywhere(sim: &Sim, node: NodeAddr, limit_ms: u64) -> Option<u
 /// 3.5 s, each starting at another point of the tick cycle).
 #[test]
 fn a_node_down_for_three_seconds_is_back_everywhere_within_five() {
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     let mut worst = 0;
     for (i, outage) in (2_500..=3_500).step_by(100).enumerate() {
         let sim = discovered(DEFAULTS, 5);
@@ -1138,7 +1136,7 @@ fn a_node_down_for_three_seconds_is_back_everywhere_within_five() {
 #[test]
 fn down_probes_back_off_one_two_four_seconds_up_to_the_period_across_five_vms() {
     let sim = discovered(DEFAULTS, 5);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(4)
         .borrow_mut()
@@ -1176,7 +1174,7 @@ fn down_probes_back_off_one_two_four_seconds_up_to_the_period_across_five_vms() 
 fn resets_below_the_threshold_leave_the_node_routed_on_every_vm() {
     capture_logs();
     let sim = discovered(DEFAULTS, 5);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     for vm in 0..5 {
         for _ in 0..2 {
             sim.vm(vm).borrow_mut().observe(&victim, Outcome::Reset);
@@ -1225,7 +1223,7 @@ fn a_node_listed_again_after_dropping_out_keeps_its_down_history() {
     // The shipped defaults, never idle within the test.
     let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
     let sim = discovered(config, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(0)
         .borrow_mut()
@@ -1272,7 +1270,7 @@ fn a_failing_discovery_never_takes_the_seeds_out_of_routing() {
     let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2"], "discovery_cluster": "typo"}"#;
     let sim = Sim::new(config, 3, &NODES);
     sim.run(5_000);
-    let seeds = vec![a("10.0.0.1:8000"), a("10.0.0.2:8000")];
+    let seeds = vec![addr("10.0.0.1:8000"), addr("10.0.0.2:8000")];
     for vm in 0..3 {
         assert_eq!(sim.routed(vm), seeds, "VM {vm}");
     }
@@ -1315,11 +1313,11 @@ fn filters_with_different_allowed_ranges_keep_separate_records() {
         .filter(|k| !k.ends_with(".tables") && !k.ends_with(".nohold"))
         .collect();
     assert_eq!(records.len(), 2, "{records:?}");
-    let outsider = a("10.1.0.4:8000");
+    let outsider = addr("10.1.0.4:8000");
     for vm in [0, 2] {
         assert_eq!(
             sim.routed(vm),
-            [a("10.0.0.1:8000"), a("10.0.0.2:8000")],
+            [addr("10.0.0.1:8000"), addr("10.0.0.2:8000")],
             "VM {vm}"
         );
     }
@@ -1337,7 +1335,7 @@ fn every_vm_rechecks_the_records_nodes_against_its_own_rules() {
     let config = r#"{"seeds": ["10.0.0.1"], "allowed_cidrs": ["10.0.0.0/16"]}"#;
     let sim = discovered(config, 3);
     let mut record = sim.process.record().unwrap();
-    let outsiders = [a("10.1.0.4:8000"), a("169.254.169.254:8000")];
+    let outsiders = [addr("10.1.0.4:8000"), addr("169.254.169.254:8000")];
     record.lists[0].nodes.extend(outsiders);
     record.lists[0].nodes.sort();
     record.refresh_nodes();
@@ -1401,7 +1399,7 @@ fn rounds_during(sim: &Sim, run: impl FnOnce(&Sim)) -> usize {
 #[test]
 fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
     let sim = discovered(IDLE_3S, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(0)
         .borrow_mut()
@@ -1437,7 +1435,7 @@ fn a_clock_stepped_back_an_hour_freezes_no_round_probe_or_idle_pace() {
 #[test]
 fn a_clock_jumping_an_hour_ahead_replays_nothing() {
     let sim = discovered(IDLE_3S, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(0)
         .borrow_mut()
@@ -1484,7 +1482,7 @@ fn in_flight_to(sim: &Sim, vm: usize, target: NodeAddr) -> (TestStream, Stream) 
 #[test]
 fn a_node_whose_probe_passes_but_requests_fail_backs_off() {
     let sim = discovered(DEFAULTS, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     let mut downs_at = Vec::new();
     let mut was_routed = true;
     for _ in 0..600 {
@@ -1529,7 +1527,7 @@ fn a_node_whose_probe_passes_but_requests_fail_backs_off() {
 fn a_node_that_stays_up_forgets_its_backoff() {
     let config = r#"{"seeds": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "idle_after_ms": 600000}"#;
     let sim = discovered(config, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     // Four spells in a row: its backoff is at 16 s.
     for _ in 0..4 {
         let vm = 0;
@@ -1564,7 +1562,7 @@ fn a_node_that_stays_up_forgets_its_backoff() {
 #[test]
 fn the_outcome_of_a_request_sent_before_a_node_went_down_does_not_count_after() {
     let sim = discovered(DEFAULTS, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     // VM 0 sends a request to the node; it hangs.
     let (_, mut late) = in_flight_to(&sim, 0, victim);
     // The node dies (VM 1 sees it), and comes back at its first probe.
@@ -1699,13 +1697,13 @@ fn a_first_answer_of_dead_addresses_leaves_the_seed_serving() {
     sim.run(5_000);
     assert!(sim.process.record().unwrap().discovered());
     for vm in 0..3 {
-        assert_eq!(sim.routed(vm), [a("10.0.0.1:8000")], "VM {vm}");
+        assert_eq!(sim.routed(vm), [addr("10.0.0.1:8000")], "VM {vm}");
     }
     // Once one of them serves, it replaces the seed everywhere.
     sim.cluster.borrow_mut().dead = vec!["10.9.0.1".into()];
     sim.run(1_000 + 2 * sim.tick_ms);
     for vm in 0..3 {
-        assert_eq!(sim.routed(vm), [a("10.9.0.2:8000")], "VM {vm}");
+        assert_eq!(sim.routed(vm), [addr("10.9.0.2:8000")], "VM {vm}");
     }
 }
 
@@ -1725,7 +1723,10 @@ fn new_nodes_are_probed_at_once_and_routed_within_a_second() {
         sim.run(1);
     }
     let asked = sim.process.now_ms();
-    let want: Vec<NodeAddr> = newcomers.iter().map(|n| a(&format!("{n}:8000"))).collect();
+    let want: Vec<NodeAddr> = newcomers
+        .iter()
+        .map(|n| addr(&format!("{n}:8000")))
+        .collect();
     let mut routed_at = None;
     for _ in 0..2_000 {
         sim.run(10);
@@ -1757,7 +1758,7 @@ fn new_nodes_are_probed_at_once_and_routed_within_a_second() {
 #[test]
 fn a_failure_streak_is_forgotten_when_its_node_leaves_the_list() {
     let sim = discovered(DEFAULTS, 2);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     for _ in 0..2 {
         sim.vm(0).borrow_mut().observe(&victim, Outcome::Reset);
     }
@@ -1805,7 +1806,7 @@ fn a_clock_jump_forward_of_an_hour_counts_as_one_tick() {
 #[test]
 fn a_clock_jump_forward_does_not_bring_a_down_nodes_probe_forward() {
     let sim = discovered(DEFAULTS, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(1)
         .borrow_mut()
@@ -1824,7 +1825,7 @@ fn a_clock_jump_forward_does_not_bring_a_down_nodes_probe_forward() {
 #[test]
 fn a_clock_step_back_does_not_hold_a_down_nodes_probe_back() {
     let sim = discovered(DEFAULTS, 3);
-    let victim = a("10.0.0.2:8000");
+    let victim = addr("10.0.0.2:8000");
     sim.cluster.borrow_mut().dead.push("10.0.0.2".into());
     sim.vm(1)
         .borrow_mut()

@@ -13,6 +13,8 @@
 //! - [`logs`]: the log lines of the current test's thread.
 //! - [`traffic`]: clients sending requests through a [`Sim`]'s VMs to nodes
 //!   that answer with realistic noise, for balancing tests.
+//! - [`addr`], [`addrs`], [`NODES`]: node addresses as tests write them,
+//!   defined once for every test module.
 
 use crate::error_body::LocalReply;
 use crate::host::{Host, HostError, MetricKind, StreamHost};
@@ -93,6 +95,20 @@ pub mod alloc {
         let out = f();
         (out, PEAK.with(Cell::get).saturating_sub(base))
     }
+}
+
+/// The nodes the simulated clusters of most tests list (bare IPs; the
+/// filter adds the configured port, 8000 by default).
+pub const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+
+/// A node address written out in a test (`"10.0.0.1:8000"`).
+pub fn addr(s: &str) -> NodeAddr {
+    s.parse().unwrap()
+}
+
+/// Node addresses written out in a test, in the order given.
+pub fn addrs(list: &[&str]) -> Vec<NodeAddr> {
+    list.iter().map(|s| addr(s)).collect()
 }
 
 /// Runs before a shared-data write with its key and value; returns true

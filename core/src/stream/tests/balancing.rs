@@ -4,13 +4,11 @@
 //! node sheds load and gets it back. Each scenario runs with several seeds
 //! of the noise: what is asserted holds in every run, not on average.
 
-use crate::model::NodeAddr;
 use crate::testing::traffic::{Clients, Nodes, Run};
-use crate::testing::Sim;
+use crate::testing::{addr, Sim, NODES};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 const SEEDS: [u64; 4] = [1, 2, 3, 4];
 const S: u64 = 1_000_000;
 
@@ -23,10 +21,6 @@ fn envoy() -> Sim {
         assert_eq!(sim.routed(vm).len(), 3);
     }
     sim
-}
-
-fn addr(s: &str) -> NodeAddr {
-    s.parse().unwrap()
 }
 
 /// Asserts that every node's share of `[from_us, until_us)` is within

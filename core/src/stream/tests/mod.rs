@@ -9,14 +9,12 @@ use crate::health::{
     FLAG_UPSTREAM_REMOTE_RESET,
 };
 use crate::model::NodeAddr;
-use crate::testing::{capture_logs, logs, Sim, TestStream};
+use crate::testing::{addr, capture_logs, logs, Sim, TestStream, NODES};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod balancing;
 mod hosts;
-
-const NODES: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 
 fn vm(config_extra: &str) -> Sim {
     // Round robin makes which node a request gets predictable; least
@@ -690,10 +688,6 @@ fn assert_nothing_in_flight(sim: &Sim) {
             "{node}"
         );
     }
-}
-
-fn addr(s: &str) -> NodeAddr {
-    s.parse().unwrap()
 }
 
 #[test]
