@@ -40,7 +40,7 @@ def test_release_archive_is_complete_and_its_configs_load_the_module(tmp_path):
         hashlib.sha256(module).hexdigest(), "alternator_lb.wasm"]
     for wanted in ("envoy/envoy.yaml", "envoy/envoy-tls.yaml", "examples/istio/README.md",
                    "examples/envoy-gateway/README.md", "examples/docker-compose/compose.yaml",
-                   "README.md", "LICENSE"):
+                   "README.md", "docs/configuration.md", "LICENSE"):
         assert (top / wanted).is_file(), wanted
 
     # The plain config validates as unpacked, started from the archive's top.
