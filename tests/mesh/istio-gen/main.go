@@ -226,8 +226,8 @@ func main() {
 			"dedicated":  map[string]any{"id": nodeID(dedicatedGateway), "ISTIO_VERSION": istioVersion},
 		},
 		"dedicated_edits": dedicatedEdits,
-		"sources":   sources,
-		"warnings":  warnings,
+		"sources":         sources,
+		"warnings":        warnings,
 		"agent": map[string]any{
 			"module_path":   agentModulePath,
 			"images_pulled": images,
