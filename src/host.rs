@@ -3,7 +3,7 @@
 //! becomes a `HostError`; what the value means is the core's business.
 //!
 //! The SDK still panics on a status outside each host function's own list
-//! (README, "Hardening", says which); Envoy 1.40 returns only listed ones
+//! (docs/hardening-and-limits.md, "Hardening", says which); Envoy 1.40 returns only listed ones
 //! for these calls.
 
 use alternator_lb_core::error_body::LocalReply;

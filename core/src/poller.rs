@@ -755,8 +755,8 @@ impl<H: Host> Poller<H> {
                 "{TIMEOUTS_TO_STOP} writes in a row held for their key's node got no body within {HOLD_TIMEOUT_MS} ms, \
                  and no held write on this worker ever got one: this Envoy seems not to give a Wasm filter the \
                  request body after it pauses the headers, which needs allow_on_headers_stop_iteration: true in \
-                 the Wasm filter's config (Istio's WasmPlugin and Envoy Gateway cannot set it; README, \"Key route \
-                 affinity\"). They were sent on without affinity; this worker sends writes on without holding them, \
+                 the Wasm filter's config (Istio's WasmPlugin and Envoy Gateway cannot set it; docs/key-route-affinity.md). \
+                 They were sent on without affinity; this worker sends writes on without holding them, \
                  and tries holding one again every {} s.",
                 RETRY_AFTER_MS / 1000
             );

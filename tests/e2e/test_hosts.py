@@ -9,7 +9,6 @@ Balancing is not the subject: round robin is pinned."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import time
@@ -20,7 +19,7 @@ from harness import net
 from harness.clients import sign_for_host
 from harness.proxy import create_table
 from harness.recording_server import SERVER, RecordingServer
-from harness.traffic import (Clients, assert_round_robin, listener_port, nodes_of, served,
+from harness.traffic import (Clients, assert_round_robin, listener_port, nodes_of, send_raw, served,
                              signed_headers)
 
 RR = {"load_balancing": "round_robin"}
@@ -63,25 +62,6 @@ def shared_listener(other: RecordingServer):
         return config
 
     return edit
-
-
-def send_raw(port: int, method: str, path: str, headers: list[tuple[str, str]],
-             body: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One request to the listener on a new connection, exactly as given
-    (no header added but Content-Length, last, for a body): status,
-    headers, body of the answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for k, v in headers:
-            conn.putheader(k, v)
-        if body:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body or None)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def test_other_hosts_pass_untouched_and_alternators_requests_are_spread(

@@ -321,6 +321,12 @@ def istio_problems(docs: list[dict]) -> list[str]:
             problems.append(f"EnvoyFilter {ef['metadata']['name']} selects other pods than the WasmPlugin")
     if one(docs, "Gateway")["spec"]["selector"] != labels:
         problems.append("the Gateway selects other pods than the WasmPlugin")
+    # A shared gateway: the filter routes the Gateway server's hosts, and
+    # lets every other service's requests pass.
+    server_hosts = [h for server in one(docs, "Gateway")["spec"]["servers"] for h in server["hosts"]]
+    if (config or {}).get("hosts") != server_hosts:
+        problems.append(f"pluginConfig hosts {(config or {}).get('hosts')} must be the Gateway server's "
+                        f"hosts {server_hosts}: on a shared gateway the filter routes only those")
 
     clusters = istio_clusters(docs)
     discovery = (config or {}).get("discovery_cluster", "alternator_discovery")
@@ -548,6 +554,8 @@ CONSISTENCY_MUTANTS = [
      "server_header_transformation: OVERWRITE", "Server header"),
     ("istio", "examples/istio/20-wasmplugin.yaml", "failStrategy: FAIL_RELOAD", "failStrategy: FAIL_OPEN",
      "never fail open"),
+    ("istio", "examples/istio/20-wasmplugin.yaml", '    hosts:\n    - "alternator.example"',
+     '    hosts:\n    - "*.example"', "must be the Gateway server's hosts"),
     ("eg", "examples/envoy-gateway/alternator-lb.yaml", "discovery_cluster: alternator_discovery",
      "discovery_cluster: alternator-discovery", "is not added by the EnvoyPatchPolicy"),
     ("eg", "examples/envoy-gateway/alternator-lb.yaml", "rule/0'", "rule/1'", "looks for cluster"),

@@ -26,7 +26,19 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "mesh" / "golden" / "istio"
-VARIANTS = ("wasmplugin", "affinity")
+#: The WasmPlugin and the affinity EnvoyFilter on the shared egress gateway,
+#: and the WasmPlugin on a gateway of its own (examples/istio/README.md).
+VARIANTS = ("wasmplugin", "affinity", "dedicated")
+#: The gateway (its Helm release) each variant runs in.
+GATEWAY_OF = {"wasmplugin": "istio-egressgateway", "affinity": "istio-egressgateway",
+              "dedicated": "alternator-egress"}
+#: The listener of Alternator's Gateway server (30-routing.yaml), and that
+#: of another team's plain HTTP egress on the shared gateway
+#: (tests/mesh/istio-gen/partner.yaml).
+ALTERNATOR_LISTENER = "0.0.0.0_443"
+PARTNER_LISTENER = "0.0.0.0_80"
+#: The partner's external service, which istiod makes a DNS cluster of.
+PARTNER_CLUSTER = "outbound|80||api.partner.example"
 
 #: istio-proxy's own filters (built into Istio's Envoy, not upstream Envoy).
 ISTIO_PROXY_HTTP_FILTERS = {
@@ -54,6 +66,11 @@ def sources() -> dict:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def listener_named(listeners: list[dict], name: str) -> dict:
+    (listener,) = [li for li in listeners if li["name"] == name]
+    return listener
 
 
 def hcm_of(listener: dict) -> dict:
@@ -84,7 +101,10 @@ class Context:
     routes: list[dict]
     extensions: list[dict]
     workdir: Path
-    listener_port: int
+    #: Loopback port of each golden listener, by its name.
+    listener_ports: dict[str, int]
+    #: Where the stand-in for the partner's external service listens.
+    partner_backend: tuple[str, int]
     wasm: Path
     agent_module_path: str
     filter_keys: dict
@@ -116,8 +136,10 @@ def _remove_istio_cluster_filters(c: Context) -> int:
 
 
 def _listener_to_loopback(c: Context) -> int:
+    assert {li["name"] for li in c.listeners} == set(c.listener_ports), [li["name"] for li in c.listeners]
     for listener in c.listeners:
-        listener["address"]["socketAddress"].update(address="127.0.0.1", portValue=c.listener_port)
+        listener["address"]["socketAddress"].update(address="127.0.0.1",
+                                                   portValue=c.listener_ports[listener["name"]])
     return len(c.listeners)
 
 
@@ -135,8 +157,9 @@ def _plain_http_to_the_gateway(c: Context) -> int:
     return n
 
 
-#: The gateway's own Kubernetes Service (tests/mesh/istio-gen/cluster.yaml).
-GATEWAY_SERVICE = "alternator-egress.alternator-lb.svc.cluster.local"
+#: The gateways' own Kubernetes Services (tests/mesh/istio-gen/cluster.yaml).
+GATEWAY_SERVICES = {"istio-egressgateway.istio-egress.svc.cluster.local",
+                    "alternator-egress.istio-egress.svc.cluster.local"}
 
 
 def _cluster_host(cluster: dict) -> str | None:
@@ -145,10 +168,25 @@ def _cluster_host(cluster: dict) -> str | None:
 
 
 def _drop_gateway_service_clusters(c: Context) -> int:
-    kept = [cl for cl in c.clusters if not (cl.get("type") == "EDS" and _cluster_host(cl) == GATEWAY_SERVICE)]
+    kept = [cl for cl in c.clusters if not (cl.get("type") == "EDS" and _cluster_host(cl) in GATEWAY_SERVICES)]
     n = len(c.clusters) - len(kept)
     c.clusters[:] = kept
     return n
+
+
+def _partner_to_loopback(c: Context) -> int:
+    (cluster,) = [cl for cl in c.clusters if cl["name"] == PARTNER_CLUSTER]
+    assert cluster["type"] == "STRICT_DNS", cluster["type"]
+    (locality,) = cluster["loadAssignment"]["endpoints"]
+    (endpoint,) = locality["lbEndpoints"]
+    address = endpoint["endpoint"]["address"]["socketAddress"]
+    assert address == {"address": "api.partner.example", "portValue": 80}, address
+    cluster["type"] = "STATIC"
+    for dns in ("dnsLookupFamily", "dnsRefreshRate", "dnsJitter", "respectDnsTtl"):
+        cluster.pop(dns, None)
+    host, port = c.partner_backend
+    address.update(address=host, portValue=port)
+    return 1
 
 
 def _ads_to_files(c: Context) -> int:
@@ -207,13 +245,19 @@ CHANGES = [
            "; ".join(ISTIO_PROXY_HTTP_FILTERS.values()), _remove_istio_http_filters),
     Change("cluster filters " + ", ".join(ISTIO_PROXY_CLUSTER_FILTERS) + " removed",
            "; ".join(ISTIO_PROXY_CLUSTER_FILTERS.values()), _remove_istio_cluster_filters),
-    Change("the gateway listener on 127.0.0.1 and a free port instead of 0.0.0.0:443",
+    Change("the gateway's listeners on 127.0.0.1 and free ports instead of 0.0.0.0:443 (Alternator's "
+           "server) and 0.0.0.0:80 (the partner's, shared gateway only)",
            "only loopback addresses here; tests run side by side", _listener_to_loopback),
     Change("the listener's DownstreamTlsContext (ISTIO_MUTUAL, certificates over SDS from the istio-agent) "
            "and its SNI match (server_names alternator.example) removed: plain HTTP to the gateway",
            "the sidecars' mutual TLS hop is not part of this test; there is no SDS server, and "
            "plain HTTP has no SNI to match", _plain_http_to_the_gateway),
-    Change(f"the EDS clusters of the gateway's own Service ({GATEWAY_SERVICE}, its ports and subsets) removed",
+    Change(f"the partner's DNS cluster ({PARTNER_CLUSTER}, tests/mesh/istio-gen/partner.yaml) made "
+           "STATIC at a loopback stand-in for api.partner.example:80",
+           "no name resolves to a service outside this machine here, and nothing may leave it",
+           _partner_to_loopback),
+    Change("the EDS clusters of the gateways' own Services (" + ", ".join(sorted(GATEWAY_SERVICES))
+           + ", their ports and subsets) removed",
            "their endpoints come from istiod over ADS, absent here; they serve the sidecars' hop to the "
            "gateway, and no route of the gateway leads to them (any other EDS cluster stays, and Envoy "
            "refuses it without ADS)", _drop_gateway_service_clusters),
@@ -236,11 +280,13 @@ def only_loopback(filter_config: dict) -> None:
         assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("127.0.0.0/8")), cidr
 
 
-def bootstrap(variant: str, *, workdir: Path, listener_port: int, admin_port: int, wasm: Path,
+def bootstrap(variant: str, *, workdir: Path, listener_ports: dict[str, int], admin_port: int,
+              wasm: Path, partner_backend: tuple[str, int],
               filter_keys: dict[str, Any]) -> tuple[dict, Context]:
     """An Envoy bootstrap (static listeners and clusters, RDS and ECDS from
     files in ``workdir``) from the golden files of ``variant``, changed by
-    :data:`CHANGES` and nothing else."""
+    :data:`CHANGES` and nothing else. ``listener_ports`` gives each golden
+    listener's loopback port, by name."""
     workdir.mkdir(parents=True, exist_ok=True)
     src = sources()
     c = Context(
@@ -248,7 +294,7 @@ def bootstrap(variant: str, *, workdir: Path, listener_port: int, admin_port: in
         clusters=copy.deepcopy(golden(variant, "clusters")),
         routes=copy.deepcopy(golden(variant, "routes")),
         extensions=copy.deepcopy(golden(variant, "extension_configs.agent")),
-        workdir=workdir, listener_port=listener_port, wasm=wasm,
+        workdir=workdir, listener_ports=listener_ports, partner_backend=partner_backend, wasm=wasm,
         agent_module_path=src["agent"]["module_path"], filter_keys=filter_keys, files={})
     for change in CHANGES:
         changed = change.apply(c)
@@ -264,7 +310,7 @@ def bootstrap(variant: str, *, workdir: Path, listener_port: int, admin_port: in
         cluster.pop("@type")
     config = {
         # As the istio-agent's bootstrap names the node (the pod's identity).
-        "node": {"id": src["proxy"]["id"], "cluster": "alternator-egress.alternator-lb"},
+        "node": {"id": src["proxies"][variant]["id"], "cluster": f"{GATEWAY_OF[variant]}.istio-egress"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {"listeners": c.listeners, "clusters": c.clusters},
     }

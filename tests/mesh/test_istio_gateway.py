@@ -29,7 +29,9 @@ from harness import net
 from harness.affinity_ref import ClusterRing
 from harness.filter_config import build_wasm
 from harness.proxy import Proxied, create_table
-from harness.traffic import Clients, assert_round_robin, nodes_of, served, wait_served_by
+from harness.recording_server import RecordingServer
+from harness.traffic import (Clients, assert_round_robin, nodes_of, send_raw, served, signed_headers,
+                             wait_served_by)
 
 #: Where the applications send their requests (examples/istio, README step 6).
 ENDPOINT = "http://alternator.example:8000"
@@ -37,19 +39,32 @@ SERVER = "ScyllaDB Alternator (test)"
 WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
 
 
-def start_gateway(variant: str, make_cluster, make_envoy, tmp_path, n_nodes: int = 3) -> Proxied:
+@pytest.fixture
+def partner():
+    """The stand-in for the partner's external service (partner.yaml)."""
+    with RecordingServer() as server:
+        yield server
+
+
+def start_gateway(variant: str, make_cluster, make_envoy, tmp_path, partner: RecordingServer,
+                  n_nodes: int = 3) -> Proxied:
+    """Envoy on the variant's gateway configuration; ``p.partner_port`` is
+    the partner's listener's port (None on the dedicated gateway)."""
     cluster = make_cluster(n_nodes=n_nodes)
-    port = net.free_port()
+    ports = {li["name"]: net.free_port() for li in istio_gateway.golden(variant, "listeners")}
     config, ctx = istio_gateway.bootstrap(
-        variant, workdir=tmp_path / f"istio-{variant}", listener_port=port, admin_port=net.free_port(),
-        wasm=build_wasm(),
+        variant, workdir=tmp_path / f"istio-{variant}", listener_ports=ports, admin_port=net.free_port(),
+        wasm=build_wasm(), partner_backend=(partner.address, partner.port),
         filter_keys={"seeds": cluster.addresses[:2], "port": cluster.port,
                      "allowed_cidrs": [cluster.addresses[0].rsplit(".", 1)[0] + ".0/24"],
                      "load_balancing": "round_robin"})
     envoy = make_envoy(config, concurrency=2)
-    (listener,) = config["static_resources"]["listeners"]
+    listener = istio_gateway.listener_named(config["static_resources"]["listeners"],
+                                            istio_gateway.ALTERNATOR_LISTENER)
     stat_prefix = istio_gateway.hcm_of(listener)["statPrefix"]
+    port = ports[istio_gateway.ALTERNATOR_LISTENER]
     p = Proxied(cluster, envoy, f"http://127.0.0.1:{port}", 1.0, stat_prefix=stat_prefix)
+    p.partner_port = ports.get(istio_gateway.PARTNER_LISTENER)
     # The waits judge batches by this counter of failed answers.
     assert f"http.{stat_prefix}.downstream_rq_5xx" in envoy.stats(), sorted(envoy.stats())[:20]
     net.wait_for(lambda: f"discovered {n_nodes} nodes" in envoy.log_text(), timeout=15,
@@ -84,9 +99,10 @@ def assert_signed_host_reached_the_nodes(p: Proxied, records) -> None:
     assert sum(p.cluster.signature_failures().values()) == 0, p.cluster.signature_failure_reasons()[:3]
 
 
+@pytest.mark.parametrize("variant", ["wasmplugin", "dedicated"])
 def test_the_wasmplugin_gateway_spreads_sdk_traffic_and_passes_the_server_header(
-        make_cluster, make_envoy, dynamodb, table_name, tmp_path):
-    p = start_gateway("wasmplugin", make_cluster, make_envoy, tmp_path)
+        variant, make_cluster, make_envoy, dynamodb, table_name, tmp_path, partner):
+    p = start_gateway(variant, make_cluster, make_envoy, tmp_path, partner)
     p.cluster.server_header = SERVER
     create_table(dynamodb(p.cluster.endpoint(0)), table_name)
     clients = Clients(p, lambda: app_client(dynamodb, p), count=4)
@@ -120,11 +136,11 @@ def test_the_wasmplugin_gateway_spreads_sdk_traffic_and_passes_the_server_header
 
 
 def test_without_a_server_header_the_gateway_adds_none(make_cluster, make_envoy, dynamodb, table_name,
-                                                       tmp_path):
+                                                       tmp_path, partner):
     """Alternator's default: no Server header. Istio's gateway would put
     its own ("istio-envoy") in its place, but for the EnvoyFilter
     alternator-lb-gateway."""
-    p = start_gateway("wasmplugin", make_cluster, make_envoy, tmp_path, n_nodes=2)
+    p = start_gateway("wasmplugin", make_cluster, make_envoy, tmp_path, partner, n_nodes=2)
     assert p.cluster.server_header is None
     client = app_client(dynamodb, p)
     create_table(client, table_name)
@@ -144,8 +160,8 @@ def one_key_per_node(ring: ClusterRing) -> list[dict]:
 
 
 def test_the_affinity_gateway_sends_each_keys_writes_to_its_node(make_cluster, make_envoy, dynamodb,
-                                                                 table_name, tmp_path):
-    p = start_gateway("affinity", make_cluster, make_envoy, tmp_path, n_nodes=4)
+                                                                 table_name, tmp_path, partner):
+    p = start_gateway("affinity", make_cluster, make_envoy, tmp_path, partner, n_nodes=4)
     p.cluster.server_header = SERVER
     ring = ClusterRing(p.cluster.addresses, p.cluster.port)
     clients = Clients(p, lambda: app_client(dynamodb, p), count=4)
@@ -195,3 +211,54 @@ def test_the_affinity_gateway_sends_each_keys_writes_to_its_node(make_cluster, m
     net.wait_for(lambda: stat("affinity_held") >= held, timeout=5,
                  message=f"the filter to count {held} writes held for their key")
     assert stat("requests_hold_timeout") == 0
+
+
+@pytest.mark.parametrize("variant", ["wasmplugin", "affinity"])
+def test_the_shared_gateway_passes_the_partners_requests_untouched(variant, make_cluster, make_envoy,
+                                                                   dynamodb, table_name, tmp_path, partner):
+    """Another team's egress through the same gateway (partner.yaml): its
+    requests reach its service as they were sent, answers come back as the
+    service gave them, and no Alternator node sees one. With the WasmPlugin
+    the filter is in that traffic's filter chain too (it selects pods, not
+    hosts) and passes it ("hosts"), counted in requests_passed; the
+    affinity EnvoyFilter installs the filter in Alternator's chain only."""
+    p = start_gateway(variant, make_cluster, make_envoy, tmp_path, partner)
+    assert p.partner_port is not None
+    client = app_client(dynamodb, p)
+    create_table(client, table_name)
+    since = time.monotonic()
+    # A DynamoDB-shaped, signed write among them: the kind of request the
+    # filter would route (or hold, with affinity) were it Alternator's.
+    write = json.dumps({"TableName": table_name, "Item": {"pk": {"S": "x"}, "sk": {"S": "y"}},
+                        "ConditionExpression": "attribute_not_exists(pk)"}).encode()
+    requests = [
+        ("GET", "/v1/status?verbose=1", [("Host", "api.partner.example"), ("X-Trace", "abc")], b""),
+        ("POST", "/", list(signed_headers("http://api.partner.example", "PutItem", write).items()), write),
+        ("PUT", "/v1/Blob", [("Host", "api.partner.example:80"), ("Content-Type", "text/plain")],
+         b"hello\r\n" * 1000),
+    ]
+    for method, path, headers, body in requests:
+        status, answer_headers, answer = send_raw(p.partner_port, method, path, headers, body)
+        assert status == 200, (method, path, status, answer[:300])
+        assert answer == f"other service: {method} {path}".encode()
+        # The partner's chain keeps Istio's own setting: the gateway names
+        # itself (alternator-lb-gateway's PASS_THROUGH is Alternator's only).
+        assert answer_headers.get("server") == "istio-envoy", answer_headers
+    received = partner.received
+    assert [(r.method, r.path, r.body) for r in received] == [(m, pa, b) for m, pa, _, b in requests]
+    for (_, _, headers, _), got in zip(requests, received):
+        for k, v in headers:
+            assert got.header(k) == v, (k, v, got.headers)
+    assert served(p.cluster, since) == [], "no partner request reached an Alternator node"
+
+    # Alternator's own requests through the same gateway still work.
+    client.get_item(TableName=table_name, Key={"pk": {"S": "k"}, "sk": {"S": "1"}})
+    stat = lambda name: p.envoy.stat("wasmcustom.alternator_lb." + name)  # noqa: E731
+    # Every request a node got was routed, and nothing else: the partner's
+    # requests were neither routed (their health and latency would have
+    # been held against a node) nor held.
+    routed = len(p.cluster.dynamodb_requests())
+    passed = len(requests) if variant == "wasmplugin" else 0
+    net.wait_for(lambda: (stat("requests_routed"), stat("requests_passed")) == (routed, passed), timeout=5,
+                 message=f"the filter to count {routed} routed and {passed} passed requests")
+    assert stat("affinity_held") == 0

@@ -8,14 +8,19 @@ it.
   sources.json; a changed manifest fails here until scripts/mesh-golden is
   run and its output committed. Every manifest of examples/istio is an
   input.
-* What istiod made, per variant (the WasmPlugin; key route affinity with
-  the EnvoyFilter): the filter in the gateway's HTTP chain before the router
+* What istiod made, per variant (on the shared egress gateway, the
+  WasmPlugin and key route affinity with the EnvoyFilter; the WasmPlugin on
+  a gateway of its own, the manifests edited by the README's sed command):
+  the filter in the gateway's HTTP chain before the router
   with the example's configuration and FAIL_RELOAD, the data cluster
   ORIGINAL_DST without use_http_header, the discovery cluster ORIGINAL_DST
   with it, the EnvoyFilter patches where they are meant to land (Server
   header, cleanup intervals, the affinity filter right before the router
   with allow_on_headers_stop_iteration, the route's body buffer limit), the
   route to the data cluster with the example's timeout and no retries.
+* On the shared gateway, another team's egress (partner.yaml) keeps its own
+  listener, route and settings; the WasmPlugin's filter is in its chain too
+  (hence ``hosts``), the affinity EnvoyFilter's is not.
 
 test_istio_gateway.py runs Envoy on these files.
 """
@@ -23,6 +28,7 @@ test_istio_gateway.py runs Envoy on these files.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +40,8 @@ from istio_gateway import GOLDEN, REPO, golden, hcm_of, sources, wasm_config
 
 DATA = "outbound|8000||alternator.example"
 DISCOVERY = "outbound|8000||alternator-discovery.example"
-ROUTE = "https.443.https-alternator.alternator-egress.alternator-lb"
+ROUTE = "https.443.https-alternator.alternator.istio-egress"
+PARTNER_ROUTE = "http.80"
 EXAMPLE = REPO / "examples" / "istio"
 REGENERATE = "run scripts/mesh-golden and commit tests/mesh/golden/istio"
 
@@ -95,9 +102,12 @@ def one(items: list[dict], name: str) -> dict:
     return item
 
 
+def alternator_listener(variant: str) -> dict:
+    return ig.listener_named(golden(variant, "listeners"), ig.ALTERNATOR_LISTENER)
+
+
 def http_filters(variant: str) -> list[dict]:
-    (listener,) = golden(variant, "listeners")
-    return hcm_of(listener)["httpFilters"]
+    return hcm_of(alternator_listener(variant))["httpFilters"]
 
 
 @pytest.mark.parametrize("variant", ig.VARIANTS)
@@ -118,8 +128,7 @@ def test_the_clusters_are_original_dst_and_only_discovery_trusts_the_header(vari
 
 @pytest.mark.parametrize("variant", ig.VARIANTS)
 def test_the_gateway_routes_alternator_to_the_data_cluster_unchanged(variant):
-    (route_config,) = golden(variant, "routes")
-    assert route_config["name"] == ROUTE
+    route_config = one(golden(variant, "routes"), ROUTE)
     (vhost,) = route_config["virtualHosts"]
     assert vhost["domains"] == ["alternator.example"]
     (route,) = vhost["routes"]
@@ -140,8 +149,7 @@ def test_the_gateway_routes_alternator_to_the_data_cluster_unchanged(variant):
 
 @pytest.mark.parametrize("variant", ig.VARIANTS)
 def test_the_gateway_passes_the_nodes_server_header(variant):
-    (listener,) = golden(variant, "listeners")
-    assert hcm_of(listener)["serverHeaderTransformation"] == "PASS_THROUGH"
+    assert hcm_of(alternator_listener(variant))["serverHeaderTransformation"] == "PASS_THROUGH"
 
 
 @pytest.mark.parametrize("variant", ig.VARIANTS)
@@ -196,12 +204,61 @@ def test_the_istio_agent_hands_envoy_the_module_as_a_local_file(variant):
     assert sources()["agent"]["images_pulled"][variant] == ["oci://registry.example.com/alternator-lb:0.1.0"]
 
 
+def without_filter(variant: str, listener: dict) -> dict:
+    (ext,) = golden(variant, "extension_configs")
+    hcm_of(listener)["httpFilters"] = [f for f in hcm_of(listener)["httpFilters"] if f["name"] != ext["name"]]
+    return listener
+
+
 def test_the_variants_differ_only_in_how_the_filter_is_installed():
     assert golden("wasmplugin", "clusters") == golden("affinity", "clusters")
-    without_filter = {}
-    for variant in ig.VARIANTS:
-        (listener,) = golden(variant, "listeners")
+    for name in (ig.ALTERNATOR_LISTENER, ig.PARTNER_LISTENER):
+        assert without_filter("wasmplugin", ig.listener_named(golden("wasmplugin", "listeners"), name)) == \
+            without_filter("affinity", ig.listener_named(golden("affinity", "listeners"), name)), name
+
+
+def test_the_shared_gateway_keeps_the_partners_traffic_its_own():
+    for variant in ("wasmplugin", "affinity"):
+        listener = ig.listener_named(golden(variant, "listeners"), ig.PARTNER_LISTENER)
+        hcm = hcm_of(listener)
+        assert hcm["rds"]["routeConfigName"] == PARTNER_ROUTE
+        # The Server header setting is Alternator's chain's only.
+        assert "serverHeaderTransformation" not in hcm
+        (vhost,) = one(golden(variant, "routes"), PARTNER_ROUTE)["virtualHosts"]
+        assert vhost["domains"] == ["api.partner.example"]
+        (route,) = vhost["routes"]
+        assert route["route"]["cluster"] == ig.PARTNER_CLUSTER
+        assert "requestBodyBufferLimit" not in route
         (ext,) = golden(variant, "extension_configs")
-        hcm_of(listener)["httpFilters"] = [f for f in hcm_of(listener)["httpFilters"] if f["name"] != ext["name"]]
-        without_filter[variant] = listener
-    assert without_filter["wasmplugin"] == without_filter["affinity"]
+        names = [f["name"] for f in hcm["httpFilters"]]
+        # A WasmPlugin selects pods and ports, not hosts: its filter is in
+        # the partner's chain as well, and "hosts" makes it pass that
+        # traffic. The EnvoyFilter matches Alternator's chain only.
+        assert (ext["name"] in names) == (variant == "wasmplugin"), (variant, names)
+
+
+def test_the_filter_routes_only_the_gateway_servers_hosts():
+    (gateway,) = [d for d in docs("30-routing.yaml") if d["kind"] == "Gateway"]
+    (server,) = gateway["spec"]["servers"]
+    assert plugin_config()["hosts"] == server["hosts"]
+    (ext,) = golden("affinity", "extension_configs")
+    assert json.loads(wasm_config(ext)["configuration"]["value"])["hosts"] == server["hosts"]
+
+
+def test_the_dedicated_gateway_is_the_readmes_sed_and_carries_alternator_only():
+    """The README's sed command is what the generator applied, and the
+    dedicated gateway has Alternator's listener alone, with the same filter
+    and clusters as the shared one."""
+    readme = (EXAMPLE / "README.md").read_text()
+    (command,) = re.findall(r"^sed -i (.*) examples/istio/\*\.yaml$", readme, re.M)
+    edits = [[a.replace("\\.", "."), b] for a, b in re.findall(r"-e 's/([^/]+)/([^/]+)/'", command)]
+    assert edits == sources()["dedicated_edits"], (edits, sources()["dedicated_edits"])
+    assert [li["name"] for li in golden("dedicated", "listeners")] == [ig.ALTERNATOR_LISTENER]
+    # The same listener, but for the workload's name in istiod's metadata.
+    shared = json.dumps(without_filter("wasmplugin", alternator_listener("wasmplugin")))
+    assert json.dumps(without_filter("dedicated", alternator_listener("dedicated"))) == \
+        shared.replace('"istio-egressgateway"', '"alternator-egress"')
+    assert golden("dedicated", "extension_configs") == golden("wasmplugin", "extension_configs")
+    dedicated = {c["name"]: c for c in golden("dedicated", "clusters")}
+    for name in (DATA, DISCOVERY):
+        assert dedicated[name] == one(golden("wasmplugin", "clusters"), name)

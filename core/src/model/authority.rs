@@ -7,7 +7,7 @@
 //! form the per-request check compares byte by byte, without allocating or
 //! formatting.
 //!
-//! The rules (README, "Sharing a gateway or listener"):
+//! The rules (docs/configuration.md, "Sharing a gateway or listener"):
 //!
 //! - names compare ASCII case-insensitively, as DNS names do, and as Envoy
 //!   matches a virtual host's `domains`;

@@ -483,3 +483,22 @@ def dynamodb_error(status: int = 400, type_: str = "ValidationException",
     """A request hook answer: a DynamoDB-style error, without relaying."""
     body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#" + type_, "message": message}).encode()
     return status, [("Content-Type", JSON_CONTENT_TYPE)], body
+
+
+def send_raw(port: int, method: str, path: str, headers: list[tuple[str, str]],
+             body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request to the listener on a new connection, exactly as given
+    (no header added but Content-Length, last, for a body): status,
+    headers, body of the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        if body:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()

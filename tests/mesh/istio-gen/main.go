@@ -12,11 +12,15 @@
 // identity and metadata that pod would send. What it writes is exactly what
 // istiod would answer.
 //
-// Two variants, as examples/istio/README.md offers them: the WasmPlugin
-// (10-clusters, 20-wasmplugin, 30-routing) and key route affinity
-// (10-clusters, 20-envoyfilter-affinity, 30-routing). cluster.yaml beside
-// this file holds what the cluster itself would have: the namespace, and the
-// gateway's Service and Pod as Istio's gateway chart makes them.
+// Three variants, as examples/istio/README.md offers them: on the shared
+// egress gateway, the WasmPlugin (10-clusters, 20-wasmplugin, 30-routing)
+// and key route affinity (10-clusters, 20-envoyfilter-affinity,
+// 30-routing); and the WasmPlugin on a gateway of its own, the manifests
+// edited as the README's sed command edits them. cluster.yaml beside this
+// file holds what the cluster itself would have: the namespaces, and both
+// gateways' Services and Pods as Istio's gateway chart makes them;
+// partner.yaml another team's egress through the shared gateway, so that
+// the shared gateway's configuration is seen with other traffic on it.
 //
 // Output, under -out: <variant>/{listeners,clusters,routes,extension_configs}.json
 // (each a JSON array of the resources as google.protobuf.Any, sorted by
@@ -73,27 +77,51 @@ import (
 // by scripts/build there.
 const agentModulePath = "/var/lib/istio/data/alternator-lb/plugin.wasm"
 
-// The gateway pod of cluster.yaml, as its istio-agent presents it to istiod.
 const (
-	podName      = "alternator-egress-5d9c7b8f4-x2x7q"
-	podIP        = "10.244.1.17"
-	namespace    = "alternator-lb"
+	namespace    = "istio-egress"
 	istioVersion = "1.31.0" // the proxy version istiod tailors its answer to (see README)
 )
 
-var gatewayLabels = map[string]string{
-	"app":                                 "alternator-egress",
-	"istio":                               "alternator-egress",
-	"sidecar.istio.io/inject":             "true",
-	"app.kubernetes.io/name":              "alternator-egress",
-	"service.istio.io/canonical-name":     "alternator-egress",
-	"service.istio.io/canonical-revision": "latest",
+// gateway is a gateway pod of cluster.yaml, as its istio-agent presents
+// itself to istiod: a release of Istio's gateway chart.
+type gateway struct {
+	release string
+	podName string
+	podIP   string
+}
+
+var (
+	sharedGateway    = gateway{"istio-egressgateway", "istio-egressgateway-7c9d8b6f5-q4m2n", "10.244.1.17"}
+	dedicatedGateway = gateway{"alternator-egress", "alternator-egress-5d9c7b8f4-x2x7q", "10.244.1.18"}
+)
+
+// labels are the pod's labels as the chart sets them: app from the release
+// name, istio from it without "istio-".
+func (g gateway) labels() map[string]string {
+	return map[string]string{
+		"app":                                 g.release,
+		"istio":                               strings.TrimPrefix(g.release, "istio-"),
+		"sidecar.istio.io/inject":             "true",
+		"app.kubernetes.io/name":              g.release,
+		"service.istio.io/canonical-name":     g.release,
+		"service.istio.io/canonical-revision": "latest",
+	}
+}
+
+// dedicatedEdits are examples/istio/README.md's sed substitutions that move
+// the example to a gateway of its own (the test of the README checks that
+// it says these).
+var dedicatedEdits = [][2]string{
+	{"istio: egressgateway", "istio: alternator-egress"},
+	{"istio-egressgateway.istio-egress.svc", "alternator-egress.istio-egress.svc"},
 }
 
 // variant is one way examples/istio/README.md installs the filter.
 type variant struct {
 	name      string
 	manifests []string // relative to the repository
+	gw        gateway
+	edits     [][2]string
 }
 
 var variants = []variant{
@@ -101,12 +129,20 @@ var variants = []variant{
 		"examples/istio/10-clusters.yaml",
 		"examples/istio/20-wasmplugin.yaml",
 		"examples/istio/30-routing.yaml",
-	}},
+		"tests/mesh/istio-gen/partner.yaml",
+	}, sharedGateway, nil},
 	{"affinity", []string{
 		"examples/istio/10-clusters.yaml",
 		"examples/istio/20-envoyfilter-affinity.yaml",
 		"examples/istio/30-routing.yaml",
-	}},
+		"tests/mesh/istio-gen/partner.yaml",
+	}, sharedGateway, nil},
+	{"dedicated", []string{
+		"examples/istio/10-clusters.yaml",
+		"examples/istio/20-wasmplugin.yaml",
+		"examples/istio/30-routing.yaml",
+		"tests/mesh/istio-gen/partner.yaml",
+	}, dedicatedGateway, dedicatedEdits},
 }
 
 // generatorFiles are the inputs besides the manifests: a change in any of
@@ -148,9 +184,15 @@ func main() {
 		for _, m := range v.manifests {
 			text := read(*repo, m)
 			sources[m] = digest(text)
+			// The README's sed runs on examples/istio/*.yaml only.
+			if strings.HasPrefix(m, "examples/istio/") {
+				for _, e := range v.edits {
+					text = strings.ReplaceAll(text, e[0], e[1])
+				}
+			}
 			docs = append(docs, text)
 		}
-		resources, w, err := generate(strings.Join(docs, "\n---\n"), clusterObjects, meshConfig)
+		resources, w, err := generate(strings.Join(docs, "\n---\n"), clusterObjects, meshConfig, v.gw)
 		warnings[v.name] = w
 		if err != nil {
 			fail("variant %s: %v", v.name, err)
@@ -178,9 +220,14 @@ func main() {
 	manifest := map[string]any{
 		"generator": "tests/mesh/istio-gen (scripts/mesh-golden)",
 		"istio":     istioModuleVersion(),
-		"proxy":     map[string]any{"id": nodeID(), "ISTIO_VERSION": istioVersion},
-		"sources":   sources,
-		"warnings":  warnings,
+		"proxies": map[string]any{
+			"wasmplugin": map[string]any{"id": nodeID(sharedGateway), "ISTIO_VERSION": istioVersion},
+			"affinity":   map[string]any{"id": nodeID(sharedGateway), "ISTIO_VERSION": istioVersion},
+			"dedicated":  map[string]any{"id": nodeID(dedicatedGateway), "ISTIO_VERSION": istioVersion},
+		},
+		"dedicated_edits": dedicatedEdits,
+		"sources":         sources,
+		"warnings":        warnings,
 		"agent": map[string]any{
 			"module_path":   agentModulePath,
 			"images_pulled": images,
@@ -196,26 +243,26 @@ func main() {
 	}
 }
 
-func nodeID() string {
-	return fmt.Sprintf("router~%s~%s.%s~%s.svc.cluster.local", podIP, podName, namespace, namespace)
+func nodeID(g gateway) string {
+	return fmt.Sprintf("router~%s~%s.%s~%s.svc.cluster.local", g.podIP, g.podName, namespace, namespace)
 }
 
-func nodeMetadata() model.NodeMetadata {
+func nodeMetadata(g gateway) model.NodeMetadata {
 	return model.NodeMetadata{
 		IstioVersion:   istioVersion,
-		Labels:         gatewayLabels,
+		Labels:         g.labels(),
 		Namespace:      namespace,
-		WorkloadName:   "alternator-egress",
-		ServiceAccount: "alternator-egress",
+		WorkloadName:   g.release,
+		ServiceAccount: g.release,
 		ClusterID:      "Kubernetes",
 		MeshID:         "cluster.local",
-		InstanceIPs:    []string{podIP},
+		InstanceIPs:    []string{g.podIP},
 	}
 }
 
 // generate feeds istiod the manifests and the cluster's objects and returns
 // the gateway's resources by kind.
-func generate(manifests, clusterObjects string, meshConfig *meshconfig.MeshConfig) (resources map[string][]*anypb.Any, warnings []string, err error) {
+func generate(manifests, clusterObjects string, meshConfig *meshconfig.MeshConfig, g gateway) (resources map[string][]*anypb.Any, warnings []string, err error) {
 	configs, unknown, err := crd.ParseInputs(manifests) // also runs istiod's validation webhook's checks
 	if err != nil {
 		return nil, nil, fmt.Errorf("istio refuses the manifests: %w", err)
@@ -254,17 +301,18 @@ func generate(manifests, clusterObjects string, meshConfig *meshconfig.MeshConfi
 			KubernetesObjectString: clusterObjects,
 			MeshConfig:             meshConfig,
 		})
-		md := nodeMetadata()
-		ads := s.ConnectADS().WithID(nodeID()).WithMetadata(md).WithTimeout(20 * time.Second)
+		md := nodeMetadata(g)
+		ads := s.ConnectADS().WithID(nodeID(g)).WithMetadata(md).WithTimeout(20 * time.Second)
+		node := md.ToStruct()
 
-		out["clusters"] = fetch(t, ads, v3.ClusterType, nil)
-		out["listeners"] = fetch(t, ads, v3.ListenerType, nil)
+		out["clusters"] = fetch(t, ads, node, v3.ClusterType, nil)
+		out["listeners"] = fetch(t, ads, node, v3.ListenerType, nil)
 		routeNames, extensionNames := referenced(t, out["listeners"])
 		if len(routeNames) > 0 {
-			out["routes"] = fetch(t, ads, v3.RouteType, routeNames)
+			out["routes"] = fetch(t, ads, node, v3.RouteType, routeNames)
 		}
 		if len(extensionNames) > 0 {
-			out["extension_configs"] = fetch(t, ads, v3.ExtensionConfigurationType, extensionNames)
+			out["extension_configs"] = fetch(t, ads, node, v3.ExtensionConfigurationType, extensionNames)
 		}
 	})
 	return out, warnings, err
@@ -272,11 +320,11 @@ func generate(manifests, clusterObjects string, meshConfig *meshconfig.MeshConfi
 
 // fetch asks for one type, as Envoy does on its ADS stream, and acks the
 // answer. Pushes of other types that arrive meanwhile are acked and left.
-func fetch(t test.Failer, ads *pilotxds.AdsTest, typeURL string, names []string) []*anypb.Any {
+func fetch(t test.Failer, ads *pilotxds.AdsTest, node *structpb.Struct, typeURL string, names []string) []*anypb.Any {
 	req := &discovery.DiscoveryRequest{
 		TypeUrl:       typeURL,
 		ResourceNames: names,
-		Node:          &core.Node{Id: ads.ID, Metadata: nodeMetadataStruct()},
+		Node:          &core.Node{Id: ads.ID, Metadata: node},
 	}
 	ads.Request(t, req)
 	for {
@@ -307,8 +355,6 @@ func fetch(t test.Failer, ads *pilotxds.AdsTest, typeURL string, names []string)
 		return res
 	}
 }
-
-func nodeMetadataStruct() *structpb.Struct { return nodeMetadata().ToStruct() }
 
 func resourceName(t test.Failer, a *anypb.Any) string {
 	m, err := a.UnmarshalNew()
