@@ -8,8 +8,8 @@ Gateway); no cluster is needed.
 * Copies with one mistake each, made at test time, are rejected: the check
   really checks.
 * The filter configuration in the WasmPlugin and the EnvoyExtensionPolicy
-  uses only keys the filter knows (the list in core/src/config.rs), and the
-  names that must agree across resources do: discovery_cluster is the
+  uses only keys the filter knows (the list in core/src/config/document.rs),
+  and the names that must agree across resources do: discovery_cluster is the
   outbound|PORT||HOST Istio generates from the discovery ServiceEntry (or the
   cluster the EnvoyPatchPolicy adds), that cluster gets use_http_header, and
   the data cluster does not.
@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 EXAMPLES = [REPO / "examples" / "istio", REPO / "examples" / "envoy-gateway"]
 VALIDATOR = HERE / "validate_manifests.mjs"
-CONFIG_RS = REPO / "core" / "src" / "config.rs"
+CONFIG_RS = REPO / "core" / "src" / "config" / "document.rs"
 ISTIO_DEFAULT_CONNECT_TIMEOUT = "10s"
 
 
@@ -181,10 +181,10 @@ def test_an_unknown_kind_is_rejected_not_skipped():
 
 
 def filter_keys() -> list[str]:
-    """The keys the filter accepts, from core/src/config.rs (KEYS)."""
+    """The keys the filter accepts, from core/src/config/document.rs (KEYS)."""
     text = CONFIG_RS.read_text()
     m = re.search(r"pub const KEYS: \[&str; (\d+)\] = \[(.*?)\];", text, re.S)
-    assert m, "KEYS not found in core/src/config.rs"
+    assert m, "KEYS not found in core/src/config/document.rs"
     keys = re.findall(r'"([a-z_]+)"', m.group(2))
     assert len(keys) == int(m.group(1))
     return keys
