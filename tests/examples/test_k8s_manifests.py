@@ -594,10 +594,13 @@ def test_dockerfile_is_a_single_layer_compat_wasm_image():
 def test_readmes_name_only_files_that_exist():
     for readme in (REPO / "examples" / "istio" / "README.md", REPO / "examples" / "envoy-gateway" / "README.md"):
         text = readme.read_text()
-        for name in set(re.findall(r"\b([\w.-]+\.yaml)\b", text)):
-            if name in ("envoy.yaml",):
+        for name in set(re.findall(r"(?<![\w./-])([\w./-]+\.yaml)\b", text)):
+            if name in ("envoy.yaml", ".yaml"):     # (".yaml": the end of a glob, *.yaml)
                 continue
-            assert (readme.parent / name).exists(), f"{rel(readme)} mentions {name}, which is not there"
+            # A bare or relative name is beside the README; another path is
+            # the repository's.
+            where = REPO / name if "/" in name and not name.startswith(".") else readme.parent / name
+            assert where.exists(), f"{rel(readme)} mentions {name}, which is not there"
 
 
 # --------------------------------------------------------------------------
