@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from harness import net, sigv4
 from harness.alternator import BAD_ENTRIES, GARBAGE_BODY, LOCALNODES_MODES, SimulatedCluster
 from harness.backend import MotoBackend
-from harness.envoy import (EnvoyStartError, EnvoyProcess, minimal_static_config,
+from harness.envoy import (EnvoyStartError, EnvoyProcess, minimal_static_config, on_free_ports,
                            run_envoy_expect_failure, validate, write_config)
 from harness.proxy import create_table
 
@@ -613,6 +613,26 @@ def test_moto_backend_is_stopped_by_pid(tmp_path):
 
 
 # ---------------------------------------------------------------- envoy
+
+def test_a_port_taken_before_envoy_binds_it_is_chosen_again(make_envoy):
+    """on_free_ports: Envoy refuses to start on a port another socket took
+    since it was chosen, and the start is made again on new ports."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [taken.getsockname()[1]]
+    try:
+        def start():
+            listener = ports[-1] if len(ports) == 1 else net.free_port()
+            ports.append(listener)
+            return make_envoy(minimal_static_config(listener, net.free_port(), ["127.0.0.1"], 9))
+
+        envoy = on_free_ports(start)
+    finally:
+        taken.close()
+    assert len(ports) == 3 and ports[1] == ports[0] != ports[2], ports
+    assert envoy.is_running()
+
 
 def test_sigv4_survives_plain_envoy(make_cluster, make_envoy, dynamodb, table_name):
     cluster = make_cluster(3)

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from harness import net
+from harness.envoy import on_free_ports
 from harness.filter_config import build_wasm
 from harness.proxy import Proxied, create_table
 from harness.traffic import Clients, assert_round_robin, nodes_of, served, wait_served_by
@@ -166,11 +167,15 @@ def test_the_gateway_spreads_sdk_traffic_and_passes_the_server_header(make_clust
                                                                       table_name, tmp_path):
     cluster = make_cluster(n_nodes=3)
     cluster.server_header = SERVER
-    port = net.free_port()
-    envoy = make_envoy(bootstrap(tmp_path / "eg", port, net.free_port(), {
-        "seeds": cluster.addresses[:2], "port": cluster.port,
-        "allowed_cidrs": [cluster.addresses[0].rsplit(".", 1)[0] + ".0/24"], "load_balancing": "round_robin"}),
-        concurrency=2)
+
+    def start():
+        port = net.free_port()
+        return make_envoy(bootstrap(tmp_path / "eg", port, net.free_port(), {
+            "seeds": cluster.addresses[:2], "port": cluster.port,
+            "allowed_cidrs": [cluster.addresses[0].rsplit(".", 1)[0] + ".0/24"], "load_balancing": "round_robin"}),
+            concurrency=2), port
+
+    envoy, port = on_free_ports(start)
     p = Proxied(cluster, envoy, f"http://127.0.0.1:{port}", 1.0, stat_prefix="http-8000")
     assert "http.http-8000.downstream_rq_5xx" in envoy.stats()
     net.wait_for(lambda: "discovered 3 nodes" in envoy.log_text(), timeout=15,

@@ -26,6 +26,7 @@ import pytest
 
 import istio_gateway
 from harness import net
+from harness.envoy import on_free_ports
 from harness.affinity_ref import ClusterRing
 from harness.filter_config import build_wasm
 from harness.proxy import Proxied, create_table
@@ -51,14 +52,18 @@ def start_gateway(variant: str, make_cluster, make_envoy, tmp_path, partner: Rec
     """Envoy on the variant's gateway configuration; ``p.partner_port`` is
     the partner's listener's port (None on the dedicated gateway)."""
     cluster = make_cluster(n_nodes=n_nodes)
-    ports = {li["name"]: net.free_port() for li in istio_gateway.golden(variant, "listeners")}
-    config, ctx = istio_gateway.bootstrap(
-        variant, workdir=tmp_path / f"istio-{variant}", listener_ports=ports, admin_port=net.free_port(),
-        wasm=build_wasm(), partner_backend=(partner.address, partner.port),
-        filter_keys={"seeds": cluster.addresses[:2], "port": cluster.port,
-                     "allowed_cidrs": [cluster.addresses[0].rsplit(".", 1)[0] + ".0/24"],
-                     "load_balancing": "round_robin"})
-    envoy = make_envoy(config, concurrency=2)
+
+    def start():
+        ports = {li["name"]: net.free_port() for li in istio_gateway.golden(variant, "listeners")}
+        config, _ = istio_gateway.bootstrap(
+            variant, workdir=tmp_path / f"istio-{variant}", listener_ports=ports, admin_port=net.free_port(),
+            wasm=build_wasm(), partner_backend=(partner.address, partner.port),
+            filter_keys={"seeds": cluster.addresses[:2], "port": cluster.port,
+                         "allowed_cidrs": [cluster.addresses[0].rsplit(".", 1)[0] + ".0/24"],
+                         "load_balancing": "round_robin"})
+        return make_envoy(config, concurrency=2), config, ports
+
+    envoy, config, ports = on_free_ports(start)
     listener = istio_gateway.listener_named(config["static_resources"]["listeners"],
                                             istio_gateway.ALTERNATOR_LISTENER)
     stat_prefix = istio_gateway.hcm_of(listener)["statPrefix"]

@@ -28,12 +28,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
 import yaml
 
 from .backend import stop_process_group
+
+T = TypeVar("T")
+
+#: How many times :func:`on_free_ports` starts Envoy on newly chosen ports.
+BIND_ATTEMPTS = 3
 
 
 class EnvoyStartError(RuntimeError):
@@ -335,3 +340,19 @@ def minimal_static_config(listener_port: int, admin_port: int, upstream_addresse
             }],
         },
     }
+
+
+def on_free_ports(start: Callable[[], T]) -> T:
+    """``start()`` picks ports (:func:`net.free_port`), builds a
+    configuration on them and starts Envoy. Between the choice and Envoy's
+    bind, another socket can take a port (an outgoing connection's
+    ephemeral port on 127.0.0.1, say); Envoy then refuses to start
+    ("cannot bind"), and ``start()`` runs again with new ports, up to
+    :data:`BIND_ATTEMPTS` times. Any other failure is raised at once."""
+    for _ in range(BIND_ATTEMPTS - 1):
+        try:
+            return start()
+        except EnvoyStartError as e:
+            if "cannot bind" not in str(e):
+                raise
+    return start()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import net
+from .envoy import on_free_ports
 from .filter_config import SHIPPED_CONFIG, envoy_config
 from .traffic import WorkerConnections, nodes_by_worker, served
 
@@ -66,12 +67,15 @@ def start_proxied(make_cluster, make_envoy, *, n_nodes: int = 3, concurrency: in
     filter_keys["seeds"] = seeds
     if "port" not in filter_keys:
         filter_keys["port"] = cluster.port
-    listener_port = net.free_port()
-    config = envoy_config(listener_port=listener_port, admin_port=net.free_port(),
-                          shipped=shipped, **filter_keys)
-    if edit_config is not None:
-        config = edit_config(config)
-    envoy = make_envoy(config, concurrency=concurrency, extra_args=list(envoy_args))
+    def start() -> tuple[Any, int]:
+        listener_port = net.free_port()
+        config = envoy_config(listener_port=listener_port, admin_port=net.free_port(),
+                              shipped=shipped, **filter_keys)
+        if edit_config is not None:
+            config = edit_config(config)
+        return make_envoy(config, concurrency=concurrency, extra_args=list(envoy_args)), listener_port
+
+    envoy, listener_port = on_free_ports(start)
     interval_s = filter_keys.get("refresh_interval_ms", 1000) / 1000
     return Proxied(cluster, envoy, f"http://127.0.0.1:{listener_port}", interval_s, filter_keys, make_envoy)
 
