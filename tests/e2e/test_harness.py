@@ -636,8 +636,12 @@ def test_a_port_taken_before_envoy_binds_it_is_chosen_again(make_envoy):
 
 def test_sigv4_survives_plain_envoy(make_cluster, make_envoy, dynamodb, table_name):
     cluster = make_cluster(3)
-    listener, admin = net.free_port(), net.free_port()
-    envoy = make_envoy(minimal_static_config(listener, admin, cluster.addresses, cluster.port))
+
+    def start():
+        listener = net.free_port()
+        return make_envoy(minimal_static_config(listener, net.free_port(), cluster.addresses, cluster.port)), listener
+
+    envoy, listener = on_free_ports(start)
     client = dynamodb(f"http://127.0.0.1:{listener}")
 
     create_table(client, table_name)

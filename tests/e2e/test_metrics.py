@@ -8,6 +8,7 @@ import copy
 import json
 
 from harness import net
+from harness.envoy import on_free_ports
 from harness.filter_config import build_wasm, shipped_config
 from harness.proxy import create_table
 
@@ -106,24 +107,28 @@ def test_two_instances_keep_their_own_figures(make_cluster, make_envoy, dynamodb
     """Two Alternator clusters behind one Envoy, one listener and filter
     instance each, named apart by stat_prefix."""
     a, b = make_cluster(n_nodes=3), make_cluster(n_nodes=2)
-    config = copy.deepcopy(shipped_config())
-    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=net.free_port())
-    first = config["static_resources"]["listeners"][0]
-    second = copy.deepcopy(first)
-    second["name"] = "dynamodb_b"
-    ports = []
-    for listener, cluster, prefix in ((first, a, "orders"), (second, b, "users")):
-        port = net.free_port()
-        ports.append(port)
-        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
-        plugin = wasm_plugin_of(listener)
-        plugin["name"] = plugin["root_id"] = f"alternator_lb_{prefix}"
-        plugin["vm_config"]["code"]["local"]["filename"] = str(build_wasm())
-        plugin["configuration"]["value"] = json.dumps(
-            {"seeds": [cluster.addresses[0]], "port": cluster.port, "stat_prefix": prefix,
-             "refresh_interval_ms": 500})
-    config["static_resources"]["listeners"].append(second)
-    envoy = make_envoy(config)
+
+    def start():
+        config = copy.deepcopy(shipped_config())
+        config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=net.free_port())
+        first = config["static_resources"]["listeners"][0]
+        second = copy.deepcopy(first)
+        second["name"] = "dynamodb_b"
+        ports = []
+        for listener, cluster, prefix in ((first, a, "orders"), (second, b, "users")):
+            port = net.free_port()
+            ports.append(port)
+            listener["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
+            plugin = wasm_plugin_of(listener)
+            plugin["name"] = plugin["root_id"] = f"alternator_lb_{prefix}"
+            plugin["vm_config"]["code"]["local"]["filename"] = str(build_wasm())
+            plugin["configuration"]["value"] = json.dumps(
+                {"seeds": [cluster.addresses[0]], "port": cluster.port, "stat_prefix": prefix,
+                 "refresh_interval_ms": 500})
+        config["static_resources"]["listeners"].append(second)
+        return make_envoy(config), ports
+
+    envoy, ports = on_free_ports(start)
     net.wait_for(lambda: envoy.log_text().count("discovered") >= 2, timeout=10,
                  message="both instances to discover their nodes")
     # Each request is routed (to the seed, or to a discovered node) and

@@ -44,7 +44,7 @@ def logged_by(log: str, root_id: str, text: str) -> list[str]:
 
 def test_two_format_versions_share_an_envoy_without_resetting_each_other(proxied, dynamodb, table_name):
     next_wasm = build_next_module()
-    new_port = net.free_port()
+    new_port = 0
 
     def with_the_upgraded_module(config: dict) -> dict:
         # The upgraded module on a second listener: the same filter
@@ -55,6 +55,10 @@ def test_two_format_versions_share_an_envoy_without_resetting_each_other(proxied
         listeners = config["static_resources"]["listeners"]
         new = copy.deepcopy(listeners[0])
         new["name"] = "dynamodb_next"
+        # Chosen here, so that a start made again on new ports
+        # (harness.envoy.on_free_ports) chooses this one again too.
+        nonlocal new_port
+        new_port = net.free_port()
         new["address"]["socket_address"]["port_value"] = new_port
         hcm = new["filter_chains"][0]["filters"][0]["typed_config"]
         [plugin] = [f["typed_config"]["config"] for f in hcm["http_filters"] if f["name"] == "alternator_lb"]

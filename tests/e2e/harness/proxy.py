@@ -67,6 +67,7 @@ def start_proxied(make_cluster, make_envoy, *, n_nodes: int = 3, concurrency: in
     filter_keys["seeds"] = seeds
     if "port" not in filter_keys:
         filter_keys["port"] = cluster.port
+
     def start() -> tuple[Any, int]:
         listener_port = net.free_port()
         config = envoy_config(listener_port=listener_port, admin_port=net.free_port(),
