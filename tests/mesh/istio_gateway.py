@@ -29,9 +29,6 @@ GOLDEN = REPO / "tests" / "mesh" / "golden" / "istio"
 #: The WasmPlugin and the affinity EnvoyFilter on the shared egress gateway,
 #: and the WasmPlugin on a gateway of its own (examples/istio/README.md).
 VARIANTS = ("wasmplugin", "affinity", "dedicated")
-#: The gateway (its Helm release) each variant runs in.
-GATEWAY_OF = {"wasmplugin": "istio-egressgateway", "affinity": "istio-egressgateway",
-              "dedicated": "alternator-egress"}
 #: The listener of Alternator's Gateway server (30-routing.yaml), and that
 #: of another team's plain HTTP egress on the shared gateway
 #: (tests/mesh/istio-gen/partner.yaml).
@@ -310,7 +307,7 @@ def bootstrap(variant: str, *, workdir: Path, listener_ports: dict[str, int], ad
         cluster.pop("@type")
     config = {
         # As the istio-agent's bootstrap names the node (the pod's identity).
-        "node": {"id": src["proxies"][variant]["id"], "cluster": f"{GATEWAY_OF[variant]}.istio-egress"},
+        "node": {"id": src["proxies"][variant]["id"], "cluster": src["proxies"][variant]["cluster"]},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {"listeners": c.listeners, "clusters": c.clusters},
     }

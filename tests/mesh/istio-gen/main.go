@@ -176,6 +176,9 @@ func main() {
 	sources := map[string]string{}
 	warnings := map[string][]string{}
 	images := map[string][]string{}
+	// Each variant's gateway pod as its istio-agent names it to istiod and
+	// in its bootstrap's node (cluster: workload name and namespace).
+	proxies := map[string]any{}
 	for _, f := range generatorFiles {
 		sources[f] = digest(read(*repo, f))
 	}
@@ -212,19 +215,20 @@ func main() {
 		}
 		write(filepath.Join(dir, "extension_configs.agent.json"), agent)
 		images[v.name] = pulled
+		proxies[v.name] = map[string]any{
+			"id":            nodeID(v.gw),
+			"cluster":       v.gw.release + "." + namespace,
+			"ISTIO_VERSION": istioVersion,
+		}
 		fmt.Printf("%s: %d listeners, %d clusters, %d routes, %d extension configs\n", v.name,
 			len(resources["listeners"]), len(resources["clusters"]), len(resources["routes"]),
 			len(resources["extension_configs"]))
 	}
 
 	manifest := map[string]any{
-		"generator": "tests/mesh/istio-gen (scripts/mesh-golden)",
-		"istio":     istioModuleVersion(),
-		"proxies": map[string]any{
-			"wasmplugin": map[string]any{"id": nodeID(sharedGateway), "ISTIO_VERSION": istioVersion},
-			"affinity":   map[string]any{"id": nodeID(sharedGateway), "ISTIO_VERSION": istioVersion},
-			"dedicated":  map[string]any{"id": nodeID(dedicatedGateway), "ISTIO_VERSION": istioVersion},
-		},
+		"generator":       "tests/mesh/istio-gen (scripts/mesh-golden)",
+		"istio":           istioModuleVersion(),
+		"proxies":         proxies,
 		"dedicated_edits": dedicatedEdits,
 		"sources":         sources,
 		"warnings":        warnings,
